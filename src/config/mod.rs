@@ -1,0 +1,463 @@
+//! Configuration: the TOML file, environment overrides and secret files, parsed into typed,
+//! validated values. A bad value fails at start with the offending key named.
+
+pub mod duration;
+mod source;
+
+pub use source::{MapSource, ProcessEnv, Source};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// A configuration problem, naming the key (`section.key`) it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+}
+
+impl ConfigError {
+    fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Key { key: key.into(), message: message.into() }
+    }
+
+    /// The key this error is about, when it is about one.
+    pub fn key_name(&self) -> Option<&str> {
+        match self {
+            ConfigError::Key { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    #[serde(default)]
+    pub identity_headers: IdentityHeaders,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// `false` serves plain HTTP, for deployments behind another TLS terminator.
+    pub tls: bool,
+    /// When neither `tls_cert` nor `tls_key` is set, a self-signed development certificate is
+    /// made under `certs/` on first start and reused after.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub public_url: Url,
+    pub auth_prefix: String,
+    pub metrics_listen: Option<SocketAddr>,
+    /// A second, plain-HTTP listener that redirects every request to `public_url`.
+    pub redirect_http_listen: Option<SocketAddr>,
+    pub trusted_proxies: Vec<IpNet>,
+    #[serde(with = "duration::serde_str")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "duration::serde_str")]
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub h2_max_concurrent_streams: u32,
+    #[serde(with = "duration::serde_str")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls: true,
+            tls_cert: None,
+            tls_key: None,
+            public_url: Url::parse("https://localhost:8443").unwrap_or_else(|_| unreachable_url()),
+            auth_prefix: "/auth".into(),
+            metrics_listen: None,
+            redirect_http_listen: None,
+            trusted_proxies: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            h2_max_concurrent_streams: 128,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+// A literal URL that always parses; kept out of line so the default reads plainly.
+#[allow(clippy::panic)]
+fn unreachable_url() -> Url {
+    panic!("built-in default URL does not parse")
+}
+
+pub const DEV_CERT: &str = "certs/dev-cert.pem";
+pub const DEV_KEY: &str = "certs/dev-key.pem";
+
+impl ServerConfig {
+    /// The certificate and key paths, and whether a dev certificate may be generated there.
+    pub fn tls_files(&self) -> (PathBuf, PathBuf, bool) {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => (c.clone(), k.clone(), false),
+            _ => (PathBuf::from(DEV_CERT), PathBuf::from(DEV_KEY), true),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    #[serde(with = "duration::serde_str")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream to answer with response headers.
+    #[serde(with = "duration::serde_str")]
+    pub response_timeout: Duration,
+    #[serde(with = "duration::serde_str")]
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    /// Extra CA certificates (PEM) trusted for `https://` upstreams, besides the webpki roots.
+    pub upstream_ca: Option<PathBuf>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 256,
+            upstream_ca: None,
+        }
+    }
+}
+
+/// Names of the identity headers added for the upstream (and stripped from every request).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityHeaders {
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+    pub roles: String,
+    pub session_id: String,
+    /// When not empty, the access token itself is forwarded under this name.
+    pub access_token: String,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        IdentityHeaders {
+            user_id: "X-Auth-User-Id".into(),
+            email: "X-Auth-User-Email".into(),
+            name: "X-Auth-User-Name".into(),
+            roles: "X-Auth-User-Roles".into(),
+            session_id: "X-Auth-Session-Id".into(),
+            access_token: String::new(),
+        }
+    }
+}
+
+impl IdentityHeaders {
+    /// Every configured name, for stripping.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        [&self.user_id, &self.email, &self.name, &self.roles, &self.session_id, &self.access_token]
+            .into_iter()
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `authgate=debug`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Public,
+    /// The safe default: a route that forgets `access` is protected.
+    #[default]
+    Authenticated,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A name for metrics and logs; the path prefix when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Matched case-insensitively without the port; any host when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    pub upstream: Url,
+    #[serde(default)]
+    pub access: Access,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Methods this route accepts (any when empty).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Remove `path_prefix` from the path before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Forward the client's Host header (true) or the upstream's authority (false).
+    #[serde(default = "yes")]
+    pub preserve_host: bool,
+}
+
+fn default_prefix() -> String {
+    "/".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Loads `path` (or the built-in defaults when `None`), applies `AUTHGATE_<SECTION>__<KEY>`
+    /// overrides from `env` and `*_file` secrets, then validates.
+    pub fn load(path: Option<&Path>, env: &dyn Source) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?,
+            None => String::new(),
+        };
+        Config::from_toml(&text, env)
+    }
+
+    pub fn from_toml(text: &str, env: &dyn Source) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        source::apply_env(&mut table, env)?;
+        source::apply_secret_files(&mut table)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.inner().to_string();
+                // serde_path_to_error already ends the path with an unknown field's name.
+                let key = match (path.as_str(), unknown_field(&message)) {
+                    ("." | "", Some(field)) => field.to_string(),
+                    _ => path,
+                };
+                ConfigError::key(key, message)
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if !s.auth_prefix.starts_with('/') || s.auth_prefix.len() < 2 || s.auth_prefix.ends_with('/') {
+            return Err(ConfigError::key(
+                "server.auth_prefix",
+                "must start with '/', not end with '/', and not be '/' alone",
+            ));
+        }
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            let key = if s.tls_cert.is_some() { "server.tls_key" } else { "server.tls_cert" };
+            return Err(ConfigError::key(key, "tls_cert and tls_key must be set together"));
+        }
+        if !matches!(s.public_url.scheme(), "http" | "https") {
+            return Err(ConfigError::key("server.public_url", "must be an http:// or https:// URL"));
+        }
+        for (name, d) in [
+            ("server.handshake_timeout", s.handshake_timeout),
+            ("server.header_read_timeout", s.header_read_timeout),
+            ("proxy.connect_timeout", self.proxy.connect_timeout),
+            ("proxy.response_timeout", self.proxy.response_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::key(name, "must be greater than zero"));
+            }
+        }
+        if s.max_connections == 0 {
+            return Err(ConfigError::key("server.max_connections", "must be at least 1"));
+        }
+        if s.max_header_bytes < 1024 {
+            return Err(ConfigError::key("server.max_header_bytes", "must be at least 1024"));
+        }
+        if s.max_headers == 0 {
+            return Err(ConfigError::key("server.max_headers", "must be at least 1"));
+        }
+        for (field, name) in [
+            ("user_id", &self.identity_headers.user_id),
+            ("email", &self.identity_headers.email),
+            ("name", &self.identity_headers.name),
+            ("roles", &self.identity_headers.roles),
+            ("session_id", &self.identity_headers.session_id),
+        ] {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(ConfigError::key(format!("identity_headers.{field}"), "not a valid header name"));
+            }
+        }
+        let token = &self.identity_headers.access_token;
+        if !token.is_empty() && http::HeaderName::from_bytes(token.as_bytes()).is_err() {
+            return Err(ConfigError::key("identity_headers.access_token", "not a valid header name"));
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = |k: &str| format!("routes[{i}].{k}");
+            if !r.path_prefix.starts_with('/') {
+                return Err(ConfigError::key(key("path_prefix"), "must start with '/'"));
+            }
+            if crate::http::path::normalize(&r.path_prefix).as_deref() != Ok(r.path_prefix.as_str()) {
+                return Err(ConfigError::key(
+                    key("path_prefix"),
+                    "must be a normalized path (no '.', '..', '//' or percent-encoding of unreserved characters)",
+                ));
+            }
+            if !matches!(r.upstream.scheme(), "http" | "https") || r.upstream.host().is_none() {
+                return Err(ConfigError::key(key("upstream"), "must be an http:// or https:// URL with a host"));
+            }
+            if r.upstream.query().is_some() || r.upstream.fragment().is_some() {
+                return Err(ConfigError::key(key("upstream"), "must not have a query or fragment"));
+            }
+            if r.access == Access::Public && !r.roles.is_empty() {
+                return Err(ConfigError::key(key("roles"), "roles need access = \"authenticated\""));
+            }
+            for m in &r.methods {
+                if http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err() {
+                    return Err(ConfigError::key(key("methods"), format!("{m:?} is not an HTTP method")));
+                }
+            }
+            if r.path_prefix.starts_with(&s.auth_prefix)
+                && (r.path_prefix.len() == s.auth_prefix.len()
+                    || r.path_prefix.as_bytes().get(s.auth_prefix.len()) == Some(&b'/'))
+            {
+                return Err(ConfigError::key(key("path_prefix"), "is inside server.auth_prefix, which the gateway answers itself"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, &MapSource::default())
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8443".parse().unwrap());
+        assert!(c.server.tls);
+        assert_eq!(c.server.auth_prefix, "/auth");
+        assert!(c.routes.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = load("[server]\nlistn = \"127.0.0.1:1\"\n").unwrap_err();
+        assert_eq!(e.key_name(), Some("server.listn"), "{e}");
+        let e = load("[serverr]\n").unwrap_err();
+        assert_eq!(e.key_name(), Some("serverr"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = load("[server]\nlisten = \"nope\"\n").unwrap_err();
+        assert_eq!(e.key_name(), Some("server.listen"), "{e}");
+        let e = load("[proxy]\nconnect_timeout = \"5 parsecs\"\n").unwrap_err();
+        assert_eq!(e.key_name(), Some("proxy.connect_timeout"), "{e}");
+        let e = load("[[routes]]\nupstream = \"ftp://x\"\n").unwrap_err();
+        assert_eq!(e.key_name(), Some("routes[0].upstream"), "{e}");
+        let e = load("[[routes]]\nupstream = \"http://x\"\npath_prefix = \"/a/../b\"\n").unwrap_err();
+        assert_eq!(e.key_name(), Some("routes[0].path_prefix"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let env = MapSource::from([
+            ("AUTHGATE_SERVER__LISTEN", "0.0.0.0:9000"),
+            ("AUTHGATE_SERVER__TLS", "false"),
+            ("AUTHGATE_PROXY__CONNECT_TIMEOUT", "2s"),
+            ("UNRELATED", "x"),
+        ]);
+        let c = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\n", &env).unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:9000".parse().unwrap());
+        assert!(!c.server.tls);
+        assert_eq!(c.proxy.connect_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn env_unknown_key_is_named() {
+        let env = MapSource::from([("AUTHGATE_SERVER__NOPE", "1")]);
+        let e = Config::from_toml("", &env).unwrap_err();
+        assert_eq!(e.key_name(), Some("server.nope"), "{e}");
+    }
+
+    #[test]
+    fn secret_file_key_reads_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("name");
+        std::fs::write(&f, "X-From-File\n").unwrap();
+        let text = format!("[identity_headers]\nuser_id_file = {:?}\n", f.display().to_string());
+        let c = load(&text).unwrap();
+        assert_eq!(c.identity_headers.user_id, "X-From-File");
+        let both = format!("[identity_headers]\nuser_id = \"a\"\nuser_id_file = {:?}\n", f.display().to_string());
+        assert_eq!(load(&both).unwrap_err().key_name(), Some("identity_headers.user_id_file"));
+    }
+
+    #[test]
+    fn routes_parse_with_defaults() {
+        let c = load("[[routes]]\nupstream = \"http://127.0.0.1:8080\"\n").unwrap();
+        let r = &c.routes[0];
+        assert_eq!(r.path_prefix, "/");
+        assert_eq!(r.access, Access::Authenticated);
+        assert!(r.preserve_host);
+    }
+
+    #[test]
+    fn route_inside_auth_prefix_is_refused() {
+        let e = load("[[routes]]\nupstream = \"http://x\"\npath_prefix = \"/auth/x\"\n").unwrap_err();
+        assert_eq!(e.key_name(), Some("routes[0].path_prefix"));
+        assert!(load("[[routes]]\nupstream = \"http://x\"\npath_prefix = \"/authors\"\n").is_ok());
+    }
+}

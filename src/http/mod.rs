@@ -1,0 +1,210 @@
+//! The gateway's HTTP front: per-request context, routing, and the gateway's own endpoints.
+//! A request is looked at once: limits, path normalization, then ops endpoints, the auth
+//! prefix, and the route table (the proxy pipeline).
+
+pub mod body;
+pub mod client_ip;
+pub mod error;
+mod ops;
+pub mod path;
+mod security;
+
+use crate::config::Config;
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::policy::{RouteTable, strip_port};
+use crate::proxy::Proxy;
+use body::Body;
+use client_ip::TrustedProxies;
+use error::ApiError;
+use http::{HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tracing::Instrument;
+
+/// How a connection reached us.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub scheme: &'static str,
+}
+
+/// What every phase may want to know about the request.
+#[derive(Debug)]
+pub struct RequestCtx {
+    pub request_id: HeaderValue,
+    pub peer: SocketAddr,
+    pub peer_trusted: bool,
+    pub client_ip: IpAddr,
+    pub scheme: &'static str,
+    /// Host as the client named it (Host header, or the h2 `:authority`).
+    pub host: Option<String>,
+}
+
+impl RequestCtx {
+    fn new(app: &App, conn: &ConnInfo, req: &Request<Incoming>) -> Self {
+        let peer_trusted = app.trusted.contains(conn.peer.ip());
+        let client_ip = app.trusted.client_ip(conn.peer.ip(), req.headers());
+        // A request id from a trusted proxy joins our logs to theirs; from anyone else it is
+        // ignored, so a client cannot forge entries into someone else's trail.
+        let request_id = req
+            .headers()
+            .get(&crate::proxy::headers::X_REQUEST_ID)
+            .filter(|v| peer_trusted && !v.is_empty() && v.len() <= 128)
+            .cloned()
+            .unwrap_or_else(new_request_id);
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+            .map(str::to_string);
+        RequestCtx { request_id, peer: conn.peer, peer_trusted, client_ip, scheme: conn.scheme, host }
+    }
+
+    /// The host without its port, lower-case comparison left to the caller.
+    pub fn host_name(&self) -> Option<&str> {
+        self.host.as_deref().map(strip_port)
+    }
+}
+
+fn new_request_id() -> HeaderValue {
+    let id = uuid::Uuid::new_v4();
+    let mut buf = uuid::Uuid::encode_buffer();
+    HeaderValue::from_str(id.simple().encode_lower(&mut buf)).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// Metrics for what the gateway answers itself.
+#[derive(Debug)]
+struct OwnMetrics {
+    ops: RouteMetrics,
+    auth: RouteMetrics,
+    unmatched: RouteMetrics,
+}
+
+/// Everything a request handler can reach. Built once; shared by every connection.
+#[derive(Debug)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub routes: RouteTable,
+    pub proxy: Proxy,
+    pub metrics: Metrics,
+    pub trusted: TrustedProxies,
+    own: OwnMetrics,
+    /// Set when shutdown begins, so /readyz tells load balancers to move on.
+    draining: AtomicBool,
+    /// Whether /metrics is served on the main listener (no separate metrics_listen).
+    metrics_inline: bool,
+}
+
+impl App {
+    pub fn new(config: Arc<Config>, routes: RouteTable, proxy: Proxy, metrics: Metrics) -> Self {
+        let own = OwnMetrics {
+            ops: metrics.route("_ops"),
+            auth: metrics.route("_auth"),
+            unmatched: metrics.route("_unmatched"),
+        };
+        App {
+            trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
+            metrics_inline: config.server.metrics_listen.is_none(),
+            config,
+            routes,
+            proxy,
+            metrics,
+            own,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Entry point for every request on the main listener.
+pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let ctx = RequestCtx::new(&app, &conn, &req);
+    let span = tracing::info_span!("request", id = ?ctx.request_id, client = %ctx.client_ip);
+    async move {
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let (mut resp, metrics, route) = dispatch(&app, &ctx, req).await;
+        resp.headers_mut().insert(crate::proxy::headers::X_REQUEST_ID.clone(), ctx.request_id.clone());
+        let elapsed = start.elapsed();
+        let status = resp.status().as_u16();
+        metrics.observe(status, elapsed);
+        // The access log: never headers (Authorization, Cookie), never the query string,
+        // which may carry a token or a code.
+        tracing::info!(
+            target: "access",
+            method = %method,
+            path = uri.path(),
+            status,
+            route,
+            micros = elapsed.as_micros() as u64,
+            "request"
+        );
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dispatch<'a>(
+    app: &'a App,
+    ctx: &RequestCtx,
+    req: Request<Incoming>,
+) -> (Response<Body>, &'a RouteMetrics, &'a str) {
+    let s = &app.config.server;
+    if let Err(e) = security::check_header_limits(req.headers(), s.max_headers, s.max_header_bytes) {
+        return (e.into_response(), &app.own.unmatched, "-");
+    }
+    let uri = req.uri().clone();
+    let path = match path::normalize(uri.path()) {
+        Ok(p) => p,
+        Err(e) => return (ApiError::bad_request(e.to_string()).into_response(), &app.own.unmatched, "-"),
+    };
+    if let Some(resp) = ops::handle(app, &path, &req) {
+        return (security::own_headers(resp, ctx.scheme), &app.own.ops, "_ops");
+    }
+    if path::under_prefix(&path, &s.auth_prefix) {
+        // The account endpoints arrive with the accounts work; until then nothing is here.
+        let resp = ApiError::not_found().into_response();
+        return (security::own_headers(resp, ctx.scheme), &app.own.auth, "_auth");
+    }
+    match app.routes.find(ctx.host_name(), &path, req.method()) {
+        Some(route) => {
+            let resp = app.proxy.handle(ctx, route, &path, req).await;
+            (resp, &route.metrics, route.name.as_str())
+        }
+        None => (ApiError::not_found().into_response(), &app.own.unmatched, "-"),
+    }
+}
+
+/// The optional plain-HTTP listener: every request is sent to the same path on `public_url`.
+pub fn redirect_to_https(public_url: &url::Url, req: &Request<Incoming>) -> Response<Body> {
+    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut target = public_url.as_str().trim_end_matches('/').to_string();
+    target.push_str(pq);
+    match HeaderValue::from_str(&target) {
+        Ok(location) => {
+            let mut resp = Response::new(body::empty());
+            *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+            resp.headers_mut().insert(header::LOCATION, location);
+            resp
+        }
+        Err(_) => ApiError::bad_request("the request target cannot be redirected").into_response(),
+    }
+}
+
+/// The metrics exposition, for the separate metrics listener.
+pub fn ops_metrics(metrics: &Metrics) -> Response<Body> {
+    ops::metrics_response(metrics)
+}

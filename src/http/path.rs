@@ -1,0 +1,217 @@
+//! Path normalization, done once per request: the route table and the upstream see the same
+//! path, so no encoding trick can make a rule match one thing and the upstream serve another.
+
+use std::borrow::Cow;
+
+/// Why a path was refused (each is a 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path must start with '/'")]
+    NotAbsolute,
+    #[error("the path has an invalid percent-encoding")]
+    BadEscape,
+    #[error("the path has an encoded '/' or '\\'")]
+    EncodedSeparator,
+    #[error("the path has a backslash")]
+    Backslash,
+    #[error("the path has a control character")]
+    ControlCharacter,
+    #[error("the path climbs above the root")]
+    EscapesRoot,
+    #[error("the path has a dot segment with parameters (';')")]
+    DotSegmentParameter,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// True when `p` is already in normal form, so the common request allocates nothing.
+fn is_plain(p: &str) -> bool {
+    let b = p.as_bytes();
+    b.first() == Some(&b'/')
+        && !b.iter().any(|&c| matches!(c, b'%' | b'\\' | b';') || c < 0x20 || c == 0x7f)
+        && !p.contains("//")
+        && !p.contains("/./")
+        && !p.contains("/../")
+        && !p.ends_with("/.")
+        && !p.ends_with("/..")
+}
+
+/// Normalizes a request path (without the query):
+/// percent-encoded unreserved characters are decoded, other escapes upper-cased; `.` and `..`
+/// segments are resolved; repeated slashes merged. Encoded separators (`%2F`, `%5C`), NUL,
+/// backslashes, `..` above the root and `..;` style segments are refused.
+pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    if is_plain(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // Pass 1: escapes.
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hi = bytes.get(i + 1).copied().and_then(hex).ok_or(PathError::BadEscape)?;
+                let lo = bytes.get(i + 2).copied().and_then(hex).ok_or(PathError::BadEscape)?;
+                let v = hi * 16 + lo;
+                if v == b'/' || v == b'\\' {
+                    return Err(PathError::EncodedSeparator);
+                }
+                if v < 0x20 || v == 0x7f {
+                    return Err(PathError::ControlCharacter);
+                }
+                if is_unreserved(v) {
+                    decoded.push(char::from(v));
+                } else {
+                    decoded.push('%');
+                    for nibble in [hi, lo] {
+                        let c = char::from_digit(u32::from(nibble), 16).unwrap_or('0');
+                        decoded.push(c.to_ascii_uppercase());
+                    }
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            c if c < 0x20 || c == 0x7f => return Err(PathError::ControlCharacter),
+            _ => {
+                // Copy the run up to the next byte that needs attention (keeps UTF-8 intact).
+                let run = bytes
+                    .get(i..)
+                    .unwrap_or_default()
+                    .iter()
+                    .position(|&c| c == b'%' || c == b'\\' || c < 0x20 || c == 0x7f)
+                    .unwrap_or(bytes.len() - i);
+                decoded.push_str(raw.get(i..i + run).ok_or(PathError::BadEscape)?);
+                i += run;
+            }
+        }
+    }
+    // Pass 2: segments.
+    let mut out: Vec<&str> = Vec::new();
+    let mut trailing_slash = decoded.ends_with('/');
+    for seg in decoded.split('/') {
+        let base = seg.split(';').next().unwrap_or(seg);
+        if seg.contains(';') && (base == "." || base == "..") {
+            return Err(PathError::DotSegmentParameter);
+        }
+        match seg {
+            "" => {}
+            "." => trailing_slash = true,
+            ".." => {
+                if out.pop().is_none() {
+                    return Err(PathError::EscapesRoot);
+                }
+                trailing_slash = true;
+            }
+            s => {
+                out.push(s);
+                trailing_slash = decoded.ends_with('/');
+            }
+        }
+    }
+    let mut path = String::with_capacity(decoded.len());
+    for seg in &out {
+        path.push('/');
+        path.push_str(seg);
+    }
+    if path.is_empty() || trailing_slash {
+        path.push('/');
+    }
+    Ok(Cow::Owned(path))
+}
+
+/// True when `path` is `prefix` or lies under it on a segment boundary
+/// (`/api` covers `/api` and `/api/x`, not `/apix`).
+pub fn under_prefix(path: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        let ok: &[(&str, &str)] = &[
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/a/b/", "/a/b/"),
+            ("//a///b", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/b/..", "/a/"),
+            ("/a/b/.", "/a/b/"),
+            ("/public/../x", "/x"),
+            ("/public/%2e%2e/x", "/x"),
+            ("/public/%2E%2e/admin", "/admin"),
+            ("/public/.%2e/admin", "/admin"),
+            ("/%61dmin", "/admin"),
+            ("/a%7eb", "/a~b"),
+            ("/a%3fb", "/a%3Fb"),
+            ("/a%20b", "/a%20b"),
+            ("/a%3a", "/a%3A"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("/a;v=1/b", "/a;v=1/b"),
+            ("/..a/b", "/..a/b"),
+            ("/a/..b", "/a/..b"),
+            ("/.well-known/x", "/.well-known/x"),
+            ("/a//../b", "/b"),
+        ];
+        for (input, want) in ok {
+            assert_eq!(normalize(input).as_deref(), Ok(*want), "{input}");
+        }
+        let bad: &[(&str, PathError)] = &[
+            ("a/b", PathError::NotAbsolute),
+            ("", PathError::NotAbsolute),
+            ("/..", PathError::EscapesRoot),
+            ("/../etc/passwd", PathError::EscapesRoot),
+            ("/a/../../b", PathError::EscapesRoot),
+            ("/%2e%2e/b", PathError::EscapesRoot),
+            ("/a%2fb", PathError::EncodedSeparator),
+            ("/a%2Fb", PathError::EncodedSeparator),
+            ("/a%5cb", PathError::EncodedSeparator),
+            ("/a\\b", PathError::Backslash),
+            ("/a%00b", PathError::ControlCharacter),
+            ("/a%zzb", PathError::BadEscape),
+            ("/a%4", PathError::BadEscape),
+            ("/public/..;/admin", PathError::DotSegmentParameter),
+            ("/public/.;x/admin", PathError::DotSegmentParameter),
+        ];
+        for (input, want) in bad {
+            assert_eq!(normalize(input), Err(*want), "{input}");
+        }
+    }
+
+    #[test]
+    fn plain_paths_borrow() {
+        assert!(matches!(normalize("/api/v1/items"), Ok(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn prefixes_on_segment_boundaries() {
+        assert!(under_prefix("/api", "/api"));
+        assert!(under_prefix("/api/x", "/api"));
+        assert!(!under_prefix("/apix", "/api"));
+        assert!(under_prefix("/api/x", "/api/"));
+        assert!(under_prefix("/anything", "/"));
+    }
+}

@@ -1,0 +1,20 @@
+//! authgate: an authentication gateway in one binary.
+//!
+//! It terminates TLS, answers the account endpoints under the auth prefix itself, and forwards
+//! every other request to the configured upstream once the route's access rule is met, with
+//! the caller's identity in headers. See `README.md` for the story and `config.toml.example`
+//! for every setting.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
+
+pub use config::Config;
+pub use server::{Running, StartError, run_until, start};

@@ -1,0 +1,244 @@
+//! Route rules: which upstream serves a request, and who may reach it.
+
+use crate::config::{Access, RouteConfig};
+use crate::http::path::under_prefix;
+use crate::metrics::RouteMetrics;
+use http::{Method, uri::Authority};
+use std::sync::Arc;
+
+/// Who is making the request, once the authenticate phase has found out.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_id: String,
+    pub email: String,
+    pub username: Option<String>,
+    pub roles: Vec<String>,
+    pub session_id: String,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    host: Option<String>,
+    pub path_prefix: String,
+    pub access: Access,
+    pub roles: Vec<String>,
+    methods: Vec<Method>,
+    pub strip_prefix: bool,
+    pub preserve_host: bool,
+    pub upstream_scheme: http::uri::Scheme,
+    pub upstream_authority: Authority,
+    /// The upstream URL's path without its trailing '/', prepended to the forwarded path.
+    pub upstream_base: String,
+    pub metrics: RouteMetrics,
+}
+
+/// Why the authorize phase refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// Not signed in (401).
+    Unauthenticated,
+    /// Signed in, not allowed (403).
+    Forbidden,
+}
+
+impl Route {
+    /// Is this identity allowed on this route?
+    pub fn authorize(&self, identity: Option<&Identity>) -> Result<(), Denied> {
+        match (self.access, identity) {
+            (Access::Public, _) => Ok(()),
+            (Access::Authenticated, None) => Err(Denied::Unauthenticated),
+            (Access::Authenticated, Some(id)) => {
+                if self.roles.is_empty() || self.roles.iter().any(|r| id.roles.contains(r)) {
+                    Ok(())
+                } else {
+                    Err(Denied::Forbidden)
+                }
+            }
+        }
+    }
+
+    /// The path the upstream receives for the normalized request path.
+    pub fn upstream_path(&self, path: &str) -> String {
+        let rest = if self.strip_prefix && self.path_prefix != "/" {
+            let r = path.strip_prefix(self.path_prefix.trim_end_matches('/')).unwrap_or(path);
+            if r.starts_with('/') { r } else { "/" }
+        } else {
+            path
+        };
+        let mut out = String::with_capacity(self.upstream_base.len() + rest.len());
+        out.push_str(&self.upstream_base);
+        out.push_str(rest);
+        out
+    }
+}
+
+/// The `[[routes]]` table, matched by host and longest path prefix.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("routes[{index}].upstream: {message}")]
+pub struct RouteError {
+    pub index: usize,
+    pub message: String,
+}
+
+impl RouteTable {
+    pub fn new(configs: &[RouteConfig], metrics: &crate::metrics::Metrics) -> Result<Self, RouteError> {
+        let mut routes = Vec::with_capacity(configs.len());
+        for (index, c) in configs.iter().enumerate() {
+            let err = |message: String| RouteError { index, message };
+            let authority: Authority = c
+                .upstream
+                .authority()
+                .parse()
+                .map_err(|e| err(format!("bad authority: {e}")))?;
+            let scheme = match c.upstream.scheme() {
+                "https" => http::uri::Scheme::HTTPS,
+                _ => http::uri::Scheme::HTTP,
+            };
+            let name = c.name.clone().unwrap_or_else(|| c.path_prefix.clone());
+            routes.push(Arc::new(Route {
+                metrics: metrics.route(&name),
+                name,
+                host: c.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                path_prefix: c.path_prefix.clone(),
+                access: c.access,
+                roles: c.roles.clone(),
+                methods: c
+                    .methods
+                    .iter()
+                    .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+                    .collect(),
+                strip_prefix: c.strip_prefix,
+                preserve_host: c.preserve_host,
+                upstream_scheme: scheme,
+                upstream_authority: authority,
+                upstream_base: c.upstream.path().trim_end_matches('/').to_string(),
+            }));
+        }
+        Ok(RouteTable { routes })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The best route: a host-specific one before a host-less one, then the longest prefix.
+    /// Routes that list methods match only those methods.
+    pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Option<&Arc<Route>> {
+        let host = host.map(strip_port);
+        self.routes
+            .iter()
+            .filter(|r| match (&r.host, host) {
+                (None, _) => true,
+                (Some(want), Some(h)) => want.eq_ignore_ascii_case(h),
+                (Some(_), None) => false,
+            })
+            .filter(|r| r.methods.is_empty() || r.methods.contains(method))
+            .filter(|r| under_prefix(path, &r.path_prefix))
+            .max_by_key(|r| (r.host.is_some(), r.path_prefix.len()))
+    }
+}
+
+/// `example.com:8443` → `example.com`; `[::1]:8443` → `[::1]`.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => host.get(..=i).unwrap_or(host),
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn table(toml: &str) -> RouteTable {
+        let c = Config::from_toml(toml, &crate::config::MapSource::default()).unwrap();
+        RouteTable::new(&c.routes, &crate::metrics::Metrics::new()).unwrap()
+    }
+
+    const ROUTES: &str = r#"
+        [[routes]]
+        name = "root"
+        upstream = "http://127.0.0.1:1"
+        access = "public"
+        [[routes]]
+        name = "api"
+        path_prefix = "/api"
+        upstream = "http://127.0.0.1:2/base/"
+        [[routes]]
+        name = "api-host"
+        host = "App.Example.com"
+        path_prefix = "/api"
+        upstream = "http://127.0.0.1:3"
+        [[routes]]
+        name = "admin-post"
+        path_prefix = "/api/admin"
+        methods = ["post"]
+        roles = ["admin"]
+        upstream = "http://127.0.0.1:4"
+        strip_prefix = true
+    "#;
+
+    #[test]
+    fn longest_prefix_and_host_win() {
+        let t = table(ROUTES);
+        let get = Method::GET;
+        assert_eq!(t.find(None, "/x", &get).unwrap().name, "root");
+        assert_eq!(t.find(None, "/api/x", &get).unwrap().name, "api");
+        assert_eq!(t.find(None, "/apix", &get).unwrap().name, "root");
+        assert_eq!(t.find(Some("app.example.com:443"), "/api/x", &get).unwrap().name, "api-host");
+        assert_eq!(t.find(Some("other"), "/api/x", &get).unwrap().name, "api");
+        assert_eq!(t.find(None, "/api/admin/x", &get).unwrap().name, "api");
+        assert_eq!(t.find(None, "/api/admin/x", &Method::POST).unwrap().name, "admin-post");
+    }
+
+    #[test]
+    fn upstream_paths() {
+        let t = table(ROUTES);
+        let api = t.find(None, "/api/x", &Method::GET).unwrap();
+        assert_eq!(api.upstream_path("/api/x"), "/base/api/x");
+        let admin = t.find(None, "/api/admin/x", &Method::POST).unwrap();
+        assert_eq!(admin.upstream_path("/api/admin/x"), "/x");
+        assert_eq!(admin.upstream_path("/api/admin"), "/");
+    }
+
+    #[test]
+    fn authorize_rules() {
+        let t = table(ROUTES);
+        let id = |roles: &[&str]| Identity {
+            user_id: "u".into(),
+            email: "e@x".into(),
+            username: None,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            session_id: "s".into(),
+        };
+        let root = t.find(None, "/", &Method::GET).unwrap();
+        assert_eq!(root.authorize(None), Ok(()));
+        let api = t.find(None, "/api", &Method::GET).unwrap();
+        assert_eq!(api.authorize(None), Err(Denied::Unauthenticated));
+        assert_eq!(api.authorize(Some(&id(&["customer"]))), Ok(()));
+        let admin = t.find(None, "/api/admin", &Method::POST).unwrap();
+        assert_eq!(admin.authorize(Some(&id(&["customer"]))), Err(Denied::Forbidden));
+        assert_eq!(admin.authorize(Some(&id(&["customer", "admin"]))), Ok(()));
+    }
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("a.example:8443"), "a.example");
+        assert_eq!(strip_port("a.example"), "a.example");
+        assert_eq!(strip_port("[::1]:8443"), "[::1]");
+    }
+}

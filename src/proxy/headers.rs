@@ -1,0 +1,243 @@
+//! Header rewriting for the upstream request and the client response: hop-by-hop headers
+//! out, spoofable headers out, identity and X-Forwarded-* in.
+
+use crate::config::IdentityHeaders;
+use crate::policy::Identity;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+/// Headers that describe one connection, never the message (RFC 9110 §7.6.1), plus the
+/// obsolete ones proxies still meet.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The identity header names, parsed once.
+#[derive(Debug, Clone)]
+pub struct IdentityNames {
+    user_id: HeaderName,
+    email: HeaderName,
+    name: HeaderName,
+    roles: HeaderName,
+    session_id: HeaderName,
+    access_token: Option<HeaderName>,
+}
+
+impl IdentityNames {
+    /// Config validation has already checked every name.
+    pub fn new(cfg: &IdentityHeaders) -> Result<Self, http::header::InvalidHeaderName> {
+        let parse = |s: &str| HeaderName::from_bytes(s.as_bytes());
+        Ok(IdentityNames {
+            user_id: parse(&cfg.user_id)?,
+            email: parse(&cfg.email)?,
+            name: parse(&cfg.name)?,
+            roles: parse(&cfg.roles)?,
+            session_id: parse(&cfg.session_id)?,
+            access_token: match cfg.access_token.as_str() {
+                "" => None,
+                n => Some(parse(n)?),
+            },
+        })
+    }
+
+    /// Removes every identity header, whatever the client put there.
+    pub fn strip(&self, h: &mut HeaderMap) {
+        for n in [&self.user_id, &self.email, &self.name, &self.roles, &self.session_id] {
+            h.remove(n);
+        }
+        if let Some(n) = &self.access_token {
+            h.remove(n);
+        }
+    }
+
+    /// Adds the identity of the signed-in caller.
+    pub fn insert(&self, h: &mut HeaderMap, id: &Identity, access_token: Option<&str>) {
+        let mut put = |n: &HeaderName, v: &str| {
+            // Values come from our own store; anything not representable is left out, not mangled.
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.insert(n.clone(), v);
+            }
+        };
+        put(&self.user_id, &id.user_id);
+        put(&self.email, &id.email);
+        if let Some(u) = &id.username {
+            put(&self.name, u);
+        }
+        put(&self.roles, &id.roles.join(","));
+        put(&self.session_id, &id.session_id);
+        if let (Some(n), Some(t)) = (&self.access_token, access_token) {
+            put(n, t);
+        }
+    }
+}
+
+/// True when the request asks for a protocol upgrade (WebSocket and the like).
+pub fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE) && connection_has(h, "upgrade")
+}
+
+fn connection_has(h: &HeaderMap, token: &str) -> bool {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+/// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` are put back afterwards.
+pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    let upgrade = if keep_upgrade { h.get(header::UPGRADE).cloned() } else { None };
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in &HOP_BY_HOP {
+        h.remove(n);
+    }
+    if let Some(u) = upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, u);
+    }
+}
+
+/// What the gateway knows of the request, for the X-Forwarded-* family.
+#[derive(Debug)]
+pub struct Forwarding<'a> {
+    pub peer_ip: std::net::IpAddr,
+    pub client_ip: std::net::IpAddr,
+    pub peer_trusted: bool,
+    pub scheme: &'static str,
+    pub host: Option<&'a str>,
+    pub request_id: &'a HeaderValue,
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host, X-Real-IP and X-Request-Id. What an untrusted client
+/// sent under these names (and `Forwarded`) is replaced, never passed on.
+pub fn set_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
+    let peer = f.peer_ip.to_string();
+    let xff = match (f.peer_trusted, joined(h, &X_FORWARDED_FOR)) {
+        (true, Some(prev)) => format!("{prev}, {peer}"),
+        _ => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !(f.peer_trusted && h.contains_key(&X_FORWARDED_PROTO)) {
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.scheme));
+    }
+    if !(f.peer_trusted && h.contains_key(&X_FORWARDED_HOST)) {
+        match f.host.and_then(|host| HeaderValue::from_str(host).ok()) {
+            Some(v) => {
+                h.insert(X_FORWARDED_HOST.clone(), v);
+            }
+            None => {
+                h.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+    if !f.peer_trusted {
+        h.remove(header::FORWARDED);
+    }
+    if let Ok(v) = HeaderValue::from_str(&f.client_ip.to_string()) {
+        h.insert(X_REAL_IP.clone(), v);
+    }
+    h.insert(X_REQUEST_ID.clone(), f.request_id.clone());
+}
+
+/// Several header lines of one name, as one comma-separated value.
+fn joined(h: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let parts: Vec<&str> = h.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, X-Secret-Hop".parse().unwrap());
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Upgrade".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        assert!(is_upgrade(&h));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn untrusted_forwarding_is_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, "6.6.6.6".parse().unwrap());
+        h.insert(&X_FORWARDED_PROTO, "gopher".parse().unwrap());
+        h.insert(header::FORWARDED, "for=6.6.6.6".parse().unwrap());
+        let id = HeaderValue::from_static("rid");
+        let f = Forwarding {
+            peer_ip: "8.8.8.8".parse().unwrap(),
+            client_ip: "8.8.8.8".parse().unwrap(),
+            peer_trusted: false,
+            scheme: "https",
+            host: Some("app.example"),
+            request_id: &id,
+        };
+        set_forwarding(&mut h, &f);
+        assert_eq!(h[&X_FORWARDED_FOR], "8.8.8.8");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "app.example");
+        assert!(!h.contains_key(header::FORWARDED));
+        assert_eq!(h[&X_REQUEST_ID], "rid");
+    }
+
+    #[test]
+    fn trusted_forwarding_is_extended() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, "1.1.1.1".parse().unwrap());
+        h.insert(&X_FORWARDED_PROTO, "https".parse().unwrap());
+        let id = HeaderValue::from_static("rid");
+        let f = Forwarding {
+            peer_ip: "10.0.0.1".parse().unwrap(),
+            client_ip: "1.1.1.1".parse().unwrap(),
+            peer_trusted: true,
+            scheme: "http",
+            host: Some("app.example"),
+            request_id: &id,
+        };
+        set_forwarding(&mut h, &f);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 10.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_REAL_IP], "1.1.1.1");
+    }
+}

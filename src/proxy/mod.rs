@@ -1,0 +1,232 @@
+//! The reverse proxy, as explicit phases over a per-request context:
+//! match route → authenticate → rate-limit → authorize → rewrite headers → forward → filter
+//! response. The forward-auth endpoint runs the same authenticate and authorize phases.
+
+pub mod client;
+pub mod headers;
+
+use crate::http::RequestCtx;
+use crate::http::body::Body;
+use crate::http::error::ApiError;
+use crate::metrics::UpstreamError;
+use crate::policy::{Denied, Identity, Route};
+use http::{Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+
+pub use client::UpstreamClient;
+pub use headers::IdentityNames;
+
+/// What the proxy needs from the gateway.
+#[derive(Debug)]
+pub struct Proxy {
+    client: UpstreamClient,
+    identity_names: IdentityNames,
+    response_timeout: std::time::Duration,
+}
+
+/// Why a proxied exchange failed, and so which status the client gets.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("upstream unreachable")]
+    Connect,
+    #[error("upstream did not answer in time")]
+    Timeout,
+    #[error("upstream answered badly")]
+    Protocol,
+    #[error("request cannot be forwarded: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    fn into_api(self) -> ApiError {
+        match self {
+            ProxyError::Connect | ProxyError::Protocol => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "BAD_GATEWAY",
+                "The application behind the gateway is not reachable.",
+            ),
+            ProxyError::Timeout => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "GATEWAY_TIMEOUT",
+                "The application behind the gateway did not answer in time.",
+            ),
+            ProxyError::BadRequest(m) => ApiError::bad_request(m),
+        }
+    }
+}
+
+impl Proxy {
+    pub fn new(
+        client: UpstreamClient,
+        identity_names: IdentityNames,
+        response_timeout: std::time::Duration,
+    ) -> Self {
+        Proxy { client, identity_names, response_timeout }
+    }
+
+    pub fn identity_names(&self) -> &IdentityNames {
+        &self.identity_names
+    }
+
+    /// Phase: authenticate. Until tokens exist this finds no one; the authorize phase then
+    /// refuses authenticated routes (fail closed) and lets public ones through.
+    pub async fn authenticate(&self, _req: &Request<Incoming>) -> Option<Identity> {
+        None
+    }
+
+    /// Runs the pipeline for a request whose route has been matched.
+    pub async fn handle(
+        &self,
+        ctx: &RequestCtx,
+        route: &Arc<Route>,
+        path: &str,
+        mut req: Request<Incoming>,
+    ) -> Response<Body> {
+        let identity = self.authenticate(&req).await;
+        // Phase: rate-limit (per-IP proxy quotas) is added by the abuse-resistance work.
+        if let Err(denied) = route.authorize(identity.as_ref()) {
+            return match denied {
+                Denied::Unauthenticated => ApiError::unauthenticated(),
+                Denied::Forbidden => ApiError::forbidden(),
+            }
+            .into_response();
+        }
+        let upgrade = headers::is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let upstream_req = match self.rewrite(ctx, route, path, identity.as_ref(), upgrade, req) {
+            Ok(r) => r,
+            Err(e) => return e.into_api().into_response(),
+        };
+        match self.forward(upstream_req).await {
+            Ok(mut resp) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    match client_upgrade {
+                        Some(client_side) => tunnel(client_side, hyper::upgrade::on(&mut resp)),
+                        None => return ProxyError::Protocol.into_api().into_response(),
+                    }
+                }
+                self.filter_response(ctx, resp, upgrade)
+            }
+            Err(e) => {
+                route.metrics.upstream_error(match e {
+                    ProxyError::Timeout => UpstreamError::Timeout,
+                    ProxyError::Connect => UpstreamError::Connect,
+                    _ => UpstreamError::Protocol,
+                });
+                tracing::warn!(route = %route.name, error = %e, "upstream exchange failed");
+                e.into_api().into_response()
+            }
+        }
+    }
+
+    /// Phase: rewrite. The upstream sees the normalized path, no hop-by-hop or spoofed
+    /// identity headers, and the gateway's view of who is calling.
+    fn rewrite(
+        &self,
+        ctx: &RequestCtx,
+        route: &Route,
+        path: &str,
+        identity: Option<&Identity>,
+        upgrade: bool,
+        req: Request<Incoming>,
+    ) -> Result<Request<Incoming>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let upstream_path = route.upstream_path(path);
+        let pq = match parts.uri.query() {
+            Some(q) => format!("{upstream_path}?{q}"),
+            None => upstream_path,
+        };
+        parts.uri = Uri::builder()
+            .scheme(route.upstream_scheme.clone())
+            .authority(route.upstream_authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))?;
+        parts.version = Version::HTTP_11;
+        let h = &mut parts.headers;
+        headers::remove_hop_by_hop(h, upgrade);
+        self.identity_names.strip(h);
+        headers::set_forwarding(
+            h,
+            &headers::Forwarding {
+                peer_ip: ctx.peer.ip(),
+                client_ip: ctx.client_ip,
+                peer_trusted: ctx.peer_trusted,
+                scheme: ctx.scheme,
+                host: ctx.host.as_deref(),
+                request_id: &ctx.request_id,
+            },
+        );
+        let host = match (&ctx.host, route.preserve_host) {
+            (Some(host), true) => http::HeaderValue::from_str(host).ok(),
+            _ => None,
+        };
+        let host = host.or_else(|| http::HeaderValue::from_str(route.upstream_authority.as_str()).ok());
+        if let Some(host) = host {
+            h.insert(header::HOST, host);
+        }
+        if let Some(id) = identity {
+            self.identity_names.insert(h, id, None);
+        }
+        Ok(Request::from_parts(parts, body))
+    }
+
+    /// Phase: forward, bounded by the response timeout (time to the response head).
+    async fn forward(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(ProxyError::Timeout),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => {
+                if source_is_timeout(&e) {
+                    Err(ProxyError::Timeout)
+                } else {
+                    Err(ProxyError::Connect)
+                }
+            }
+            Ok(Err(_)) => Err(ProxyError::Protocol),
+        }
+    }
+
+    /// Phase: filter response. Hop-by-hop headers out (bar a 101's upgrade), request id in.
+    fn filter_response(&self, ctx: &RequestCtx, resp: Response<Incoming>, upgrade: bool) -> Response<Body> {
+        let (mut parts, body) = resp.into_parts();
+        let switching = upgrade && parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        headers::remove_hop_by_hop(&mut parts.headers, switching);
+        parts.headers.insert(headers::X_REQUEST_ID.clone(), ctx.request_id.clone());
+        Response::from_parts(parts, body.boxed())
+    }
+}
+
+fn source_is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cur = s.source();
+    }
+    false
+}
+
+/// Joins the client's and the upstream's upgraded connections and copies bytes both ways.
+fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::join!(client, upstream) {
+            (Ok(c), Ok(u)) => (c, u),
+            _ => {
+                tracing::debug!("upgrade did not complete on both sides");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %e, "upgraded connection ended");
+        }
+    });
+}

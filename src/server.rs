@@ -1,0 +1,322 @@
+//! Listeners: accept loop, TLS handshake with a deadline, connection cap, HTTP/1.1 + HTTP/2
+//! by ALPN (hyper-util's auto builder), and graceful drain on shutdown.
+
+use crate::config::Config;
+use crate::http::{self as gw, App, ConnInfo};
+use crate::metrics::Metrics;
+use crate::policy::RouteTable;
+use crate::proxy::{self, IdentityNames, Proxy};
+use crate::tls;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Routes(#[from] crate::policy::RouteError),
+    #[error("identity header name: {0}")]
+    HeaderName(#[from] http::header::InvalidHeaderName),
+}
+
+/// A started gateway: its bound addresses, and the handle to stop it.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub redirect_addr: Option<SocketAddr>,
+    pub app: Arc<App>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown: stop accepting, let in-flight requests finish.
+    pub fn shutdown(&self) {
+        self.app.start_draining();
+        self.shutdown.cancel();
+    }
+
+    /// A token that, when cancelled, shuts the gateway down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until every listener has stopped and drained (or its grace period ran out).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Knobs shared by the accept loops.
+#[derive(Debug, Clone)]
+struct Limits {
+    handshake_timeout: Duration,
+    grace: Duration,
+    connections: Arc<Semaphore>,
+}
+
+/// Binds every listener and starts serving. Returns once the sockets are bound.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let s = &config.server;
+    let acceptor = if s.tls {
+        let (cert, key, may_generate) = s.tls_files();
+        if may_generate && tls::ensure_dev_certificate(&cert, &key)? {
+            tracing::warn!(cert = %cert.display(), "made a self-signed development certificate; configure server.tls_cert and server.tls_key for production");
+        }
+        Some(TlsAcceptor::from(tls::server_config(&cert, &key)?))
+    } else {
+        None
+    };
+    let metrics = Metrics::new();
+    let routes = RouteTable::new(&config.routes, &metrics)?;
+    let client = proxy::client::build(&config.proxy)?;
+    let proxy = Proxy::new(client, IdentityNames::new(&config.identity_headers)?, config.proxy.response_timeout);
+    let app = Arc::new(App::new(config.clone(), routes, proxy, metrics.clone()));
+
+    let shutdown = CancellationToken::new();
+    let limits = Limits {
+        handshake_timeout: s.handshake_timeout,
+        grace: s.shutdown_grace,
+        connections: Arc::new(Semaphore::new(s.max_connections)),
+    };
+    let builder = Arc::new(http_builder(&config));
+    let mut tasks = JoinSet::new();
+
+    let listener = bind(s.listen).await?;
+    let addr = local_addr(&listener, s.listen)?;
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    {
+        let app = app.clone();
+        let make = move |conn: ConnInfo| {
+            let app = app.clone();
+            service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(gw::handle(app, conn, req).await) }
+            })
+        };
+        tasks.spawn(accept_loop(
+            listener,
+            acceptor,
+            scheme,
+            builder.clone(),
+            make,
+            limits.clone(),
+            shutdown.clone(),
+            metrics.clone(),
+        ));
+    }
+    tracing::info!(%addr, scheme, "listening");
+
+    let metrics_addr = match s.metrics_listen {
+        Some(want) => {
+            let listener = bind(want).await?;
+            let bound = local_addr(&listener, want)?;
+            let m = metrics.clone();
+            let make = move |_conn: ConnInfo| {
+                let m = m.clone();
+                service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let resp = if req.uri().path() == "/metrics" {
+                        gw::ops_metrics(&m)
+                    } else {
+                        crate::http::error::ApiError::not_found().into_response()
+                    };
+                    async move { Ok::<_, Infallible>(resp) }
+                })
+            };
+            tasks.spawn(accept_loop(listener, None, "http", builder.clone(), make, limits.clone(), shutdown.clone(), metrics.clone()));
+            tracing::info!(addr = %bound, "metrics listening");
+            Some(bound)
+        }
+        None => None,
+    };
+
+    let redirect_addr = match s.redirect_http_listen {
+        Some(want) => {
+            let listener = bind(want).await?;
+            let bound = local_addr(&listener, want)?;
+            let public = s.public_url.clone();
+            let make = move |_conn: ConnInfo| {
+                let public = public.clone();
+                service_fn(move |req| {
+                    let resp = gw::redirect_to_https(&public, &req);
+                    async move { Ok::<_, Infallible>(resp) }
+                })
+            };
+            tasks.spawn(accept_loop(listener, None, "http", builder.clone(), make, limits.clone(), shutdown.clone(), metrics.clone()));
+            tracing::info!(addr = %bound, to = %s.public_url, "redirecting plain HTTP");
+            Some(bound)
+        }
+        None => None,
+    };
+
+    // Draining starts with the token, whoever cancels it (signal handler or a test).
+    {
+        let app = app.clone();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            app.start_draining();
+        });
+    }
+
+    Ok(Running { addr, metrics_addr, redirect_addr, app, shutdown, tasks })
+}
+
+/// Runs until `signal` resolves, then shuts down gracefully.
+pub async fn run_until(config: Config, signal: impl Future<Output = ()>) -> Result<(), StartError> {
+    let running = start(config).await?;
+    signal.await;
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    running.shutdown();
+    running.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let s = &config.server;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // hyper's own read-buffer cap is a backstop above our header limit (which answers 431
+    // with the envelope); hyper refuses a value under 8 KiB.
+    let hard_cap = (s.max_header_bytes + 8 * 1024).max(8 * 1024 + 1);
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.header_read_timeout)
+        .max_buf_size(hard_cap)
+        .max_headers(s.max_headers + 16)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(s.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(hard_cap).unwrap_or(u32::MAX))
+        // Guards against rapid-reset (CVE-2023-44487) style floods.
+        .max_pending_accept_reset_streams(Some(64))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+fn local_addr(l: &TcpListener, want: SocketAddr) -> Result<SocketAddr, StartError> {
+    l.local_addr().map_err(|source| StartError::Bind { addr: want, source })
+}
+
+/// Decrements the open-connections gauge however the connection task ends.
+struct OpenConnection(Metrics);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections().dec();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn accept_loop<M, S>(
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    scheme: &'static str,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    make_service: M,
+    limits: Limits,
+    shutdown: CancellationToken,
+    metrics: Metrics,
+) where
+    M: Fn(ConnInfo) -> S + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<gw::body::Body>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    loop {
+        // Taking a permit before accepting means a full gateway stops accepting (the kernel
+        // backlog holds the rest) instead of accepting and dropping.
+        let permit = tokio::select! {
+            p = limits.connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        metrics.connection_accepted();
+        metrics.open_connections().inc();
+        let service = make_service(ConnInfo { peer, scheme });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        let handshake_timeout = limits.handshake_timeout;
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _open = OpenConnection(metrics.clone());
+            match acceptor {
+                Some(acceptor) => {
+                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            metrics.tls_handshake_failed();
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            metrics.tls_handshake_failed();
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace = ?limits.grace, "shutdown grace period ran out; closing the remaining connections");
+    }
+}
