@@ -39,7 +39,11 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
-            println!("configuration ok: {} route(s), listening on {}", config.routes.len(), config.server.listen);
+            println!(
+                "configuration ok: {} route(s), listening on {}",
+                config.routes.len(),
+                config.server.listen
+            );
             ExitCode::SUCCESS
         }
         Command::Serve => match serve(config) {

@@ -2,7 +2,9 @@
 //! increments atomics: no label hashing, no allocation.
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
+use prometheus_client::metrics::{
+    counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
+};
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,8 +45,9 @@ impl UpstreamError {
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-const LATENCY_BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
@@ -109,16 +112,36 @@ impl Metrics {
         let open_connections = Gauge::default();
         let connections = Counter::default();
         let tls_handshake_failures = Counter::default();
-        registry.register("http_requests", "Requests answered, by route and status class", requests.clone());
+        registry.register(
+            "http_requests",
+            "Requests answered, by route and status class",
+            requests.clone(),
+        );
         registry.register(
             "http_request_duration_seconds",
             "Time from request head to response head, by route",
             latency.clone(),
         );
-        registry.register("upstream_errors", "Failed upstream exchanges, by route and kind", upstream_errors.clone());
-        registry.register("open_connections", "Client connections open now", open_connections.clone());
-        registry.register("connections", "Client connections accepted", connections.clone());
-        registry.register("tls_handshake_failures", "TLS handshakes that failed or timed out", tls_handshake_failures.clone());
+        registry.register(
+            "upstream_errors",
+            "Failed upstream exchanges, by route and kind",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            open_connections.clone(),
+        );
+        registry.register(
+            "connections",
+            "Client connections accepted",
+            connections.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            tls_handshake_failures.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry: Mutex::new(registry),
             requests,
@@ -134,16 +157,37 @@ impl Metrics {
     pub fn route(&self, name: &str) -> RouteMetrics {
         let i = &self.0;
         let by_class = CLASSES.map(|class| {
-            i.requests.get_or_create(&RequestLabels { route: name.to_string(), class }).clone()
+            i.requests
+                .get_or_create(&RequestLabels {
+                    route: name.to_string(),
+                    class,
+                })
+                .clone()
         });
-        let upstream_errors = [UpstreamError::Connect, UpstreamError::Timeout, UpstreamError::Protocol]
-            .map(|k| {
-                i.upstream_errors
-                    .get_or_create(&UpstreamErrorLabels { route: name.to_string(), kind: k.label() })
-                    .clone()
-            });
-        let latency = i.latency.get_or_create(&RouteLabel { route: name.to_string() }).clone();
-        RouteMetrics { by_class, latency, upstream_errors }
+        let upstream_errors = [
+            UpstreamError::Connect,
+            UpstreamError::Timeout,
+            UpstreamError::Protocol,
+        ]
+        .map(|k| {
+            i.upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    route: name.to_string(),
+                    kind: k.label(),
+                })
+                .clone()
+        });
+        let latency = i
+            .latency
+            .get_or_create(&RouteLabel {
+                route: name.to_string(),
+            })
+            .clone();
+        RouteMetrics {
+            by_class,
+            latency,
+            upstream_errors,
+        }
     }
 
     pub fn open_connections(&self) -> &Gauge {
@@ -159,7 +203,12 @@ impl Metrics {
     }
 
     /// Registers another metric (later modules: mail, rate limits, audit events).
-    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
         if let Ok(mut r) = self.0.registry.lock() {
             r.register(name, help, metric);
         }
@@ -188,9 +237,21 @@ mod tests {
         r.observe(502, Duration::from_millis(3));
         r.upstream_error(UpstreamError::Connect);
         let text = m.encode();
-        assert!(text.contains(r#"authgate_http_requests_total{route="api",class="2xx"} 1"#), "{text}");
-        assert!(text.contains(r#"authgate_http_requests_total{route="api",class="5xx"} 1"#), "{text}");
-        assert!(text.contains(r#"authgate_upstream_errors_total{route="api",kind="connect"} 1"#), "{text}");
-        assert!(text.contains("authgate_http_request_duration_seconds_count{route=\"api\"} 2"), "{text}");
+        assert!(
+            text.contains(r#"authgate_http_requests_total{route="api",class="2xx"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"authgate_http_requests_total{route="api",class="5xx"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"authgate_upstream_errors_total{route="api",kind="connect"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("authgate_http_request_duration_seconds_count{route=\"api\"} 2"),
+            "{text}"
+        );
     }
 }

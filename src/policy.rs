@@ -62,7 +62,9 @@ impl Route {
     /// The path the upstream receives for the normalized request path.
     pub fn upstream_path(&self, path: &str) -> String {
         let rest = if self.strip_prefix && self.path_prefix != "/" {
-            let r = path.strip_prefix(self.path_prefix.trim_end_matches('/')).unwrap_or(path);
+            let r = path
+                .strip_prefix(self.path_prefix.trim_end_matches('/'))
+                .unwrap_or(path);
             if r.starts_with('/') { r } else { "/" }
         } else {
             path
@@ -88,7 +90,10 @@ pub struct RouteError {
 }
 
 impl RouteTable {
-    pub fn new(configs: &[RouteConfig], metrics: &crate::metrics::Metrics) -> Result<Self, RouteError> {
+    pub fn new(
+        configs: &[RouteConfig],
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Self, RouteError> {
         let mut routes = Vec::with_capacity(configs.len());
         for (index, c) in configs.iter().enumerate() {
             let err = |message: String| RouteError { index, message };
@@ -199,10 +204,18 @@ mod tests {
         assert_eq!(t.find(None, "/x", &get).unwrap().name, "root");
         assert_eq!(t.find(None, "/api/x", &get).unwrap().name, "api");
         assert_eq!(t.find(None, "/apix", &get).unwrap().name, "root");
-        assert_eq!(t.find(Some("app.example.com:443"), "/api/x", &get).unwrap().name, "api-host");
+        assert_eq!(
+            t.find(Some("app.example.com:443"), "/api/x", &get)
+                .unwrap()
+                .name,
+            "api-host"
+        );
         assert_eq!(t.find(Some("other"), "/api/x", &get).unwrap().name, "api");
         assert_eq!(t.find(None, "/api/admin/x", &get).unwrap().name, "api");
-        assert_eq!(t.find(None, "/api/admin/x", &Method::POST).unwrap().name, "admin-post");
+        assert_eq!(
+            t.find(None, "/api/admin/x", &Method::POST).unwrap().name,
+            "admin-post"
+        );
     }
 
     #[test]
@@ -231,7 +244,10 @@ mod tests {
         assert_eq!(api.authorize(None), Err(Denied::Unauthenticated));
         assert_eq!(api.authorize(Some(&id(&["customer"]))), Ok(()));
         let admin = t.find(None, "/api/admin", &Method::POST).unwrap();
-        assert_eq!(admin.authorize(Some(&id(&["customer"]))), Err(Denied::Forbidden));
+        assert_eq!(
+            admin.authorize(Some(&id(&["customer"]))),
+            Err(Denied::Forbidden)
+        );
         assert_eq!(admin.authorize(Some(&id(&["customer", "admin"]))), Ok(()));
     }
 

@@ -27,7 +27,10 @@ pub enum StartError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Routes(#[from] crate::policy::RouteError),
     #[error("identity header name: {0}")]
@@ -87,7 +90,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Metrics::new();
     let routes = RouteTable::new(&config.routes, &metrics)?;
     let client = proxy::client::build(&config.proxy)?;
-    let proxy = Proxy::new(client, IdentityNames::new(&config.identity_headers)?, config.proxy.response_timeout);
+    let proxy = Proxy::new(
+        client,
+        IdentityNames::new(&config.identity_headers)?,
+        config.proxy.response_timeout,
+    );
     let app = Arc::new(App::new(config.clone(), routes, proxy, metrics.clone()));
 
     let shutdown = CancellationToken::new();
@@ -140,7 +147,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                     async move { Ok::<_, Infallible>(resp) }
                 })
             };
-            tasks.spawn(accept_loop(listener, None, "http", builder.clone(), make, limits.clone(), shutdown.clone(), metrics.clone()));
+            tasks.spawn(accept_loop(
+                listener,
+                None,
+                "http",
+                builder.clone(),
+                make,
+                limits.clone(),
+                shutdown.clone(),
+                metrics.clone(),
+            ));
             tracing::info!(addr = %bound, "metrics listening");
             Some(bound)
         }
@@ -159,7 +175,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                     async move { Ok::<_, Infallible>(resp) }
                 })
             };
-            tasks.spawn(accept_loop(listener, None, "http", builder.clone(), make, limits.clone(), shutdown.clone(), metrics.clone()));
+            tasks.spawn(accept_loop(
+                listener,
+                None,
+                "http",
+                builder.clone(),
+                make,
+                limits.clone(),
+                shutdown.clone(),
+                metrics.clone(),
+            ));
             tracing::info!(addr = %bound, to = %s.public_url, "redirecting plain HTTP");
             Some(bound)
         }
@@ -176,7 +201,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         });
     }
 
-    Ok(Running { addr, metrics_addr, redirect_addr, app, shutdown, tasks })
+    Ok(Running {
+        addr,
+        metrics_addr,
+        redirect_addr,
+        app,
+        shutdown,
+        tasks,
+    })
 }
 
 /// Runs until `signal` resolves, then shuts down gracefully.
@@ -215,11 +247,14 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 fn local_addr(l: &TcpListener, want: SocketAddr) -> Result<SocketAddr, StartError> {
-    l.local_addr().map_err(|source| StartError::Bind { addr: want, source })
+    l.local_addr()
+        .map_err(|source| StartError::Bind { addr: want, source })
 }
 
 /// Decrements the open-connections gauge however the connection task ends.
@@ -288,7 +323,9 @@ async fn accept_loop<M, S>(
             let _open = OpenConnection(metrics.clone());
             match acceptor {
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
                             metrics.tls_handshake_failed();
@@ -301,13 +338,17 @@ async fn accept_loop<M, S>(
                             return;
                         }
                     };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned();
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                        .into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 }
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -316,7 +357,10 @@ async fn accept_loop<M, S>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(limits.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?limits.grace, "shutdown grace period ran out; closing the remaining connections");
     }
 }

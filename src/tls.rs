@@ -12,7 +12,10 @@ pub enum TlsError {
     #[error("cannot read private key {path}: {message}")]
     Key { path: PathBuf, message: String },
     #[error("cannot write development certificate to {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot generate development certificate: {0}")]
     Generate(String),
     #[error("certificate and key do not fit together: {0}")]
@@ -26,7 +29,10 @@ pub fn install_provider() {
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |message: String| TlsError::Cert { path: path.to_path_buf(), message };
+    let err = |message: String| TlsError::Cert {
+        path: path.to_path_buf(),
+        message,
+    };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| err(e.to_string()))?
         .collect::<Result<Vec<_>, _>>()
@@ -38,8 +44,10 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| TlsError::Key { path: path.to_path_buf(), message: e.to_string() })
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// The listener's configuration: TLS 1.3 and 1.2 only, ALPN h2 then http/1.1.
@@ -63,18 +71,26 @@ pub fn ensure_dev_certificate(cert: &Path, key: &Path) -> Result<bool, TlsError>
     if cert.exists() && key.exists() {
         return Ok(false);
     }
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     let generated =
         rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     for path in [cert, key] {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| TlsError::Write { path: dir.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
     }
     write_private(key, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(cert, generated.cert.pem())
-        .map_err(|source| TlsError::Write { path: cert.to_path_buf(), source })?;
+    std::fs::write(cert, generated.cert.pem()).map_err(|source| TlsError::Write {
+        path: cert.to_path_buf(),
+        source,
+    })?;
     Ok(true)
 }
 
@@ -88,10 +104,16 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).map_err(|source| TlsError::Write { path: path.to_path_buf(), source })?;
+    let mut f = opts.open(path).map_err(|source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
-        .map_err(|source| TlsError::Write { path: path.to_path_buf(), source })
+        .map_err(|source| TlsError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// The configuration for `https://` upstreams: webpki roots plus any extra CA file.
@@ -104,10 +126,10 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, Tl
             roots.add(cert).map_err(TlsError::Config)?;
         }
     }
-    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    // Upstreams are spoken to in HTTP/1.1.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    // ALPN stays empty here: the connector sets it from the protocols it enables (http/1.1).
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 #[cfg(test)]
@@ -130,12 +152,18 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let config = server_config(&cert, &key).unwrap();
-        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
     }
 
     #[test]
     fn missing_certificate_is_a_clear_error() {
-        let e = server_config(Path::new("/nonexistent/c.pem"), Path::new("/nonexistent/k.pem"));
+        let e = server_config(
+            Path::new("/nonexistent/c.pem"),
+            Path::new("/nonexistent/k.pem"),
+        );
         assert!(matches!(e, Err(TlsError::Cert { .. })));
     }
 }

@@ -19,10 +19,14 @@ pub fn parse(input: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!("invalid duration {input:?}; expected e.g. \"10s\", \"15m\", \"30d\""));
+            return Err(format!(
+                "invalid duration {input:?}; expected e.g. \"10s\", \"15m\", \"30d\""
+            ));
         }
         let (num, tail) = rest.split_at(digits);
-        let n: u64 = num.parse().map_err(|_| format!("number too large in duration {input:?}"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("number too large in duration {input:?}"))?;
         let unit_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
         let (unit, tail) = tail.split_at(unit_len);
         let part = match unit {
@@ -32,7 +36,11 @@ pub fn parse(input: &str) -> Result<Duration, String> {
             "h" => Duration::from_secs(n.saturating_mul(3600)),
             "d" => Duration::from_secs(n.saturating_mul(86_400)),
             "" => return Err(format!("duration {input:?} needs a unit (ms, s, m, h, d)")),
-            other => return Err(format!("unknown unit {other:?} in duration {input:?} (use ms, s, m, h, d)")),
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in duration {input:?} (use ms, s, m, h, d)"
+                ));
+            }
         };
         total = total.saturating_add(part);
         rest = tail;

@@ -17,7 +17,10 @@ use url::Url;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file is not valid TOML: {0}")]
     Syntax(String),
     #[error("config key `{key}`: {message}")]
@@ -26,7 +29,10 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Key { key: key.into(), message: message.into() }
+        ConfigError::Key {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     /// The key this error is about, when it is about one.
@@ -180,10 +186,17 @@ impl Default for IdentityHeaders {
 impl IdentityHeaders {
     /// Every configured name, for stripping.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        [&self.user_id, &self.email, &self.name, &self.roles, &self.session_id, &self.access_token]
-            .into_iter()
-            .map(String::as_str)
-            .filter(|n| !n.is_empty())
+        [
+            &self.user_id,
+            &self.email,
+            &self.name,
+            &self.roles,
+            &self.session_id,
+            &self.access_token,
+        ]
+        .into_iter()
+        .map(String::as_str)
+        .filter(|n| !n.is_empty())
     }
 }
 
@@ -205,7 +218,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -258,8 +274,10 @@ impl Config {
     /// overrides from `env` and `*_file` secrets, then validates.
     pub fn load(path: Option<&Path>, env: &dyn Source) -> Result<Config, ConfigError> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p)
-                .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?,
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?,
             None => String::new(),
         };
         Config::from_toml(&text, env)
@@ -270,8 +288,8 @@ impl Config {
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         source::apply_env(&mut table, env)?;
         source::apply_secret_files(&mut table)?;
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
                 let message = e.inner().to_string();
                 // serde_path_to_error already ends the path with an unknown field's name.
@@ -287,18 +305,31 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
-        if !s.auth_prefix.starts_with('/') || s.auth_prefix.len() < 2 || s.auth_prefix.ends_with('/') {
+        if !s.auth_prefix.starts_with('/')
+            || s.auth_prefix.len() < 2
+            || s.auth_prefix.ends_with('/')
+        {
             return Err(ConfigError::key(
                 "server.auth_prefix",
                 "must start with '/', not end with '/', and not be '/' alone",
             ));
         }
         if s.tls_cert.is_some() != s.tls_key.is_some() {
-            let key = if s.tls_cert.is_some() { "server.tls_key" } else { "server.tls_cert" };
-            return Err(ConfigError::key(key, "tls_cert and tls_key must be set together"));
+            let key = if s.tls_cert.is_some() {
+                "server.tls_key"
+            } else {
+                "server.tls_cert"
+            };
+            return Err(ConfigError::key(
+                key,
+                "tls_cert and tls_key must be set together",
+            ));
         }
         if !matches!(s.public_url.scheme(), "http" | "https") {
-            return Err(ConfigError::key("server.public_url", "must be an http:// or https:// URL"));
+            return Err(ConfigError::key(
+                "server.public_url",
+                "must be an http:// or https:// URL",
+            ));
         }
         for (name, d) in [
             ("server.handshake_timeout", s.handshake_timeout),
@@ -311,10 +342,16 @@ impl Config {
             }
         }
         if s.max_connections == 0 {
-            return Err(ConfigError::key("server.max_connections", "must be at least 1"));
+            return Err(ConfigError::key(
+                "server.max_connections",
+                "must be at least 1",
+            ));
         }
         if s.max_header_bytes < 1024 {
-            return Err(ConfigError::key("server.max_header_bytes", "must be at least 1024"));
+            return Err(ConfigError::key(
+                "server.max_header_bytes",
+                "must be at least 1024",
+            ));
         }
         if s.max_headers == 0 {
             return Err(ConfigError::key("server.max_headers", "must be at least 1"));
@@ -327,43 +364,65 @@ impl Config {
             ("session_id", &self.identity_headers.session_id),
         ] {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(ConfigError::key(format!("identity_headers.{field}"), "not a valid header name"));
+                return Err(ConfigError::key(
+                    format!("identity_headers.{field}"),
+                    "not a valid header name",
+                ));
             }
         }
         let token = &self.identity_headers.access_token;
         if !token.is_empty() && http::HeaderName::from_bytes(token.as_bytes()).is_err() {
-            return Err(ConfigError::key("identity_headers.access_token", "not a valid header name"));
+            return Err(ConfigError::key(
+                "identity_headers.access_token",
+                "not a valid header name",
+            ));
         }
         for (i, r) in self.routes.iter().enumerate() {
             let key = |k: &str| format!("routes[{i}].{k}");
             if !r.path_prefix.starts_with('/') {
                 return Err(ConfigError::key(key("path_prefix"), "must start with '/'"));
             }
-            if crate::http::path::normalize(&r.path_prefix).as_deref() != Ok(r.path_prefix.as_str()) {
+            if crate::http::path::normalize(&r.path_prefix).as_deref() != Ok(r.path_prefix.as_str())
+            {
                 return Err(ConfigError::key(
                     key("path_prefix"),
                     "must be a normalized path (no '.', '..', '//' or percent-encoding of unreserved characters)",
                 ));
             }
             if !matches!(r.upstream.scheme(), "http" | "https") || r.upstream.host().is_none() {
-                return Err(ConfigError::key(key("upstream"), "must be an http:// or https:// URL with a host"));
+                return Err(ConfigError::key(
+                    key("upstream"),
+                    "must be an http:// or https:// URL with a host",
+                ));
             }
             if r.upstream.query().is_some() || r.upstream.fragment().is_some() {
-                return Err(ConfigError::key(key("upstream"), "must not have a query or fragment"));
+                return Err(ConfigError::key(
+                    key("upstream"),
+                    "must not have a query or fragment",
+                ));
             }
             if r.access == Access::Public && !r.roles.is_empty() {
-                return Err(ConfigError::key(key("roles"), "roles need access = \"authenticated\""));
+                return Err(ConfigError::key(
+                    key("roles"),
+                    "roles need access = \"authenticated\"",
+                ));
             }
             for m in &r.methods {
                 if http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err() {
-                    return Err(ConfigError::key(key("methods"), format!("{m:?} is not an HTTP method")));
+                    return Err(ConfigError::key(
+                        key("methods"),
+                        format!("{m:?} is not an HTTP method"),
+                    ));
                 }
             }
             if r.path_prefix.starts_with(&s.auth_prefix)
                 && (r.path_prefix.len() == s.auth_prefix.len()
                     || r.path_prefix.as_bytes().get(s.auth_prefix.len()) == Some(&b'/'))
             {
-                return Err(ConfigError::key(key("path_prefix"), "is inside server.auth_prefix, which the gateway answers itself"));
+                return Err(ConfigError::key(
+                    key("path_prefix"),
+                    "is inside server.auth_prefix, which the gateway answers itself",
+                ));
             }
         }
         Ok(())
@@ -408,7 +467,8 @@ mod tests {
         assert_eq!(e.key_name(), Some("proxy.connect_timeout"), "{e}");
         let e = load("[[routes]]\nupstream = \"ftp://x\"\n").unwrap_err();
         assert_eq!(e.key_name(), Some("routes[0].upstream"), "{e}");
-        let e = load("[[routes]]\nupstream = \"http://x\"\npath_prefix = \"/a/../b\"\n").unwrap_err();
+        let e =
+            load("[[routes]]\nupstream = \"http://x\"\npath_prefix = \"/a/../b\"\n").unwrap_err();
         assert_eq!(e.key_name(), Some("routes[0].path_prefix"), "{e}");
     }
 
@@ -438,11 +498,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("name");
         std::fs::write(&f, "X-From-File\n").unwrap();
-        let text = format!("[identity_headers]\nuser_id_file = {:?}\n", f.display().to_string());
+        let text = format!(
+            "[identity_headers]\nuser_id_file = {:?}\n",
+            f.display().to_string()
+        );
         let c = load(&text).unwrap();
         assert_eq!(c.identity_headers.user_id, "X-From-File");
-        let both = format!("[identity_headers]\nuser_id = \"a\"\nuser_id_file = {:?}\n", f.display().to_string());
-        assert_eq!(load(&both).unwrap_err().key_name(), Some("identity_headers.user_id_file"));
+        let both = format!(
+            "[identity_headers]\nuser_id = \"a\"\nuser_id_file = {:?}\n",
+            f.display().to_string()
+        );
+        assert_eq!(
+            load(&both).unwrap_err().key_name(),
+            Some("identity_headers.user_id_file")
+        );
     }
 
     #[test]
@@ -456,7 +525,8 @@ mod tests {
 
     #[test]
     fn route_inside_auth_prefix_is_refused() {
-        let e = load("[[routes]]\nupstream = \"http://x\"\npath_prefix = \"/auth/x\"\n").unwrap_err();
+        let e =
+            load("[[routes]]\nupstream = \"http://x\"\npath_prefix = \"/auth/x\"\n").unwrap_err();
         assert_eq!(e.key_name(), Some("routes[0].path_prefix"));
         assert!(load("[[routes]]\nupstream = \"http://x\"\npath_prefix = \"/authors\"\n").is_ok());
     }

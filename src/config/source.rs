@@ -15,7 +15,9 @@ pub struct ProcessEnv;
 
 impl Source for ProcessEnv {
     fn vars(&self) -> Vec<(String, String)> {
-        std::env::vars().filter(|(k, _)| k.starts_with(PREFIX)).collect()
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with(PREFIX))
+            .collect()
     }
 }
 
@@ -25,7 +27,12 @@ pub struct MapSource(pub BTreeMap<String, String>);
 
 impl<const N: usize> From<[(&str, &str); N]> for MapSource {
     fn from(pairs: [(&str, &str); N]) -> Self {
-        MapSource(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        MapSource(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 }
 
@@ -56,9 +63,13 @@ fn env_value(raw: &str) -> toml::Value {
 
 pub(super) fn apply_env(table: &mut toml::Table, env: &dyn Source) -> Result<(), ConfigError> {
     for (name, raw) in env.vars() {
-        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
         // Plain AUTHGATE_* variables (AUTHGATE_TEST_REQUIRE_ALL, ...) are not config keys.
-        let Some((section, key)) = rest.split_once("__") else { continue };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
         if section.is_empty() || key.is_empty() || key.contains("__") {
             return Err(ConfigError::key(name, "expected AUTHGATE_<SECTION>__<KEY>"));
@@ -67,7 +78,10 @@ pub(super) fn apply_env(table: &mut toml::Table, env: &dyn Source) -> Result<(),
             .entry(section.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let toml::Value::Table(section_table) = entry else {
-            return Err(ConfigError::key(section, "cannot override keys of a list section from the environment"));
+            return Err(ConfigError::key(
+                section,
+                "cannot override keys of a list section from the environment",
+            ));
         };
         section_table.insert(key, env_value(&raw));
     }
@@ -78,13 +92,18 @@ pub(super) fn apply_env(table: &mut toml::Table, env: &dyn Source) -> Result<(),
 /// newline removed). Setting both is an error, so it is always clear which one applies.
 pub(super) fn apply_secret_files(table: &mut toml::Table) -> Result<(), ConfigError> {
     for (section, value) in table.iter_mut() {
-        let toml::Value::Table(t) = value else { continue };
+        let toml::Value::Table(t) = value else {
+            continue;
+        };
         let file_keys: Vec<String> = t.keys().filter(|k| k.ends_with("_file")).cloned().collect();
         for fk in file_keys {
             let base = fk.trim_end_matches("_file").to_string();
             let name = format!("{section}.{fk}");
             if t.contains_key(&base) {
-                return Err(ConfigError::key(name, format!("set either `{base}` or `{fk}`, not both")));
+                return Err(ConfigError::key(
+                    name,
+                    format!("set either `{base}` or `{fk}`, not both"),
+                ));
             }
             let Some(toml::Value::String(path)) = t.remove(&fk) else {
                 return Err(ConfigError::key(name, "must be a file path"));

@@ -7,7 +7,9 @@ use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty() -> Body {
@@ -17,14 +19,21 @@ pub fn empty() -> Body {
 pub fn json_response(status: StatusCode, json: Vec<u8>) -> Response<Body> {
     let mut resp = Response::new(full(json));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
-pub fn text_response(status: StatusCode, content_type: &'static str, text: impl Into<Bytes>) -> Response<Body> {
+pub fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    text: impl Into<Bytes>,
+) -> Response<Body> {
     let mut resp = Response::new(full(text));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }

@@ -71,7 +71,8 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<IpAddr> {
             .filter_map(|elem| {
                 elem.split(';').find_map(|pair| {
                     let (k, v) = pair.trim().split_once('=')?;
-                    k.eq_ignore_ascii_case("for").then(|| v.trim_matches('"').to_string())
+                    k.eq_ignore_ascii_case("for")
+                        .then(|| v.trim_matches('"').to_string())
                 })
             })
             .collect()
@@ -107,44 +108,71 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
 
     fn trusted() -> TrustedProxies {
-        TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()])
+        TrustedProxies::new(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+        ])
     }
 
     #[test]
     fn untrusted_peer_is_the_client() {
         let h = headers(&[("x-forwarded-for", "1.1.1.1")]);
-        assert_eq!(trusted().client_ip("8.8.8.8".parse().unwrap(), &h), "8.8.8.8".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            trusted().client_ip("8.8.8.8".parse().unwrap(), &h),
+            "8.8.8.8".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
     fn trusted_peer_walks_the_chain() {
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 2.2.2.2, 10.1.1.1")]);
-        assert_eq!(trusted().client_ip("127.0.0.1".parse().unwrap(), &h), "2.2.2.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            trusted().client_ip("127.0.0.1".parse().unwrap(), &h),
+            "2.2.2.2".parse::<IpAddr>().unwrap()
+        );
         let none = HeaderMap::new();
-        assert_eq!(trusted().client_ip("10.0.0.5".parse().unwrap(), &none), "10.0.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            trusted().client_ip("10.0.0.5".parse().unwrap(), &none),
+            "10.0.0.5".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
     fn forwarded_header_is_read() {
-        let h = headers(&[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https, for=10.0.0.9")]);
-        assert_eq!(trusted().client_ip("127.0.0.1".parse().unwrap(), &h), "2001:db8::1".parse::<IpAddr>().unwrap());
+        let h = headers(&[(
+            "forwarded",
+            "for=\"[2001:db8::1]:4711\";proto=https, for=10.0.0.9",
+        )]);
+        assert_eq!(
+            trusted().client_ip("127.0.0.1".parse().unwrap(), &h),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
     fn garbage_stops_the_walk() {
         let h = headers(&[("x-forwarded-for", "1.1.1.1, junk, 3.3.3.3")]);
-        assert_eq!(trusted().client_ip("127.0.0.1".parse().unwrap(), &h), "3.3.3.3".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            trusted().client_ip("127.0.0.1".parse().unwrap(), &h),
+            "3.3.3.3".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
     fn mapped_v4_is_canonical() {
         let h = HeaderMap::new();
-        assert_eq!(trusted().client_ip("::ffff:127.0.0.1".parse().unwrap(), &h), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            trusted().client_ip("::ffff:127.0.0.1".parse().unwrap(), &h),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
     }
 }

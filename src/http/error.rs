@@ -28,8 +28,18 @@ struct Envelope<'a> {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        ApiError { status, code, message: message.into(), fields: None, retry_after: None }
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            fields: None,
+            retry_after: None,
+        }
     }
 
     pub fn with_retry_after(mut self, d: Duration) -> Self {
@@ -42,19 +52,35 @@ impl ApiError {
     }
 
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "Nothing is served at this address.")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "Nothing is served at this address.",
+        )
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "This method is not allowed here.")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "This method is not allowed here.",
+        )
     }
 
     pub fn unauthenticated() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "Sign in to continue.")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Sign in to continue.",
+        )
     }
 
     pub fn forbidden() -> Self {
-        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", "You are signed in but not allowed here.")
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "You are signed in but not allowed here.",
+        )
     }
 
     pub fn headers_too_large() -> Self {
@@ -66,7 +92,11 @@ impl ApiError {
     }
 
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "Something went wrong on our side.")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "Something went wrong on our side.",
+        )
     }
 
     pub fn into_response(self) -> Response<Body> {
@@ -84,7 +114,8 @@ impl ApiError {
         if let Some(d) = self.retry_after {
             // Round up: "Retry-After: 0" would invite an immediate retry.
             let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         resp
     }
@@ -98,7 +129,11 @@ pub fn success<T: Serialize>(status: StatusCode, message: &str, data: &T) -> Res
         message: &'a str,
         data: &'a T,
     }
-    match serde_json::to_vec(&Ok { status: "success", message, data }) {
+    match serde_json::to_vec(&Ok {
+        status: "success",
+        message,
+        data,
+    }) {
         Ok(json) => body::json_response(status, json),
         Err(_) => ApiError::internal().into_response(),
     }

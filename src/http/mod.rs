@@ -59,9 +59,20 @@ impl RequestCtx {
             .uri()
             .authority()
             .map(|a| a.as_str())
-            .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
             .map(str::to_string);
-        RequestCtx { request_id, peer: conn.peer, peer_trusted, client_ip, scheme: conn.scheme, host }
+        RequestCtx {
+            request_id,
+            peer: conn.peer,
+            peer_trusted,
+            client_ip,
+            scheme: conn.scheme,
+            host,
+        }
     }
 
     /// The host without its port, lower-case comparison left to the caller.
@@ -73,7 +84,8 @@ impl RequestCtx {
 fn new_request_id() -> HeaderValue {
     let id = uuid::Uuid::new_v4();
     let mut buf = uuid::Uuid::encode_buffer();
-    HeaderValue::from_str(id.simple().encode_lower(&mut buf)).unwrap_or(HeaderValue::from_static("-"))
+    HeaderValue::from_str(id.simple().encode_lower(&mut buf))
+        .unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// Metrics for what the gateway answers itself.
@@ -136,7 +148,10 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
         let method = req.method().clone();
         let uri = req.uri().clone();
         let (mut resp, metrics, route) = dispatch(&app, &ctx, req).await;
-        resp.headers_mut().insert(crate::proxy::headers::X_REQUEST_ID.clone(), ctx.request_id.clone());
+        resp.headers_mut().insert(
+            crate::proxy::headers::X_REQUEST_ID.clone(),
+            ctx.request_id.clone(),
+        );
         let elapsed = start.elapsed();
         let status = resp.status().as_u16();
         metrics.observe(status, elapsed);
@@ -163,34 +178,57 @@ async fn dispatch<'a>(
     req: Request<Incoming>,
 ) -> (Response<Body>, &'a RouteMetrics, &'a str) {
     let s = &app.config.server;
-    if let Err(e) = security::check_header_limits(req.headers(), s.max_headers, s.max_header_bytes) {
+    if let Err(e) = security::check_header_limits(req.headers(), s.max_headers, s.max_header_bytes)
+    {
         return (e.into_response(), &app.own.unmatched, "-");
     }
     let uri = req.uri().clone();
     let path = match path::normalize(uri.path()) {
         Ok(p) => p,
-        Err(e) => return (ApiError::bad_request(e.to_string()).into_response(), &app.own.unmatched, "-"),
+        Err(e) => {
+            return (
+                ApiError::bad_request(e.to_string()).into_response(),
+                &app.own.unmatched,
+                "-",
+            );
+        }
     };
     if let Some(resp) = ops::handle(app, &path, &req) {
-        return (security::own_headers(resp, ctx.scheme), &app.own.ops, "_ops");
+        return (
+            security::own_headers(resp, ctx.scheme),
+            &app.own.ops,
+            "_ops",
+        );
     }
     if path::under_prefix(&path, &s.auth_prefix) {
         // The account endpoints arrive with the accounts work; until then nothing is here.
         let resp = ApiError::not_found().into_response();
-        return (security::own_headers(resp, ctx.scheme), &app.own.auth, "_auth");
+        return (
+            security::own_headers(resp, ctx.scheme),
+            &app.own.auth,
+            "_auth",
+        );
     }
     match app.routes.find(ctx.host_name(), &path, req.method()) {
         Some(route) => {
             let resp = app.proxy.handle(ctx, route, &path, req).await;
             (resp, &route.metrics, route.name.as_str())
         }
-        None => (ApiError::not_found().into_response(), &app.own.unmatched, "-"),
+        None => (
+            ApiError::not_found().into_response(),
+            &app.own.unmatched,
+            "-",
+        ),
     }
 }
 
 /// The optional plain-HTTP listener: every request is sent to the same path on `public_url`.
 pub fn redirect_to_https(public_url: &url::Url, req: &Request<Incoming>) -> Response<Body> {
-    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     let mut target = public_url.as_str().trim_end_matches('/').to_string();
     target.push_str(pq);
     match HeaderValue::from_str(&target) {

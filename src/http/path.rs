@@ -39,7 +39,9 @@ fn hex(b: u8) -> Option<u8> {
 fn is_plain(p: &str) -> bool {
     let b = p.as_bytes();
     b.first() == Some(&b'/')
-        && !b.iter().any(|&c| matches!(c, b'%' | b'\\' | b';') || c < 0x20 || c == 0x7f)
+        && !b
+            .iter()
+            .any(|&c| matches!(c, b'%' | b'\\' | b';') || c < 0x20 || c == 0x7f)
         && !p.contains("//")
         && !p.contains("/./")
         && !p.contains("/../")
@@ -65,8 +67,16 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     while let Some(&b) = bytes.get(i) {
         match b {
             b'%' => {
-                let hi = bytes.get(i + 1).copied().and_then(hex).ok_or(PathError::BadEscape)?;
-                let lo = bytes.get(i + 2).copied().and_then(hex).ok_or(PathError::BadEscape)?;
+                let hi = bytes
+                    .get(i + 1)
+                    .copied()
+                    .and_then(hex)
+                    .ok_or(PathError::BadEscape)?;
+                let lo = bytes
+                    .get(i + 2)
+                    .copied()
+                    .and_then(hex)
+                    .ok_or(PathError::BadEscape)?;
                 let v = hi * 16 + lo;
                 if v == b'/' || v == b'\\' {
                     return Err(PathError::EncodedSeparator);

@@ -55,7 +55,13 @@ impl IdentityNames {
 
     /// Removes every identity header, whatever the client put there.
     pub fn strip(&self, h: &mut HeaderMap) {
-        for n in [&self.user_id, &self.email, &self.name, &self.roles, &self.session_id] {
+        for n in [
+            &self.user_id,
+            &self.email,
+            &self.name,
+            &self.roles,
+            &self.session_id,
+        ] {
             h.remove(n);
         }
         if let Some(n) = &self.access_token {
@@ -100,7 +106,11 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` are put back afterwards.
 pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    let upgrade = if keep_upgrade { h.get(header::UPGRADE).cloned() } else { None };
+    let upgrade = if keep_upgrade {
+        h.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -143,7 +153,10 @@ pub fn set_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !(f.peer_trusted && h.contains_key(&X_FORWARDED_PROTO)) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.scheme));
+        h.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(f.scheme),
+        );
     }
     if !(f.peer_trusted && h.contains_key(&X_FORWARDED_HOST)) {
         match f.host.and_then(|host| HeaderValue::from_str(host).ok()) {
@@ -166,7 +179,11 @@ pub fn set_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
 
 /// Several header lines of one name, as one comma-separated value.
 fn joined(h: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let parts: Vec<&str> = h.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let parts: Vec<&str> = h
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
@@ -177,7 +194,10 @@ mod tests {
     #[test]
     fn connection_named_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "keep-alive, X-Secret-Hop".parse().unwrap());
+        h.insert(
+            header::CONNECTION,
+            "keep-alive, X-Secret-Hop".parse().unwrap(),
+        );
         h.insert("x-secret-hop", "1".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert(header::TE, "trailers".parse().unwrap());

@@ -64,7 +64,11 @@ impl Proxy {
         identity_names: IdentityNames,
         response_timeout: std::time::Duration,
     ) -> Self {
-        Proxy { client, identity_names, response_timeout }
+        Proxy {
+            client,
+            identity_names,
+            response_timeout,
+        }
     }
 
     pub fn identity_names(&self) -> &IdentityNames {
@@ -164,7 +168,8 @@ impl Proxy {
             (Some(host), true) => http::HeaderValue::from_str(host).ok(),
             _ => None,
         };
-        let host = host.or_else(|| http::HeaderValue::from_str(route.upstream_authority.as_str()).ok());
+        let host =
+            host.or_else(|| http::HeaderValue::from_str(route.upstream_authority.as_str()).ok());
         if let Some(host) = host {
             h.insert(header::HOST, host);
         }
@@ -191,11 +196,18 @@ impl Proxy {
     }
 
     /// Phase: filter response. Hop-by-hop headers out (bar a 101's upgrade), request id in.
-    fn filter_response(&self, ctx: &RequestCtx, resp: Response<Incoming>, upgrade: bool) -> Response<Body> {
+    fn filter_response(
+        &self,
+        ctx: &RequestCtx,
+        resp: Response<Incoming>,
+        upgrade: bool,
+    ) -> Response<Body> {
         let (mut parts, body) = resp.into_parts();
         let switching = upgrade && parts.status == StatusCode::SWITCHING_PROTOCOLS;
         headers::remove_hop_by_hop(&mut parts.headers, switching);
-        parts.headers.insert(headers::X_REQUEST_ID.clone(), ctx.request_id.clone());
+        parts
+            .headers
+            .insert(headers::X_REQUEST_ID.clone(), ctx.request_id.clone());
         Response::from_parts(parts, body.boxed())
     }
 }
