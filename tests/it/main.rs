@@ -3,6 +3,7 @@
 // Tests say what they expect by panicking; the no-panic rule is for the library.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod example;
 mod harness;
 mod proxy;
 mod server;
