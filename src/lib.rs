@@ -7,12 +7,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod secret;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 

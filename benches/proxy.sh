@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# Whole-system proxy benchmark: authgate against nginx as a reverse proxy, plain and TLS,
+# both in front of the same nginx upstream, all on 127.0.0.1. Loads each with wrk and
+# writes the raw outputs and a summary table to bench-results/ (gitignored).
+#
+#   bash benches/proxy.sh                      # build release, run, print the table
+#   WRK_DURATION=30s WRK_CONNECTIONS=128 bash benches/proxy.sh
+#   AUTHGATE_BIN=/path/to/authgate BENCH_QUIET_WAIT=900 bash benches/proxy.sh
+#
+# Environment (defaults in brackets):
+#   WRK_THREADS [2]  WRK_CONNECTIONS [64]  WRK_DURATION [15s]  WRK_WARMUP [3s]
+#   AUTHGATE_BIN     use this binary instead of `cargo build --release`
+#   BENCH_QUIET_WAIT seconds to wait for other rustc/cargo processes to finish before
+#                    measuring [0]; whether the machine was quiet is recorded either way
+#   BENCH_RESULTS    results directory [<repo>/bench-results]
+set -euo pipefail
+
+THREADS=${WRK_THREADS:-2}
+CONNS=${WRK_CONNECTIONS:-64}
+DURATION=${WRK_DURATION:-15s}
+WARMUP=${WRK_WARMUP:-3s}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+results=${BENCH_RESULTS:-$repo/bench-results}
+
+missing=()
+for tool in wrk nginx openssl python3 curl; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    echo "proxy.sh: missing on PATH: ${missing[*]}" >&2
+    echo "  Debian/Ubuntu: sudo apt-get install -y --no-install-recommends wrk nginx openssl python3 curl" >&2
+    echo "  (nginx may live in /usr/sbin: add it to PATH if it is installed but not found)" >&2
+    exit 1
+fi
+
+if [[ -n ${AUTHGATE_BIN:-} ]]; then
+    bin=$AUTHGATE_BIN
+else
+    (cd "$repo" && cargo build --release --quiet)
+    bin=$repo/target/release/authgate
+fi
+[[ -x $bin ]] || { echo "proxy.sh: no executable at $bin" >&2; exit 1; }
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/authgate-bench.XXXXXX")
+# nginx workers drop to an unprivileged user when started as root; they must reach the prefix.
+chmod 755 "$tmp"
+pids=()
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# nginx cannot be told to bind port 0 and report it, so ask the OS for free ports up front.
+read -r P_UP P_STAT P_NGX P_NGXS P_AG P_AGS < <(python3 - <<'EOF'
+import socket
+socks = [socket.socket() for _ in range(6)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+EOF
+)
+
+wait_port() { # port pid name
+    local i
+    for ((i = 0; i < 100; i++)); do
+        if ! kill -0 "$2" 2>/dev/null; then
+            echo "proxy.sh: $3 exited during start-up; its log:" >&2
+            cat "$tmp/$3".log >&2 || true
+            exit 1
+        fi
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "proxy.sh: $3 did not open port $1 within 10 s" >&2
+    exit 1
+}
+
+# An EC key keeps the (few) handshakes cheap; both servers use the same certificate.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+
+# Shared by both nginx instances: no logging, and no request caps on keep-alive connections
+# (nginx's default keepalive_requests 1000 would make wrk and the proxy reconnect, which
+# authgate never does).
+nginx_common="
+    worker_processes auto;
+    daemon off;
+    worker_rlimit_nofile 65536;
+    events { worker_connections 8192; }
+"
+nginx_http_common="
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    client_body_temp_path $tmp/nginx-body;
+    proxy_temp_path $tmp/nginx-proxy;
+    fastcgi_temp_path $tmp/nginx-fastcgi;
+    uwsgi_temp_path $tmp/nginx-uwsgi;
+    scgi_temp_path $tmp/nginx-scgi;
+"
+
+cat >"$tmp/upstream.conf" <<EOF
+$nginx_common
+pid $tmp/upstream.pid;
+http {
+    $nginx_http_common
+    server {
+        listen 127.0.0.1:$P_UP;
+        location = / { default_type text/plain; return 200 "hello\n"; }
+    }
+    # Connections accepted by the upstream: tells whether a proxy reuses its connections.
+    server {
+        listen 127.0.0.1:$P_STAT;
+        location = /status { stub_status; }
+    }
+}
+EOF
+
+# The forwarding headers match what authgate sets, so both proxies do the same work.
+cat >"$tmp/proxy.conf" <<EOF
+$nginx_common
+pid $tmp/proxy.pid;
+http {
+    $nginx_http_common
+    upstream app {
+        server 127.0.0.1:$P_UP;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host \$host;
+    proxy_set_header X-Forwarded-For \$remote_addr;
+    proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header X-Forwarded-Host \$host;
+    proxy_set_header X-Real-IP \$remote_addr;
+    proxy_set_header X-Request-Id \$request_id;
+    add_header X-Request-Id \$request_id;
+    server {
+        listen 127.0.0.1:$P_NGX;
+        location / { proxy_pass http://app; }
+    }
+    server {
+        listen 127.0.0.1:$P_NGXS ssl;
+        ssl_certificate $tmp/cert.pem;
+        ssl_certificate_key $tmp/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / { proxy_pass http://app; }
+    }
+}
+EOF
+
+for tls in false true; do
+    name=authgate-$([[ $tls == true ]] && echo tls || echo plain)
+    port=$([[ $tls == true ]] && echo "$P_AGS" || echo "$P_AG")
+    scheme=$([[ $tls == true ]] && echo https || echo http)
+    {
+        echo "[server]"
+        echo "listen = \"127.0.0.1:$port\""
+        echo "tls = $tls"
+        [[ $tls == true ]] && printf 'tls_cert = "%s"\ntls_key = "%s"\n' "$tmp/cert.pem" "$tmp/key.pem"
+        echo "public_url = \"$scheme://127.0.0.1:$port\""
+        echo
+        echo "[log]"
+        echo 'level = "warn"'
+        echo
+        echo "[[routes]]"
+        echo 'path_prefix = "/"'
+        echo "upstream = \"http://127.0.0.1:$P_UP\""
+        echo 'access = "public"'
+    } >"$tmp/$name.toml"
+    "$bin" check-config --config "$tmp/$name.toml" >/dev/null
+done
+
+start() { # name port command...
+    local name=$1 port=$2
+    shift 2
+    (cd "$tmp" && exec "$@") >"$tmp/$name.log" 2>&1 &
+    pids+=($!)
+    wait_port "$port" "$!" "$name"
+}
+# RUST_LOG would override [log] level and could turn the access log back on.
+unset RUST_LOG
+start upstream "$P_UP" nginx -p "$tmp" -e "$tmp/upstream.err" -c "$tmp/upstream.conf"
+start nginx "$P_NGX" nginx -p "$tmp" -e "$tmp/proxy.err" -c "$tmp/proxy.conf"
+start authgate-plain "$P_AG" "$bin" serve --config "$tmp/authgate-plain.toml"
+start authgate-tls "$P_AGS" "$bin" serve --config "$tmp/authgate-tls.toml"
+
+targets=(upstream nginx-plain authgate-plain nginx-tls authgate-tls)
+declare -A url=(
+    [upstream]=http://127.0.0.1:$P_UP/
+    [nginx-plain]=http://127.0.0.1:$P_NGX/
+    [authgate-plain]=http://127.0.0.1:$P_AG/
+    [nginx-tls]=https://127.0.0.1:$P_NGXS/
+    [authgate-tls]=https://127.0.0.1:$P_AGS/
+)
+# A proxy that answers with an error page would look fast: check every path end to end.
+for t in "${targets[@]}"; do
+    body=$(curl -ksS --max-time 5 "${url[$t]}")
+    [[ $body == hello ]] || { echo "proxy.sh: $t answered '$body', not 'hello'" >&2; exit 1; }
+done
+
+others_compiling() { pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; }
+if ((QUIET_WAIT > 0)); then
+    waited=0
+    while others_compiling && ((waited < QUIET_WAIT)); do
+        sleep 10
+        waited=$((waited + 10))
+    done
+fi
+quiet() { others_compiling && echo "no (rustc/cargo running)" || echo yes; }
+
+upstream_accepts() {
+    curl -sS "http://127.0.0.1:$P_STAT/status" | awk 'NR == 3 { print $1 }'
+}
+
+# wrk prints latencies as 812.00us, 1.23ms, 1.05s or 2.00m; the table wants milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
+        if (f < 0) { print "nan"; exit }
+        printf "%.3f", n * f
+    }'
+}
+
+mkdir -p "$results"
+declare -A rps p99 errs conns quiet_at
+for t in "${targets[@]}"; do
+    echo "== $t (${url[$t]})" >&2
+    wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "${url[$t]}" >/dev/null
+    quiet_at[$t]=$(quiet)
+    before=$(upstream_accepts)
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${url[$t]}" >"$results/proxy-$t.txt"
+    # minus one: the second status request counts itself
+    conns[$t]=$(($(upstream_accepts) - before - 1))
+    out=$results/proxy-$t.txt
+    rps[$t]=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+    p99[$t]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+    errs[$t]=$(awk '/^ *Non-2xx or 3xx responses:/ { n += $NF }
+        /^ *Socket errors:/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 }
+        END { print n + 0 }' "$out")
+    echo "   ${rps[$t]} req/s, p99 ${p99[$t]} ms" >&2
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
+{
+    echo "# authgate vs nginx reverse proxy"
+    echo
+    echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
+    echo "- $(nginx -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), authgate $bin"
+    echo "- wrk -t$THREADS -c$CONNS -d$DURATION --latency (warm-up $WARMUP), GET / of a 6-byte body; everything shares the same cores"
+    echo "- upstream conns = connections the upstream accepted during the measured run (keep-alive reuse check)"
+    echo
+    echo "| target | req/s | p99 (ms) | errors | upstream conns | quiet machine |"
+    echo "|---|---:|---:|---:|---:|---|"
+    for t in "${targets[@]}"; do
+        echo "| $t | ${rps[$t]} | ${p99[$t]} | ${errs[$t]} | ${conns[$t]} | ${quiet_at[$t]} |"
+    done
+    echo
+    echo "| authgate / nginx | req/s ratio | p99 ratio (authgate ms / nginx ms) |"
+    echo "|---|---:|---:|"
+    for mode in plain tls; do
+        echo "| $mode | $(ratio "${rps[authgate-$mode]}" "${rps[nginx-$mode]}") |" \
+            "$(ratio "${p99[authgate-$mode]}" "${p99[nginx-$mode]}") (${p99[authgate-$mode]} / ${p99[nginx-$mode]}) |"
+    done
+} | tee "$results/proxy.md"

@@ -1,0 +1,124 @@
+//! The records the store keeps. Each is serialized with a version number, so a record written
+//! by a newer authgate is refused rather than misread.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The record format this build writes and reads.
+pub const RECORD_VERSION: u32 = 1;
+
+pub type UserId = uuid::Uuid;
+
+/// A stored password hash (PHC string). Not secret in the way a password is, but never
+/// printed or sent either.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct PasswordHash(pub String);
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHash([redacted])")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct User {
+    pub v: u32,
+    pub id: UserId,
+    /// Normalized (trimmed, lower-case).
+    pub email: String,
+    pub email_verified: bool,
+    /// Normalized (lower-case).
+    pub username: Option<String>,
+    pub full_name: Option<String>,
+    /// E.164.
+    pub phone: Option<String>,
+    pub password: Option<PasswordHash>,
+    pub roles: Vec<String>,
+    pub profile: serde_json::Map<String, serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Blocked by an administrator until unblocked.
+    pub blocked: bool,
+    /// Temporarily locked after repeated failures.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub locked_until: Option<OffsetDateTime>,
+    /// Failed code and password attempts since the last success or lockout.
+    pub failed_attempts: u32,
+}
+
+/// What a one-time code is for. A code made for one purpose never serves another.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    VerifyEmail,
+    Login,
+    ResetPassword,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::VerifyEmail => "verify_email",
+            Purpose::Login => "login",
+            Purpose::ResetPassword => "reset_password",
+        }
+    }
+
+    pub(crate) fn tag(self) -> u8 {
+        match self {
+            Purpose::VerifyEmail => 1,
+            Purpose::Login => 2,
+            Purpose::ResetPassword => 3,
+        }
+    }
+}
+
+/// A one-time code: only its keyed hash is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Code {
+    pub v: u32,
+    pub user_id: UserId,
+    pub purpose: Purpose,
+    /// HMAC-SHA256 of the code, keyed with the server's code key and bound to user and purpose.
+    pub hash: Vec<u8>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Wrong tries so far; at the limit the code is dead.
+    pub attempts: u32,
+}
+
+/// A signed-in device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Session {
+    pub v: u32,
+    pub id: String,
+    pub user_id: UserId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen_at: OffsetDateTime,
+    /// Absolute end of the session, whatever its activity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    pub ip: String,
+    pub user_agent: String,
+    pub device: String,
+    pub os: String,
+    /// Hash of the current refresh token (filled by the token service).
+    #[serde(default)]
+    pub refresh_hash: Option<Vec<u8>>,
+}
+
+/// A short-lived, single-use password reset token (two-step reset). Keyed by its hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResetToken {
+    pub v: u32,
+    pub user_id: UserId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}

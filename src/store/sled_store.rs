@@ -1,0 +1,589 @@
+//! The sled implementation of the store. sled types stay in this file.
+
+use super::records::*;
+use super::{CodeChange, SCHEMA_VERSION, StoreError, UniqueField, UpdateError};
+use crate::secret::KeyBytes;
+use serde::{Serialize, de::DeserializeOwned};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use std::path::Path;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Index {
+    Email,
+    Username,
+    Phone,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct SledStore {
+    db: sled::Db,
+    meta: sled::Tree,
+    users: sled::Tree,
+    by_email: sled::Tree,
+    by_username: sled::Tree,
+    by_phone: sled::Tree,
+    codes: sled::Tree,
+    sessions: sled::Tree,
+    user_sessions: sled::Tree,
+    reset_tokens: sled::Tree,
+    cooldowns: sled::Tree,
+}
+
+fn engine(e: sled::Error) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Decodes a record, refusing one from a newer format instead of misreading it.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        v: u32,
+    }
+    let ver: Versioned = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if ver.v > RECORD_VERSION {
+        return Err(StoreError::NewerRecord(ver.v));
+    }
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn tx_err<E>(e: TransactionError<TxAbort<E>>) -> UpdateError<E> {
+    match e {
+        TransactionError::Abort(TxAbort::Store(s)) => UpdateError::Store(s),
+        TransactionError::Abort(TxAbort::Rejected(r)) => UpdateError::Rejected(r),
+        TransactionError::Storage(s) => UpdateError::Store(engine(s)),
+    }
+}
+
+fn store_only<E>(e: UpdateError<E>) -> StoreError {
+    match e {
+        UpdateError::Store(s) => s,
+        UpdateError::Rejected(_) => StoreError::Engine("unexpected refusal".into()),
+    }
+}
+
+#[derive(Debug)]
+enum TxAbort<E> {
+    Store(StoreError),
+    Rejected(E),
+}
+
+type TxResult<T, E> = Result<T, ConflictableTransactionError<TxAbort<E>>>;
+
+fn abort<T, E>(e: StoreError) -> TxResult<T, E> {
+    Err(ConflictableTransactionError::Abort(TxAbort::Store(e)))
+}
+
+fn session_index_key(user: &UserId, session: &str) -> Vec<u8> {
+    let mut k = user.as_bytes().to_vec();
+    k.extend_from_slice(session.as_bytes());
+    k
+}
+
+fn code_key(user: &UserId, purpose: Purpose) -> Vec<u8> {
+    let mut k = user.as_bytes().to_vec();
+    k.push(purpose.tag());
+    k
+}
+
+/// Points an index entry at `id`, refusing if another user holds it.
+fn claim<E>(t: &TransactionalTree, key: &str, id: &UserId, field: UniqueField) -> TxResult<(), E> {
+    match t.get(key.as_bytes())? {
+        Some(owner) if owner.as_ref() != id.as_bytes() => abort(StoreError::Conflict(field)),
+        _ => {
+            t.insert(key.as_bytes(), id.as_bytes().as_slice())?;
+            Ok(())
+        }
+    }
+}
+
+/// Moves an index entry from `old` to `new` when the value changed.
+fn reindex<E>(
+    t: &TransactionalTree,
+    old: Option<&str>,
+    new: Option<&str>,
+    id: &UserId,
+    field: UniqueField,
+) -> TxResult<(), E> {
+    if old == new {
+        return Ok(());
+    }
+    if let Some(n) = new {
+        claim(t, n, id, field)?;
+    }
+    if let Some(o) = old {
+        t.remove(o.as_bytes())?;
+    }
+    Ok(())
+}
+
+impl SledStore {
+    pub(super) fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(path).cache_capacity(cache_bytes).open().map_err(engine)?;
+        let meta = db.open_tree("meta").map_err(engine)?;
+        match meta.get(b"schema_version").map_err(engine)? {
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("schema_version".into()))?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema { found, supported: SCHEMA_VERSION });
+                }
+            }
+            None => {
+                meta.insert(b"schema_version", &SCHEMA_VERSION.to_be_bytes()).map_err(engine)?;
+                db.flush().map_err(engine)?;
+            }
+        }
+        let tree = |name: &str| db.open_tree(name).map_err(engine);
+        Ok(SledStore {
+            users: tree("users")?,
+            by_email: tree("idx_email")?,
+            by_username: tree("idx_username")?,
+            by_phone: tree("idx_phone")?,
+            codes: tree("codes")?,
+            sessions: tree("sessions")?,
+            user_sessions: tree("idx_user_sessions")?,
+            reset_tokens: tree("reset_tokens")?,
+            cooldowns: tree("cooldowns")?,
+            meta,
+            db,
+        })
+    }
+
+    /// Makes everything written so far durable.
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map_err(engine)?;
+        Ok(())
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        self.meta.get(b"schema_version").is_ok()
+    }
+
+    pub(super) async fn secret(&self, name: &str) -> Result<KeyBytes, StoreError> {
+        let key = format!("secret:{name}");
+        if let Some(v) = self.meta.get(key.as_bytes()).map_err(engine)? {
+            return Ok(KeyBytes(v.to_vec()));
+        }
+        let mut fresh = vec![0u8; 32];
+        rand::fill(fresh.as_mut_slice());
+        // Two first uses at once: whoever writes first wins, both read the winner.
+        let _ = self
+            .meta
+            .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(fresh.as_slice()))
+            .map_err(engine)?;
+        self.flush().await?;
+        let v = self.meta.get(key.as_bytes()).map_err(engine)?.ok_or(StoreError::NotFound)?;
+        Ok(KeyBytes(v.to_vec()))
+    }
+
+    pub(super) async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
+        let bytes = encode(user)?;
+        let id = user.id;
+        (&self.users, &self.by_email, &self.by_username, &self.by_phone)
+            .transaction(|(users, email, username, phone)| -> TxResult<(), ()> {
+                if users.get(id.as_bytes())?.is_some() {
+                    return abort(StoreError::Engine("user id collision".into()));
+                }
+                claim(email, &user.email, &id, UniqueField::Email)?;
+                if let Some(u) = &user.username {
+                    claim(username, u, &id, UniqueField::Username)?;
+                }
+                if let Some(p) = &user.phone {
+                    claim(phone, p, &id, UniqueField::Phone)?;
+                }
+                users.insert(id.as_bytes().as_slice(), bytes.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e| store_only(tx_err(e)))?;
+        self.flush().await
+    }
+
+    pub(super) fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        self.users.get(id.as_bytes()).map_err(engine)?.map(|v| decode(&v)).transpose()
+    }
+
+    pub(super) fn user_by_index(&self, index: Index, key: &str) -> Result<Option<User>, StoreError> {
+        let tree = match index {
+            Index::Email => &self.by_email,
+            Index::Username => &self.by_username,
+            Index::Phone => &self.by_phone,
+        };
+        let Some(id) = tree.get(key.as_bytes()).map_err(engine)? else { return Ok(None) };
+        let id = UserId::from_slice(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.user(&id)
+    }
+
+    pub(super) async fn update_user<E, F>(&self, id: &UserId, f: F) -> Result<User, UpdateError<E>>
+    where
+        F: Fn(&mut User) -> Result<(), E>,
+    {
+        let updated = (&self.users, &self.by_email, &self.by_username, &self.by_phone)
+            .transaction(|(users, email, username, phone)| -> TxResult<User, E> {
+                let Some(bytes) = users.get(id.as_bytes())? else { return abort(StoreError::NotFound) };
+                let current: User = match decode(&bytes) {
+                    Ok(u) => u,
+                    Err(e) => return abort(e),
+                };
+                let mut next = current.clone();
+                if let Err(e) = f(&mut next) {
+                    return Err(ConflictableTransactionError::Abort(TxAbort::Rejected(e)));
+                }
+                reindex(email, Some(&current.email), Some(&next.email), id, UniqueField::Email)?;
+                reindex(username, current.username.as_deref(), next.username.as_deref(), id, UniqueField::Username)?;
+                reindex(phone, current.phone.as_deref(), next.phone.as_deref(), id, UniqueField::Phone)?;
+                let encoded = match encode(&next) {
+                    Ok(b) => b,
+                    Err(e) => return abort(e),
+                };
+                users.insert(id.as_bytes().as_slice(), encoded)?;
+                Ok(next)
+            })
+            .map_err(tx_err)?;
+        self.flush().await?;
+        Ok(updated)
+    }
+
+    pub(super) fn list_users(&self, query: Option<&str>, offset: usize, limit: usize) -> Result<Vec<User>, StoreError> {
+        let q = query.map(str::to_lowercase);
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        for item in self.users.iter() {
+            let (_, v) = item.map_err(engine)?;
+            let u: User = decode(&v)?;
+            let hit = match &q {
+                None => true,
+                Some(q) => {
+                    u.email.contains(q.as_str())
+                        || u.username.as_deref().is_some_and(|n| n.contains(q.as_str()))
+                        || u.full_name.as_deref().is_some_and(|n| n.to_lowercase().contains(q.as_str()))
+                }
+            };
+            if !hit {
+                continue;
+            }
+            if skipped < offset {
+                skipped += 1;
+                continue;
+            }
+            out.push(u);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    pub(super) async fn put_code(&self, code: &Code) -> Result<(), StoreError> {
+        self.codes.insert(code_key(&code.user_id, code.purpose), encode(code)?).map_err(engine)?;
+        self.flush().await
+    }
+
+    pub(super) async fn update_code<R, F>(&self, user: &UserId, purpose: Purpose, f: F) -> Result<R, StoreError>
+    where
+        F: Fn(Option<&Code>) -> (CodeChange, R),
+    {
+        let key = code_key(user, purpose);
+        loop {
+            let old = self.codes.get(&key).map_err(engine)?;
+            let current: Option<Code> = old.as_ref().map(|b| decode(b)).transpose()?;
+            let (change, result) = f(current.as_ref());
+            let new = match change {
+                CodeChange::Keep => return Ok(result),
+                CodeChange::Put(c) => Some(encode(&c)?),
+                CodeChange::Delete => None,
+            };
+            let swapped = self.codes.compare_and_swap(&key, old, new).map_err(engine)?;
+            if swapped.is_ok() {
+                self.flush().await?;
+                return Ok(result);
+            }
+            // Someone else changed the code in between: look again.
+        }
+    }
+
+    pub(super) fn take_cooldown(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        cooldown: std::time::Duration,
+    ) -> Result<Result<(), std::time::Duration>, StoreError> {
+        let now_ns = now.unix_timestamp_nanos();
+        let until = now_ns.saturating_add(i128::try_from(cooldown.as_nanos()).unwrap_or(i128::MAX));
+        loop {
+            let old = self.cooldowns.get(key.as_bytes()).map_err(engine)?;
+            if let Some(bytes) = &old {
+                let prev = <[u8; 16]>::try_from(bytes.as_ref()).map(i128::from_be_bytes).unwrap_or(0);
+                if prev > now_ns {
+                    let left = u64::try_from(prev - now_ns).unwrap_or(u64::MAX);
+                    return Ok(Err(std::time::Duration::from_nanos(left)));
+                }
+            }
+            let swapped = self
+                .cooldowns
+                .compare_and_swap(key.as_bytes(), old, Some(until.to_be_bytes().as_slice()))
+                .map_err(engine)?;
+            if swapped.is_ok() {
+                return Ok(Ok(()));
+            }
+        }
+    }
+
+    pub(super) async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
+        let bytes = encode(s)?;
+        (&self.sessions, &self.user_sessions)
+            .transaction(|(sessions, index)| -> TxResult<(), ()> {
+                sessions.insert(s.id.as_bytes(), bytes.as_slice())?;
+                index.insert(session_index_key(&s.user_id, &s.id), &[])?;
+                Ok(())
+            })
+            .map_err(|e| store_only(tx_err(e)))?;
+        self.flush().await
+    }
+
+    pub(super) fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        self.sessions.get(id.as_bytes()).map_err(engine)?.map(|v| decode(&v)).transpose()
+    }
+
+    pub(super) fn sessions_of(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.user_sessions.scan_prefix(user.as_bytes()) {
+            let (k, _) = item.map_err(engine)?;
+            let sid = String::from_utf8_lossy(k.get(16..).unwrap_or_default()).to_string();
+            if let Some(s) = self.session(&sid)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn all_sessions(&self) -> Result<Vec<Session>, StoreError> {
+        self.sessions.iter().map(|item| decode(&item.map_err(engine)?.1)).collect()
+    }
+
+    pub(super) async fn update_session<E, F>(&self, id: &str, f: F) -> Result<Session, UpdateError<E>>
+    where
+        F: Fn(&mut Session) -> Result<(), E>,
+    {
+        loop {
+            let Some(old) = self.sessions.get(id.as_bytes()).map_err(engine)? else {
+                return Err(UpdateError::Store(StoreError::NotFound));
+            };
+            let mut next: Session = decode(&old)?;
+            f(&mut next).map_err(UpdateError::Rejected)?;
+            let swapped = self
+                .sessions
+                .compare_and_swap(id.as_bytes(), Some(old), Some(encode(&next)?))
+                .map_err(engine)?;
+            if swapped.is_ok() {
+                self.flush().await?;
+                return Ok(next);
+            }
+        }
+    }
+
+    pub(super) async fn delete_sessions(&self, user: &UserId, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let deleted = (&self.sessions, &self.user_sessions)
+            .transaction(|(sessions, index)| -> TxResult<Vec<String>, ()> {
+                let mut deleted = Vec::new();
+                for id in ids {
+                    let key = session_index_key(user, id);
+                    if index.remove(key)?.is_some() {
+                        sessions.remove(id.as_bytes())?;
+                        deleted.push(id.clone());
+                    }
+                }
+                Ok(deleted)
+            })
+            .map_err(|e| store_only(tx_err(e)))?;
+        self.flush().await?;
+        Ok(deleted)
+    }
+
+    pub(super) async fn delete_sessions_of(&self, user: &UserId, except: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<String> = self
+            .user_sessions
+            .scan_prefix(user.as_bytes())
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| String::from_utf8_lossy(k.get(16..).unwrap_or_default()).to_string())
+            .filter(|id| Some(id.as_str()) != except)
+            .collect();
+        self.delete_sessions(user, &ids).await
+    }
+
+    pub(super) async fn put_reset_token(&self, hash: &[u8], token: &ResetToken) -> Result<(), StoreError> {
+        self.reset_tokens.insert(hash, encode(token)?).map_err(engine)?;
+        self.flush().await
+    }
+
+    pub(super) async fn take_reset_token(&self, hash: &[u8]) -> Result<Option<ResetToken>, StoreError> {
+        let taken = self.reset_tokens.remove(hash).map_err(engine)?;
+        if taken.is_some() {
+            self.flush().await?;
+        }
+        taken.map(|v| decode(&v)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+    use super::*;
+
+    fn user(email: &str, username: Option<&str>, phone: Option<&str>) -> User {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        User {
+            v: RECORD_VERSION,
+            id: uuid::Uuid::new_v4(),
+            email: email.into(),
+            email_verified: false,
+            username: username.map(Into::into),
+            full_name: None,
+            phone: phone.map(Into::into),
+            password: None,
+            roles: vec!["customer".into()],
+            profile: Default::default(),
+            created_at: now,
+            updated_at: now,
+            blocked: false,
+            locked_until: None,
+            failed_attempts: 0,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 8 << 20).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn unique_fields_are_enforced_on_insert_and_update() {
+        let (_d, s) = open();
+        let a = user("a@x.test", Some("alice"), Some("+15550001"));
+        s.insert_user(&a).await.unwrap();
+        for (dup, field) in [
+            (user("a@x.test", None, None), UniqueField::Email),
+            (user("b@x.test", Some("alice"), None), UniqueField::Username),
+            (user("c@x.test", None, Some("+15550001")), UniqueField::Phone),
+        ] {
+            match s.insert_user(&dup).await {
+                Err(StoreError::Conflict(f)) => assert_eq!(f, field),
+                other => panic!("expected conflict on {field:?}, got {other:?}"),
+            }
+        }
+        let b = user("b@x.test", Some("bob"), None);
+        s.insert_user(&b).await.unwrap();
+        let r = s
+            .update_user(&b.id, |u| {
+                u.username = Some("alice".into());
+                Ok::<(), ()>(())
+            })
+            .await;
+        assert!(matches!(r, Err(UpdateError::Store(StoreError::Conflict(UniqueField::Username)))));
+        // A rename frees the old name.
+        s.update_user(&a.id, |u| {
+            u.username = Some("alicia".into());
+            Ok::<(), ()>(())
+        })
+        .await
+        .unwrap();
+        assert!(s.user_by_username("alice").await.unwrap().is_none());
+        assert_eq!(s.user_by_username("alicia").await.unwrap().unwrap().id, a.id);
+        s.update_user(&b.id, |u| {
+            u.username = Some("alice".into());
+            Ok::<(), ()>(())
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn concurrent_inserts_of_one_email_admit_exactly_one() {
+        let (_d, s) = open();
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move { s.insert_user(&user("same@x.test", None, None)).await.is_ok() }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            ok += usize::from(t.await.unwrap());
+        }
+        assert_eq!(ok, 1);
+        assert_eq!(s.user_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn newer_records_and_schemas_are_refused() {
+        let (dir, s) = open();
+        let mut u = user("n@x.test", None, None);
+        u.v = RECORD_VERSION + 1;
+        s.insert_user(&u).await.unwrap();
+        assert!(matches!(s.user(&u.id).await, Err(StoreError::NewerRecord(_))));
+        s.inner.meta.insert(b"schema_version", &(SCHEMA_VERSION + 1).to_be_bytes()).unwrap();
+        s.inner.db.flush().unwrap();
+        drop(s);
+        match Store::open(&dir.path().join("db"), 8 << 20) {
+            Err(StoreError::NewerSchema { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
+            other => panic!("expected NewerSchema, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn cooldowns_and_reset_tokens() {
+        let (_d, s) = open();
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        let cd = std::time::Duration::from_secs(60);
+        assert_eq!(s.take_cooldown("k", t0, cd).unwrap(), Ok(()));
+        let left = s.take_cooldown("k", t0 + std::time::Duration::from_secs(10), cd).unwrap().unwrap_err();
+        assert_eq!(left, std::time::Duration::from_secs(50));
+        assert_eq!(s.take_cooldown("k", t0 + cd, cd).unwrap(), Ok(()));
+
+        let tok = ResetToken { v: RECORD_VERSION, user_id: uuid::Uuid::new_v4(), expires_at: t0 };
+        s.put_reset_token(b"h", &tok).await.unwrap();
+        assert_eq!(s.take_reset_token(b"h").await.unwrap(), Some(tok));
+        assert_eq!(s.take_reset_token(b"h").await.unwrap(), None, "single use");
+    }
+
+    #[tokio::test]
+    async fn sessions_by_user() {
+        let (_d, s) = open();
+        let u = uuid::Uuid::new_v4();
+        let t = OffsetDateTime::UNIX_EPOCH;
+        for id in ["s1", "s2", "s3"] {
+            let sess = Session {
+                v: RECORD_VERSION,
+                id: id.into(),
+                user_id: u,
+                created_at: t,
+                last_seen_at: t,
+                expires_at: t,
+                ip: "127.0.0.1".into(),
+                user_agent: "ua".into(),
+                device: "d".into(),
+                os: "o".into(),
+                refresh_hash: None,
+            };
+            s.insert_session(&sess).await.unwrap();
+        }
+        assert_eq!(s.sessions_of(&u).await.unwrap().len(), 3);
+        let other = uuid::Uuid::new_v4();
+        assert!(s.delete_sessions(&other, &["s1".into()]).await.unwrap().is_empty(), "not someone else's");
+        assert_eq!(s.delete_sessions(&u, &["s1".into()]).await.unwrap(), vec!["s1".to_string()]);
+        assert_eq!(s.delete_sessions_of(&u, Some("s2")).await.unwrap(), vec!["s3".to_string()]);
+        let left: Vec<_> = s.sessions_of(&u).await.unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(left, vec!["s2".to_string()]);
+    }
+}
