@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod codes;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod passwords;
 pub mod policy;
 pub mod proxy;
 pub mod secret;

@@ -57,7 +57,201 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub accounts: AccountsConfig,
+    #[serde(default)]
+    pub passwords: PasswordsConfig,
+    #[serde(default)]
+    pub otp: OtpConfig,
+    #[serde(default)]
+    pub mail: MailConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
+    #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The sled directory.
+    pub path: PathBuf,
+    /// sled's page cache, in MiB.
+    pub cache_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: PathBuf::from("data/authgate.db"), cache_mb: 64 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// Accounts may be created without a password and sign in by emailed code only.
+    pub allow_passwordless: bool,
+    /// Roles every new account gets.
+    pub default_roles: Vec<String>,
+    /// Size cap of the free-form `profile` object, as JSON.
+    pub profile_max_bytes: usize,
+    /// Lifetime of the token handed out by `/password/reset/verify`.
+    #[serde(with = "duration::serde_str")]
+    pub reset_token_ttl: Duration,
+    /// Size cap of a request body to the account endpoints (413 past it).
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a request body (408 after).
+    #[serde(with = "duration::serde_str")]
+    pub body_timeout: Duration,
+    /// Absolute lifetime of a session (a signed-in device).
+    #[serde(with = "duration::serde_str")]
+    pub session_ttl: Duration,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            allow_passwordless: true,
+            default_roles: vec!["customer".into()],
+            profile_max_bytes: 4096,
+            reset_token_ttl: Duration::from_secs(15 * 60),
+            max_body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
+            session_ttl: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordsConfig {
+    /// argon2id memory cost in KiB (OWASP: 19456).
+    pub memory_kib: u32,
+    /// argon2id passes (OWASP: 2).
+    pub iterations: u32,
+    /// argon2id lanes (OWASP: 1).
+    pub parallelism: u32,
+    /// Hashes computed at once; 0 means one per CPU core.
+    pub workers: usize,
+    /// Hash requests waiting or running before new ones get 503 SERVICE_BUSY.
+    pub max_queue: usize,
+    pub min_length: usize,
+    pub max_length: usize,
+    /// Minimum zxcvbn score (0-4) a new password needs; 2 refuses common and guessable ones.
+    pub min_strength: u8,
+}
+
+impl Default for PasswordsConfig {
+    fn default() -> Self {
+        PasswordsConfig {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            workers: 0,
+            max_queue: 64,
+            min_length: 8,
+            max_length: 128,
+            min_strength: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtpConfig {
+    /// Digits per code.
+    pub length: usize,
+    #[serde(with = "duration::serde_str")]
+    pub ttl: Duration,
+    /// Wrong tries per code; at the limit the code is dead (ATTEMPTS_EXCEEDED).
+    pub max_attempts: u32,
+    /// Time between two codes sent to one address for one purpose (429 OTP_STILL_VALID).
+    #[serde(with = "duration::serde_str")]
+    pub resend_cooldown: Duration,
+    /// Failed codes and passwords, across codes, before the account is locked (USER_BLOCKED).
+    pub lockout_threshold: u32,
+    #[serde(with = "duration::serde_str")]
+    pub lockout_duration: Duration,
+}
+
+impl Default for OtpConfig {
+    fn default() -> Self {
+        OtpConfig {
+            length: 6,
+            ttl: Duration::from_secs(600),
+            max_attempts: 5,
+            resend_cooldown: Duration::from_secs(60),
+            lockout_threshold: 10,
+            lockout_duration: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartTls {
+    /// Upgrade when the server offers STARTTLS.
+    #[default]
+    Opportunistic,
+    /// Refuse to send unless the connection is upgraded.
+    Required,
+    /// Plain text (tests, local relays only).
+    Never,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    pub from: String,
+    /// `smtp://host:port` (STARTTLS per `starttls`) or `smtps://host:port` (implicit TLS);
+    /// credentials may be in the URL. When unset, mail goes to `outbox_dir`.
+    pub smtp_url: Option<Url>,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<String>,
+    pub starttls: StartTls,
+    /// Extra CA certificate (PEM) trusted for the SMTP server, besides the webpki roots.
+    pub smtp_ca: Option<PathBuf>,
+    #[serde(with = "duration::serde_str")]
+    pub timeout: Duration,
+    /// Each mail is written here as an .eml file when no smtp_url is set.
+    pub outbox_dir: PathBuf,
+    /// Mails waiting to be sent; when full, new ones are dropped and counted.
+    pub queue_size: usize,
+    /// Delivery attempts per mail.
+    pub attempts: u32,
+    /// Also print each code in the log (development only; on by default when running
+    /// without a configuration file).
+    pub log_codes: bool,
+    /// The name used in subjects and bodies.
+    pub product_name: String,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            from: "authgate <no-reply@localhost>".into(),
+            smtp_url: None,
+            smtp_username: None,
+            smtp_password: None,
+            starttls: StartTls::Opportunistic,
+            smtp_ca: None,
+            timeout: Duration::from_secs(10),
+            outbox_dir: PathBuf::from("data/outbox"),
+            queue_size: 1000,
+            attempts: 3,
+            log_codes: false,
+            product_name: "authgate".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Answer USER_DOES_NOT_EXIST / ALREADY_VERIFIED explicitly instead of the same answer
+    /// for every address.
+    pub reveal_account_existence: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,6 +546,46 @@ impl Config {
                 "server.max_header_bytes",
                 "must be at least 1024",
             ));
+        }
+        if self.otp.length < 4 || self.otp.length > 10 {
+            return Err(ConfigError::key("otp.length", "must be between 4 and 10"));
+        }
+        if self.otp.max_attempts == 0 {
+            return Err(ConfigError::key("otp.max_attempts", "must be at least 1"));
+        }
+        if self.otp.ttl.is_zero() {
+            return Err(ConfigError::key("otp.ttl", "must be greater than zero"));
+        }
+        let p = &self.passwords;
+        if argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None).is_err() {
+            return Err(ConfigError::key("passwords.memory_kib", "argon2 refuses these parameters (memory_kib >= 8 * parallelism, iterations >= 1)"));
+        }
+        if p.min_length < 8 {
+            return Err(ConfigError::key("passwords.min_length", "must be at least 8"));
+        }
+        if p.max_length < p.min_length || p.max_length > 1024 {
+            return Err(ConfigError::key("passwords.max_length", "must be between min_length and 1024"));
+        }
+        if p.min_strength > 4 {
+            return Err(ConfigError::key("passwords.min_strength", "must be 0 to 4"));
+        }
+        if p.max_queue == 0 {
+            return Err(ConfigError::key("passwords.max_queue", "must be at least 1"));
+        }
+        if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError::key("mail.from", "not a mailbox such as \"App <no-reply@example.com>\""));
+        }
+        if let Some(u) = &self.mail.smtp_url {
+            if !matches!(u.scheme(), "smtp" | "smtps") || u.host_str().is_none() {
+                return Err(ConfigError::key("mail.smtp_url", "must be smtp://host[:port] or smtps://host[:port]"));
+            }
+        }
+        if self.mail.queue_size == 0 || self.mail.attempts == 0 {
+            let k = if self.mail.queue_size == 0 { "mail.queue_size" } else { "mail.attempts" };
+            return Err(ConfigError::key(k, "must be at least 1"));
+        }
+        if self.accounts.max_body_bytes < 1024 {
+            return Err(ConfigError::key("accounts.max_body_bytes", "must be at least 1024"));
         }
         if s.max_headers == 0 {
             return Err(ConfigError::key("server.max_headers", "must be at least 1"));

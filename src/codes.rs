@@ -1,0 +1,201 @@
+//! One-time codes: drawn from a CSPRNG, stored only as an HMAC bound to the account and the
+//! purpose, single use, expiring, and dead after a number of wrong tries.
+
+use crate::config::OtpConfig;
+use crate::secret::{KeyBytes, Secret, ct_eq};
+use crate::store::{Code, CodeChange, Purpose, RECORD_VERSION, Store, StoreError, UserId};
+use aws_lc_rs::hmac;
+use time::OffsetDateTime;
+
+/// What checking a code found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeOutcome {
+    /// Right, and now used up.
+    Valid,
+    /// Wrong; the code stays alive with fewer tries left.
+    Wrong,
+    /// Wrong, and that was the last try: the code is dead.
+    Exhausted,
+    /// Past its lifetime (and now removed).
+    Expired,
+    /// No live code for this account and purpose.
+    Missing,
+}
+
+#[derive(Debug, Clone)]
+pub struct Codes {
+    key: hmac::Key,
+    length: usize,
+    ttl: std::time::Duration,
+    max_attempts: u32,
+}
+
+impl Codes {
+    pub fn new(key: &KeyBytes, cfg: &OtpConfig) -> Self {
+        Codes {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &key.0),
+            length: cfg.length,
+            ttl: cfg.ttl,
+            max_attempts: cfg.max_attempts,
+        }
+    }
+
+    pub fn ttl(&self) -> std::time::Duration {
+        self.ttl
+    }
+
+    /// A fresh code of `length` decimal digits, each uniform from the thread CSPRNG.
+    pub fn generate(&self) -> Secret {
+        let code: String = (0..self.length).map(|_| char::from(b'0' + rand::random_range(0..10u8))).collect();
+        Secret::new(code)
+    }
+
+    /// The keyed hash that is stored: a code for one account and purpose hashes differently
+    /// from the same digits for another.
+    fn digest(&self, user: &UserId, purpose: Purpose, code: &str) -> Vec<u8> {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(b"authgate-otp-v1");
+        ctx.update(&[purpose.tag()]);
+        ctx.update(user.as_bytes());
+        ctx.update(code.as_bytes());
+        ctx.sign().as_ref().to_vec()
+    }
+
+    /// Makes a new code for (`user`, `purpose`), replacing any earlier one.
+    pub async fn issue(
+        &self,
+        store: &Store,
+        user: &UserId,
+        purpose: Purpose,
+        now: OffsetDateTime,
+    ) -> Result<(Secret, OffsetDateTime), StoreError> {
+        let code = self.generate();
+        let expires_at = now + self.ttl;
+        let record = Code {
+            v: RECORD_VERSION,
+            user_id: *user,
+            purpose,
+            hash: self.digest(user, purpose, code.expose()),
+            created_at: now,
+            expires_at,
+            attempts: 0,
+        };
+        store.put_code(&record).await?;
+        Ok((code, expires_at))
+    }
+
+    /// Checks `code` atomically: a right code is consumed, a wrong one spends a try.
+    pub async fn check(
+        &self,
+        store: &Store,
+        user: &UserId,
+        purpose: Purpose,
+        code: &str,
+        now: OffsetDateTime,
+    ) -> Result<CodeOutcome, StoreError> {
+        // Hash outside the store's retry loop; only the comparison depends on the record.
+        let candidate = self.digest(user, purpose, code.trim());
+        let max = self.max_attempts;
+        store
+            .update_code(user, purpose, |stored| match stored {
+                None => (CodeChange::Keep, CodeOutcome::Missing),
+                Some(c) if c.expires_at <= now => (CodeChange::Delete, CodeOutcome::Expired),
+                Some(c) if c.attempts >= max => (CodeChange::Keep, CodeOutcome::Exhausted),
+                Some(c) if ct_eq(&c.hash, &candidate) => (CodeChange::Delete, CodeOutcome::Valid),
+                Some(c) => {
+                    let mut next = c.clone();
+                    next.attempts += 1;
+                    let outcome = if next.attempts >= max { CodeOutcome::Exhausted } else { CodeOutcome::Wrong };
+                    (CodeChange::Put(next), outcome)
+                }
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn setup() -> (tempfile::TempDir, Store, Codes) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 8 << 20).unwrap();
+        let codes = Codes::new(&KeyBytes(vec![7; 32]), &OtpConfig::default());
+        (dir, store, codes)
+    }
+
+    #[test]
+    fn codes_are_digits_of_the_configured_length() {
+        let c = Codes::new(&KeyBytes(vec![1; 32]), &OtpConfig { length: 8, ..Default::default() });
+        for _ in 0..50 {
+            let code = c.generate();
+            assert_eq!(code.expose().len(), 8);
+            assert!(code.expose().bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn digest_is_bound_to_user_and_purpose() {
+        let c = Codes::new(&KeyBytes(vec![1; 32]), &OtpConfig::default());
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let d = c.digest(&a, Purpose::Login, "123456");
+        assert_ne!(d, c.digest(&b, Purpose::Login, "123456"));
+        assert_ne!(d, c.digest(&a, Purpose::ResetPassword, "123456"));
+        assert_eq!(d, c.digest(&a, Purpose::Login, "123456"));
+    }
+
+    #[tokio::test]
+    async fn single_use_and_cross_purpose() {
+        let (_d, store, codes) = setup();
+        let u = uuid::Uuid::new_v4();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let (code, _) = codes.issue(&store, &u, Purpose::VerifyEmail, now).await.unwrap();
+        assert_eq!(codes.check(&store, &u, Purpose::Login, code.expose(), now).await.unwrap(), CodeOutcome::Missing);
+        assert_eq!(codes.check(&store, &u, Purpose::VerifyEmail, code.expose(), now).await.unwrap(), CodeOutcome::Valid);
+        assert_eq!(codes.check(&store, &u, Purpose::VerifyEmail, code.expose(), now).await.unwrap(), CodeOutcome::Missing);
+    }
+
+    #[tokio::test]
+    async fn expiry_and_try_limit() {
+        let (_d, store, codes) = setup();
+        let u = uuid::Uuid::new_v4();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let (code, expires) = codes.issue(&store, &u, Purpose::Login, now).await.unwrap();
+        assert_eq!(expires, now + Duration::from_secs(600));
+        assert_eq!(codes.check(&store, &u, Purpose::Login, code.expose(), expires).await.unwrap(), CodeOutcome::Expired);
+
+        let (code, _) = codes.issue(&store, &u, Purpose::Login, now).await.unwrap();
+        let wrong = if code.expose() == "000000" { "111111" } else { "000000" };
+        for _ in 0..4 {
+            assert_eq!(codes.check(&store, &u, Purpose::Login, wrong, now).await.unwrap(), CodeOutcome::Wrong);
+        }
+        assert_eq!(codes.check(&store, &u, Purpose::Login, wrong, now).await.unwrap(), CodeOutcome::Exhausted);
+        assert_eq!(
+            codes.check(&store, &u, Purpose::Login, code.expose(), now).await.unwrap(),
+            CodeOutcome::Exhausted,
+            "a dead code stays dead, even for the right digits"
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_wrong_tries_are_all_counted() {
+        let (_d, store, codes) = setup();
+        let u = uuid::Uuid::new_v4();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let (code, _) = codes.issue(&store, &u, Purpose::Login, now).await.unwrap();
+        let wrong = if code.expose() == "000000" { "111111" } else { "000000" };
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (s, c) = (store.clone(), codes.clone());
+            tasks.push(tokio::spawn(async move { c.check(&s, &u, Purpose::Login, wrong, now).await.unwrap() }));
+        }
+        let mut wrongs = 0;
+        for t in tasks {
+            if t.await.unwrap() == CodeOutcome::Wrong {
+                wrongs += 1;
+            }
+        }
+        assert_eq!(wrongs, 4, "exactly max_attempts - 1 wrong answers before the code dies");
+    }
+}

@@ -1,0 +1,183 @@
+//! Passwords: argon2id hashing and verification on a bounded pool, so a login storm cannot
+//! starve the runtime that serves proxied traffic; the strength policy; and the dummy
+//! verification that makes an unknown login cost the same as a wrong password.
+
+use crate::config::PasswordsConfig;
+use crate::secret::Secret;
+use crate::store::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::Arc;
+use tokio::sync::{OnceCell, Semaphore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// The pool and its queue are full: answer 503 with Retry-After.
+    #[error("the password hashing pool is busy")]
+    Busy,
+    #[error("{0}")]
+    Policy(String),
+    #[error("password hashing failed: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug)]
+struct Inner {
+    params: Params,
+    workers: Semaphore,
+    queue: Arc<Semaphore>,
+    dummy: OnceCell<PasswordHash>,
+    min_length: usize,
+    max_length: usize,
+    min_strength: u8,
+}
+
+/// The password service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Passwords(Arc<Inner>);
+
+fn argon2(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+impl Passwords {
+    pub fn new(cfg: &PasswordsConfig) -> Result<Self, PasswordError> {
+        let params = Params::new(cfg.memory_kib, cfg.iterations, cfg.parallelism, None)
+            .map_err(|e| PasswordError::Internal(e.to_string()))?;
+        let workers = match cfg.workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            n => n,
+        };
+        Ok(Passwords(Arc::new(Inner {
+            params,
+            workers: Semaphore::new(workers),
+            queue: Arc::new(Semaphore::new(cfg.max_queue.max(workers))),
+            dummy: OnceCell::new(),
+            min_length: cfg.min_length,
+            max_length: cfg.max_length,
+            min_strength: cfg.min_strength,
+        })))
+    }
+
+    /// Runs `job` on the blocking pool, at most `workers` at once, at most `max_queue`
+    /// waiting or running; beyond that the caller gets `Busy` at once.
+    async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, PasswordError> {
+        let _queued = self.0.queue.clone().try_acquire_owned().map_err(|_| PasswordError::Busy)?;
+        let _worker = self.0.workers.acquire().await.map_err(|_| PasswordError::Busy)?;
+        tokio::task::spawn_blocking(job).await.map_err(|e| PasswordError::Internal(e.to_string()))
+    }
+
+    /// Checks the policy (length, then strength against common passwords and the user's own
+    /// details) and hashes the password.
+    pub async fn hash_new(&self, password: &Secret, user_inputs: Vec<String>) -> Result<PasswordHash, PasswordError> {
+        self.check_length(password)?;
+        let params = self.0.params.clone();
+        let min_strength = self.0.min_strength;
+        let pw = password.clone();
+        self.run(move || {
+            let inputs: Vec<&str> = user_inputs.iter().map(String::as_str).collect();
+            let score = u8::from(zxcvbn::zxcvbn(pw.expose(), &inputs).score());
+            if score < min_strength {
+                return Err(PasswordError::Policy(
+                    "this password is too common or too easy to guess; try a longer phrase".into(),
+                ));
+            }
+            argon2(&params)
+                .hash_password(pw.expose().as_bytes())
+                .map(|h| PasswordHash(h.to_string()))
+                .map_err(|e| PasswordError::Internal(e.to_string()))
+        })
+        .await?
+    }
+
+    pub fn check_length(&self, password: &Secret) -> Result<(), PasswordError> {
+        let n = password.expose().chars().count();
+        if n < self.0.min_length {
+            return Err(PasswordError::Policy(format!("must be at least {} characters", self.0.min_length)));
+        }
+        if n > self.0.max_length {
+            return Err(PasswordError::Policy(format!("must be at most {} characters", self.0.max_length)));
+        }
+        Ok(())
+    }
+
+    /// Verifies `password` against `hash`; with no hash (unknown user, passwordless account)
+    /// a dummy hash is verified instead, so the answer takes the same time and is `false`.
+    pub async fn verify(&self, password: &Secret, hash: Option<&PasswordHash>) -> Result<bool, PasswordError> {
+        let (hash, real) = match hash {
+            Some(h) => (h.clone(), true),
+            None => (self.dummy().await?, false),
+        };
+        // Over-long input is refused without hashing it (and costs the same as a miss).
+        let too_long = password.expose().len() > 4 * self.0.max_length;
+        let pw = password.clone();
+        let params = self.0.params.clone();
+        let ok = self
+            .run(move || {
+                let candidate: &[u8] = if too_long { b"" } else { pw.expose().as_bytes() };
+                argon2(&params).verify_password(candidate, hash.0.as_str()).is_ok()
+            })
+            .await?;
+        Ok(ok && real && !too_long)
+    }
+
+    async fn dummy(&self) -> Result<PasswordHash, PasswordError> {
+        let params = self.0.params.clone();
+        self.0
+            .dummy
+            .get_or_try_init(|| async {
+                let mut random = [0u8; 24];
+                rand::fill(&mut random);
+                self.run(move || {
+                    argon2(&params)
+                        .hash_password(&random)
+                        .map(|h| PasswordHash(h.to_string()))
+                        .map_err(|e| PasswordError::Internal(e.to_string()))
+                })
+                .await?
+            })
+            .await
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> Passwords {
+        Passwords::new(&PasswordsConfig { memory_kib: 1024, iterations: 1, ..Default::default() }).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hash_and_verify() {
+        let p = fast();
+        let pw = Secret::new("correct horse battery staple");
+        let h = p.hash_new(&pw, vec![]).await.unwrap();
+        assert!(h.0.starts_with("$argon2id$"));
+        assert!(p.verify(&pw, Some(&h)).await.unwrap());
+        assert!(!p.verify(&Secret::new("wrong horse battery staple"), Some(&h)).await.unwrap());
+        assert!(!p.verify(&pw, None).await.unwrap(), "dummy never matches");
+    }
+
+    #[tokio::test]
+    async fn policy_refuses_short_long_and_common() {
+        let p = fast();
+        for bad in ["short", "password", "password123", "qwertyuiop", "alice@example.com1"] {
+            let r = p.hash_new(&Secret::new(bad), vec!["alice@example.com".into()]).await;
+            assert!(matches!(r, Err(PasswordError::Policy(_))), "{bad} accepted");
+        }
+        let long = "x".repeat(200);
+        assert!(matches!(p.hash_new(&Secret::new(long), vec![]).await, Err(PasswordError::Policy(_))));
+    }
+
+    #[tokio::test]
+    async fn full_queue_answers_busy() {
+        let p = Passwords::new(&PasswordsConfig { workers: 1, max_queue: 1, memory_kib: 1024, iterations: 1, ..Default::default() })
+            .unwrap();
+        let held = p.0.queue.clone().try_acquire_owned().unwrap();
+        assert!(matches!(p.verify(&Secret::new("whatever12"), None).await, Err(PasswordError::Busy)));
+        drop(held);
+        assert!(!p.verify(&Secret::new("whatever12"), None).await.unwrap());
+    }
+}
