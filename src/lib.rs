@@ -11,6 +11,7 @@ pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod http;
+pub mod mail;
 pub mod metrics;
 pub mod passwords;
 pub mod policy;
