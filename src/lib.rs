@@ -21,6 +21,7 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod tokens;
 
 pub use config::Config;
 pub use server::{Running, StartError, run_until, start};

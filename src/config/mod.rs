@@ -69,6 +69,8 @@ pub struct Config {
     #[serde(default)]
     pub security: SecurityConfig,
     #[serde(default)]
+    pub tokens: TokensConfig,
+    #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
 
@@ -104,9 +106,6 @@ pub struct AccountsConfig {
     /// Time allowed to receive a request body (408 after).
     #[serde(with = "duration::serde_str")]
     pub body_timeout: Duration,
-    /// Absolute lifetime of a session (a signed-in device).
-    #[serde(with = "duration::serde_str")]
-    pub session_ttl: Duration,
 }
 
 impl Default for AccountsConfig {
@@ -118,7 +117,6 @@ impl Default for AccountsConfig {
             reset_token_ttl: Duration::from_secs(15 * 60),
             max_body_bytes: 64 * 1024,
             body_timeout: Duration::from_secs(10),
-            session_ttl: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -242,6 +240,71 @@ impl Default for MailConfig {
             attempts: 3,
             log_codes: false,
             product_name: "authgate".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, Default)]
+pub enum TokenAlgorithm {
+    #[default]
+    EdDSA,
+    ES256,
+    HS256,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// Signing algorithm of access tokens; verification accepts this one only.
+    pub algorithm: TokenAlgorithm,
+    /// Signing keys, made on first start (files readable by their owner only).
+    pub keys_dir: PathBuf,
+    #[serde(with = "duration::serde_str")]
+    pub access_ttl: Duration,
+    /// Idle lifetime: a refresh token unused this long is dead.
+    #[serde(with = "duration::serde_str")]
+    pub refresh_ttl: Duration,
+    /// Absolute lifetime of a session (a signed-in device), however active.
+    #[serde(with = "duration::serde_str")]
+    pub session_ttl: Duration,
+    /// A rotated refresh token presented again within this window gets the same new pair
+    /// (parallel refreshes); after it, reuse revokes the whole session.
+    #[serde(with = "duration::serde_str")]
+    pub refresh_reuse_grace: Duration,
+    /// `iss` of access tokens; server.public_url when empty.
+    pub issuer: String,
+    /// `aud` of access tokens.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "duration::serde_str")]
+    pub leeway: Duration,
+    /// Verified access tokens remembered, so the common request costs a hash lookup.
+    pub cache_entries: usize,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            algorithm: TokenAlgorithm::EdDSA,
+            keys_dir: PathBuf::from("data/keys"),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 86_400),
+            session_ttl: Duration::from_secs(90 * 86_400),
+            refresh_reuse_grace: Duration::from_secs(5),
+            issuer: String::new(),
+            audience: "authgate".into(),
+            leeway: Duration::from_secs(30),
+            cache_entries: 100_000,
+        }
+    }
+}
+
+impl TokensConfig {
+    pub fn issuer(&self, server: &ServerConfig) -> String {
+        if self.issuer.is_empty() {
+            server.public_url.as_str().trim_end_matches('/').to_string()
+        } else {
+            self.issuer.clone()
         }
     }
 }
@@ -586,6 +649,15 @@ impl Config {
         }
         if self.accounts.max_body_bytes < 1024 {
             return Err(ConfigError::key("accounts.max_body_bytes", "must be at least 1024"));
+        }
+        if self.tokens.access_ttl.is_zero() || self.tokens.access_ttl > self.tokens.refresh_ttl {
+            return Err(ConfigError::key("tokens.access_ttl", "must be greater than zero and not above refresh_ttl"));
+        }
+        if self.tokens.refresh_ttl > self.tokens.session_ttl {
+            return Err(ConfigError::key("tokens.refresh_ttl", "must not be above session_ttl"));
+        }
+        if self.tokens.audience.is_empty() {
+            return Err(ConfigError::key("tokens.audience", "must not be empty"));
         }
         if s.max_headers == 0 {
             return Err(ConfigError::key("server.max_headers", "must be at least 1"));

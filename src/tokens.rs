@@ -1,0 +1,512 @@
+//! Access tokens (JWT: EdDSA by default, ES256 or HS256), their signing keys on disk with
+//! rotation and JWKS, a cache of verified tokens for the hot path, and the opaque refresh
+//! tokens (random, stored only as a hash, sealed for the reuse grace window).
+
+use crate::clock::SharedClock;
+use crate::config::{TokenAlgorithm, TokensConfig};
+use crate::policy::Identity;
+use crate::secret::{KeyBytes, Secret};
+use crate::store::User;
+use aws_lc_rs::{aead, digest, rand as lc_rand, signature};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Missing, malformed, forged, wrong key/algorithm/issuer/audience, or not yet valid.
+    #[error("invalid token")]
+    Invalid,
+    #[error("token expired")]
+    Expired,
+    #[error("signing key: {0}")]
+    Key(String),
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub sid: String,
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    pub roles: Vec<String>,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub iss: String,
+    pub aud: String,
+    pub jti: String,
+}
+
+/// A verified access token, as the hot path remembers it.
+#[derive(Debug)]
+pub struct Verified {
+    pub identity: Identity,
+    pub nbf: i64,
+    pub exp: i64,
+}
+
+/// One signing key as kept on disk.
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    kid: String,
+    alg: TokenAlgorithm,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    /// PKCS#8 (EdDSA, ES256) or the raw secret (HS256), base64url.
+    private: String,
+}
+
+struct LoadedKey {
+    kid: String,
+    created_at: OffsetDateTime,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    jwk: Option<serde_json::Value>,
+}
+
+struct KeySet {
+    /// Newest first; the first one signs.
+    keys: Vec<LoadedKey>,
+    by_kid: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<&str> = self.keys.iter().map(|k| k.kid.as_str()).collect();
+        f.debug_struct("KeySet").field("kids", &kids).finish()
+    }
+}
+
+fn jwt_alg(a: TokenAlgorithm) -> Algorithm {
+    match a {
+        TokenAlgorithm::EdDSA => Algorithm::EdDSA,
+        TokenAlgorithm::ES256 => Algorithm::ES256,
+        TokenAlgorithm::HS256 => Algorithm::HS256,
+    }
+}
+
+fn key_err(e: impl std::fmt::Display) -> TokenError {
+    TokenError::Key(e.to_string())
+}
+
+fn load_key(file: KeyFile) -> Result<LoadedKey, TokenError> {
+    let private = B64.decode(&file.private).map_err(key_err)?;
+    let (encoding, decoding, jwk) = match file.alg {
+        TokenAlgorithm::EdDSA => {
+            let pair = signature::Ed25519KeyPair::from_pkcs8(&private).map_err(key_err)?;
+            let x = B64.encode(signature::KeyPair::public_key(&pair).as_ref());
+            let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": file.kid, "alg": "EdDSA", "use": "sig"});
+            (EncodingKey::from_ed_der(&private), DecodingKey::from_ed_components(&x).map_err(key_err)?, Some(jwk))
+        }
+        TokenAlgorithm::ES256 => {
+            let pair = signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &private)
+                .map_err(key_err)?;
+            let point = signature::KeyPair::public_key(&pair).as_ref().to_vec();
+            // Uncompressed SEC1 point: 0x04 || x (32) || y (32).
+            let (x, y) = match point.as_slice() {
+                [4, rest @ ..] if rest.len() == 64 => rest.split_at(32),
+                _ => return Err(TokenError::Key("unexpected P-256 public key encoding".into())),
+            };
+            let (x, y) = (B64.encode(x), B64.encode(y));
+            let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": file.kid, "alg": "ES256", "use": "sig"});
+            (EncodingKey::from_ec_der(&private), DecodingKey::from_ec_components(&x, &y).map_err(key_err)?, Some(jwk))
+        }
+        TokenAlgorithm::HS256 => (EncodingKey::from_secret(&private), DecodingKey::from_secret(&private), None),
+    };
+    Ok(LoadedKey { kid: file.kid, created_at: file.created_at, encoding, decoding, jwk })
+}
+
+/// Makes a new signing key file in `dir` (0600) and returns its kid.
+pub fn generate_key(dir: &Path, alg: TokenAlgorithm, now: OffsetDateTime) -> Result<String, TokenError> {
+    let rng = lc_rand::SystemRandom::new();
+    let private = match alg {
+        TokenAlgorithm::EdDSA => signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(key_err)?.as_ref().to_vec(),
+        TokenAlgorithm::ES256 => {
+            signature::EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map_err(key_err)?
+                .as_ref()
+                .to_vec()
+        }
+        TokenAlgorithm::HS256 => {
+            let mut s = vec![0u8; 32];
+            lc_rand::fill(&mut s).map_err(key_err)?;
+            s
+        }
+    };
+    let mut id = [0u8; 9];
+    lc_rand::fill(&mut id).map_err(key_err)?;
+    let kid = B64.encode(id);
+    let file = KeyFile { kid: kid.clone(), alg, created_at: now, private: B64.encode(&private) };
+    std::fs::create_dir_all(dir).map_err(|e| TokenError::Key(format!("{}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let json = serde_json::to_vec_pretty(&file).map_err(key_err)?;
+    crate::tls::write_private(&dir.join(format!("{kid}.json")), &json).map_err(key_err)?;
+    Ok(kid)
+}
+
+/// Reads the keys of `alg` in `dir`, newest first, removing keys that can no longer have a
+/// live token (their successor has signed for longer than the access lifetime).
+fn read_keys(dir: &Path, alg: TokenAlgorithm, now: OffsetDateTime, retire_after: Duration) -> Result<Vec<LoadedKey>, TokenError> {
+    let mut files: Vec<(PathBuf, KeyFile)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            let text = std::fs::read(&path).map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))?;
+            let file: KeyFile =
+                serde_json::from_slice(&text).map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))?;
+            if file.alg == alg {
+                files.push((path, file));
+            }
+        }
+    }
+    files.sort_by(|a, b| b.1.created_at.cmp(&a.1.created_at));
+    let mut keys = Vec::new();
+    let mut successor: Option<OffsetDateTime> = None;
+    for (path, file) in files {
+        if let Some(next) = successor {
+            if next + retire_after < now {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+        }
+        successor = Some(file.created_at);
+        keys.push(load_key(file)?);
+    }
+    Ok(keys)
+}
+
+/// The token service.
+pub struct Tokens {
+    alg: TokenAlgorithm,
+    keys_dir: PathBuf,
+    keys: RwLock<Arc<KeySet>>,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+    leeway: i64,
+    cache: quick_cache::sync::Cache<[u8; 32], Arc<Verified>>,
+    seal: aead::LessSafeKey,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("alg", &self.alg).field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+impl Tokens {
+    /// Loads (or, on first start, makes) the signing keys; `seal_key` protects refresh tokens
+    /// kept for the reuse grace window.
+    pub fn new(cfg: &TokensConfig, issuer: String, seal_key: &KeyBytes, clock: SharedClock) -> Result<Self, TokenError> {
+        let mut validation = Validation::new(jwt_alg(cfg.algorithm));
+        validation.algorithms = vec![jwt_alg(cfg.algorithm)];
+        // exp and nbf are checked against the injected clock, below.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+        validation.set_issuer(&[&issuer]);
+        validation.set_audience(&[&cfg.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, &seal_key.0).map_err(key_err)?;
+        let t = Tokens {
+            alg: cfg.algorithm,
+            keys_dir: cfg.keys_dir.clone(),
+            keys: RwLock::new(Arc::new(KeySet { keys: Vec::new(), by_kid: HashMap::new() })),
+            validation,
+            issuer,
+            audience: cfg.audience.clone(),
+            access_ttl: cfg.access_ttl,
+            refresh_ttl: cfg.refresh_ttl,
+            leeway: i64::try_from(cfg.leeway.as_secs()).unwrap_or(30),
+            cache: quick_cache::sync::Cache::new(cfg.cache_entries.max(16)),
+            seal: aead::LessSafeKey::new(unbound),
+            clock,
+        };
+        t.reload_keys()?;
+        Ok(t)
+    }
+
+    /// Re-reads the keys directory (after `authgate keys rotate`); makes a key if none fits.
+    pub fn reload_keys(&self) -> Result<(), TokenError> {
+        let now = self.clock.now();
+        let retire = self.access_ttl + Duration::from_secs(u64::try_from(self.leeway).unwrap_or(30) + 60);
+        let mut keys = read_keys(&self.keys_dir, self.alg, now, retire)?;
+        if keys.is_empty() {
+            generate_key(&self.keys_dir, self.alg, now)?;
+            keys = read_keys(&self.keys_dir, self.alg, now, retire)?;
+        }
+        let by_kid = keys.iter().enumerate().map(|(i, k)| (k.kid.clone(), i)).collect();
+        let set = Arc::new(KeySet { keys, by_kid });
+        if let Ok(mut w) = self.keys.write() {
+            *w = set;
+        }
+        Ok(())
+    }
+
+    fn keyset(&self) -> Arc<KeySet> {
+        self.keys.read().map(|k| k.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
+    pub fn refresh_ttl(&self) -> Duration {
+        self.refresh_ttl
+    }
+
+    /// Signs an access token for `user` in session `sid`.
+    pub fn issue_access(&self, user: &User, sid: &str) -> Result<String, TokenError> {
+        let keys = self.keyset();
+        let key = keys.keys.first().ok_or_else(|| TokenError::Key("no signing key".into()))?;
+        let now = self.clock.now().unix_timestamp();
+        let claims = Claims {
+            sub: user.id.to_string(),
+            sid: sid.to_string(),
+            email: user.email.clone(),
+            username: user.username.clone(),
+            roles: user.roles.clone(),
+            iat: now,
+            nbf: now,
+            exp: now + i64::try_from(self.access_ttl.as_secs()).unwrap_or(900),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let mut header = Header::new(jwt_alg(self.alg));
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(key_err)
+    }
+
+    /// Verifies an access token: signature with a known kid, the configured algorithm only,
+    /// issuer, audience, and exp/nbf against the clock. Verified tokens are cached by hash.
+    pub fn verify_access(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
+        let digest = digest::digest(&digest::SHA256, token.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        let now = self.clock.now().unix_timestamp();
+        if let Some(v) = self.cache.get(&key) {
+            return self.check_times(v, now);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let keys = self.keyset();
+        let kid = header.kid.as_deref().ok_or(TokenError::Invalid)?;
+        let idx = keys.by_kid.get(kid).ok_or(TokenError::Invalid)?;
+        let k = keys.keys.get(*idx).ok_or(TokenError::Invalid)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &k.decoding, &self.validation).map_err(|_| TokenError::Invalid)?;
+        let c = data.claims;
+        let user_id = uuid::Uuid::parse_str(&c.sub).map_err(|_| TokenError::Invalid)?.to_string();
+        let verified = Arc::new(Verified {
+            identity: Identity { user_id, email: c.email, username: c.username, roles: c.roles, session_id: c.sid },
+            nbf: c.nbf,
+            exp: c.exp,
+        });
+        self.cache.insert(key, verified.clone());
+        self.check_times(verified, now)
+    }
+
+    fn check_times(&self, v: Arc<Verified>, now: i64) -> Result<Arc<Verified>, TokenError> {
+        if v.exp + self.leeway <= now {
+            return Err(TokenError::Expired);
+        }
+        if v.nbf - self.leeway > now {
+            return Err(TokenError::Invalid);
+        }
+        Ok(v)
+    }
+
+    /// The public keys, as a JWK set (empty for HS256, whose key is not public).
+    pub fn jwks(&self) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self.keyset().keys.iter().filter_map(|k| k.jwk.clone()).collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// The kid that signs now.
+    pub fn current_kid(&self) -> Option<String> {
+        self.keyset().keys.first().map(|k| k.kid.clone())
+    }
+
+    /// Keys that verify, newest first, with their creation time.
+    pub fn key_ids(&self) -> Vec<(String, OffsetDateTime)> {
+        self.keyset().keys.iter().map(|k| (k.kid.clone(), k.created_at)).collect()
+    }
+
+    // Refresh tokens: "rt1.<session id>.<256 random bits>", stored as SHA-256.
+
+    pub fn new_refresh(&self, sid: &str) -> Result<Secret, TokenError> {
+        let mut secret = [0u8; 32];
+        lc_rand::fill(&mut secret).map_err(key_err)?;
+        Ok(Secret::new(format!("rt1.{sid}.{}", B64.encode(secret))))
+    }
+
+    /// The session a refresh token names, if it is well formed.
+    pub fn refresh_session(token: &str) -> Option<&str> {
+        let mut parts = token.split('.');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("rt1"), Some(sid), Some(secret), None) if !sid.is_empty() && secret.len() == 43 => Some(sid),
+            _ => None,
+        }
+    }
+
+    pub fn hash_refresh(token: &str) -> Vec<u8> {
+        digest::digest(&digest::SHA256, token.as_bytes()).as_ref().to_vec()
+    }
+
+    /// Encrypts a refresh token for the grace-window record (AES-256-GCM, random nonce).
+    pub fn seal(&self, token: &Secret) -> Result<Vec<u8>, TokenError> {
+        let mut nonce = [0u8; 12];
+        lc_rand::fill(&mut nonce).map_err(key_err)?;
+        let mut buf = token.expose().as_bytes().to_vec();
+        self.seal
+            .seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::empty(), &mut buf)
+            .map_err(key_err)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        Ok(out)
+    }
+
+    pub fn unseal(&self, sealed: &[u8]) -> Option<Secret> {
+        let (nonce, body) = sealed.split_at_checked(12)?;
+        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = body.to_vec();
+        let plain = self.seal.open_in_place(nonce, aead::Aad::empty(), &mut buf).ok()?;
+        String::from_utf8(plain.to_vec()).ok().map(Secret::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+
+    fn user() -> User {
+        let t = OffsetDateTime::UNIX_EPOCH;
+        User {
+            v: 1,
+            id: uuid::Uuid::new_v4(),
+            email: "a@x.test".into(),
+            email_verified: true,
+            username: Some("alice".into()),
+            full_name: None,
+            phone: None,
+            password: None,
+            roles: vec!["customer".into()],
+            profile: Default::default(),
+            created_at: t,
+            updated_at: t,
+            blocked: false,
+            locked_until: None,
+            failed_attempts: 0,
+        }
+    }
+
+    fn tokens(alg: TokenAlgorithm, dir: &Path, clock: &ManualClock) -> Tokens {
+        let cfg = TokensConfig { algorithm: alg, keys_dir: dir.to_path_buf(), ..Default::default() };
+        Tokens::new(&cfg, "https://gw.test".into(), &KeyBytes(vec![9; 32]), Arc::new(clock.clone())).unwrap()
+    }
+
+    #[test]
+    fn every_algorithm_round_trips_and_expires() {
+        for alg in [TokenAlgorithm::EdDSA, TokenAlgorithm::ES256, TokenAlgorithm::HS256] {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = ManualClock::starting_now();
+            let t = tokens(alg, dir.path(), &clock);
+            let u = user();
+            let jwt = t.issue_access(&u, "sid1").unwrap();
+            let v = t.verify_access(&jwt).unwrap();
+            assert_eq!(v.identity.user_id, u.id.to_string());
+            assert_eq!(v.identity.session_id, "sid1");
+            assert_eq!(v.identity.roles, vec!["customer".to_string()]);
+            clock.advance(Duration::from_secs(15 * 60 + 31));
+            assert!(matches!(t.verify_access(&jwt), Err(TokenError::Expired)), "{alg:?}: cached entry expires too");
+            assert_eq!(t.jwks()["keys"].as_array().unwrap().len(), usize::from(alg != TokenAlgorithm::HS256));
+        }
+    }
+
+    #[test]
+    fn key_files_are_private_and_rotation_keeps_old_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::starting_now();
+        let t = tokens(TokenAlgorithm::EdDSA, dir.path(), &clock);
+        let old = t.issue_access(&user(), "s").unwrap();
+        let old_kid = t.current_kid().unwrap();
+        #[cfg(unix)]
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(e.unwrap().metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        clock.advance(Duration::from_secs(1));
+        generate_key(dir.path(), TokenAlgorithm::EdDSA, clock.now()).unwrap();
+        t.reload_keys().unwrap();
+        assert_ne!(t.current_kid().unwrap(), old_kid, "the new key signs");
+        // A fresh Tokens (no cache) still verifies the old token.
+        let fresh = tokens(TokenAlgorithm::EdDSA, dir.path(), &clock);
+        assert!(fresh.verify_access(&old).is_ok());
+        assert_eq!(fresh.jwks()["keys"].as_array().unwrap().len(), 2);
+        // Once the new key has signed for longer than a token lives, the old key goes.
+        clock.advance(Duration::from_secs(20 * 60));
+        fresh.reload_keys().unwrap();
+        assert_eq!(fresh.key_ids().len(), 1);
+    }
+
+    #[test]
+    fn forged_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::starting_now();
+        let t = tokens(TokenAlgorithm::EdDSA, dir.path(), &clock);
+        let jwt = t.issue_access(&user(), "s").unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        // alg none, no signature
+        let none_header = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        assert!(t.verify_access(&format!("{none_header}.{}.", parts[1])).is_err());
+        // stripped signature
+        assert!(t.verify_access(&format!("{}.{}.", parts[0], parts[1])).is_err());
+        // tampered claims
+        let mut claims: serde_json::Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+        claims["roles"] = serde_json::json!(["admin"]);
+        let forged = format!("{}.{}.{}", parts[0], B64.encode(claims.to_string()), parts[2]);
+        assert!(t.verify_access(&forged).is_err());
+        // other issuer / audience, signed with the right key
+        let other = Tokens::new(
+            &TokensConfig { keys_dir: dir.path().to_path_buf(), audience: "other".into(), ..Default::default() },
+            "https://gw.test".into(),
+            &KeyBytes(vec![9; 32]),
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
+        assert!(t.verify_access(&other.issue_access(&user(), "s").unwrap()).is_err());
+    }
+
+    #[test]
+    fn refresh_tokens_and_sealing() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tokens(TokenAlgorithm::EdDSA, dir.path(), &ManualClock::starting_now());
+        let r = t.new_refresh("abc").unwrap();
+        assert_eq!(Tokens::refresh_session(r.expose()), Some("abc"));
+        assert_eq!(Tokens::refresh_session("rt1.abc.short"), None);
+        let sealed = t.seal(&r).unwrap();
+        assert_eq!(t.unseal(&sealed).unwrap().expose(), r.expose());
+        let mut bad = sealed.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(t.unseal(&bad).is_none());
+    }
+}
