@@ -18,6 +18,7 @@ pub mod policy;
 pub mod proxy;
 pub mod secret;
 pub mod server;
+pub mod sessions;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -109,9 +109,25 @@ pub struct Session {
     pub user_agent: String,
     pub device: String,
     pub os: String,
-    /// Hash of the current refresh token (filled by the token service).
+    /// The refresh token's state (rotation and the reuse grace window).
     #[serde(default)]
-    pub refresh_hash: Option<Vec<u8>>,
+    pub refresh: Option<RefreshState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RefreshState {
+    /// SHA-256 of the refresh token that is valid now.
+    pub current_hash: Vec<u8>,
+    /// Idle expiry of the current refresh token.
+    #[serde(with = "time::serde::rfc3339")]
+    pub current_expires_at: OffsetDateTime,
+    /// The token rotated away last, and when: presented again within the grace window it
+    /// gets `next_sealed` back instead of revoking the session.
+    pub previous_hash: Option<Vec<u8>>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub rotated_at: Option<OffsetDateTime>,
+    /// The current refresh token, encrypted with a server key, for that replay.
+    pub next_sealed: Option<Vec<u8>>,
 }
 
 /// A short-lived, single-use password reset token (two-step reset). Keyed by its hash.

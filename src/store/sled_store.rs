@@ -574,7 +574,7 @@ mod tests {
                 user_agent: "ua".into(),
                 device: "d".into(),
                 os: "o".into(),
-                refresh_hash: None,
+                refresh: None,
             };
             s.insert_session(&sess).await.unwrap();
         }

@@ -1,0 +1,345 @@
+//! Sessions (signed-in devices): sign-in turns a user into a session and a token pair;
+//! refresh rotates the pair (with a grace window for parallel refreshes and revocation on
+//! reuse); logout and revocation take effect on the next request through an in-memory view of
+//! live sessions that the hot path reads without touching the disk.
+
+use crate::clock::SharedClock;
+use crate::config::TokensConfig;
+use crate::secret::Secret;
+use crate::store::{RECORD_VERSION, RefreshState, Session, Store, StoreError, UpdateError, User, UserId};
+use crate::tokens::{TokenError, Tokens, Verified};
+use dashmap::DashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Where a request comes from, as sessions record it.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub ip: IpAddr,
+    pub user_agent: String,
+}
+
+/// What a sign-in or refresh hands the client.
+#[derive(Debug)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: Secret,
+    pub expires_in: u64,
+    pub refresh_expires_in: u64,
+    pub session_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("not signed in")]
+    Unauthenticated,
+    #[error("token expired")]
+    Expired,
+    /// A rotated refresh token came back after the grace window: the session is revoked.
+    #[error("refresh token reused; session revoked")]
+    Reused,
+    #[error("account blocked")]
+    Blocked,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Token(TokenError),
+}
+
+impl From<TokenError> for SessionError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Invalid => SessionError::Unauthenticated,
+            TokenError::Expired => SessionError::Expired,
+            other => SessionError::Token(other),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Live {
+    user_id: UserId,
+    expires_at: i64,
+    /// Unix time of the last `last_seen_at` write, to throttle them.
+    last_seen_written: AtomicI64,
+}
+
+/// `last_seen_at` is written at most this often per session.
+const LAST_SEEN_EVERY: i64 = 300;
+
+#[derive(Debug)]
+pub struct Sessions {
+    store: Store,
+    tokens: Arc<Tokens>,
+    live: DashMap<String, Live>,
+    clock: SharedClock,
+    session_ttl: Duration,
+    grace: Duration,
+}
+
+/// Device and OS names for the sessions list, from the User-Agent (woothee).
+fn device_of(ua: &str) -> (String, String) {
+    match woothee::parser::Parser::new().parse(ua) {
+        Some(r) if r.name != woothee::woothee::VALUE_UNKNOWN => {
+            let device = match r.version {
+                "" | woothee::woothee::VALUE_UNKNOWN => r.name.to_string(),
+                v => format!("{} {v}", r.name),
+            };
+            let os = match r.os_version.as_ref() {
+                "" | woothee::woothee::VALUE_UNKNOWN => r.os.to_string(),
+                v => format!("{} {v}", r.os),
+            };
+            (device, if r.os == woothee::woothee::VALUE_UNKNOWN { String::new() } else { os })
+        }
+        // Not a browser (curl, Postman, an SDK): its product token says the most.
+        _ => (ua.split_whitespace().next().unwrap_or("").chars().take(64).collect(), String::new()),
+    }
+}
+
+enum RefreshRefusal {
+    Reused,
+    Expired,
+    Replay(Vec<u8>),
+}
+
+impl Sessions {
+    /// Loads the live view from the store.
+    pub fn new(store: Store, tokens: Arc<Tokens>, clock: SharedClock, cfg: &TokensConfig) -> Result<Self, StoreError> {
+        let live = DashMap::new();
+        for s in store.all_sessions()? {
+            live.insert(
+                s.id.clone(),
+                Live {
+                    user_id: s.user_id,
+                    expires_at: s.expires_at.unix_timestamp(),
+                    last_seen_written: AtomicI64::new(s.last_seen_at.unix_timestamp()),
+                },
+            );
+        }
+        Ok(Sessions { store, tokens, live, clock, session_ttl: cfg.session_ttl, grace: cfg.refresh_reuse_grace })
+    }
+
+    pub fn tokens(&self) -> &Arc<Tokens> {
+        &self.tokens
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    /// The one function every successful sign-in (password, code) goes through.
+    pub async fn sign_in(&self, user: &User, client: &ClientInfo) -> Result<TokenPair, SessionError> {
+        let now = self.clock.now();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let refresh = self.tokens.new_refresh(&id)?;
+        let refresh_expires = (now + self.tokens.refresh_ttl()).min(now + self.session_ttl);
+        let (device, os) = device_of(&client.user_agent);
+        let session = Session {
+            v: RECORD_VERSION,
+            id: id.clone(),
+            user_id: user.id,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + self.session_ttl,
+            ip: client.ip.to_string(),
+            user_agent: client.user_agent.chars().take(512).collect(),
+            device,
+            os,
+            refresh: Some(RefreshState {
+                current_hash: Tokens::hash_refresh(refresh.expose()),
+                current_expires_at: refresh_expires,
+                previous_hash: None,
+                rotated_at: None,
+                next_sealed: None,
+            }),
+        };
+        self.store.insert_session(&session).await?;
+        self.live.insert(
+            id.clone(),
+            Live {
+                user_id: user.id,
+                expires_at: session.expires_at.unix_timestamp(),
+                last_seen_written: AtomicI64::new(now.unix_timestamp()),
+            },
+        );
+        self.pair(user, &session, refresh, refresh_expires)
+    }
+
+    fn pair(&self, user: &User, s: &Session, refresh: Secret, refresh_expires: OffsetDateTime) -> Result<TokenPair, SessionError> {
+        let now = self.clock.now();
+        Ok(TokenPair {
+            access_token: self.tokens.issue_access(user, &s.id)?,
+            refresh_token: refresh,
+            expires_in: self.tokens.access_ttl().as_secs(),
+            refresh_expires_in: u64::try_from((refresh_expires - now).whole_seconds()).unwrap_or(0),
+            session_id: s.id.clone(),
+        })
+    }
+
+    /// The hot-path check: a valid access token whose session is live. No disk access.
+    pub fn authenticate(&self, token: &str) -> Result<Arc<Verified>, SessionError> {
+        let verified = self.tokens.verify_access(token)?;
+        let now = self.clock.now().unix_timestamp();
+        match self.live.get(&verified.identity.session_id) {
+            Some(l) if l.expires_at > now && l.user_id.to_string() == verified.identity.user_id => {
+                // Throttled last-seen write, off the request path.
+                let last = l.last_seen_written.load(Ordering::Relaxed);
+                if now - last >= LAST_SEEN_EVERY
+                    && l.last_seen_written.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+                {
+                    self.touch_later(verified.identity.session_id.clone());
+                }
+                Ok(verified)
+            }
+            _ => Err(SessionError::Unauthenticated),
+        }
+    }
+
+    fn touch_later(&self, sid: String) {
+        let store = self.store.clone();
+        let now = self.clock.now();
+        tokio::spawn(async move {
+            let _ = store
+                .update_session(&sid, |s| {
+                    s.last_seen_at = now;
+                    Ok::<(), ()>(())
+                })
+                .await;
+        });
+    }
+
+    /// Rotates a refresh token. Within the grace window after a rotation, the rotated-away
+    /// token gets the same new refresh token (parallel refreshes from one client); after it,
+    /// presenting it again revokes the whole session.
+    pub async fn refresh(&self, presented: &Secret) -> Result<(TokenPair, User), SessionError> {
+        let sid = Tokens::refresh_session(presented.expose()).ok_or(SessionError::Unauthenticated)?.to_string();
+        let hash = Tokens::hash_refresh(presented.expose());
+        let now = self.clock.now();
+        let session = self.store.session(&sid).await?.ok_or(SessionError::Unauthenticated)?;
+        if session.expires_at <= now {
+            self.revoke_ids(&session.user_id, &[sid]).await?;
+            return Err(SessionError::Expired);
+        }
+        let user = self.store.user(&session.user_id).await?.ok_or(SessionError::Unauthenticated)?;
+        if user.blocked {
+            return Err(SessionError::Blocked);
+        }
+        // Made outside the update so a retried update seals the same token.
+        let next = self.tokens.new_refresh(&sid)?;
+        let next_hash = Tokens::hash_refresh(next.expose());
+        let sealed = self.tokens.seal(&next)?;
+        let next_expires = (now + self.tokens.refresh_ttl()).min(session.expires_at);
+        let grace = self.grace;
+        let result = self
+            .store
+            .update_session(&sid, |s| {
+                let Some(r) = &s.refresh else { return Err(RefreshRefusal::Reused) };
+                if crate::secret::ct_eq(&r.current_hash, &hash) {
+                    if r.current_expires_at <= now {
+                        return Err(RefreshRefusal::Expired);
+                    }
+                    s.refresh = Some(RefreshState {
+                        current_hash: next_hash.clone(),
+                        current_expires_at: next_expires,
+                        previous_hash: Some(hash.clone()),
+                        rotated_at: Some(now),
+                        next_sealed: Some(sealed.clone()),
+                    });
+                    s.last_seen_at = now;
+                    return Ok(());
+                }
+                let in_grace = r.rotated_at.is_some_and(|t| now < t + grace);
+                match (&r.previous_hash, &r.next_sealed) {
+                    (Some(prev), Some(sealed_next)) if in_grace && crate::secret::ct_eq(prev, &hash) => {
+                        Err(RefreshRefusal::Replay(sealed_next.clone()))
+                    }
+                    _ => Err(RefreshRefusal::Reused),
+                }
+            })
+            .await;
+        match result {
+            Ok(s) => Ok((self.pair(&user, &s, next, next_expires)?, user)),
+            Err(UpdateError::Rejected(RefreshRefusal::Replay(sealed))) => {
+                let same = self.tokens.unseal(&sealed).ok_or(SessionError::Unauthenticated)?;
+                let s = self.store.session(&sid).await?.ok_or(SessionError::Unauthenticated)?;
+                let expires = s.refresh.as_ref().map(|r| r.current_expires_at).unwrap_or(now);
+                Ok((self.pair(&user, &s, same, expires)?, user))
+            }
+            Err(UpdateError::Rejected(RefreshRefusal::Expired)) => {
+                self.revoke_ids(&user.id, &[sid]).await?;
+                Err(SessionError::Expired)
+            }
+            Err(UpdateError::Rejected(RefreshRefusal::Reused)) => {
+                tracing::warn!(target: "audit", event = "refresh_reuse", user_id = %user.id, session_id = %sid, "refresh token reused after rotation; session revoked");
+                self.revoke_ids(&user.id, &[sid]).await?;
+                Err(SessionError::Reused)
+            }
+            Err(UpdateError::Store(StoreError::NotFound)) => Err(SessionError::Unauthenticated),
+            Err(UpdateError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// The user's sessions, newest first, expired ones left out.
+    pub async fn list(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
+        let now = self.clock.now();
+        let mut list: Vec<Session> =
+            self.store.sessions_of(user).await?.into_iter().filter(|s| s.expires_at > now).collect();
+        list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(list)
+    }
+
+    /// Revokes the given sessions of `user` (ids of other users' sessions are ignored).
+    pub async fn revoke_ids(&self, user: &UserId, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        // Out of the live view first: a request racing with the store write is refused.
+        for id in ids {
+            if self.live.get(id).is_some_and(|l| l.user_id == *user) {
+                self.live.remove(id);
+            }
+        }
+        let deleted = self.store.delete_sessions(user, ids).await?;
+        if !deleted.is_empty() {
+            tracing::info!(target: "audit", event = "sessions_revoked", user_id = %user, count = deleted.len(), "sessions revoked");
+        }
+        Ok(deleted)
+    }
+
+    /// Revokes every session of `user` except `except`.
+    pub async fn revoke_all(&self, user: &UserId, except: Option<&str>) -> Result<Vec<String>, StoreError> {
+        self.live.retain(|id, l| l.user_id != *user || Some(id.as_str()) == except);
+        let deleted = self.store.delete_sessions_of(user, except).await?;
+        if !deleted.is_empty() {
+            tracing::info!(target: "audit", event = "sessions_revoked", user_id = %user, count = deleted.len(), "sessions revoked");
+        }
+        Ok(deleted)
+    }
+
+    /// Removes sessions past their absolute lifetime (run periodically).
+    pub async fn sweep(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now().unix_timestamp();
+        let expired: Vec<(String, UserId)> =
+            self.live.iter().filter(|e| e.expires_at <= now).map(|e| (e.key().clone(), e.user_id)).collect();
+        for (id, user) in &expired {
+            self.revoke_ids(user, std::slice::from_ref(id)).await?;
+        }
+        Ok(expired.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_from_user_agents() {
+        let (d, os) = device_of("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36");
+        assert!(d.starts_with("Chrome"), "{d}");
+        assert!(os.starts_with("Linux"), "{os}");
+        let (d, os) = device_of("PostmanRuntime/7.28.2");
+        assert_eq!(d, "PostmanRuntime/7.28.2");
+        assert_eq!(os, "");
+        assert_eq!(device_of("").0, "");
+    }
+}
