@@ -1,0 +1,778 @@
+//! Accounts: registration, email verification, sign-in by password or emailed code, password
+//! reset (one or two steps) and change, profile, roles and blocking. Every flow of the seed
+//! backends lands here. Enumeration-safe by default: the code-sending flows answer the same
+//! whether or not the address has an account.
+
+use crate::clock::SharedClock;
+use crate::codes::{CodeOutcome, Codes};
+use crate::config::{AccountsConfig, OtpConfig};
+use crate::mail::{CodeMail, Mailer};
+use crate::passwords::{PasswordError, Passwords};
+use crate::secret::Secret;
+use crate::sessions::Sessions;
+use crate::store::{Purpose, RECORD_VERSION, ResetToken, Store, StoreError, UniqueField, UpdateError, User, UserId};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("invalid request")]
+    Invalid(BTreeMap<String, String>),
+    #[error("{} already taken", .0.as_str())]
+    AlreadyExists(UniqueField),
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("email not verified")]
+    EmailNotVerified,
+    #[error("account blocked")]
+    Blocked { retry_after: Option<Duration> },
+    #[error("no such account")]
+    UserDoesNotExist,
+    #[error("already verified")]
+    AlreadyVerified,
+    #[error("invalid code")]
+    InvalidOtp,
+    #[error("code expired")]
+    OtpExpired,
+    #[error("too many tries")]
+    AttemptsExceeded { retry_after: Duration },
+    #[error("a code was sent recently")]
+    OtpStillValid { retry_after: Duration },
+    #[error("invalid reset token")]
+    InvalidResetToken,
+    #[error("reset token expired")]
+    ResetTokenExpired,
+    #[error("busy")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl AccountError {
+    fn field(name: &str, message: impl Into<String>) -> Self {
+        AccountError::Invalid(BTreeMap::from([(name.to_string(), message.into())]))
+    }
+}
+
+impl From<PasswordError> for AccountError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Busy => AccountError::Busy,
+            PasswordError::Policy(m) => AccountError::field("password", m),
+            PasswordError::Internal(m) => AccountError::Internal(m),
+        }
+    }
+}
+
+impl<E> From<UpdateError<E>> for AccountError
+where
+    AccountError: From<E>,
+{
+    fn from(e: UpdateError<E>) -> Self {
+        match e {
+            UpdateError::Store(StoreError::Conflict(f)) => AccountError::AlreadyExists(f),
+            UpdateError::Store(StoreError::NotFound) => AccountError::UserDoesNotExist,
+            UpdateError::Store(s) => AccountError::Store(s),
+            UpdateError::Rejected(r) => AccountError::from(r),
+        }
+    }
+}
+
+impl From<std::convert::Infallible> for AccountError {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
+    }
+}
+
+/// A registration as submitted.
+#[derive(Debug, Default)]
+pub struct Registration {
+    pub email: String,
+    pub password: Option<Secret>,
+    pub username: Option<String>,
+    pub full_name: Option<String>,
+    pub phone: Option<String>,
+    pub profile: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A profile change: `None` leaves a field alone, `Some(None)` clears it.
+#[derive(Debug, Default)]
+pub struct ProfilePatch {
+    pub username: Option<Option<String>>,
+    pub full_name: Option<Option<String>>,
+    pub phone: Option<Option<String>>,
+    pub profile: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+// Validation: pure functions, one per field, each saying what is wrong in a sentence.
+
+pub fn normalize_email(raw: &str) -> Result<String, String> {
+    let e = raw.trim().to_lowercase();
+    if e.is_empty() {
+        return Err("is required".into());
+    }
+    if e.len() > 254 || !email_address::EmailAddress::is_valid(&e) || !e.contains('@') {
+        return Err("is not an email address".into());
+    }
+    let domain = e.rsplit('@').next().unwrap_or("");
+    if !domain.contains('.') && domain != "localhost" {
+        return Err("is not an email address".into());
+    }
+    Ok(e)
+}
+
+pub fn normalize_username(raw: &str) -> Result<String, String> {
+    let u = raw.trim().to_lowercase();
+    let ok_chars = u.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !(3..=32).contains(&u.len()) || !ok_chars || !u.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) {
+        return Err("must be 3 to 32 letters, digits, '_', '.' or '-', starting with a letter or digit".into());
+    }
+    Ok(u)
+}
+
+/// E.164: '+', a non-zero country digit, up to 15 digits in all. Spaces, dashes and
+/// parentheses are accepted and removed.
+pub fn normalize_phone(raw: &str) -> Result<String, String> {
+    let p: String = raw.chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.')).collect();
+    let digits = p.strip_prefix('+').unwrap_or("");
+    let valid = digits.len() >= 8
+        && digits.len() <= 15
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if !valid {
+        return Err("must be an international number such as +14155550100 (E.164)".into());
+    }
+    Ok(p)
+}
+
+pub fn normalize_full_name(raw: &str) -> Result<String, String> {
+    let n = raw.trim().to_string();
+    if n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
+        return Err("must be 1 to 100 characters, without control characters".into());
+    }
+    Ok(n)
+}
+
+pub struct Accounts {
+    store: Store,
+    passwords: Passwords,
+    codes: Codes,
+    mailer: Mailer,
+    sessions: Arc<Sessions>,
+    clock: SharedClock,
+    cfg: AccountsConfig,
+    otp: OtpConfig,
+    reveal: bool,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts").field("reveal", &self.reveal).finish_non_exhaustive()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+impl Accounts {
+    pub fn new(
+        store: Store,
+        passwords: Passwords,
+        codes: Codes,
+        mailer: Mailer,
+        sessions: Arc<Sessions>,
+        clock: SharedClock,
+        cfg: AccountsConfig,
+        otp: OtpConfig,
+        reveal: bool,
+    ) -> Self {
+        Accounts { store, passwords, codes, mailer, sessions, clock, cfg, otp, reveal }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    fn check_code_format(&self, code: &str) -> Result<(), AccountError> {
+        let c = code.trim();
+        if c.len() != self.otp.length || !c.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(AccountError::field("code", format!("must be {} digits", self.otp.length)));
+        }
+        Ok(())
+    }
+
+    fn validate_profile(&self, p: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+        let size = serde_json::to_vec(p).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > self.cfg.profile_max_bytes {
+            return Err(format!("must be at most {} bytes as JSON", self.cfg.profile_max_bytes));
+        }
+        Ok(())
+    }
+
+    /// Email (required) validated and normalized, or the field error.
+    fn email(&self, raw: &str) -> Result<String, AccountError> {
+        normalize_email(raw).map_err(|m| AccountError::field("email", m))
+    }
+
+    /// Sends a code for `purpose` to `user`, starting that address's cooldown.
+    async fn send_code(&self, user: &User, purpose: Purpose) -> Result<OffsetDateTime, AccountError> {
+        let (code, expires_at) = self.codes.issue(&self.store, &user.id, purpose, self.now()).await?;
+        self.mailer.send_code(CodeMail { to: user.email.clone(), purpose, code, ttl: self.codes.ttl() });
+        Ok(expires_at)
+    }
+
+    /// The resend cooldown, kept per address and purpose whether or not an account exists.
+    fn take_cooldown(&self, email: &str, purpose: Purpose) -> Result<(), AccountError> {
+        let key = format!("{}:{email}", purpose.as_str());
+        match self.store.take_cooldown(&key, self.now(), self.otp.resend_cooldown)? {
+            Ok(()) => Ok(()),
+            Err(left) => Err(AccountError::OtpStillValid { retry_after: left }),
+        }
+    }
+
+    fn check_lock(&self, user: &User) -> Result<(), AccountError> {
+        let now = self.now();
+        match user.locked_until {
+            Some(t) if t > now => Err(AccountError::Blocked {
+                retry_after: Some(Duration::try_from(t - now).unwrap_or(Duration::from_secs(1))),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed code or password; at the threshold the account is locked for a while.
+    async fn record_failure(&self, user: &User) -> Result<(), AccountError> {
+        let now = self.now();
+        let threshold = self.otp.lockout_threshold.max(1);
+        let duration = self.otp.lockout_duration;
+        let updated = self
+            .store
+            .update_user(&user.id, |u| {
+                u.failed_attempts += 1;
+                if u.failed_attempts >= threshold {
+                    u.failed_attempts = 0;
+                    u.locked_until = Some(now + duration);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await?;
+        if updated.locked_until.is_some_and(|t| t > now) && user.locked_until != updated.locked_until {
+            tracing::warn!(target: "audit", event = "lockout", user_id = %user.id, until = %crate::clock::rfc3339(now + duration), "account locked after repeated failures");
+        }
+        Ok(())
+    }
+
+    async fn record_success(&self, user: &User) -> Result<User, AccountError> {
+        if user.failed_attempts == 0 && user.locked_until.is_none() {
+            return Ok(user.clone());
+        }
+        Ok(self
+            .store
+            .update_user(&user.id, |u| {
+                u.failed_attempts = 0;
+                u.locked_until = None;
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await?)
+    }
+
+    /// Checks a code of `purpose` for `user`: the lock, then the code, counting failures.
+    async fn consume_code(&self, user: &User, purpose: Purpose, code: &str) -> Result<User, AccountError> {
+        self.check_lock(user)?;
+        match self.codes.check(&self.store, &user.id, purpose, code, self.now()).await? {
+            CodeOutcome::Valid => self.record_success(user).await,
+            CodeOutcome::Expired => Err(AccountError::OtpExpired),
+            CodeOutcome::Wrong | CodeOutcome::Missing => {
+                self.record_failure(user).await?;
+                tracing::info!(target: "audit", event = "code_failed", user_id = %user.id, purpose = purpose.as_str(), "wrong one-time code");
+                Err(AccountError::InvalidOtp)
+            }
+            CodeOutcome::Exhausted => {
+                self.record_failure(user).await?;
+                tracing::info!(target: "audit", event = "code_exhausted", user_id = %user.id, purpose = purpose.as_str(), "one-time code out of tries");
+                Err(AccountError::AttemptsExceeded { retry_after: self.otp.resend_cooldown })
+            }
+        }
+    }
+
+    /// The account for a code-checking flow; unknown addresses look like a wrong code unless
+    /// existence may be revealed.
+    async fn account_for_code(&self, email: &str) -> Result<User, AccountError> {
+        match self.store.user_by_email(email).await? {
+            Some(u) => Ok(u),
+            None if self.reveal => Err(AccountError::UserDoesNotExist),
+            None => Err(AccountError::InvalidOtp),
+        }
+    }
+
+    /// The answer for an address that gets no code (unknown, blocked, already verified):
+    /// the same shape as a sent one, so the answer says nothing about the account.
+    fn pretend_sent(&self) -> Result<OffsetDateTime, AccountError> {
+        Ok(self.now() + self.codes.ttl())
+    }
+
+    // The flows.
+
+    /// Creates an account and mails an email verification code.
+    pub async fn register(&self, reg: Registration) -> Result<(User, OffsetDateTime), AccountError> {
+        let mut fields = BTreeMap::new();
+        let email = normalize_email(&reg.email).map_err(|m| fields.insert("email".into(), m)).ok();
+        let username = match reg.username.as_deref().map(normalize_username).transpose() {
+            Ok(u) => u,
+            Err(m) => {
+                fields.insert("username".into(), m);
+                None
+            }
+        };
+        let phone = match reg.phone.as_deref().map(normalize_phone).transpose() {
+            Ok(p) => p,
+            Err(m) => {
+                fields.insert("phone".into(), m);
+                None
+            }
+        };
+        let full_name = match reg.full_name.as_deref().map(normalize_full_name).transpose() {
+            Ok(n) => n,
+            Err(m) => {
+                fields.insert("full_name".into(), m);
+                None
+            }
+        };
+        if let Some(p) = &reg.profile {
+            if let Err(m) = self.validate_profile(p) {
+                fields.insert("profile".into(), m);
+            }
+        }
+        match &reg.password {
+            None if !self.cfg.allow_passwordless => {
+                fields.insert("password".into(), "is required".into());
+            }
+            Some(p) => {
+                if let Err(PasswordError::Policy(m)) = self.passwords.check_length(p) {
+                    fields.insert("password".into(), m);
+                }
+            }
+            None => {}
+        }
+        let email = match email {
+            Some(e) if fields.is_empty() => e,
+            _ => return Err(AccountError::Invalid(fields)),
+        };
+        // Uniqueness is decided by the store's transaction; this early look only saves an
+        // argon2 hash for a registration that cannot succeed.
+        if self.store.user_by_email(&email).await?.is_some() {
+            return Err(AccountError::AlreadyExists(UniqueField::Email));
+        }
+        let password = match &reg.password {
+            Some(p) => {
+                let mut inputs = vec![email.clone()];
+                inputs.extend(username.clone());
+                inputs.extend(full_name.clone());
+                Some(self.passwords.hash_new(p, inputs).await?)
+            }
+            None => None,
+        };
+        let now = self.now();
+        let user = User {
+            v: RECORD_VERSION,
+            id: uuid::Uuid::new_v4(),
+            email,
+            email_verified: false,
+            username,
+            full_name,
+            phone,
+            password,
+            roles: self.cfg.default_roles.clone(),
+            profile: reg.profile.unwrap_or_default(),
+            created_at: now,
+            updated_at: now,
+            blocked: false,
+            locked_until: None,
+            failed_attempts: 0,
+        };
+        self.store.insert_user(&user).await.map_err(|e| match e {
+            StoreError::Conflict(f) => AccountError::AlreadyExists(f),
+            other => AccountError::Store(other),
+        })?;
+        tracing::info!(target: "audit", event = "registered", user_id = %user.id, "account created");
+        // Registration sends the first code, so it starts the resend cooldown too.
+        let _ = self.take_cooldown(&user.email, Purpose::VerifyEmail);
+        let expires = self.send_code(&user, Purpose::VerifyEmail).await?;
+        Ok((user, expires))
+    }
+
+    /// Verifies the email address with the code mailed at registration (or resent).
+    pub async fn verify_email(&self, email: &str, code: &str) -> Result<User, AccountError> {
+        let email = self.email(email)?;
+        self.check_code_format(code)?;
+        let user = self.account_for_code(&email).await?;
+        if user.email_verified && self.reveal {
+            return Err(AccountError::AlreadyVerified);
+        }
+        let user = self.consume_code(&user, Purpose::VerifyEmail, code).await?;
+        let user = self.mark_verified(&user).await?;
+        tracing::info!(target: "audit", event = "email_verified", user_id = %user.id, "email verified");
+        Ok(user)
+    }
+
+    async fn mark_verified(&self, user: &User) -> Result<User, AccountError> {
+        if user.email_verified {
+            return Ok(user.clone());
+        }
+        let now = self.now();
+        Ok(self
+            .store
+            .update_user(&user.id, |u| {
+                u.email_verified = true;
+                u.updated_at = now;
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await?)
+    }
+
+    /// Sends a new verification code (after the cooldown).
+    pub async fn resend_verification(&self, email: &str) -> Result<OffsetDateTime, AccountError> {
+        let email = self.email(email)?;
+        let user = self.store.user_by_email(&email).await?;
+        if self.reveal {
+            match &user {
+                None => return Err(AccountError::UserDoesNotExist),
+                Some(u) if u.email_verified => return Err(AccountError::AlreadyVerified),
+                _ => {}
+            }
+        }
+        self.take_cooldown(&email, Purpose::VerifyEmail)?;
+        match user {
+            Some(u) if !u.email_verified && !u.blocked => self.send_code(&u, Purpose::VerifyEmail).await,
+            _ => self.pretend_sent(),
+        }
+    }
+
+    /// Sign-in by username or email and password. An unknown login costs the same time as a
+    /// wrong password; a locked account is refused before the password is looked at.
+    pub async fn login_password(&self, login: &str, password: &Secret) -> Result<User, AccountError> {
+        let login = login.trim();
+        if login.is_empty() {
+            return Err(AccountError::field("login", "is required"));
+        }
+        let user = if login.contains('@') {
+            match normalize_email(login) {
+                Ok(e) => self.store.user_by_email(&e).await?,
+                Err(_) => None,
+            }
+        } else {
+            self.store.user_by_username(&login.to_lowercase()).await?
+        };
+        let Some(user) = user else {
+            self.passwords.verify(password, None).await?;
+            tracing::info!(target: "audit", event = "login_failed", reason = "unknown", "sign-in failed");
+            return Err(AccountError::InvalidCredentials);
+        };
+        if let Err(e) = self.check_lock(&user) {
+            self.passwords.verify(password, None).await?;
+            tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason = "locked", "sign-in refused: account locked");
+            return Err(e);
+        }
+        if !self.passwords.verify(password, user.password.as_ref()).await? {
+            self.record_failure(&user).await?;
+            tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason = "password", "sign-in failed");
+            return Err(AccountError::InvalidCredentials);
+        }
+        if user.blocked {
+            return Err(AccountError::Blocked { retry_after: None });
+        }
+        if !user.email_verified {
+            return Err(AccountError::EmailNotVerified);
+        }
+        let user = self.record_success(&user).await?;
+        tracing::info!(target: "audit", event = "login", user_id = %user.id, method = "password", "signed in");
+        Ok(user)
+    }
+
+    /// Passwordless step 1: mails a sign-in code.
+    pub async fn start_code_login(&self, email: &str) -> Result<OffsetDateTime, AccountError> {
+        let email = self.email(email)?;
+        let user = self.store.user_by_email(&email).await?;
+        if user.is_none() && self.reveal {
+            return Err(AccountError::UserDoesNotExist);
+        }
+        self.take_cooldown(&email, Purpose::Login)?;
+        match user {
+            Some(u) if !u.blocked => self.send_code(&u, Purpose::Login).await,
+            _ => self.pretend_sent(),
+        }
+    }
+
+    /// Passwordless step 2: the code signs in, and verifies the email on a first sign-in.
+    pub async fn finish_code_login(&self, email: &str, code: &str) -> Result<User, AccountError> {
+        let email = self.email(email)?;
+        self.check_code_format(code)?;
+        let user = self.account_for_code(&email).await?;
+        let user = self.consume_code(&user, Purpose::Login, code).await?;
+        if user.blocked {
+            return Err(AccountError::Blocked { retry_after: None });
+        }
+        let user = self.mark_verified(&user).await?;
+        tracing::info!(target: "audit", event = "login", user_id = %user.id, method = "code", "signed in");
+        Ok(user)
+    }
+
+    /// Mails a password reset code.
+    pub async fn forgot_password(&self, email: &str) -> Result<OffsetDateTime, AccountError> {
+        let email = self.email(email)?;
+        let user = self.store.user_by_email(&email).await?;
+        if user.is_none() && self.reveal {
+            return Err(AccountError::UserDoesNotExist);
+        }
+        self.take_cooldown(&email, Purpose::ResetPassword)?;
+        match user {
+            Some(u) if !u.blocked => self.send_code(&u, Purpose::ResetPassword).await,
+            _ => self.pretend_sent(),
+        }
+    }
+
+    /// One-step reset: email, code and new password. Every session of the account ends.
+    pub async fn reset_password(&self, email: &str, code: &str, new_password: &Secret) -> Result<User, AccountError> {
+        let email = self.email(email)?;
+        self.check_code_format(code)?;
+        // The policy is checked before the code is spent on a password that will be refused.
+        self.passwords.check_length(new_password)?;
+        let user = self.account_for_code(&email).await?;
+        let user = self.consume_code(&user, Purpose::ResetPassword, code).await?;
+        self.set_password(&user, new_password, None).await
+    }
+
+    /// Two-step reset, step 1: the code buys a short-lived single-use reset token.
+    pub async fn reset_token(&self, email: &str, code: &str) -> Result<(Secret, OffsetDateTime), AccountError> {
+        let email = self.email(email)?;
+        self.check_code_format(code)?;
+        let user = self.account_for_code(&email).await?;
+        let user = self.consume_code(&user, Purpose::ResetPassword, code).await?;
+        let mut raw = [0u8; 32];
+        rand::fill(&mut raw);
+        use base64::Engine;
+        let token = Secret::new(format!("prt1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)));
+        let expires_at = self.now() + self.cfg.reset_token_ttl;
+        let record = ResetToken { v: RECORD_VERSION, user_id: user.id, expires_at };
+        self.store.put_reset_token(&crate::tokens::Tokens::hash_refresh(token.expose()), &record).await?;
+        Ok((token, expires_at))
+    }
+
+    /// Two-step reset, step 2: the reset token and the new password.
+    pub async fn reset_with_token(&self, token: &Secret, new_password: &Secret) -> Result<User, AccountError> {
+        self.passwords.check_length(new_password)?;
+        let hash = crate::tokens::Tokens::hash_refresh(token.expose());
+        let record = self.store.take_reset_token(&hash).await?.ok_or(AccountError::InvalidResetToken)?;
+        if record.expires_at <= self.now() {
+            return Err(AccountError::ResetTokenExpired);
+        }
+        let user = self.store.user(&record.user_id).await?.ok_or(AccountError::InvalidResetToken)?;
+        self.set_password(&user, new_password, None).await
+    }
+
+    /// Change when signed in: the current password first. Other sessions end.
+    pub async fn change_password(
+        &self,
+        user_id: &UserId,
+        current: &Secret,
+        new_password: &Secret,
+        keep_session: &str,
+    ) -> Result<User, AccountError> {
+        let user = self.store.user(user_id).await?.ok_or(AccountError::UserDoesNotExist)?;
+        self.check_lock(&user)?;
+        if !self.passwords.verify(current, user.password.as_ref()).await? {
+            self.record_failure(&user).await?;
+            return Err(AccountError::InvalidCredentials);
+        }
+        self.set_password(&user, new_password, Some(keep_session)).await
+    }
+
+    /// Hashes and stores a new password (a reset also proves the address), then ends the
+    /// account's sessions but `keep`.
+    async fn set_password(&self, user: &User, new_password: &Secret, keep: Option<&str>) -> Result<User, AccountError> {
+        let mut inputs = vec![user.email.clone()];
+        inputs.extend(user.username.clone());
+        inputs.extend(user.full_name.clone());
+        let hash = self.passwords.hash_new(new_password, inputs).await?;
+        let now = self.now();
+        let updated = self
+            .store
+            .update_user(&user.id, |u| {
+                u.password = Some(hash.clone());
+                u.email_verified = true;
+                u.failed_attempts = 0;
+                u.locked_until = None;
+                u.updated_at = now;
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await?;
+        let revoked = self.sessions.revoke_all(&user.id, keep).await?;
+        tracing::info!(target: "audit", event = "password_changed", user_id = %user.id, sessions_revoked = revoked.len(), "password set");
+        Ok(updated)
+    }
+
+    pub async fn profile(&self, user_id: &UserId) -> Result<User, AccountError> {
+        self.store.user(user_id).await?.ok_or(AccountError::UserDoesNotExist)
+    }
+
+    pub async fn update_profile(&self, user_id: &UserId, patch: ProfilePatch) -> Result<User, AccountError> {
+        let mut fields = BTreeMap::new();
+        let mut norm = |name: &str, v: Option<Option<String>>, f: fn(&str) -> Result<String, String>| match v {
+            Some(Some(s)) => match f(&s) {
+                Ok(n) => Some(Some(n)),
+                Err(m) => {
+                    fields.insert(name.to_string(), m);
+                    None
+                }
+            },
+            other => other,
+        };
+        let username = norm("username", patch.username, normalize_username);
+        let full_name = norm("full_name", patch.full_name, normalize_full_name);
+        let phone = norm("phone", patch.phone, normalize_phone);
+        if let Some(p) = &patch.profile {
+            if let Err(m) = self.validate_profile(p) {
+                fields.insert("profile".into(), m);
+            }
+        }
+        if !fields.is_empty() {
+            return Err(AccountError::Invalid(fields));
+        }
+        let now = self.now();
+        Ok(self
+            .store
+            .update_user(user_id, |u| {
+                if let Some(v) = &username {
+                    u.username = v.clone();
+                }
+                if let Some(v) = &full_name {
+                    u.full_name = v.clone();
+                }
+                if let Some(v) = &phone {
+                    u.phone = v.clone();
+                }
+                if let Some(p) = &patch.profile {
+                    u.profile = p.clone();
+                }
+                u.updated_at = now;
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await?)
+    }
+
+    // Administration (HTTP admin endpoints and the CLI).
+
+    /// Blocks (ending every session) or unblocks an account; unblocking also clears a lockout.
+    pub async fn set_blocked(&self, user_id: &UserId, blocked: bool) -> Result<User, AccountError> {
+        let now = self.now();
+        let user = self
+            .store
+            .update_user(user_id, |u| {
+                u.blocked = blocked;
+                if !blocked {
+                    u.locked_until = None;
+                    u.failed_attempts = 0;
+                }
+                u.updated_at = now;
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await?;
+        if blocked {
+            self.sessions.revoke_all(user_id, None).await?;
+        }
+        tracing::info!(target: "audit", event = if blocked { "blocked" } else { "unblocked" }, user_id = %user_id, "account {}", if blocked { "blocked" } else { "unblocked" });
+        Ok(user)
+    }
+
+    /// Replaces the roles. Sessions end so that new tokens carry the new roles at once.
+    pub async fn set_roles(&self, user_id: &UserId, roles: Vec<String>) -> Result<User, AccountError> {
+        let mut clean: Vec<String> = Vec::new();
+        for r in roles {
+            let r = r.trim().to_lowercase();
+            let valid = !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+            if !valid {
+                return Err(AccountError::field("roles", format!("{r:?} is not a role name (letters, digits, _ - . :)")));
+            }
+            if !clean.contains(&r) {
+                clean.push(r);
+            }
+        }
+        let now = self.now();
+        let user = self
+            .store
+            .update_user(user_id, |u| {
+                u.roles = clean.clone();
+                u.updated_at = now;
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await?;
+        self.sessions.revoke_all(user_id, None).await?;
+        tracing::info!(target: "audit", event = "roles_set", user_id = %user_id, roles = ?user.roles, "roles changed");
+        Ok(user)
+    }
+
+    /// Creates a verified account directly (CLI: the first admin).
+    pub async fn create_verified(&self, email: &str, password: Option<&Secret>, roles: Vec<String>) -> Result<User, AccountError> {
+        let email = self.email(email)?;
+        let password = match password {
+            Some(p) => Some(self.passwords.hash_new(p, vec![email.clone()]).await?),
+            None => None,
+        };
+        let now = self.now();
+        let user = User {
+            v: RECORD_VERSION,
+            id: uuid::Uuid::new_v4(),
+            email,
+            email_verified: true,
+            username: None,
+            full_name: None,
+            phone: None,
+            password,
+            roles: if roles.is_empty() { self.cfg.default_roles.clone() } else { roles },
+            profile: Default::default(),
+            created_at: now,
+            updated_at: now,
+            blocked: false,
+            locked_until: None,
+            failed_attempts: 0,
+        };
+        self.store.insert_user(&user).await.map_err(|e| match e {
+            StoreError::Conflict(f) => AccountError::AlreadyExists(f),
+            other => AccountError::Store(other),
+        })?;
+        Ok(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_validation() {
+        assert_eq!(normalize_email("  Alice@Example.COM ").unwrap(), "alice@example.com");
+        for bad in ["", "alice", "alice@", "@x.com", "a b@x.com", "alice@nodot"] {
+            assert!(normalize_email(bad).is_err(), "{bad}");
+        }
+        assert_eq!(normalize_username("Alice_1").unwrap(), "alice_1");
+        for bad in ["ab", "-abc", "has space", "a@b", &"x".repeat(33)] {
+            assert!(normalize_username(bad).is_err(), "{bad}");
+        }
+        assert_eq!(normalize_phone("+1 (415) 555-0100").unwrap(), "+14155550100");
+        for bad in ["4155550100", "+0123456789", "+12", "+1234567890123456", "+1415abc0100"] {
+            assert!(normalize_phone(bad).is_err(), "{bad}");
+        }
+        assert!(normalize_full_name("Ada Lovelace").is_ok());
+        assert!(normalize_full_name("bad\u{7}").is_err());
+    }
+}
