@@ -47,8 +47,10 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/authgate-bench.XXXXXX")
 # nginx workers drop to an unprivileged user when started as root; they must reach the prefix.
 chmod 755 "$tmp"
 pids=()
+wrk_pid=
 cleanup() {
     local pid
+    [[ -n $wrk_pid ]] && kill "$wrk_pid" 2>/dev/null || true
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$tmp"
@@ -215,7 +217,6 @@ if ((QUIET_WAIT > 0)); then
         waited=$((waited + 10))
     done
 fi
-quiet() { others_compiling && echo "no (rustc/cargo running)" || echo yes; }
 
 upstream_accepts() {
     curl -sS "http://127.0.0.1:$P_STAT/status" | awk 'NR == 3 { print $1 }'
@@ -236,9 +237,17 @@ declare -A rps p99 errs conns quiet_at
 for t in "${targets[@]}"; do
     echo "== $t (${url[$t]})" >&2
     wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "${url[$t]}" >/dev/null
-    quiet_at[$t]=$(quiet)
     before=$(upstream_accepts)
-    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${url[$t]}" >"$results/proxy-$t.txt"
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${url[$t]}" >"$results/proxy-$t.txt" &
+    wrk_pid=$!
+    # A compiler starting mid-run skews that target's figures: note it.
+    quiet_at[$t]=yes
+    while kill -0 "$wrk_pid" 2>/dev/null; do
+        others_compiling && quiet_at[$t]="no (rustc/cargo running)"
+        sleep 2
+    done
+    wait "$wrk_pid"
+    wrk_pid=
     # minus one: the second status request counts itself
     conns[$t]=$(($(upstream_accepts) - before - 1))
     out=$results/proxy-$t.txt
@@ -259,6 +268,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'
     echo "- $(nginx -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), authgate $bin"
     echo "- wrk -t$THREADS -c$CONNS -d$DURATION --latency (warm-up $WARMUP), GET / of a 6-byte body; everything shares the same cores"
     echo "- upstream conns = connections the upstream accepted during the measured run (keep-alive reuse check)"
+    echo "- quiet machine = no rustc/cargo process seen during the measured run"
     echo
     echo "| target | req/s | p99 (ms) | errors | upstream conns | quiet machine |"
     echo "|---|---:|---:|---:|---:|---|"

@@ -10,7 +10,9 @@ use crate::mail::{CodeMail, Mailer};
 use crate::passwords::{PasswordError, Passwords};
 use crate::secret::Secret;
 use crate::sessions::Sessions;
-use crate::store::{Purpose, RECORD_VERSION, ResetToken, Store, StoreError, UniqueField, UpdateError, User, UserId};
+use crate::store::{
+    Purpose, RECORD_VERSION, ResetToken, Store, StoreError, UniqueField, UpdateError, User, UserId,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,9 +129,17 @@ pub fn normalize_email(raw: &str) -> Result<String, String> {
 
 pub fn normalize_username(raw: &str) -> Result<String, String> {
     let u = raw.trim().to_lowercase();
-    let ok_chars = u.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if !(3..=32).contains(&u.len()) || !ok_chars || !u.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) {
-        return Err("must be 3 to 32 letters, digits, '_', '.' or '-', starting with a letter or digit".into());
+    let ok_chars = u
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !(3..=32).contains(&u.len())
+        || !ok_chars
+        || !u.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(
+            "must be 3 to 32 letters, digits, '_', '.' or '-', starting with a letter or digit"
+                .into(),
+        );
     }
     Ok(u)
 }
@@ -137,7 +147,10 @@ pub fn normalize_username(raw: &str) -> Result<String, String> {
 /// E.164: '+', a non-zero country digit, up to 15 digits in all. Spaces, dashes and
 /// parentheses are accepted and removed.
 pub fn normalize_phone(raw: &str) -> Result<String, String> {
-    let p: String = raw.chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.')).collect();
+    let p: String = raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+        .collect();
     let digits = p.strip_prefix('+').unwrap_or("");
     let valid = digits.len() >= 8
         && digits.len() <= 15
@@ -171,7 +184,9 @@ pub struct Accounts {
 
 impl std::fmt::Debug for Accounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Accounts").field("reveal", &self.reveal).finish_non_exhaustive()
+        f.debug_struct("Accounts")
+            .field("reveal", &self.reveal)
+            .finish_non_exhaustive()
     }
 }
 
@@ -188,7 +203,17 @@ impl Accounts {
         otp: OtpConfig,
         reveal: bool,
     ) -> Self {
-        Accounts { store, passwords, codes, mailer, sessions, clock, cfg, otp, reveal }
+        Accounts {
+            store,
+            passwords,
+            codes,
+            mailer,
+            sessions,
+            clock,
+            cfg,
+            otp,
+            reveal,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -206,15 +231,24 @@ impl Accounts {
     fn check_code_format(&self, code: &str) -> Result<(), AccountError> {
         let c = code.trim();
         if c.len() != self.otp.length || !c.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(AccountError::field("code", format!("must be {} digits", self.otp.length)));
+            return Err(AccountError::field(
+                "code",
+                format!("must be {} digits", self.otp.length),
+            ));
         }
         Ok(())
     }
 
-    fn validate_profile(&self, p: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+    fn validate_profile(
+        &self,
+        p: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
         let size = serde_json::to_vec(p).map(|v| v.len()).unwrap_or(usize::MAX);
         if size > self.cfg.profile_max_bytes {
-            return Err(format!("must be at most {} bytes as JSON", self.cfg.profile_max_bytes));
+            return Err(format!(
+                "must be at most {} bytes as JSON",
+                self.cfg.profile_max_bytes
+            ));
         }
         Ok(())
     }
@@ -225,16 +259,31 @@ impl Accounts {
     }
 
     /// Sends a code for `purpose` to `user`, starting that address's cooldown.
-    async fn send_code(&self, user: &User, purpose: Purpose) -> Result<OffsetDateTime, AccountError> {
-        let (code, expires_at) = self.codes.issue(&self.store, &user.id, purpose, self.now()).await?;
-        self.mailer.send_code(CodeMail { to: user.email.clone(), purpose, code, ttl: self.codes.ttl() });
+    async fn send_code(
+        &self,
+        user: &User,
+        purpose: Purpose,
+    ) -> Result<OffsetDateTime, AccountError> {
+        let (code, expires_at) = self
+            .codes
+            .issue(&self.store, &user.id, purpose, self.now())
+            .await?;
+        self.mailer.send_code(CodeMail {
+            to: user.email.clone(),
+            purpose,
+            code,
+            ttl: self.codes.ttl(),
+        });
         Ok(expires_at)
     }
 
     /// The resend cooldown, kept per address and purpose whether or not an account exists.
     fn take_cooldown(&self, email: &str, purpose: Purpose) -> Result<(), AccountError> {
         let key = format!("{}:{email}", purpose.as_str());
-        match self.store.take_cooldown(&key, self.now(), self.otp.resend_cooldown)? {
+        match self
+            .store
+            .take_cooldown(&key, self.now(), self.otp.resend_cooldown)?
+        {
             Ok(()) => Ok(()),
             Err(left) => Err(AccountError::OtpStillValid { retry_after: left }),
         }
@@ -250,7 +299,8 @@ impl Accounts {
         }
     }
 
-    /// Counts a failed code or password; at the threshold the account is locked for a while.
+    /// Counts a failed code or password; at the threshold the account is locked for a while,
+    /// and the failure that locks it is answered USER_BLOCKED.
     async fn record_failure(&self, user: &User) -> Result<(), AccountError> {
         let now = self.now();
         let threshold = self.otp.lockout_threshold.max(1);
@@ -266,8 +316,13 @@ impl Accounts {
                 Ok::<(), std::convert::Infallible>(())
             })
             .await?;
-        if updated.locked_until.is_some_and(|t| t > now) && user.locked_until != updated.locked_until {
+        if updated.locked_until.is_some_and(|t| t > now)
+            && user.locked_until != updated.locked_until
+        {
             tracing::warn!(target: "audit", event = "lockout", user_id = %user.id, until = %crate::clock::rfc3339(now + duration), "account locked after repeated failures");
+            return Err(AccountError::Blocked {
+                retry_after: Some(duration),
+            });
         }
         Ok(())
     }
@@ -287,9 +342,18 @@ impl Accounts {
     }
 
     /// Checks a code of `purpose` for `user`: the lock, then the code, counting failures.
-    async fn consume_code(&self, user: &User, purpose: Purpose, code: &str) -> Result<User, AccountError> {
+    async fn consume_code(
+        &self,
+        user: &User,
+        purpose: Purpose,
+        code: &str,
+    ) -> Result<User, AccountError> {
         self.check_lock(user)?;
-        match self.codes.check(&self.store, &user.id, purpose, code, self.now()).await? {
+        match self
+            .codes
+            .check(&self.store, &user.id, purpose, code, self.now())
+            .await?
+        {
             CodeOutcome::Valid => self.record_success(user).await,
             CodeOutcome::Expired => Err(AccountError::OtpExpired),
             CodeOutcome::Wrong | CodeOutcome::Missing => {
@@ -300,7 +364,9 @@ impl Accounts {
             CodeOutcome::Exhausted => {
                 self.record_failure(user).await?;
                 tracing::info!(target: "audit", event = "code_exhausted", user_id = %user.id, purpose = purpose.as_str(), "one-time code out of tries");
-                Err(AccountError::AttemptsExceeded { retry_after: self.otp.resend_cooldown })
+                Err(AccountError::AttemptsExceeded {
+                    retry_after: self.otp.resend_cooldown,
+                })
             }
         }
     }
@@ -324,9 +390,14 @@ impl Accounts {
     // The flows.
 
     /// Creates an account and mails an email verification code.
-    pub async fn register(&self, reg: Registration) -> Result<(User, OffsetDateTime), AccountError> {
+    pub async fn register(
+        &self,
+        reg: Registration,
+    ) -> Result<(User, OffsetDateTime), AccountError> {
         let mut fields = BTreeMap::new();
-        let email = normalize_email(&reg.email).map_err(|m| fields.insert("email".into(), m)).ok();
+        let email = normalize_email(&reg.email)
+            .map_err(|m| fields.insert("email".into(), m))
+            .ok();
         let username = match reg.username.as_deref().map(normalize_username).transpose() {
             Ok(u) => u,
             Err(m) => {
@@ -341,7 +412,12 @@ impl Accounts {
                 None
             }
         };
-        let full_name = match reg.full_name.as_deref().map(normalize_full_name).transpose() {
+        let full_name = match reg
+            .full_name
+            .as_deref()
+            .map(normalize_full_name)
+            .transpose()
+        {
             Ok(n) => n,
             Err(m) => {
                 fields.insert("full_name".into(), m);
@@ -453,14 +529,20 @@ impl Accounts {
         }
         self.take_cooldown(&email, Purpose::VerifyEmail)?;
         match user {
-            Some(u) if !u.email_verified && !u.blocked => self.send_code(&u, Purpose::VerifyEmail).await,
+            Some(u) if !u.email_verified && !u.blocked => {
+                self.send_code(&u, Purpose::VerifyEmail).await
+            }
             _ => self.pretend_sent(),
         }
     }
 
     /// Sign-in by username or email and password. An unknown login costs the same time as a
     /// wrong password; a locked account is refused before the password is looked at.
-    pub async fn login_password(&self, login: &str, password: &Secret) -> Result<User, AccountError> {
+    pub async fn login_password(
+        &self,
+        login: &str,
+        password: &Secret,
+    ) -> Result<User, AccountError> {
         let login = login.trim();
         if login.is_empty() {
             return Err(AccountError::field("login", "is required"));
@@ -483,7 +565,11 @@ impl Accounts {
             tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason = "locked", "sign-in refused: account locked");
             return Err(e);
         }
-        if !self.passwords.verify(password, user.password.as_ref()).await? {
+        if !self
+            .passwords
+            .verify(password, user.password.as_ref())
+            .await?
+        {
             self.record_failure(&user).await?;
             tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason = "password", "sign-in failed");
             return Err(AccountError::InvalidCredentials);
@@ -542,41 +628,78 @@ impl Accounts {
     }
 
     /// One-step reset: email, code and new password. Every session of the account ends.
-    pub async fn reset_password(&self, email: &str, code: &str, new_password: &Secret) -> Result<User, AccountError> {
+    pub async fn reset_password(
+        &self,
+        email: &str,
+        code: &str,
+        new_password: &Secret,
+    ) -> Result<User, AccountError> {
         let email = self.email(email)?;
         self.check_code_format(code)?;
         // The policy is checked before the code is spent on a password that will be refused.
         self.passwords.check_length(new_password)?;
         let user = self.account_for_code(&email).await?;
-        let user = self.consume_code(&user, Purpose::ResetPassword, code).await?;
+        let user = self
+            .consume_code(&user, Purpose::ResetPassword, code)
+            .await?;
         self.set_password(&user, new_password, None).await
     }
 
     /// Two-step reset, step 1: the code buys a short-lived single-use reset token.
-    pub async fn reset_token(&self, email: &str, code: &str) -> Result<(Secret, OffsetDateTime), AccountError> {
+    pub async fn reset_token(
+        &self,
+        email: &str,
+        code: &str,
+    ) -> Result<(Secret, OffsetDateTime), AccountError> {
         let email = self.email(email)?;
         self.check_code_format(code)?;
         let user = self.account_for_code(&email).await?;
-        let user = self.consume_code(&user, Purpose::ResetPassword, code).await?;
+        let user = self
+            .consume_code(&user, Purpose::ResetPassword, code)
+            .await?;
         let mut raw = [0u8; 32];
         rand::fill(&mut raw);
         use base64::Engine;
-        let token = Secret::new(format!("prt1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)));
+        let token = Secret::new(format!(
+            "prt1.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        ));
         let expires_at = self.now() + self.cfg.reset_token_ttl;
-        let record = ResetToken { v: RECORD_VERSION, user_id: user.id, expires_at };
-        self.store.put_reset_token(&crate::tokens::Tokens::hash_refresh(token.expose()), &record).await?;
+        let record = ResetToken {
+            v: RECORD_VERSION,
+            user_id: user.id,
+            expires_at,
+        };
+        self.store
+            .put_reset_token(
+                &crate::tokens::Tokens::hash_refresh(token.expose()),
+                &record,
+            )
+            .await?;
         Ok((token, expires_at))
     }
 
     /// Two-step reset, step 2: the reset token and the new password.
-    pub async fn reset_with_token(&self, token: &Secret, new_password: &Secret) -> Result<User, AccountError> {
+    pub async fn reset_with_token(
+        &self,
+        token: &Secret,
+        new_password: &Secret,
+    ) -> Result<User, AccountError> {
         self.passwords.check_length(new_password)?;
         let hash = crate::tokens::Tokens::hash_refresh(token.expose());
-        let record = self.store.take_reset_token(&hash).await?.ok_or(AccountError::InvalidResetToken)?;
+        let record = self
+            .store
+            .take_reset_token(&hash)
+            .await?
+            .ok_or(AccountError::InvalidResetToken)?;
         if record.expires_at <= self.now() {
             return Err(AccountError::ResetTokenExpired);
         }
-        let user = self.store.user(&record.user_id).await?.ok_or(AccountError::InvalidResetToken)?;
+        let user = self
+            .store
+            .user(&record.user_id)
+            .await?
+            .ok_or(AccountError::InvalidResetToken)?;
         self.set_password(&user, new_password, None).await
     }
 
@@ -588,18 +711,32 @@ impl Accounts {
         new_password: &Secret,
         keep_session: &str,
     ) -> Result<User, AccountError> {
-        let user = self.store.user(user_id).await?.ok_or(AccountError::UserDoesNotExist)?;
+        let user = self
+            .store
+            .user(user_id)
+            .await?
+            .ok_or(AccountError::UserDoesNotExist)?;
         self.check_lock(&user)?;
-        if !self.passwords.verify(current, user.password.as_ref()).await? {
+        if !self
+            .passwords
+            .verify(current, user.password.as_ref())
+            .await?
+        {
             self.record_failure(&user).await?;
             return Err(AccountError::InvalidCredentials);
         }
-        self.set_password(&user, new_password, Some(keep_session)).await
+        self.set_password(&user, new_password, Some(keep_session))
+            .await
     }
 
     /// Hashes and stores a new password (a reset also proves the address), then ends the
     /// account's sessions but `keep`.
-    async fn set_password(&self, user: &User, new_password: &Secret, keep: Option<&str>) -> Result<User, AccountError> {
+    async fn set_password(
+        &self,
+        user: &User,
+        new_password: &Secret,
+        keep: Option<&str>,
+    ) -> Result<User, AccountError> {
         let mut inputs = vec![user.email.clone()];
         inputs.extend(user.username.clone());
         inputs.extend(user.full_name.clone());
@@ -622,12 +759,21 @@ impl Accounts {
     }
 
     pub async fn profile(&self, user_id: &UserId) -> Result<User, AccountError> {
-        self.store.user(user_id).await?.ok_or(AccountError::UserDoesNotExist)
+        self.store
+            .user(user_id)
+            .await?
+            .ok_or(AccountError::UserDoesNotExist)
     }
 
-    pub async fn update_profile(&self, user_id: &UserId, patch: ProfilePatch) -> Result<User, AccountError> {
+    pub async fn update_profile(
+        &self,
+        user_id: &UserId,
+        patch: ProfilePatch,
+    ) -> Result<User, AccountError> {
         let mut fields = BTreeMap::new();
-        let mut norm = |name: &str, v: Option<Option<String>>, f: fn(&str) -> Result<String, String>| match v {
+        let mut norm = |name: &str,
+                        v: Option<Option<String>>,
+                        f: fn(&str) -> Result<String, String>| match v {
             Some(Some(s)) => match f(&s) {
                 Ok(n) => Some(Some(n)),
                 Err(m) => {
@@ -695,13 +841,23 @@ impl Accounts {
     }
 
     /// Replaces the roles. Sessions end so that new tokens carry the new roles at once.
-    pub async fn set_roles(&self, user_id: &UserId, roles: Vec<String>) -> Result<User, AccountError> {
+    pub async fn set_roles(
+        &self,
+        user_id: &UserId,
+        roles: Vec<String>,
+    ) -> Result<User, AccountError> {
         let mut clean: Vec<String> = Vec::new();
         for r in roles {
             let r = r.trim().to_lowercase();
-            let valid = !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+            let valid = !r.is_empty()
+                && r.len() <= 64
+                && r.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
             if !valid {
-                return Err(AccountError::field("roles", format!("{r:?} is not a role name (letters, digits, _ - . :)")));
+                return Err(AccountError::field(
+                    "roles",
+                    format!("{r:?} is not a role name (letters, digits, _ - . :)"),
+                ));
             }
             if !clean.contains(&r) {
                 clean.push(r);
@@ -722,7 +878,12 @@ impl Accounts {
     }
 
     /// Creates a verified account directly (CLI: the first admin).
-    pub async fn create_verified(&self, email: &str, password: Option<&Secret>, roles: Vec<String>) -> Result<User, AccountError> {
+    pub async fn create_verified(
+        &self,
+        email: &str,
+        password: Option<&Secret>,
+        roles: Vec<String>,
+    ) -> Result<User, AccountError> {
         let email = self.email(email)?;
         let password = match password {
             Some(p) => Some(self.passwords.hash_new(p, vec![email.clone()]).await?),
@@ -738,7 +899,11 @@ impl Accounts {
             full_name: None,
             phone: None,
             password,
-            roles: if roles.is_empty() { self.cfg.default_roles.clone() } else { roles },
+            roles: if roles.is_empty() {
+                self.cfg.default_roles.clone()
+            } else {
+                roles
+            },
             profile: Default::default(),
             created_at: now,
             updated_at: now,
@@ -760,7 +925,10 @@ mod tests {
 
     #[test]
     fn field_validation() {
-        assert_eq!(normalize_email("  Alice@Example.COM ").unwrap(), "alice@example.com");
+        assert_eq!(
+            normalize_email("  Alice@Example.COM ").unwrap(),
+            "alice@example.com"
+        );
         for bad in ["", "alice", "alice@", "@x.com", "a b@x.com", "alice@nodot"] {
             assert!(normalize_email(bad).is_err(), "{bad}");
         }
@@ -768,8 +936,17 @@ mod tests {
         for bad in ["ab", "-abc", "has space", "a@b", &"x".repeat(33)] {
             assert!(normalize_username(bad).is_err(), "{bad}");
         }
-        assert_eq!(normalize_phone("+1 (415) 555-0100").unwrap(), "+14155550100");
-        for bad in ["4155550100", "+0123456789", "+12", "+1234567890123456", "+1415abc0100"] {
+        assert_eq!(
+            normalize_phone("+1 (415) 555-0100").unwrap(),
+            "+14155550100"
+        );
+        for bad in [
+            "4155550100",
+            "+0123456789",
+            "+12",
+            "+1234567890123456",
+            "+1415abc0100",
+        ] {
             assert!(normalize_phone(bad).is_err(), "{bad}");
         }
         assert!(normalize_full_name("Ada Lovelace").is_ok());

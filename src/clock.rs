@@ -42,7 +42,10 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
-        self.0.lock().map(|t| *t).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        self.0
+            .lock()
+            .map(|t| *t)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 }
 
@@ -50,7 +53,8 @@ pub type SharedClock = Arc<dyn Clock>;
 
 /// Formats a time as RFC 3339 in UTC (the contract's format).
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -46,7 +46,9 @@ impl Codes {
 
     /// A fresh code of `length` decimal digits, each uniform from the thread CSPRNG.
     pub fn generate(&self) -> Secret {
-        let code: String = (0..self.length).map(|_| char::from(b'0' + rand::random_range(0..10u8))).collect();
+        let code: String = (0..self.length)
+            .map(|_| char::from(b'0' + rand::random_range(0..10u8)))
+            .collect();
         Secret::new(code)
     }
 
@@ -105,7 +107,11 @@ impl Codes {
                 Some(c) => {
                     let mut next = c.clone();
                     next.attempts += 1;
-                    let outcome = if next.attempts >= max { CodeOutcome::Exhausted } else { CodeOutcome::Wrong };
+                    let outcome = if next.attempts >= max {
+                        CodeOutcome::Exhausted
+                    } else {
+                        CodeOutcome::Wrong
+                    };
                     (CodeChange::Put(next), outcome)
                 }
             })
@@ -127,7 +133,13 @@ mod tests {
 
     #[test]
     fn codes_are_digits_of_the_configured_length() {
-        let c = Codes::new(&KeyBytes(vec![1; 32]), &OtpConfig { length: 8, ..Default::default() });
+        let c = Codes::new(
+            &KeyBytes(vec![1; 32]),
+            &OtpConfig {
+                length: 8,
+                ..Default::default()
+            },
+        );
         for _ in 0..50 {
             let code = c.generate();
             assert_eq!(code.expose().len(), 8);
@@ -150,10 +162,31 @@ mod tests {
         let (_d, store, codes) = setup();
         let u = uuid::Uuid::new_v4();
         let now = OffsetDateTime::UNIX_EPOCH;
-        let (code, _) = codes.issue(&store, &u, Purpose::VerifyEmail, now).await.unwrap();
-        assert_eq!(codes.check(&store, &u, Purpose::Login, code.expose(), now).await.unwrap(), CodeOutcome::Missing);
-        assert_eq!(codes.check(&store, &u, Purpose::VerifyEmail, code.expose(), now).await.unwrap(), CodeOutcome::Valid);
-        assert_eq!(codes.check(&store, &u, Purpose::VerifyEmail, code.expose(), now).await.unwrap(), CodeOutcome::Missing);
+        let (code, _) = codes
+            .issue(&store, &u, Purpose::VerifyEmail, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            codes
+                .check(&store, &u, Purpose::Login, code.expose(), now)
+                .await
+                .unwrap(),
+            CodeOutcome::Missing
+        );
+        assert_eq!(
+            codes
+                .check(&store, &u, Purpose::VerifyEmail, code.expose(), now)
+                .await
+                .unwrap(),
+            CodeOutcome::Valid
+        );
+        assert_eq!(
+            codes
+                .check(&store, &u, Purpose::VerifyEmail, code.expose(), now)
+                .await
+                .unwrap(),
+            CodeOutcome::Missing
+        );
     }
 
     #[tokio::test]
@@ -163,16 +196,41 @@ mod tests {
         let now = OffsetDateTime::UNIX_EPOCH;
         let (code, expires) = codes.issue(&store, &u, Purpose::Login, now).await.unwrap();
         assert_eq!(expires, now + Duration::from_secs(600));
-        assert_eq!(codes.check(&store, &u, Purpose::Login, code.expose(), expires).await.unwrap(), CodeOutcome::Expired);
+        assert_eq!(
+            codes
+                .check(&store, &u, Purpose::Login, code.expose(), expires)
+                .await
+                .unwrap(),
+            CodeOutcome::Expired
+        );
 
         let (code, _) = codes.issue(&store, &u, Purpose::Login, now).await.unwrap();
-        let wrong = if code.expose() == "000000" { "111111" } else { "000000" };
+        let wrong = if code.expose() == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
         for _ in 0..4 {
-            assert_eq!(codes.check(&store, &u, Purpose::Login, wrong, now).await.unwrap(), CodeOutcome::Wrong);
+            assert_eq!(
+                codes
+                    .check(&store, &u, Purpose::Login, wrong, now)
+                    .await
+                    .unwrap(),
+                CodeOutcome::Wrong
+            );
         }
-        assert_eq!(codes.check(&store, &u, Purpose::Login, wrong, now).await.unwrap(), CodeOutcome::Exhausted);
         assert_eq!(
-            codes.check(&store, &u, Purpose::Login, code.expose(), now).await.unwrap(),
+            codes
+                .check(&store, &u, Purpose::Login, wrong, now)
+                .await
+                .unwrap(),
+            CodeOutcome::Exhausted
+        );
+        assert_eq!(
+            codes
+                .check(&store, &u, Purpose::Login, code.expose(), now)
+                .await
+                .unwrap(),
             CodeOutcome::Exhausted,
             "a dead code stays dead, even for the right digits"
         );
@@ -184,11 +242,17 @@ mod tests {
         let u = uuid::Uuid::new_v4();
         let now = OffsetDateTime::UNIX_EPOCH;
         let (code, _) = codes.issue(&store, &u, Purpose::Login, now).await.unwrap();
-        let wrong = if code.expose() == "000000" { "111111" } else { "000000" };
+        let wrong = if code.expose() == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let (s, c) = (store.clone(), codes.clone());
-            tasks.push(tokio::spawn(async move { c.check(&s, &u, Purpose::Login, wrong, now).await.unwrap() }));
+            tasks.push(tokio::spawn(async move {
+                c.check(&s, &u, Purpose::Login, wrong, now).await.unwrap()
+            }));
         }
         let mut wrongs = 0;
         for t in tasks {
@@ -196,6 +260,9 @@ mod tests {
                 wrongs += 1;
             }
         }
-        assert_eq!(wrongs, 4, "exactly max_attempts - 1 wrong answers before the code dies");
+        assert_eq!(
+            wrongs, 4,
+            "exactly max_attempts - 1 wrong answers before the code dies"
+        );
     }
 }

@@ -26,4 +26,4 @@ pub mod tls;
 pub mod tokens;
 
 pub use config::Config;
-pub use server::{Running, StartError, run_until, start};
+pub use server::{Deps, Running, StartError, run_until, start, start_with};

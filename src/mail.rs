@@ -55,9 +55,15 @@ pub struct Mailer {
 fn render(product: &str, purpose: Purpose, code: &str, ttl: Duration) -> (String, String, String) {
     let minutes = ttl.as_secs().div_ceil(60);
     let (subject, intro) = match purpose {
-        Purpose::VerifyEmail => ("Verify your email address", "Use this code to verify your email address"),
+        Purpose::VerifyEmail => (
+            "Verify your email address",
+            "Use this code to verify your email address",
+        ),
         Purpose::Login => ("Your sign-in code", "Use this code to sign in"),
-        Purpose::ResetPassword => ("Reset your password", "Use this code to reset your password"),
+        Purpose::ResetPassword => (
+            "Reset your password",
+            "Use this code to reset your password",
+        ),
     };
     let subject = format!("{product}: {subject}");
     let text = format!(
@@ -77,25 +83,35 @@ fn render(product: &str, purpose: Purpose, code: &str, ttl: Duration) -> (String
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn build_transport(cfg: &MailConfig) -> Result<Transport, MailError> {
     let Some(url) = &cfg.smtp_url else {
-        std::fs::create_dir_all(&cfg.outbox_dir)
-            .map_err(|e| MailError::Setup(format!("cannot create {}: {e}", cfg.outbox_dir.display())))?;
+        std::fs::create_dir_all(&cfg.outbox_dir).map_err(|e| {
+            MailError::Setup(format!("cannot create {}: {e}", cfg.outbox_dir.display()))
+        })?;
         return Ok(Transport::Outbox(AsyncFileTransport::new(&cfg.outbox_dir)));
     };
-    let host = url.host_str().ok_or_else(|| MailError::Setup("mail.smtp_url has no host".into()))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| MailError::Setup("mail.smtp_url has no host".into()))?;
     let implicit = url.scheme() == "smtps";
     let port = url.port().unwrap_or(if implicit { 465 } else { 587 });
     let mut params = TlsParameters::builder(host.to_string());
     if let Some(ca) = &cfg.smtp_ca {
-        let pem = std::fs::read(ca).map_err(|e| MailError::Setup(format!("mail.smtp_ca {}: {e}", ca.display())))?;
-        let cert = Certificate::from_pem(&pem).map_err(|e| MailError::Setup(format!("mail.smtp_ca: {e}")))?;
+        let pem = std::fs::read(ca)
+            .map_err(|e| MailError::Setup(format!("mail.smtp_ca {}: {e}", ca.display())))?;
+        let cert = Certificate::from_pem(&pem)
+            .map_err(|e| MailError::Setup(format!("mail.smtp_ca: {e}")))?;
         params = params.add_root_certificate(cert);
     }
-    let params = params.build_rustls().map_err(|e| MailError::Setup(e.to_string()))?;
+    let params = params
+        .build_rustls()
+        .map_err(|e| MailError::Setup(e.to_string()))?;
     let tls = match (implicit, cfg.starttls) {
         (true, _) => Tls::Wrapper(params),
         (false, StartTls::Opportunistic) => Tls::Opportunistic(params),
@@ -106,8 +122,14 @@ fn build_transport(cfg: &MailConfig) -> Result<Transport, MailError> {
         .port(port)
         .tls(tls)
         .timeout(Some(cfg.timeout));
-    let user = cfg.smtp_username.clone().or_else(|| (!url.username().is_empty()).then(|| decode(url.username())));
-    let pass = cfg.smtp_password.clone().or_else(|| url.password().map(decode));
+    let user = cfg
+        .smtp_username
+        .clone()
+        .or_else(|| (!url.username().is_empty()).then(|| decode(url.username())));
+    let pass = cfg
+        .smtp_password
+        .clone()
+        .or_else(|| url.password().map(decode));
     if let (Some(u), Some(p)) = (user, pass) {
         builder = builder.credentials(Credentials::new(u, p));
     }
@@ -115,18 +137,35 @@ fn build_transport(cfg: &MailConfig) -> Result<Transport, MailError> {
 }
 
 fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 impl Mailer {
     /// Builds the transport and starts the background sender on the current runtime.
     pub fn start(cfg: &MailConfig, metrics: &Metrics) -> Result<Mailer, MailError> {
         let transport = build_transport(cfg)?;
-        let from: Mailbox = cfg.from.parse().map_err(|e| MailError::Setup(format!("mail.from: {e}")))?;
+        let from: Mailbox = cfg
+            .from
+            .parse()
+            .map_err(|e| MailError::Setup(format!("mail.from: {e}")))?;
         let m = MailMetrics::default();
-        metrics.register("mail_sent", "Mails handed to the mail server or outbox", m.sent.clone());
-        metrics.register("mail_failed", "Mails given up on after every attempt", m.failed.clone());
-        metrics.register("mail_dropped", "Mails refused because the queue was full", m.dropped.clone());
+        metrics.register(
+            "mail_sent",
+            "Mails handed to the mail server or outbox",
+            m.sent.clone(),
+        );
+        metrics.register(
+            "mail_failed",
+            "Mails given up on after every attempt",
+            m.failed.clone(),
+        );
+        metrics.register(
+            "mail_dropped",
+            "Mails refused because the queue was full",
+            m.dropped.clone(),
+        );
         let (tx, rx) = mpsc::channel(cfg.queue_size);
         let sender = Sender {
             transport,
@@ -136,7 +175,11 @@ impl Mailer {
             metrics: m.clone(),
         };
         tokio::spawn(sender.run(rx));
-        Ok(Mailer { queue: tx, metrics: m, log_codes: cfg.log_codes })
+        Ok(Mailer {
+            queue: tx,
+            metrics: m,
+            log_codes: cfg.log_codes,
+        })
     }
 
     /// Queues a code mail; never waits. A full queue drops the mail (logged and counted).
@@ -150,7 +193,9 @@ impl Mailer {
             Err(e) => {
                 self.metrics.dropped.inc();
                 let to = match &e {
-                    mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m.to.clone(),
+                    mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => {
+                        m.to.clone()
+                    }
                 };
                 tracing::error!(target: "audit", event = "mail_dropped", %to, "mail queue full; code mail dropped");
             }
@@ -175,7 +220,9 @@ impl Sender {
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(CONCURRENT_SENDS));
         while let Some(mail) = rx.recv().await {
-            let Ok(permit) = slots.clone().acquire_owned().await else { break };
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
             let this = this.clone();
             tokio::spawn(async move {
                 this.deliver(mail).await;
@@ -196,8 +243,16 @@ impl Sender {
         let mut delay = Duration::from_millis(500);
         for attempt in 1..=self.attempts {
             let result = match &self.transport {
-                Transport::Smtp(t) => t.send(message.clone()).await.map(|_| ()).map_err(|e| e.to_string()),
-                Transport::Outbox(t) => t.send(message.clone()).await.map(|_| ()).map_err(|e| e.to_string()),
+                Transport::Smtp(t) => t
+                    .send(message.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Transport::Outbox(t) => t
+                    .send(message.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
             };
             match result {
                 Ok(()) => {
@@ -220,7 +275,8 @@ impl Sender {
 
     fn message(&self, mail: &CodeMail) -> Result<Message, String> {
         let to: Mailbox = mail.to.parse().map_err(|e| format!("recipient: {e}"))?;
-        let (subject, text, html) = render(&self.product, mail.purpose, mail.code.expose(), mail.ttl);
+        let (subject, text, html) =
+            render(&self.product, mail.purpose, mail.code.expose(), mail.ttl);
         Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -247,7 +303,10 @@ mod tests {
     #[tokio::test]
     async fn outbox_receives_an_eml() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = MailConfig { outbox_dir: dir.path().to_path_buf(), ..Default::default() };
+        let cfg = MailConfig {
+            outbox_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
         let mailer = Mailer::start(&cfg, &Metrics::new()).unwrap();
         mailer.send_code(CodeMail {
             to: "someone@example.com".into(),
@@ -256,7 +315,10 @@ mod tests {
             ttl: Duration::from_secs(600),
         });
         for _ in 0..100 {
-            let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(Result::ok).collect();
+            let files: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(Result::ok)
+                .collect();
             if let Some(f) = files.first() {
                 let text = std::fs::read_to_string(f.path()).unwrap();
                 if text.contains("424242") {

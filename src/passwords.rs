@@ -45,7 +45,9 @@ impl Passwords {
         let params = Params::new(cfg.memory_kib, cfg.iterations, cfg.parallelism, None)
             .map_err(|e| PasswordError::Internal(e.to_string()))?;
         let workers = match cfg.workers {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             n => n,
         };
         Ok(Passwords(Arc::new(Inner {
@@ -61,15 +63,34 @@ impl Passwords {
 
     /// Runs `job` on the blocking pool, at most `workers` at once, at most `max_queue`
     /// waiting or running; beyond that the caller gets `Busy` at once.
-    async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, PasswordError> {
-        let _queued = self.0.queue.clone().try_acquire_owned().map_err(|_| PasswordError::Busy)?;
-        let _worker = self.0.workers.acquire().await.map_err(|_| PasswordError::Busy)?;
-        tokio::task::spawn_blocking(job).await.map_err(|e| PasswordError::Internal(e.to_string()))
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let _queued = self
+            .0
+            .queue
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| PasswordError::Busy)?;
+        let _worker = self
+            .0
+            .workers
+            .acquire()
+            .await
+            .map_err(|_| PasswordError::Busy)?;
+        tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|e| PasswordError::Internal(e.to_string()))
     }
 
     /// Checks the policy (length, then strength against common passwords and the user's own
     /// details) and hashes the password.
-    pub async fn hash_new(&self, password: &Secret, user_inputs: Vec<String>) -> Result<PasswordHash, PasswordError> {
+    pub async fn hash_new(
+        &self,
+        password: &Secret,
+        user_inputs: Vec<String>,
+    ) -> Result<PasswordHash, PasswordError> {
         self.check_length(password)?;
         let params = self.0.params.clone();
         let min_strength = self.0.min_strength;
@@ -93,17 +114,27 @@ impl Passwords {
     pub fn check_length(&self, password: &Secret) -> Result<(), PasswordError> {
         let n = password.expose().chars().count();
         if n < self.0.min_length {
-            return Err(PasswordError::Policy(format!("must be at least {} characters", self.0.min_length)));
+            return Err(PasswordError::Policy(format!(
+                "must be at least {} characters",
+                self.0.min_length
+            )));
         }
         if n > self.0.max_length {
-            return Err(PasswordError::Policy(format!("must be at most {} characters", self.0.max_length)));
+            return Err(PasswordError::Policy(format!(
+                "must be at most {} characters",
+                self.0.max_length
+            )));
         }
         Ok(())
     }
 
     /// Verifies `password` against `hash`; with no hash (unknown user, passwordless account)
     /// a dummy hash is verified instead, so the answer takes the same time and is `false`.
-    pub async fn verify(&self, password: &Secret, hash: Option<&PasswordHash>) -> Result<bool, PasswordError> {
+    pub async fn verify(
+        &self,
+        password: &Secret,
+        hash: Option<&PasswordHash>,
+    ) -> Result<bool, PasswordError> {
         let (hash, real) = match hash {
             Some(h) => (h.clone(), true),
             None => (self.dummy().await?, false),
@@ -114,8 +145,14 @@ impl Passwords {
         let params = self.0.params.clone();
         let ok = self
             .run(move || {
-                let candidate: &[u8] = if too_long { b"" } else { pw.expose().as_bytes() };
-                argon2(&params).verify_password(candidate, hash.0.as_str()).is_ok()
+                let candidate: &[u8] = if too_long {
+                    b""
+                } else {
+                    pw.expose().as_bytes()
+                };
+                argon2(&params)
+                    .verify_password(candidate, hash.0.as_str())
+                    .is_ok()
             })
             .await?;
         Ok(ok && real && !too_long)
@@ -146,7 +183,12 @@ mod tests {
     use super::*;
 
     fn fast() -> Passwords {
-        Passwords::new(&PasswordsConfig { memory_kib: 1024, iterations: 1, ..Default::default() }).unwrap()
+        Passwords::new(&PasswordsConfig {
+            memory_kib: 1024,
+            iterations: 1,
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     #[tokio::test]
@@ -156,27 +198,51 @@ mod tests {
         let h = p.hash_new(&pw, vec![]).await.unwrap();
         assert!(h.0.starts_with("$argon2id$"));
         assert!(p.verify(&pw, Some(&h)).await.unwrap());
-        assert!(!p.verify(&Secret::new("wrong horse battery staple"), Some(&h)).await.unwrap());
+        assert!(
+            !p.verify(&Secret::new("wrong horse battery staple"), Some(&h))
+                .await
+                .unwrap()
+        );
         assert!(!p.verify(&pw, None).await.unwrap(), "dummy never matches");
     }
 
     #[tokio::test]
     async fn policy_refuses_short_long_and_common() {
         let p = fast();
-        for bad in ["short", "password", "password123", "qwertyuiop", "alice@example.com1"] {
-            let r = p.hash_new(&Secret::new(bad), vec!["alice@example.com".into()]).await;
+        for bad in [
+            "short",
+            "password",
+            "password123",
+            "qwertyuiop",
+            "alice@example.com1",
+        ] {
+            let r = p
+                .hash_new(&Secret::new(bad), vec!["alice@example.com".into()])
+                .await;
             assert!(matches!(r, Err(PasswordError::Policy(_))), "{bad} accepted");
         }
         let long = "x".repeat(200);
-        assert!(matches!(p.hash_new(&Secret::new(long), vec![]).await, Err(PasswordError::Policy(_))));
+        assert!(matches!(
+            p.hash_new(&Secret::new(long), vec![]).await,
+            Err(PasswordError::Policy(_))
+        ));
     }
 
     #[tokio::test]
     async fn full_queue_answers_busy() {
-        let p = Passwords::new(&PasswordsConfig { workers: 1, max_queue: 1, memory_kib: 1024, iterations: 1, ..Default::default() })
-            .unwrap();
+        let p = Passwords::new(&PasswordsConfig {
+            workers: 1,
+            max_queue: 1,
+            memory_kib: 1024,
+            iterations: 1,
+            ..Default::default()
+        })
+        .unwrap();
         let held = p.0.queue.clone().try_acquire_owned().unwrap();
-        assert!(matches!(p.verify(&Secret::new("whatever12"), None).await, Err(PasswordError::Busy)));
+        assert!(matches!(
+            p.verify(&Secret::new("whatever12"), None).await,
+            Err(PasswordError::Busy)
+        ));
         drop(held);
         assert!(!p.verify(&Secret::new("whatever12"), None).await.unwrap());
     }

@@ -16,14 +16,45 @@ pub struct Identity {
     pub session_id: String,
 }
 
+/// Who may pass: the access rule of a route.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub access: Access,
+    pub roles: Vec<String>,
+}
+
+impl Rule {
+    /// The rule for a request no route matches at the forward-auth door: signed in, any role.
+    pub fn fallback() -> Self {
+        Rule {
+            access: Access::Authenticated,
+            roles: Vec::new(),
+        }
+    }
+
+    /// Is this identity allowed?
+    pub fn authorize(&self, identity: Option<&Identity>) -> Result<(), Denied> {
+        match (self.access, identity) {
+            (Access::Public, _) => Ok(()),
+            (Access::Authenticated, None) => Err(Denied::Unauthenticated),
+            (Access::Authenticated, Some(id)) => {
+                if self.roles.is_empty() || self.roles.iter().any(|r| id.roles.contains(r)) {
+                    Ok(())
+                } else {
+                    Err(Denied::Forbidden)
+                }
+            }
+        }
+    }
+}
+
 /// A compiled route.
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
     host: Option<String>,
     pub path_prefix: String,
-    pub access: Access,
-    pub roles: Vec<String>,
+    pub rule: Rule,
     methods: Vec<Method>,
     pub strip_prefix: bool,
     pub preserve_host: bool,
@@ -46,17 +77,7 @@ pub enum Denied {
 impl Route {
     /// Is this identity allowed on this route?
     pub fn authorize(&self, identity: Option<&Identity>) -> Result<(), Denied> {
-        match (self.access, identity) {
-            (Access::Public, _) => Ok(()),
-            (Access::Authenticated, None) => Err(Denied::Unauthenticated),
-            (Access::Authenticated, Some(id)) => {
-                if self.roles.is_empty() || self.roles.iter().any(|r| id.roles.contains(r)) {
-                    Ok(())
-                } else {
-                    Err(Denied::Forbidden)
-                }
-            }
-        }
+        self.rule.authorize(identity)
     }
 
     /// The path the upstream receives for the normalized request path.
@@ -112,8 +133,10 @@ impl RouteTable {
                 name,
                 host: c.host.as_ref().map(|h| h.to_ascii_lowercase()),
                 path_prefix: c.path_prefix.clone(),
-                access: c.access,
-                roles: c.roles.clone(),
+                rule: Rule {
+                    access: c.access,
+                    roles: c.roles.clone(),
+                },
                 methods: c
                     .methods
                     .iter()

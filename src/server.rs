@@ -1,12 +1,20 @@
 //! Listeners: accept loop, TLS handshake with a deadline, connection cap, HTTP/1.1 + HTTP/2
 //! by ALPN (hyper-util's auto builder), and graceful drain on shutdown.
 
+use crate::accounts::Accounts;
+use crate::clock::{SharedClock, SystemClock};
+use crate::codes::Codes;
 use crate::config::Config;
 use crate::http::{self as gw, App, ConnInfo};
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::passwords::Passwords;
 use crate::policy::RouteTable;
 use crate::proxy::{self, IdentityNames, Proxy};
+use crate::sessions::Sessions;
+use crate::store::Store;
 use crate::tls;
+use crate::tokens::Tokens;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -26,6 +34,14 @@ use tokio_util::sync::CancellationToken;
 pub enum StartError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("tokens: {0}")]
+    Tokens(#[from] crate::tokens::TokenError),
+    #[error("mail: {0}")]
+    Mail(#[from] crate::mail::MailError),
+    #[error("passwords: {0}")]
+    Passwords(#[from] crate::passwords::PasswordError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -74,8 +90,115 @@ struct Limits {
     connections: Arc<Semaphore>,
 }
 
+/// What the gateway can be given instead of its defaults (tests inject a manual clock).
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub clock: SharedClock,
+}
+
+impl Default for Deps {
+    fn default() -> Self {
+        Deps {
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Opens the store and builds the services the handlers call.
+pub async fn build_app(
+    config: Arc<Config>,
+    deps: &Deps,
+    metrics: &Metrics,
+) -> Result<Arc<App>, StartError> {
+    let clock = deps.clock.clone();
+    if let Some(dir) = config
+        .store
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| crate::store::StoreError::Engine(format!("{}: {e}", dir.display())))?;
+    }
+    let store = Store::open(
+        &config.store.path,
+        config.store.cache_mb.saturating_mul(1024 * 1024),
+    )?;
+    let issuer = config.tokens.issuer(&config.server);
+    let tokens = Arc::new(Tokens::new(
+        &config.tokens,
+        issuer,
+        &store.secret("refresh-seal").await?,
+        clock.clone(),
+    )?);
+    let sessions = Arc::new(Sessions::new(
+        store.clone(),
+        tokens,
+        clock.clone(),
+        &config.tokens,
+    )?);
+    let codes = Codes::new(&store.secret("otp-hmac").await?, &config.otp);
+    let mailer = Mailer::start(&config.mail, metrics)?;
+    let passwords = Passwords::new(&config.passwords)?;
+    let accounts = Arc::new(Accounts::new(
+        store,
+        passwords,
+        codes,
+        mailer,
+        sessions.clone(),
+        clock,
+        config.accounts.clone(),
+        config.otp.clone(),
+        config.security.reveal_account_existence,
+    ));
+    let routes = RouteTable::new(&config.routes, metrics)?;
+    let client = proxy::client::build(&config.proxy)?;
+    let proxy = Proxy::new(
+        client,
+        IdentityNames::new(&config.identity_headers)?,
+        config.proxy.response_timeout,
+        sessions.clone(),
+    );
+    Ok(Arc::new(App::new(
+        config,
+        routes,
+        proxy,
+        accounts,
+        sessions,
+        metrics.clone(),
+    )))
+}
+
+/// Periodic upkeep: pick up rotated signing keys, end expired sessions.
+fn spawn_upkeep(app: Arc<App>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut keys = tokio::time::interval(Duration::from_secs(30));
+        let mut sweep = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = keys.tick() => {
+                    if let Err(e) = app.sessions.tokens().reload_keys() {
+                        tracing::error!(error = %e, "cannot reload signing keys");
+                    }
+                }
+                _ = sweep.tick() => {
+                    if let Err(e) = app.sessions.sweep().await {
+                        tracing::error!(error = %e, "cannot sweep expired sessions");
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// Binds every listener and starts serving. Returns once the sockets are bound.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, Deps::default()).await
+}
+
+/// [`start`] with injected dependencies.
+pub async fn start_with(config: Config, deps: Deps) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let s = &config.server;
     let acceptor = if s.tls {
@@ -88,16 +211,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None
     };
     let metrics = Metrics::new();
-    let routes = RouteTable::new(&config.routes, &metrics)?;
-    let client = proxy::client::build(&config.proxy)?;
-    let proxy = Proxy::new(
-        client,
-        IdentityNames::new(&config.identity_headers)?,
-        config.proxy.response_timeout,
-    );
-    let app = Arc::new(App::new(config.clone(), routes, proxy, metrics.clone()));
+    let app = build_app(config.clone(), &deps, &metrics).await?;
 
     let shutdown = CancellationToken::new();
+    spawn_upkeep(app.clone(), shutdown.clone());
     let limits = Limits {
         handshake_timeout: s.handshake_timeout,
         grace: s.shutdown_grace,

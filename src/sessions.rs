@@ -6,7 +6,9 @@
 use crate::clock::SharedClock;
 use crate::config::TokensConfig;
 use crate::secret::Secret;
-use crate::store::{RECORD_VERSION, RefreshState, Session, Store, StoreError, UpdateError, User, UserId};
+use crate::store::{
+    RECORD_VERSION, RefreshState, Session, Store, StoreError, UpdateError, User, UserId,
+};
 use crate::tokens::{TokenError, Tokens, Verified};
 use dashmap::DashMap;
 use std::net::IpAddr;
@@ -92,10 +94,25 @@ fn device_of(ua: &str) -> (String, String) {
                 "" | woothee::woothee::VALUE_UNKNOWN => r.os.to_string(),
                 v => format!("{} {v}", r.os),
             };
-            (device, if r.os == woothee::woothee::VALUE_UNKNOWN { String::new() } else { os })
+            (
+                device,
+                if r.os == woothee::woothee::VALUE_UNKNOWN {
+                    String::new()
+                } else {
+                    os
+                },
+            )
         }
         // Not a browser (curl, Postman, an SDK): its product token says the most.
-        _ => (ua.split_whitespace().next().unwrap_or("").chars().take(64).collect(), String::new()),
+        _ => (
+            ua.split_whitespace()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(64)
+                .collect(),
+            String::new(),
+        ),
     }
 }
 
@@ -107,7 +124,12 @@ enum RefreshRefusal {
 
 impl Sessions {
     /// Loads the live view from the store.
-    pub fn new(store: Store, tokens: Arc<Tokens>, clock: SharedClock, cfg: &TokensConfig) -> Result<Self, StoreError> {
+    pub fn new(
+        store: Store,
+        tokens: Arc<Tokens>,
+        clock: SharedClock,
+        cfg: &TokensConfig,
+    ) -> Result<Self, StoreError> {
         let live = DashMap::new();
         for s in store.all_sessions()? {
             live.insert(
@@ -119,7 +141,14 @@ impl Sessions {
                 },
             );
         }
-        Ok(Sessions { store, tokens, live, clock, session_ttl: cfg.session_ttl, grace: cfg.refresh_reuse_grace })
+        Ok(Sessions {
+            store,
+            tokens,
+            live,
+            clock,
+            session_ttl: cfg.session_ttl,
+            grace: cfg.refresh_reuse_grace,
+        })
     }
 
     pub fn tokens(&self) -> &Arc<Tokens> {
@@ -131,7 +160,11 @@ impl Sessions {
     }
 
     /// The one function every successful sign-in (password, code) goes through.
-    pub async fn sign_in(&self, user: &User, client: &ClientInfo) -> Result<TokenPair, SessionError> {
+    pub async fn sign_in(
+        &self,
+        user: &User,
+        client: &ClientInfo,
+    ) -> Result<TokenPair, SessionError> {
         let now = self.clock.now();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let refresh = self.tokens.new_refresh(&id)?;
@@ -168,7 +201,13 @@ impl Sessions {
         self.pair(user, &session, refresh, refresh_expires)
     }
 
-    fn pair(&self, user: &User, s: &Session, refresh: Secret, refresh_expires: OffsetDateTime) -> Result<TokenPair, SessionError> {
+    fn pair(
+        &self,
+        user: &User,
+        s: &Session,
+        refresh: Secret,
+        refresh_expires: OffsetDateTime,
+    ) -> Result<TokenPair, SessionError> {
         let now = self.clock.now();
         Ok(TokenPair {
             access_token: self.tokens.issue_access(user, &s.id)?,
@@ -188,7 +227,9 @@ impl Sessions {
                 // Throttled last-seen write, off the request path.
                 let last = l.last_seen_written.load(Ordering::Relaxed);
                 if now - last >= LAST_SEEN_EVERY
-                    && l.last_seen_written.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+                    && l.last_seen_written
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
                 {
                     self.touch_later(verified.identity.session_id.clone());
                 }
@@ -215,15 +256,25 @@ impl Sessions {
     /// token gets the same new refresh token (parallel refreshes from one client); after it,
     /// presenting it again revokes the whole session.
     pub async fn refresh(&self, presented: &Secret) -> Result<(TokenPair, User), SessionError> {
-        let sid = Tokens::refresh_session(presented.expose()).ok_or(SessionError::Unauthenticated)?.to_string();
+        let sid = Tokens::refresh_session(presented.expose())
+            .ok_or(SessionError::Unauthenticated)?
+            .to_string();
         let hash = Tokens::hash_refresh(presented.expose());
         let now = self.clock.now();
-        let session = self.store.session(&sid).await?.ok_or(SessionError::Unauthenticated)?;
+        let session = self
+            .store
+            .session(&sid)
+            .await?
+            .ok_or(SessionError::Unauthenticated)?;
         if session.expires_at <= now {
             self.revoke_ids(&session.user_id, &[sid]).await?;
             return Err(SessionError::Expired);
         }
-        let user = self.store.user(&session.user_id).await?.ok_or(SessionError::Unauthenticated)?;
+        let user = self
+            .store
+            .user(&session.user_id)
+            .await?
+            .ok_or(SessionError::Unauthenticated)?;
         if user.blocked {
             return Err(SessionError::Blocked);
         }
@@ -236,7 +287,9 @@ impl Sessions {
         let result = self
             .store
             .update_session(&sid, |s| {
-                let Some(r) = &s.refresh else { return Err(RefreshRefusal::Reused) };
+                let Some(r) = &s.refresh else {
+                    return Err(RefreshRefusal::Reused);
+                };
                 if crate::secret::ct_eq(&r.current_hash, &hash) {
                     if r.current_expires_at <= now {
                         return Err(RefreshRefusal::Expired);
@@ -253,7 +306,9 @@ impl Sessions {
                 }
                 let in_grace = r.rotated_at.is_some_and(|t| now < t + grace);
                 match (&r.previous_hash, &r.next_sealed) {
-                    (Some(prev), Some(sealed_next)) if in_grace && crate::secret::ct_eq(prev, &hash) => {
+                    (Some(prev), Some(sealed_next))
+                        if in_grace && crate::secret::ct_eq(prev, &hash) =>
+                    {
                         Err(RefreshRefusal::Replay(sealed_next.clone()))
                     }
                     _ => Err(RefreshRefusal::Reused),
@@ -263,9 +318,20 @@ impl Sessions {
         match result {
             Ok(s) => Ok((self.pair(&user, &s, next, next_expires)?, user)),
             Err(UpdateError::Rejected(RefreshRefusal::Replay(sealed))) => {
-                let same = self.tokens.unseal(&sealed).ok_or(SessionError::Unauthenticated)?;
-                let s = self.store.session(&sid).await?.ok_or(SessionError::Unauthenticated)?;
-                let expires = s.refresh.as_ref().map(|r| r.current_expires_at).unwrap_or(now);
+                let same = self
+                    .tokens
+                    .unseal(&sealed)
+                    .ok_or(SessionError::Unauthenticated)?;
+                let s = self
+                    .store
+                    .session(&sid)
+                    .await?
+                    .ok_or(SessionError::Unauthenticated)?;
+                let expires = s
+                    .refresh
+                    .as_ref()
+                    .map(|r| r.current_expires_at)
+                    .unwrap_or(now);
                 Ok((self.pair(&user, &s, same, expires)?, user))
             }
             Err(UpdateError::Rejected(RefreshRefusal::Expired)) => {
@@ -285,14 +351,23 @@ impl Sessions {
     /// The user's sessions, newest first, expired ones left out.
     pub async fn list(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
         let now = self.clock.now();
-        let mut list: Vec<Session> =
-            self.store.sessions_of(user).await?.into_iter().filter(|s| s.expires_at > now).collect();
-        list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        let mut list: Vec<Session> = self
+            .store
+            .sessions_of(user)
+            .await?
+            .into_iter()
+            .filter(|s| s.expires_at > now)
+            .collect();
+        list.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         Ok(list)
     }
 
     /// Revokes the given sessions of `user` (ids of other users' sessions are ignored).
-    pub async fn revoke_ids(&self, user: &UserId, ids: &[String]) -> Result<Vec<String>, StoreError> {
+    pub async fn revoke_ids(
+        &self,
+        user: &UserId,
+        ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
         // Out of the live view first: a request racing with the store write is refused.
         for id in ids {
             if self.live.get(id).is_some_and(|l| l.user_id == *user) {
@@ -307,8 +382,13 @@ impl Sessions {
     }
 
     /// Revokes every session of `user` except `except`.
-    pub async fn revoke_all(&self, user: &UserId, except: Option<&str>) -> Result<Vec<String>, StoreError> {
-        self.live.retain(|id, l| l.user_id != *user || Some(id.as_str()) == except);
+    pub async fn revoke_all(
+        &self,
+        user: &UserId,
+        except: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.live
+            .retain(|id, l| l.user_id != *user || Some(id.as_str()) == except);
         let deleted = self.store.delete_sessions_of(user, except).await?;
         if !deleted.is_empty() {
             tracing::info!(target: "audit", event = "sessions_revoked", user_id = %user, count = deleted.len(), "sessions revoked");
@@ -319,8 +399,12 @@ impl Sessions {
     /// Removes sessions past their absolute lifetime (run periodically).
     pub async fn sweep(&self) -> Result<usize, StoreError> {
         let now = self.clock.now().unix_timestamp();
-        let expired: Vec<(String, UserId)> =
-            self.live.iter().filter(|e| e.expires_at <= now).map(|e| (e.key().clone(), e.user_id)).collect();
+        let expired: Vec<(String, UserId)> = self
+            .live
+            .iter()
+            .filter(|e| e.expires_at <= now)
+            .map(|e| (e.key().clone(), e.user_id))
+            .collect();
         for (id, user) in &expired {
             self.revoke_ids(user, std::slice::from_ref(id)).await?;
         }
@@ -334,7 +418,9 @@ mod tests {
 
     #[test]
     fn devices_from_user_agents() {
-        let (d, os) = device_of("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36");
+        let (d, os) = device_of(
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+        );
         assert!(d.starts_with("Chrome"), "{d}");
         assert!(os.starts_with("Linux"), "{os}");
         let (d, os) = device_of("PostmanRuntime/7.28.2");

@@ -105,37 +105,70 @@ fn load_key(file: KeyFile) -> Result<LoadedKey, TokenError> {
             let pair = signature::Ed25519KeyPair::from_pkcs8(&private).map_err(key_err)?;
             let x = B64.encode(signature::KeyPair::public_key(&pair).as_ref());
             let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": file.kid, "alg": "EdDSA", "use": "sig"});
-            (EncodingKey::from_ed_der(&private), DecodingKey::from_ed_components(&x).map_err(key_err)?, Some(jwk))
+            (
+                EncodingKey::from_ed_der(&private),
+                DecodingKey::from_ed_components(&x).map_err(key_err)?,
+                Some(jwk),
+            )
         }
         TokenAlgorithm::ES256 => {
-            let pair = signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &private)
-                .map_err(key_err)?;
+            let pair = signature::EcdsaKeyPair::from_pkcs8(
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                &private,
+            )
+            .map_err(key_err)?;
             let point = signature::KeyPair::public_key(&pair).as_ref().to_vec();
             // Uncompressed SEC1 point: 0x04 || x (32) || y (32).
             let (x, y) = match point.as_slice() {
                 [4, rest @ ..] if rest.len() == 64 => rest.split_at(32),
-                _ => return Err(TokenError::Key("unexpected P-256 public key encoding".into())),
+                _ => {
+                    return Err(TokenError::Key(
+                        "unexpected P-256 public key encoding".into(),
+                    ));
+                }
             };
             let (x, y) = (B64.encode(x), B64.encode(y));
             let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": file.kid, "alg": "ES256", "use": "sig"});
-            (EncodingKey::from_ec_der(&private), DecodingKey::from_ec_components(&x, &y).map_err(key_err)?, Some(jwk))
+            (
+                EncodingKey::from_ec_der(&private),
+                DecodingKey::from_ec_components(&x, &y).map_err(key_err)?,
+                Some(jwk),
+            )
         }
-        TokenAlgorithm::HS256 => (EncodingKey::from_secret(&private), DecodingKey::from_secret(&private), None),
+        TokenAlgorithm::HS256 => (
+            EncodingKey::from_secret(&private),
+            DecodingKey::from_secret(&private),
+            None,
+        ),
     };
-    Ok(LoadedKey { kid: file.kid, created_at: file.created_at, encoding, decoding, jwk })
+    Ok(LoadedKey {
+        kid: file.kid,
+        created_at: file.created_at,
+        encoding,
+        decoding,
+        jwk,
+    })
 }
 
 /// Makes a new signing key file in `dir` (0600) and returns its kid.
-pub fn generate_key(dir: &Path, alg: TokenAlgorithm, now: OffsetDateTime) -> Result<String, TokenError> {
+pub fn generate_key(
+    dir: &Path,
+    alg: TokenAlgorithm,
+    now: OffsetDateTime,
+) -> Result<String, TokenError> {
     let rng = lc_rand::SystemRandom::new();
     let private = match alg {
-        TokenAlgorithm::EdDSA => signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(key_err)?.as_ref().to_vec(),
-        TokenAlgorithm::ES256 => {
-            signature::EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .map_err(key_err)?
-                .as_ref()
-                .to_vec()
-        }
+        TokenAlgorithm::EdDSA => signature::Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(key_err)?
+            .as_ref()
+            .to_vec(),
+        TokenAlgorithm::ES256 => signature::EcdsaKeyPair::generate_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &rng,
+        )
+        .map_err(key_err)?
+        .as_ref()
+        .to_vec(),
         TokenAlgorithm::HS256 => {
             let mut s = vec![0u8; 32];
             lc_rand::fill(&mut s).map_err(key_err)?;
@@ -145,7 +178,12 @@ pub fn generate_key(dir: &Path, alg: TokenAlgorithm, now: OffsetDateTime) -> Res
     let mut id = [0u8; 9];
     lc_rand::fill(&mut id).map_err(key_err)?;
     let kid = B64.encode(id);
-    let file = KeyFile { kid: kid.clone(), alg, created_at: now, private: B64.encode(&private) };
+    let file = KeyFile {
+        kid: kid.clone(),
+        alg,
+        created_at: now,
+        private: B64.encode(&private),
+    };
     std::fs::create_dir_all(dir).map_err(|e| TokenError::Key(format!("{}: {e}", dir.display())))?;
     #[cfg(unix)]
     {
@@ -159,7 +197,12 @@ pub fn generate_key(dir: &Path, alg: TokenAlgorithm, now: OffsetDateTime) -> Res
 
 /// Reads the keys of `alg` in `dir`, newest first, removing keys that can no longer have a
 /// live token (their successor has signed for longer than the access lifetime).
-fn read_keys(dir: &Path, alg: TokenAlgorithm, now: OffsetDateTime, retire_after: Duration) -> Result<Vec<LoadedKey>, TokenError> {
+fn read_keys(
+    dir: &Path,
+    alg: TokenAlgorithm,
+    now: OffsetDateTime,
+    retire_after: Duration,
+) -> Result<Vec<LoadedKey>, TokenError> {
     let mut files: Vec<(PathBuf, KeyFile)> = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -167,15 +210,16 @@ fn read_keys(dir: &Path, alg: TokenAlgorithm, now: OffsetDateTime, retire_after:
             if path.extension().and_then(|x| x.to_str()) != Some("json") {
                 continue;
             }
-            let text = std::fs::read(&path).map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))?;
-            let file: KeyFile =
-                serde_json::from_slice(&text).map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))?;
+            let text = std::fs::read(&path)
+                .map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))?;
+            let file: KeyFile = serde_json::from_slice(&text)
+                .map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))?;
             if file.alg == alg {
                 files.push((path, file));
             }
         }
     }
-    files.sort_by(|a, b| b.1.created_at.cmp(&a.1.created_at));
+    files.sort_by_key(|f| std::cmp::Reverse(f.1.created_at));
     let mut keys = Vec::new();
     let mut successor: Option<OffsetDateTime> = None;
     for (path, file) in files {
@@ -209,14 +253,22 @@ pub struct Tokens {
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokens").field("alg", &self.alg).field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("Tokens")
+            .field("alg", &self.alg)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
     }
 }
 
 impl Tokens {
     /// Loads (or, on first start, makes) the signing keys; `seal_key` protects refresh tokens
     /// kept for the reuse grace window.
-    pub fn new(cfg: &TokensConfig, issuer: String, seal_key: &KeyBytes, clock: SharedClock) -> Result<Self, TokenError> {
+    pub fn new(
+        cfg: &TokensConfig,
+        issuer: String,
+        seal_key: &KeyBytes,
+        clock: SharedClock,
+    ) -> Result<Self, TokenError> {
         let mut validation = Validation::new(jwt_alg(cfg.algorithm));
         validation.algorithms = vec![jwt_alg(cfg.algorithm)];
         // exp and nbf are checked against the injected clock, below.
@@ -230,7 +282,10 @@ impl Tokens {
         let t = Tokens {
             alg: cfg.algorithm,
             keys_dir: cfg.keys_dir.clone(),
-            keys: RwLock::new(Arc::new(KeySet { keys: Vec::new(), by_kid: HashMap::new() })),
+            keys: RwLock::new(Arc::new(KeySet {
+                keys: Vec::new(),
+                by_kid: HashMap::new(),
+            })),
             validation,
             issuer,
             audience: cfg.audience.clone(),
@@ -248,13 +303,18 @@ impl Tokens {
     /// Re-reads the keys directory (after `authgate keys rotate`); makes a key if none fits.
     pub fn reload_keys(&self) -> Result<(), TokenError> {
         let now = self.clock.now();
-        let retire = self.access_ttl + Duration::from_secs(u64::try_from(self.leeway).unwrap_or(30) + 60);
+        let retire =
+            self.access_ttl + Duration::from_secs(u64::try_from(self.leeway).unwrap_or(30) + 60);
         let mut keys = read_keys(&self.keys_dir, self.alg, now, retire)?;
         if keys.is_empty() {
             generate_key(&self.keys_dir, self.alg, now)?;
             keys = read_keys(&self.keys_dir, self.alg, now, retire)?;
         }
-        let by_kid = keys.iter().enumerate().map(|(i, k)| (k.kid.clone(), i)).collect();
+        let by_kid = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.kid.clone(), i))
+            .collect();
         let set = Arc::new(KeySet { keys, by_kid });
         if let Ok(mut w) = self.keys.write() {
             *w = set;
@@ -263,7 +323,10 @@ impl Tokens {
     }
 
     fn keyset(&self) -> Arc<KeySet> {
-        self.keys.read().map(|k| k.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.keys
+            .read()
+            .map(|k| k.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     pub fn access_ttl(&self) -> Duration {
@@ -277,7 +340,10 @@ impl Tokens {
     /// Signs an access token for `user` in session `sid`.
     pub fn issue_access(&self, user: &User, sid: &str) -> Result<String, TokenError> {
         let keys = self.keyset();
-        let key = keys.keys.first().ok_or_else(|| TokenError::Key("no signing key".into()))?;
+        let key = keys
+            .keys
+            .first()
+            .ok_or_else(|| TokenError::Key("no signing key".into()))?;
         let now = self.clock.now().unix_timestamp();
         let claims = Claims {
             sub: user.id.to_string(),
@@ -312,11 +378,20 @@ impl Tokens {
         let kid = header.kid.as_deref().ok_or(TokenError::Invalid)?;
         let idx = keys.by_kid.get(kid).ok_or(TokenError::Invalid)?;
         let k = keys.keys.get(*idx).ok_or(TokenError::Invalid)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &k.decoding, &self.validation).map_err(|_| TokenError::Invalid)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &k.decoding, &self.validation)
+            .map_err(|_| TokenError::Invalid)?;
         let c = data.claims;
-        let user_id = uuid::Uuid::parse_str(&c.sub).map_err(|_| TokenError::Invalid)?.to_string();
+        let user_id = uuid::Uuid::parse_str(&c.sub)
+            .map_err(|_| TokenError::Invalid)?
+            .to_string();
         let verified = Arc::new(Verified {
-            identity: Identity { user_id, email: c.email, username: c.username, roles: c.roles, session_id: c.sid },
+            identity: Identity {
+                user_id,
+                email: c.email,
+                username: c.username,
+                roles: c.roles,
+                session_id: c.sid,
+            },
             nbf: c.nbf,
             exp: c.exp,
         });
@@ -336,7 +411,12 @@ impl Tokens {
 
     /// The public keys, as a JWK set (empty for HS256, whose key is not public).
     pub fn jwks(&self) -> serde_json::Value {
-        let keys: Vec<serde_json::Value> = self.keyset().keys.iter().filter_map(|k| k.jwk.clone()).collect();
+        let keys: Vec<serde_json::Value> = self
+            .keyset()
+            .keys
+            .iter()
+            .filter_map(|k| k.jwk.clone())
+            .collect();
         serde_json::json!({ "keys": keys })
     }
 
@@ -347,7 +427,11 @@ impl Tokens {
 
     /// Keys that verify, newest first, with their creation time.
     pub fn key_ids(&self) -> Vec<(String, OffsetDateTime)> {
-        self.keyset().keys.iter().map(|k| (k.kid.clone(), k.created_at)).collect()
+        self.keyset()
+            .keys
+            .iter()
+            .map(|k| (k.kid.clone(), k.created_at))
+            .collect()
     }
 
     // Refresh tokens: "rt1.<session id>.<256 random bits>", stored as SHA-256.
@@ -362,13 +446,19 @@ impl Tokens {
     pub fn refresh_session(token: &str) -> Option<&str> {
         let mut parts = token.split('.');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("rt1"), Some(sid), Some(secret), None) if !sid.is_empty() && secret.len() == 43 => Some(sid),
+            (Some("rt1"), Some(sid), Some(secret), None)
+                if !sid.is_empty() && secret.len() == 43 =>
+            {
+                Some(sid)
+            }
             _ => None,
         }
     }
 
     pub fn hash_refresh(token: &str) -> Vec<u8> {
-        digest::digest(&digest::SHA256, token.as_bytes()).as_ref().to_vec()
+        digest::digest(&digest::SHA256, token.as_bytes())
+            .as_ref()
+            .to_vec()
     }
 
     /// Encrypts a refresh token for the grace-window record (AES-256-GCM, random nonce).
@@ -377,7 +467,11 @@ impl Tokens {
         lc_rand::fill(&mut nonce).map_err(key_err)?;
         let mut buf = token.expose().as_bytes().to_vec();
         self.seal
-            .seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::empty(), &mut buf)
+            .seal_in_place_append_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::empty(),
+                &mut buf,
+            )
             .map_err(key_err)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
@@ -388,7 +482,10 @@ impl Tokens {
         let (nonce, body) = sealed.split_at_checked(12)?;
         let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut buf = body.to_vec();
-        let plain = self.seal.open_in_place(nonce, aead::Aad::empty(), &mut buf).ok()?;
+        let plain = self
+            .seal
+            .open_in_place(nonce, aead::Aad::empty(), &mut buf)
+            .ok()?;
         String::from_utf8(plain.to_vec()).ok().map(Secret::new)
     }
 }
@@ -420,13 +517,27 @@ mod tests {
     }
 
     fn tokens(alg: TokenAlgorithm, dir: &Path, clock: &ManualClock) -> Tokens {
-        let cfg = TokensConfig { algorithm: alg, keys_dir: dir.to_path_buf(), ..Default::default() };
-        Tokens::new(&cfg, "https://gw.test".into(), &KeyBytes(vec![9; 32]), Arc::new(clock.clone())).unwrap()
+        let cfg = TokensConfig {
+            algorithm: alg,
+            keys_dir: dir.to_path_buf(),
+            ..Default::default()
+        };
+        Tokens::new(
+            &cfg,
+            "https://gw.test".into(),
+            &KeyBytes(vec![9; 32]),
+            Arc::new(clock.clone()),
+        )
+        .unwrap()
     }
 
     #[test]
     fn every_algorithm_round_trips_and_expires() {
-        for alg in [TokenAlgorithm::EdDSA, TokenAlgorithm::ES256, TokenAlgorithm::HS256] {
+        for alg in [
+            TokenAlgorithm::EdDSA,
+            TokenAlgorithm::ES256,
+            TokenAlgorithm::HS256,
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let clock = ManualClock::starting_now();
             let t = tokens(alg, dir.path(), &clock);
@@ -437,8 +548,14 @@ mod tests {
             assert_eq!(v.identity.session_id, "sid1");
             assert_eq!(v.identity.roles, vec!["customer".to_string()]);
             clock.advance(Duration::from_secs(15 * 60 + 31));
-            assert!(matches!(t.verify_access(&jwt), Err(TokenError::Expired)), "{alg:?}: cached entry expires too");
-            assert_eq!(t.jwks()["keys"].as_array().unwrap().len(), usize::from(alg != TokenAlgorithm::HS256));
+            assert!(
+                matches!(t.verify_access(&jwt), Err(TokenError::Expired)),
+                "{alg:?}: cached entry expires too"
+            );
+            assert_eq!(
+                t.jwks()["keys"].as_array().unwrap().len(),
+                usize::from(alg != TokenAlgorithm::HS256)
+            );
         }
     }
 
@@ -452,7 +569,10 @@ mod tests {
         #[cfg(unix)]
         for e in std::fs::read_dir(dir.path()).unwrap() {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(e.unwrap().metadata().unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                e.unwrap().metadata().unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         clock.advance(Duration::from_secs(1));
         generate_key(dir.path(), TokenAlgorithm::EdDSA, clock.now()).unwrap();
@@ -477,29 +597,52 @@ mod tests {
         let parts: Vec<&str> = jwt.split('.').collect();
         // alg none, no signature
         let none_header = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        assert!(t.verify_access(&format!("{none_header}.{}.", parts[1])).is_err());
+        assert!(
+            t.verify_access(&format!("{none_header}.{}.", parts[1]))
+                .is_err()
+        );
         // stripped signature
-        assert!(t.verify_access(&format!("{}.{}.", parts[0], parts[1])).is_err());
+        assert!(
+            t.verify_access(&format!("{}.{}.", parts[0], parts[1]))
+                .is_err()
+        );
         // tampered claims
-        let mut claims: serde_json::Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
         claims["roles"] = serde_json::json!(["admin"]);
-        let forged = format!("{}.{}.{}", parts[0], B64.encode(claims.to_string()), parts[2]);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            B64.encode(claims.to_string()),
+            parts[2]
+        );
         assert!(t.verify_access(&forged).is_err());
         // other issuer / audience, signed with the right key
         let other = Tokens::new(
-            &TokensConfig { keys_dir: dir.path().to_path_buf(), audience: "other".into(), ..Default::default() },
+            &TokensConfig {
+                keys_dir: dir.path().to_path_buf(),
+                audience: "other".into(),
+                ..Default::default()
+            },
             "https://gw.test".into(),
             &KeyBytes(vec![9; 32]),
             Arc::new(clock.clone()),
         )
         .unwrap();
-        assert!(t.verify_access(&other.issue_access(&user(), "s").unwrap()).is_err());
+        assert!(
+            t.verify_access(&other.issue_access(&user(), "s").unwrap())
+                .is_err()
+        );
     }
 
     #[test]
     fn refresh_tokens_and_sealing() {
         let dir = tempfile::tempdir().unwrap();
-        let t = tokens(TokenAlgorithm::EdDSA, dir.path(), &ManualClock::starting_now());
+        let t = tokens(
+            TokenAlgorithm::EdDSA,
+            dir.path(),
+            &ManualClock::starting_now(),
+        );
         let r = t.new_refresh("abc").unwrap();
         assert_eq!(Tokens::refresh_session(r.expose()), Some("abc"));
         assert_eq!(Tokens::refresh_session("rt1.abc.short"), None);

@@ -85,7 +85,10 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: PathBuf::from("data/authgate.db"), cache_mb: 64 }
+        StoreConfig {
+            path: PathBuf::from("data/authgate.db"),
+            cache_mb: 64,
+        }
     }
 }
 
@@ -333,6 +336,9 @@ pub struct ServerConfig {
     /// A second, plain-HTTP listener that redirects every request to `public_url`.
     pub redirect_http_listen: Option<SocketAddr>,
     pub trusted_proxies: Vec<IpNet>,
+    /// Hosts the browser may be sent back to after sign-in besides public_url's:
+    /// "app.example.com" exactly, ".example.com" for it and every subdomain.
+    pub allowed_redirect_hosts: Vec<String>,
     #[serde(with = "duration::serde_str")]
     pub handshake_timeout: Duration,
     #[serde(with = "duration::serde_str")]
@@ -357,6 +363,7 @@ impl Default for ServerConfig {
             metrics_listen: None,
             redirect_http_listen: None,
             trusted_proxies: Vec::new(),
+            allowed_redirect_hosts: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
@@ -621,40 +628,71 @@ impl Config {
         }
         let p = &self.passwords;
         if argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None).is_err() {
-            return Err(ConfigError::key("passwords.memory_kib", "argon2 refuses these parameters (memory_kib >= 8 * parallelism, iterations >= 1)"));
+            return Err(ConfigError::key(
+                "passwords.memory_kib",
+                "argon2 refuses these parameters (memory_kib >= 8 * parallelism, iterations >= 1)",
+            ));
         }
         if p.min_length < 8 {
-            return Err(ConfigError::key("passwords.min_length", "must be at least 8"));
+            return Err(ConfigError::key(
+                "passwords.min_length",
+                "must be at least 8",
+            ));
         }
         if p.max_length < p.min_length || p.max_length > 1024 {
-            return Err(ConfigError::key("passwords.max_length", "must be between min_length and 1024"));
+            return Err(ConfigError::key(
+                "passwords.max_length",
+                "must be between min_length and 1024",
+            ));
         }
         if p.min_strength > 4 {
             return Err(ConfigError::key("passwords.min_strength", "must be 0 to 4"));
         }
         if p.max_queue == 0 {
-            return Err(ConfigError::key("passwords.max_queue", "must be at least 1"));
+            return Err(ConfigError::key(
+                "passwords.max_queue",
+                "must be at least 1",
+            ));
         }
         if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
-            return Err(ConfigError::key("mail.from", "not a mailbox such as \"App <no-reply@example.com>\""));
+            return Err(ConfigError::key(
+                "mail.from",
+                "not a mailbox such as \"App <no-reply@example.com>\"",
+            ));
         }
         if let Some(u) = &self.mail.smtp_url {
             if !matches!(u.scheme(), "smtp" | "smtps") || u.host_str().is_none() {
-                return Err(ConfigError::key("mail.smtp_url", "must be smtp://host[:port] or smtps://host[:port]"));
+                return Err(ConfigError::key(
+                    "mail.smtp_url",
+                    "must be smtp://host[:port] or smtps://host[:port]",
+                ));
             }
         }
         if self.mail.queue_size == 0 || self.mail.attempts == 0 {
-            let k = if self.mail.queue_size == 0 { "mail.queue_size" } else { "mail.attempts" };
+            let k = if self.mail.queue_size == 0 {
+                "mail.queue_size"
+            } else {
+                "mail.attempts"
+            };
             return Err(ConfigError::key(k, "must be at least 1"));
         }
         if self.accounts.max_body_bytes < 1024 {
-            return Err(ConfigError::key("accounts.max_body_bytes", "must be at least 1024"));
+            return Err(ConfigError::key(
+                "accounts.max_body_bytes",
+                "must be at least 1024",
+            ));
         }
         if self.tokens.access_ttl.is_zero() || self.tokens.access_ttl > self.tokens.refresh_ttl {
-            return Err(ConfigError::key("tokens.access_ttl", "must be greater than zero and not above refresh_ttl"));
+            return Err(ConfigError::key(
+                "tokens.access_ttl",
+                "must be greater than zero and not above refresh_ttl",
+            ));
         }
         if self.tokens.refresh_ttl > self.tokens.session_ttl {
-            return Err(ConfigError::key("tokens.refresh_ttl", "must not be above session_ttl"));
+            return Err(ConfigError::key(
+                "tokens.refresh_ttl",
+                "must not be above session_ttl",
+            ));
         }
         if self.tokens.audience.is_empty() {
             return Err(ConfigError::key("tokens.audience", "must not be empty"));

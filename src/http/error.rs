@@ -138,3 +138,145 @@ pub fn success<T: Serialize>(status: StatusCode, message: &str, data: &T) -> Res
         Err(_) => ApiError::internal().into_response(),
     }
 }
+
+impl ApiError {
+    pub fn busy() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_BUSY",
+            "The gateway is busy; try again shortly.",
+        )
+        .with_retry_after(Duration::from_secs(1))
+    }
+
+    pub fn token_expired() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "TOKEN_EXPIRED",
+            "The token has expired; refresh it or sign in again.",
+        )
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        ApiError::internal()
+    }
+}
+
+impl From<crate::accounts::AccountError> for ApiError {
+    fn from(e: crate::accounts::AccountError) -> Self {
+        use crate::accounts::AccountError as A;
+        let s = |status, code, msg: &'static str| ApiError::new(status, code, msg);
+        match e {
+            A::Invalid(fields) => super::json::with_fields(fields),
+            A::AlreadyExists(f) => {
+                let mut e = s(
+                    StatusCode::CONFLICT,
+                    "ALREADY_EXISTS",
+                    "An account with these details already exists.",
+                );
+                e.fields = Some(BTreeMap::from([(
+                    f.as_str().to_string(),
+                    "is already taken".to_string(),
+                )]));
+                e
+            }
+            A::InvalidCredentials => s(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_CREDENTIALS",
+                "The login or password is wrong.",
+            ),
+            A::EmailNotVerified => s(
+                StatusCode::FORBIDDEN,
+                "EMAIL_NOT_VERIFIED",
+                "Verify your email address first.",
+            ),
+            A::Blocked { retry_after } => {
+                let e = s(
+                    StatusCode::FORBIDDEN,
+                    "USER_BLOCKED",
+                    "This account is blocked for now.",
+                );
+                match retry_after {
+                    Some(d) => e.with_retry_after(d),
+                    None => e,
+                }
+            }
+            A::UserDoesNotExist => s(
+                StatusCode::NOT_FOUND,
+                "USER_DOES_NOT_EXIST",
+                "There is no account with this address.",
+            ),
+            A::AlreadyVerified => s(
+                StatusCode::CONFLICT,
+                "ALREADY_VERIFIED",
+                "This account is already verified.",
+            ),
+            A::InvalidOtp => s(
+                StatusCode::BAD_REQUEST,
+                "INVALID_OTP",
+                "The code is not valid.",
+            ),
+            A::OtpExpired => s(
+                StatusCode::BAD_REQUEST,
+                "OTP_EXPIRED",
+                "The code has expired; ask for a new one.",
+            ),
+            A::AttemptsExceeded { retry_after } => s(
+                StatusCode::TOO_MANY_REQUESTS,
+                "ATTEMPTS_EXCEEDED",
+                "Too many wrong tries; this code no longer works. Ask for a new one.",
+            )
+            .with_retry_after(retry_after),
+            A::OtpStillValid { retry_after } => s(
+                StatusCode::TOO_MANY_REQUESTS,
+                "OTP_STILL_VALID",
+                "A code was sent recently and is still valid; check your mail.",
+            )
+            .with_retry_after(retry_after),
+            A::InvalidResetToken => s(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "The reset token is not valid or was already used.",
+            ),
+            A::ResetTokenExpired => s(
+                StatusCode::UNAUTHORIZED,
+                "TOKEN_EXPIRED",
+                "The reset token has expired; start again.",
+            ),
+            A::Busy => ApiError::busy(),
+            A::Store(e) => e.into(),
+            A::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<crate::sessions::SessionError> for ApiError {
+    fn from(e: crate::sessions::SessionError) -> Self {
+        use crate::sessions::SessionError as S;
+        match e {
+            S::Unauthenticated => ApiError::unauthenticated(),
+            S::Expired => ApiError::token_expired(),
+            S::Reused => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "This refresh token was already used; the session has been ended. Sign in again.",
+            ),
+            S::Blocked => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "USER_BLOCKED",
+                "This account is blocked.",
+            ),
+            S::Store(e) => e.into(),
+            S::Token(e) => {
+                tracing::error!(error = %e, "token error");
+                ApiError::internal()
+            }
+        }
+    }
+}

@@ -2,17 +2,23 @@
 //! A request is looked at once: limits, path normalization, then ops endpoints, the auth
 //! prefix, and the route table (the proxy pipeline).
 
+pub mod auth;
 pub mod body;
 pub mod client_ip;
 pub mod error;
+mod handlers;
+pub mod json;
 mod ops;
 pub mod path;
+pub mod redirect;
 mod security;
 
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::policy::{RouteTable, strip_port};
 use crate::proxy::Proxy;
+use crate::sessions::Sessions;
 use body::Body;
 use client_ip::TrustedProxies;
 use error::ApiError;
@@ -102,8 +108,13 @@ pub struct App {
     pub config: Arc<Config>,
     pub routes: RouteTable,
     pub proxy: Proxy,
+    pub accounts: Arc<Accounts>,
+    pub sessions: Arc<Sessions>,
     pub metrics: Metrics,
     pub trusted: TrustedProxies,
+    pub redirects: redirect::RedirectPolicy,
+    /// Our origin (`https://host[:port]`), for the CSRF check.
+    pub origin: String,
     own: OwnMetrics,
     /// Set when shutdown begins, so /readyz tells load balancers to move on.
     draining: AtomicBool,
@@ -112,7 +123,14 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Arc<Config>, routes: RouteTable, proxy: Proxy, metrics: Metrics) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        routes: RouteTable,
+        proxy: Proxy,
+        accounts: Arc<Accounts>,
+        sessions: Arc<Sessions>,
+        metrics: Metrics,
+    ) -> Self {
         let own = OwnMetrics {
             ops: metrics.route("_ops"),
             auth: metrics.route("_auth"),
@@ -120,6 +138,13 @@ impl App {
         };
         App {
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
+            redirects: redirect::RedirectPolicy::new(
+                &config.server.public_url,
+                &config.server.allowed_redirect_hosts,
+            ),
+            origin: auth::origin_of(&config.server.public_url),
+            accounts,
+            sessions,
             metrics_inline: config.server.metrics_listen.is_none(),
             config,
             routes,
@@ -201,8 +226,8 @@ async fn dispatch<'a>(
         );
     }
     if path::under_prefix(&path, &s.auth_prefix) {
-        // The account endpoints arrive with the accounts work; until then nothing is here.
-        let resp = ApiError::not_found().into_response();
+        let rest = path.get(s.auth_prefix.len()..).unwrap_or("");
+        let resp = handlers::handle(app, ctx, rest, req).await;
         return (
             security::own_headers(resp, ctx.scheme),
             &app.own.auth,

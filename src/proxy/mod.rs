@@ -9,8 +9,10 @@ use crate::http::RequestCtx;
 use crate::http::body::Body;
 use crate::http::error::ApiError;
 use crate::metrics::UpstreamError;
-use crate::policy::{Denied, Identity, Route};
-use http::{Request, Response, StatusCode, Uri, Version, header};
+use crate::policy::{Denied, Identity, Route, Rule};
+use crate::sessions::{SessionError, Sessions};
+use crate::tokens::Verified;
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -25,6 +27,7 @@ pub struct Proxy {
     client: UpstreamClient,
     identity_names: IdentityNames,
     response_timeout: std::time::Duration,
+    sessions: Arc<Sessions>,
 }
 
 /// Why a proxied exchange failed, and so which status the client gets.
@@ -63,11 +66,13 @@ impl Proxy {
         client: UpstreamClient,
         identity_names: IdentityNames,
         response_timeout: std::time::Duration,
+        sessions: Arc<Sessions>,
     ) -> Self {
         Proxy {
             client,
             identity_names,
             response_timeout,
+            sessions,
         }
     }
 
@@ -75,10 +80,32 @@ impl Proxy {
         &self.identity_names
     }
 
-    /// Phase: authenticate. Until tokens exist this finds no one; the authorize phase then
-    /// refuses authenticated routes (fail closed) and lets public ones through.
-    pub async fn authenticate(&self, _req: &Request<Incoming>) -> Option<Identity> {
-        None
+    /// Phases authenticate and authorize, shared by both doors (proxy and forward-auth):
+    /// the caller's token (header or cookie) must verify and belong to a live session, and
+    /// the rule must admit the identity. An invalid token counts as no token.
+    pub fn check_access(
+        &self,
+        rule: &Rule,
+        headers: &HeaderMap,
+    ) -> Result<Option<Arc<Verified>>, ApiError> {
+        let mut expired = false;
+        let verified = match crate::http::auth::access_token(headers) {
+            None => None,
+            Some((token, _)) => match self.sessions.authenticate(&token) {
+                Ok(v) => Some(v),
+                Err(SessionError::Expired) => {
+                    expired = true;
+                    None
+                }
+                Err(_) => None,
+            },
+        };
+        match rule.authorize(verified.as_ref().map(|v| &v.identity)) {
+            Ok(()) => Ok(verified),
+            Err(Denied::Unauthenticated) if expired => Err(ApiError::token_expired()),
+            Err(Denied::Unauthenticated) => Err(ApiError::unauthenticated()),
+            Err(Denied::Forbidden) => Err(ApiError::forbidden()),
+        }
     }
 
     /// Runs the pipeline for a request whose route has been matched.
@@ -89,18 +116,15 @@ impl Proxy {
         path: &str,
         mut req: Request<Incoming>,
     ) -> Response<Body> {
-        let identity = self.authenticate(&req).await;
-        // Phase: rate-limit (per-IP proxy quotas) is added by the abuse-resistance work.
-        if let Err(denied) = route.authorize(identity.as_ref()) {
-            return match denied {
-                Denied::Unauthenticated => ApiError::unauthenticated(),
-                Denied::Forbidden => ApiError::forbidden(),
-            }
-            .into_response();
-        }
+        // Phase: rate-limit (per-IP proxy quotas) belongs here, with the abuse-resistance work.
+        let verified = match self.check_access(&route.rule, req.headers()) {
+            Ok(v) => v,
+            Err(e) => return e.into_response(),
+        };
+        let identity = verified.as_ref().map(|v| &v.identity);
         let upgrade = headers::is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let upstream_req = match self.rewrite(ctx, route, path, identity.as_ref(), upgrade, req) {
+        let upstream_req = match self.rewrite(ctx, route, path, identity, upgrade, req) {
             Ok(r) => r,
             Err(e) => return e.into_api().into_response(),
         };
@@ -138,6 +162,10 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Request<Incoming>, ProxyError> {
         let (mut parts, body) = req.into_parts();
+        // Taken before the headers are rewritten, for `identity_headers.access_token`.
+        let token = identity.and_then(|_| {
+            crate::http::auth::access_token(&parts.headers).map(|(t, _)| t.into_owned())
+        });
         let upstream_path = route.upstream_path(path);
         let pq = match parts.uri.query() {
             Some(q) => format!("{upstream_path}?{q}"),
@@ -174,7 +202,7 @@ impl Proxy {
             h.insert(header::HOST, host);
         }
         if let Some(id) = identity {
-            self.identity_names.insert(h, id, None);
+            self.identity_names.insert(h, id, token.as_deref());
         }
         Ok(Request::from_parts(parts, body))
     }

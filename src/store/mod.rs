@@ -40,7 +40,9 @@ pub enum StoreError {
     Conflict(UniqueField),
     #[error("no such record")]
     NotFound,
-    #[error("the store was written by a newer authgate (schema {found}, this build reads {supported})")]
+    #[error(
+        "the store was written by a newer authgate (schema {found}, this build reads {supported})"
+    )]
     NewerSchema { found: u32, supported: u32 },
     #[error("a record was written by a newer authgate (record version {0})")]
     NewerRecord(u32),
@@ -76,7 +78,9 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the sled store in `path` with a page cache of `cache_bytes`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        Ok(Store { inner: sled_store::SledStore::open(path, cache_bytes)? })
+        Ok(Store {
+            inner: sled_store::SledStore::open(path, cache_bytes)?,
+        })
     }
 
     /// A named 32-byte server secret, made on first use and kept in the store.
@@ -100,7 +104,8 @@ impl Store {
     }
 
     pub async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
-        self.inner.user_by_index(sled_store::Index::Username, username)
+        self.inner
+            .user_by_index(sled_store::Index::Username, username)
     }
 
     pub async fn user_by_phone(&self, phone: &str) -> Result<Option<User>, StoreError> {
@@ -117,7 +122,12 @@ impl Store {
     }
 
     /// Users in id order, optionally only those whose email, username or name contains `query`.
-    pub async fn list_users(&self, query: Option<&str>, offset: usize, limit: usize) -> Result<Vec<User>, StoreError> {
+    pub async fn list_users(
+        &self,
+        query: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
         self.inner.list_users(query, offset, limit)
     }
 
@@ -133,7 +143,12 @@ impl Store {
 
     /// Looks at the code for (`user`, `purpose`) and changes it atomically; `f` may be called
     /// more than once under contention.
-    pub async fn update_code<R, F>(&self, user: &UserId, purpose: Purpose, f: F) -> Result<R, StoreError>
+    pub async fn update_code<R, F>(
+        &self,
+        user: &UserId,
+        purpose: Purpose,
+        f: F,
+    ) -> Result<R, StoreError>
     where
         F: Fn(Option<&Code>) -> (CodeChange, R),
     {
@@ -143,7 +158,12 @@ impl Store {
     // Cooldowns (resend limits): kept per key, not flushed (losing one on a crash is harmless).
 
     /// Takes the cooldown for `key` if it is free at `now`; otherwise returns the time left.
-    pub fn take_cooldown(&self, key: &str, now: OffsetDateTime, cooldown: std::time::Duration) -> Result<Result<(), std::time::Duration>, StoreError> {
+    pub fn take_cooldown(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        cooldown: std::time::Duration,
+    ) -> Result<Result<(), std::time::Duration>, StoreError> {
         self.inner.take_cooldown(key, now, cooldown)
     }
 
@@ -169,12 +189,20 @@ impl Store {
     }
 
     /// Deletes the given sessions of `user` (others' ids are ignored); returns those deleted.
-    pub async fn delete_sessions(&self, user: &UserId, ids: &[String]) -> Result<Vec<String>, StoreError> {
+    pub async fn delete_sessions(
+        &self,
+        user: &UserId,
+        ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
         self.inner.delete_sessions(user, ids).await
     }
 
     /// Deletes every session of `user` but `except`; returns those deleted.
-    pub async fn delete_sessions_of(&self, user: &UserId, except: Option<&str>) -> Result<Vec<String>, StoreError> {
+    pub async fn delete_sessions_of(
+        &self,
+        user: &UserId,
+        except: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
         self.inner.delete_sessions_of(user, except).await
     }
 

@@ -45,7 +45,8 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     struct Versioned {
         v: u32,
     }
-    let ver: Versioned = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let ver: Versioned =
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     if ver.v > RECORD_VERSION {
         return Err(StoreError::NewerRecord(ver.v));
     }
@@ -124,7 +125,11 @@ fn reindex<E>(
 
 impl SledStore {
     pub(super) fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(path).cache_capacity(cache_bytes).open().map_err(engine)?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(engine)?;
         let meta = db.open_tree("meta").map_err(engine)?;
         match meta.get(b"schema_version").map_err(engine)? {
             Some(v) => {
@@ -132,11 +137,15 @@ impl SledStore {
                     .map(u32::from_be_bytes)
                     .map_err(|_| StoreError::Corrupt("schema_version".into()))?;
                 if found > SCHEMA_VERSION {
-                    return Err(StoreError::NewerSchema { found, supported: SCHEMA_VERSION });
+                    return Err(StoreError::NewerSchema {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
                 }
             }
             None => {
-                meta.insert(b"schema_version", &SCHEMA_VERSION.to_be_bytes()).map_err(engine)?;
+                meta.insert(b"schema_version", &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(engine)?;
                 db.flush().map_err(engine)?;
             }
         }
@@ -179,14 +188,23 @@ impl SledStore {
             .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(fresh.as_slice()))
             .map_err(engine)?;
         self.flush().await?;
-        let v = self.meta.get(key.as_bytes()).map_err(engine)?.ok_or(StoreError::NotFound)?;
+        let v = self
+            .meta
+            .get(key.as_bytes())
+            .map_err(engine)?
+            .ok_or(StoreError::NotFound)?;
         Ok(KeyBytes(v.to_vec()))
     }
 
     pub(super) async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
         let bytes = encode(user)?;
         let id = user.id;
-        (&self.users, &self.by_email, &self.by_username, &self.by_phone)
+        (
+            &self.users,
+            &self.by_email,
+            &self.by_username,
+            &self.by_phone,
+        )
             .transaction(|(users, email, username, phone)| -> TxResult<(), ()> {
                 if users.get(id.as_bytes())?.is_some() {
                     return abort(StoreError::Engine("user id collision".into()));
@@ -206,16 +224,26 @@ impl SledStore {
     }
 
     pub(super) fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        self.users.get(id.as_bytes()).map_err(engine)?.map(|v| decode(&v)).transpose()
+        self.users
+            .get(id.as_bytes())
+            .map_err(engine)?
+            .map(|v| decode(&v))
+            .transpose()
     }
 
-    pub(super) fn user_by_index(&self, index: Index, key: &str) -> Result<Option<User>, StoreError> {
+    pub(super) fn user_by_index(
+        &self,
+        index: Index,
+        key: &str,
+    ) -> Result<Option<User>, StoreError> {
         let tree = match index {
             Index::Email => &self.by_email,
             Index::Username => &self.by_username,
             Index::Phone => &self.by_phone,
         };
-        let Some(id) = tree.get(key.as_bytes()).map_err(engine)? else { return Ok(None) };
+        let Some(id) = tree.get(key.as_bytes()).map_err(engine)? else {
+            return Ok(None);
+        };
         let id = UserId::from_slice(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.user(&id)
     }
@@ -224,9 +252,16 @@ impl SledStore {
     where
         F: Fn(&mut User) -> Result<(), E>,
     {
-        let updated = (&self.users, &self.by_email, &self.by_username, &self.by_phone)
+        let updated = (
+            &self.users,
+            &self.by_email,
+            &self.by_username,
+            &self.by_phone,
+        )
             .transaction(|(users, email, username, phone)| -> TxResult<User, E> {
-                let Some(bytes) = users.get(id.as_bytes())? else { return abort(StoreError::NotFound) };
+                let Some(bytes) = users.get(id.as_bytes())? else {
+                    return abort(StoreError::NotFound);
+                };
                 let current: User = match decode(&bytes) {
                     Ok(u) => u,
                     Err(e) => return abort(e),
@@ -235,9 +270,27 @@ impl SledStore {
                 if let Err(e) = f(&mut next) {
                     return Err(ConflictableTransactionError::Abort(TxAbort::Rejected(e)));
                 }
-                reindex(email, Some(&current.email), Some(&next.email), id, UniqueField::Email)?;
-                reindex(username, current.username.as_deref(), next.username.as_deref(), id, UniqueField::Username)?;
-                reindex(phone, current.phone.as_deref(), next.phone.as_deref(), id, UniqueField::Phone)?;
+                reindex(
+                    email,
+                    Some(&current.email),
+                    Some(&next.email),
+                    id,
+                    UniqueField::Email,
+                )?;
+                reindex(
+                    username,
+                    current.username.as_deref(),
+                    next.username.as_deref(),
+                    id,
+                    UniqueField::Username,
+                )?;
+                reindex(
+                    phone,
+                    current.phone.as_deref(),
+                    next.phone.as_deref(),
+                    id,
+                    UniqueField::Phone,
+                )?;
                 let encoded = match encode(&next) {
                     Ok(b) => b,
                     Err(e) => return abort(e),
@@ -250,7 +303,12 @@ impl SledStore {
         Ok(updated)
     }
 
-    pub(super) fn list_users(&self, query: Option<&str>, offset: usize, limit: usize) -> Result<Vec<User>, StoreError> {
+    pub(super) fn list_users(
+        &self,
+        query: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
         let q = query.map(str::to_lowercase);
         let mut out = Vec::new();
         let mut skipped = 0;
@@ -261,8 +319,12 @@ impl SledStore {
                 None => true,
                 Some(q) => {
                     u.email.contains(q.as_str())
-                        || u.username.as_deref().is_some_and(|n| n.contains(q.as_str()))
-                        || u.full_name.as_deref().is_some_and(|n| n.to_lowercase().contains(q.as_str()))
+                        || u.username
+                            .as_deref()
+                            .is_some_and(|n| n.contains(q.as_str()))
+                        || u.full_name
+                            .as_deref()
+                            .is_some_and(|n| n.to_lowercase().contains(q.as_str()))
                 }
             };
             if !hit {
@@ -285,11 +347,18 @@ impl SledStore {
     }
 
     pub(super) async fn put_code(&self, code: &Code) -> Result<(), StoreError> {
-        self.codes.insert(code_key(&code.user_id, code.purpose), encode(code)?).map_err(engine)?;
+        self.codes
+            .insert(code_key(&code.user_id, code.purpose), encode(code)?)
+            .map_err(engine)?;
         self.flush().await
     }
 
-    pub(super) async fn update_code<R, F>(&self, user: &UserId, purpose: Purpose, f: F) -> Result<R, StoreError>
+    pub(super) async fn update_code<R, F>(
+        &self,
+        user: &UserId,
+        purpose: Purpose,
+        f: F,
+    ) -> Result<R, StoreError>
     where
         F: Fn(Option<&Code>) -> (CodeChange, R),
     {
@@ -303,7 +372,10 @@ impl SledStore {
                 CodeChange::Put(c) => Some(encode(&c)?),
                 CodeChange::Delete => None,
             };
-            let swapped = self.codes.compare_and_swap(&key, old, new).map_err(engine)?;
+            let swapped = self
+                .codes
+                .compare_and_swap(&key, old, new)
+                .map_err(engine)?;
             if swapped.is_ok() {
                 self.flush().await?;
                 return Ok(result);
@@ -323,7 +395,9 @@ impl SledStore {
         loop {
             let old = self.cooldowns.get(key.as_bytes()).map_err(engine)?;
             if let Some(bytes) = &old {
-                let prev = <[u8; 16]>::try_from(bytes.as_ref()).map(i128::from_be_bytes).unwrap_or(0);
+                let prev = <[u8; 16]>::try_from(bytes.as_ref())
+                    .map(i128::from_be_bytes)
+                    .unwrap_or(0);
                 if prev > now_ns {
                     let left = u64::try_from(prev - now_ns).unwrap_or(u64::MAX);
                     return Ok(Err(std::time::Duration::from_nanos(left)));
@@ -352,7 +426,11 @@ impl SledStore {
     }
 
     pub(super) fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        self.sessions.get(id.as_bytes()).map_err(engine)?.map(|v| decode(&v)).transpose()
+        self.sessions
+            .get(id.as_bytes())
+            .map_err(engine)?
+            .map(|v| decode(&v))
+            .transpose()
     }
 
     pub(super) fn sessions_of(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
@@ -368,10 +446,17 @@ impl SledStore {
     }
 
     pub(super) fn all_sessions(&self) -> Result<Vec<Session>, StoreError> {
-        self.sessions.iter().map(|item| decode(&item.map_err(engine)?.1)).collect()
+        self.sessions
+            .iter()
+            .map(|item| decode(&item.map_err(engine)?.1))
+            .collect()
     }
 
-    pub(super) async fn update_session<E, F>(&self, id: &str, f: F) -> Result<Session, UpdateError<E>>
+    pub(super) async fn update_session<E, F>(
+        &self,
+        id: &str,
+        f: F,
+    ) -> Result<Session, UpdateError<E>>
     where
         F: Fn(&mut Session) -> Result<(), E>,
     {
@@ -392,7 +477,11 @@ impl SledStore {
         }
     }
 
-    pub(super) async fn delete_sessions(&self, user: &UserId, ids: &[String]) -> Result<Vec<String>, StoreError> {
+    pub(super) async fn delete_sessions(
+        &self,
+        user: &UserId,
+        ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
         let deleted = (&self.sessions, &self.user_sessions)
             .transaction(|(sessions, index)| -> TxResult<Vec<String>, ()> {
                 let mut deleted = Vec::new();
@@ -410,7 +499,11 @@ impl SledStore {
         Ok(deleted)
     }
 
-    pub(super) async fn delete_sessions_of(&self, user: &UserId, except: Option<&str>) -> Result<Vec<String>, StoreError> {
+    pub(super) async fn delete_sessions_of(
+        &self,
+        user: &UserId,
+        except: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
         let ids: Vec<String> = self
             .user_sessions
             .scan_prefix(user.as_bytes())
@@ -422,12 +515,21 @@ impl SledStore {
         self.delete_sessions(user, &ids).await
     }
 
-    pub(super) async fn put_reset_token(&self, hash: &[u8], token: &ResetToken) -> Result<(), StoreError> {
-        self.reset_tokens.insert(hash, encode(token)?).map_err(engine)?;
+    pub(super) async fn put_reset_token(
+        &self,
+        hash: &[u8],
+        token: &ResetToken,
+    ) -> Result<(), StoreError> {
+        self.reset_tokens
+            .insert(hash, encode(token)?)
+            .map_err(engine)?;
         self.flush().await
     }
 
-    pub(super) async fn take_reset_token(&self, hash: &[u8]) -> Result<Option<ResetToken>, StoreError> {
+    pub(super) async fn take_reset_token(
+        &self,
+        hash: &[u8],
+    ) -> Result<Option<ResetToken>, StoreError> {
         let taken = self.reset_tokens.remove(hash).map_err(engine)?;
         if taken.is_some() {
             self.flush().await?;
@@ -476,7 +578,10 @@ mod tests {
         for (dup, field) in [
             (user("a@x.test", None, None), UniqueField::Email),
             (user("b@x.test", Some("alice"), None), UniqueField::Username),
-            (user("c@x.test", None, Some("+15550001")), UniqueField::Phone),
+            (
+                user("c@x.test", None, Some("+15550001")),
+                UniqueField::Phone,
+            ),
         ] {
             match s.insert_user(&dup).await {
                 Err(StoreError::Conflict(f)) => assert_eq!(f, field),
@@ -491,7 +596,12 @@ mod tests {
                 Ok::<(), ()>(())
             })
             .await;
-        assert!(matches!(r, Err(UpdateError::Store(StoreError::Conflict(UniqueField::Username)))));
+        assert!(matches!(
+            r,
+            Err(UpdateError::Store(StoreError::Conflict(
+                UniqueField::Username
+            )))
+        ));
         // A rename frees the old name.
         s.update_user(&a.id, |u| {
             u.username = Some("alicia".into());
@@ -500,7 +610,10 @@ mod tests {
         .await
         .unwrap();
         assert!(s.user_by_username("alice").await.unwrap().is_none());
-        assert_eq!(s.user_by_username("alicia").await.unwrap().unwrap().id, a.id);
+        assert_eq!(
+            s.user_by_username("alicia").await.unwrap().unwrap().id,
+            a.id
+        );
         s.update_user(&b.id, |u| {
             u.username = Some("alice".into());
             Ok::<(), ()>(())
@@ -515,7 +628,11 @@ mod tests {
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let s = s.clone();
-            tasks.push(tokio::spawn(async move { s.insert_user(&user("same@x.test", None, None)).await.is_ok() }));
+            tasks.push(tokio::spawn(async move {
+                s.insert_user(&user("same@x.test", None, None))
+                    .await
+                    .is_ok()
+            }));
         }
         let mut ok = 0;
         for t in tasks {
@@ -531,8 +648,14 @@ mod tests {
         let mut u = user("n@x.test", None, None);
         u.v = RECORD_VERSION + 1;
         s.insert_user(&u).await.unwrap();
-        assert!(matches!(s.user(&u.id).await, Err(StoreError::NewerRecord(_))));
-        s.inner.meta.insert(b"schema_version", &(SCHEMA_VERSION + 1).to_be_bytes()).unwrap();
+        assert!(matches!(
+            s.user(&u.id).await,
+            Err(StoreError::NewerRecord(_))
+        ));
+        s.inner
+            .meta
+            .insert(b"schema_version", &(SCHEMA_VERSION + 1).to_be_bytes())
+            .unwrap();
         s.inner.db.flush().unwrap();
         drop(s);
         match Store::open(&dir.path().join("db"), 8 << 20) {
@@ -547,11 +670,18 @@ mod tests {
         let t0 = OffsetDateTime::UNIX_EPOCH;
         let cd = std::time::Duration::from_secs(60);
         assert_eq!(s.take_cooldown("k", t0, cd).unwrap(), Ok(()));
-        let left = s.take_cooldown("k", t0 + std::time::Duration::from_secs(10), cd).unwrap().unwrap_err();
+        let left = s
+            .take_cooldown("k", t0 + std::time::Duration::from_secs(10), cd)
+            .unwrap()
+            .unwrap_err();
         assert_eq!(left, std::time::Duration::from_secs(50));
         assert_eq!(s.take_cooldown("k", t0 + cd, cd).unwrap(), Ok(()));
 
-        let tok = ResetToken { v: RECORD_VERSION, user_id: uuid::Uuid::new_v4(), expires_at: t0 };
+        let tok = ResetToken {
+            v: RECORD_VERSION,
+            user_id: uuid::Uuid::new_v4(),
+            expires_at: t0,
+        };
         s.put_reset_token(b"h", &tok).await.unwrap();
         assert_eq!(s.take_reset_token(b"h").await.unwrap(), Some(tok));
         assert_eq!(s.take_reset_token(b"h").await.unwrap(), None, "single use");
@@ -580,10 +710,28 @@ mod tests {
         }
         assert_eq!(s.sessions_of(&u).await.unwrap().len(), 3);
         let other = uuid::Uuid::new_v4();
-        assert!(s.delete_sessions(&other, &["s1".into()]).await.unwrap().is_empty(), "not someone else's");
-        assert_eq!(s.delete_sessions(&u, &["s1".into()]).await.unwrap(), vec!["s1".to_string()]);
-        assert_eq!(s.delete_sessions_of(&u, Some("s2")).await.unwrap(), vec!["s3".to_string()]);
-        let left: Vec<_> = s.sessions_of(&u).await.unwrap().into_iter().map(|s| s.id).collect();
+        assert!(
+            s.delete_sessions(&other, &["s1".into()])
+                .await
+                .unwrap()
+                .is_empty(),
+            "not someone else's"
+        );
+        assert_eq!(
+            s.delete_sessions(&u, &["s1".into()]).await.unwrap(),
+            vec!["s1".to_string()]
+        );
+        assert_eq!(
+            s.delete_sessions_of(&u, Some("s2")).await.unwrap(),
+            vec!["s3".to_string()]
+        );
+        let left: Vec<_> = s
+            .sessions_of(&u)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         assert_eq!(left, vec!["s2".to_string()]);
     }
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use authgate::clock::ManualClock;
 use authgate::config::{Config, MapSource};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -31,9 +32,41 @@ impl Gateway {
     /// Starts a gateway from TOML; the harness sets the listen address, certificate and store
     /// paths (a test's own `[server]` keys stay, bar `listen`).
     pub async fn start(toml: &str) -> Gateway {
+        Self::start_with(toml, None, None).await
+    }
+
+    /// With a real SMTP receiver for the mail, and/or a manual clock.
+    pub async fn start_with(
+        toml: &str,
+        smtp: Option<&crate::mail::Smtp>,
+        clock: Option<&ManualClock>,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, toml, smtp, clock).await
+    }
+
+    /// Starts on an existing directory (a restart on the same store).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        toml: &str,
+        smtp: Option<&crate::mail::Smtp>,
+        clock: Option<&ManualClock>,
+    ) -> Gateway {
         let mut config = Config::from_toml(toml, &MapSource::default()).expect("test config");
         config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.store.path = dir.path().join("db");
+        config.tokens.keys_dir = dir.path().join("keys");
+        config.mail.outbox_dir = dir.path().join("outbox");
+        if let Some(smtp) = smtp {
+            config.mail.smtp_url = Some(
+                format!("smtp://127.0.0.1:{}", smtp.addr.port())
+                    .parse()
+                    .unwrap(),
+            );
+            config.mail.starttls = authgate::config::StartTls::Required;
+            config.mail.smtp_ca = Some(smtp.cert_path.clone());
+            config.mail.timeout = Duration::from_secs(5);
+        }
         let cert = dir.path().join("cert.pem");
         let key = dir.path().join("key.pem");
         authgate::tls::ensure_dev_certificate(&cert, &key).unwrap();
@@ -42,7 +75,15 @@ impl Gateway {
             config.server.tls_key = Some(key);
         }
         let tls = config.server.tls;
-        let running = authgate::start(config).await.expect("gateway starts");
+        let deps = match clock {
+            Some(c) => authgate::Deps {
+                clock: std::sync::Arc::new(c.clone()),
+            },
+            None => authgate::Deps::default(),
+        };
+        let running = authgate::start_with(config, deps)
+            .await
+            .expect("gateway starts");
         let addr = running.addr;
         let cert_pem = std::fs::read(&cert).unwrap();
         let client = client_builder(&cert_pem).build().unwrap();
@@ -71,6 +112,50 @@ impl Gateway {
             r.shutdown();
             r.wait().await;
         }
+    }
+
+    /// Stops the gateway and hands back its directory (to restart on the same store).
+    pub async fn stop_keep_dir(mut self) -> tempfile::TempDir {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+            r.wait().await;
+        }
+        // sled releases its directory lock when the last handle goes; give spawned tasks a beat.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.dir
+    }
+
+    /// POST JSON to a gateway path; returns status and the JSON body.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// A request with a Bearer token; returns status and the JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut r = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 }
 
@@ -359,4 +444,93 @@ pub fn rss_bytes() -> u64 {
 
 pub fn bin_path() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_authgate"))
+}
+
+/// The built binary, started as its own process on a free port in `dir` (plain HTTP).
+pub struct Binary {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Binary {
+    /// Writes `extra` (TOML) after a `[server]` section that sets listen and tls = false, with
+    /// the store, keys and outbox inside `dir`, and waits until the port accepts connections.
+    pub async fn start(dir: &std::path::Path, extra: &str) -> Binary {
+        let port = dead_addr().await.port();
+        let file = dir.join("authgate.toml");
+        let d = dir.display();
+        std::fs::write(
+            &file,
+            format!(
+                "[server]\ntls = false\nlisten = \"127.0.0.1:{port}\"\n[store]\npath = \"{d}/db\"\ncache_mb = 16\n\
+                 [tokens]\nkeys_dir = \"{d}/keys\"\n[mail]\noutbox_dir = \"{d}/outbox\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new(bin_path())
+            .args(["serve", "--config"])
+            .arg(&file)
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "binary did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Binary { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    /// A /proc/<pid>/status field in bytes (VmRSS, VmHWM).
+    pub fn mem(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+/// The code in the newest .eml of an outbox directory that was sent to `to`.
+pub fn outbox_code(dir: &std::path::Path, to: &str) -> Option<String> {
+    let mut mails: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            Some((e.metadata().ok()?.modified().ok()?, text))
+        })
+        .filter(|(_, t)| t.contains(to))
+        .collect();
+    mails.sort_by_key(|(t, _)| *t);
+    let text = mails.last()?.1.replace("=\r\n", "");
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.len() == 6 && l.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_string)
 }

@@ -1,9 +1,17 @@
 //! The integration test binary: every test boots the real gateway through `harness`.
 
 // Tests say what they expect by panicking; the no-panic rule is for the library.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
+mod durability;
 mod example;
 mod harness;
+mod mail;
 mod proxy;
+mod seeds;
 mod server;

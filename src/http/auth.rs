@@ -1,0 +1,220 @@
+//! Reading the caller's credentials (a Bearer header or the access cookie), the token
+//! cookies themselves, and the CSRF rule for cookie-authenticated state changes.
+
+use crate::sessions::TokenPair;
+use cookie::{Cookie, SameSite};
+use http::{HeaderMap, HeaderValue, Method, header};
+use std::borrow::Cow;
+
+/// `__Host-`: Secure, no Domain, Path=/ — the browser guarantees this cookie came from us.
+pub const ACCESS_COOKIE: &str = "__Host-authgate-access";
+/// `__Secure-` rather than `__Host-`: it is scoped to the refresh path, which `__Host-` forbids.
+pub const REFRESH_COOKIE: &str = "__Secure-authgate-refresh";
+
+/// How a request presented its access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Bearer,
+    Cookie,
+}
+
+/// The Bearer token of the Authorization header, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// A cookie's value, from any of the request's Cookie headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
+}
+
+/// The access token: the Authorization header wins over the cookie.
+pub fn access_token(headers: &HeaderMap) -> Option<(Cow<'_, str>, Via)> {
+    if let Some(t) = bearer(headers) {
+        return Some((Cow::Borrowed(t), Via::Bearer));
+    }
+    cookie(headers, ACCESS_COOKIE).map(|t| (Cow::Owned(t), Via::Cookie))
+}
+
+fn set_cookie(headers: &mut HeaderMap, c: Cookie<'_>) {
+    if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+        headers.append(header::SET_COOKIE, v);
+    }
+}
+
+fn build<'a>(name: &'a str, value: String, path: String, max_age: i64) -> Cookie<'a> {
+    Cookie::build((name, value))
+        .path(path)
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .max_age(cookie::time::Duration::seconds(max_age))
+        .build()
+}
+
+/// The refresh cookie's path: only the refresh endpoint ever receives it.
+pub fn refresh_path(auth_prefix: &str) -> String {
+    format!("{auth_prefix}/token/refresh")
+}
+
+pub fn set_token_cookies(headers: &mut HeaderMap, pair: &TokenPair, auth_prefix: &str) {
+    let access_age = i64::try_from(pair.expires_in).unwrap_or(900);
+    let refresh_age = i64::try_from(pair.refresh_expires_in).unwrap_or(0);
+    set_cookie(
+        headers,
+        build(
+            ACCESS_COOKIE,
+            pair.access_token.clone(),
+            "/".into(),
+            access_age,
+        ),
+    );
+    set_cookie(
+        headers,
+        build(
+            REFRESH_COOKIE,
+            pair.refresh_token.expose().to_string(),
+            refresh_path(auth_prefix),
+            refresh_age,
+        ),
+    );
+}
+
+pub fn clear_token_cookies(headers: &mut HeaderMap, auth_prefix: &str) {
+    set_cookie(headers, build(ACCESS_COOKIE, String::new(), "/".into(), 0));
+    set_cookie(
+        headers,
+        build(REFRESH_COOKIE, String::new(), refresh_path(auth_prefix), 0),
+    );
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// A state-changing request authenticated by cookie must come from our own origin:
+/// `Sec-Fetch-Site: same-origin` (or `none`, a typed URL), or an `Origin` equal to ours.
+/// Requests with neither header are refused: browsers send one of them on every such request.
+pub fn csrf_ok(method: &Method, headers: &HeaderMap, our_origin: &str) -> bool {
+    if is_safe(method) {
+        return true;
+    }
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return matches!(site, "same-origin" | "none");
+    }
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        Some(origin) => origin
+            .trim_end_matches('/')
+            .eq_ignore_ascii_case(our_origin),
+        None => false,
+    }
+}
+
+/// `scheme://host[:port]` of a URL, as browsers write it in `Origin`.
+pub fn origin_of(url: &url::Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn tokens_from_header_or_cookie() {
+        assert_eq!(bearer(&h(&[("authorization", "Bearer abc")])), Some("abc"));
+        assert_eq!(bearer(&h(&[("authorization", "Basic abc")])), None);
+        let m = h(&[("cookie", "a=1; __Host-authgate-access=tok; b=2")]);
+        assert_eq!(
+            access_token(&m).map(|(t, v)| (t.into_owned(), v)),
+            Some(("tok".into(), Via::Cookie))
+        );
+        let both = h(&[
+            ("cookie", "__Host-authgate-access=c"),
+            ("authorization", "bearer b"),
+        ]);
+        assert_eq!(access_token(&both).unwrap().1, Via::Bearer);
+    }
+
+    #[test]
+    fn csrf_rule() {
+        let o = "https://gw.example";
+        assert!(csrf_ok(&Method::GET, &h(&[]), o));
+        assert!(!csrf_ok(&Method::POST, &h(&[]), o));
+        assert!(csrf_ok(
+            &Method::POST,
+            &h(&[("sec-fetch-site", "same-origin")]),
+            o
+        ));
+        assert!(!csrf_ok(
+            &Method::POST,
+            &h(&[("sec-fetch-site", "cross-site")]),
+            o
+        ));
+        assert!(csrf_ok(
+            &Method::POST,
+            &h(&[("origin", "https://gw.example")]),
+            o
+        ));
+        assert!(!csrf_ok(
+            &Method::POST,
+            &h(&[("origin", "https://evil.example")]),
+            o
+        ));
+    }
+
+    #[test]
+    fn cookies_have_the_right_attributes() {
+        let pair = TokenPair {
+            access_token: "a".into(),
+            refresh_token: crate::secret::Secret::new("r"),
+            expires_in: 900,
+            refresh_expires_in: 3600,
+            session_id: "s".into(),
+        };
+        let mut m = HeaderMap::new();
+        set_token_cookies(&mut m, &pair, "/auth");
+        let all: Vec<&str> = m
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert!(
+            all[0].starts_with("__Host-authgate-access=a")
+                && all[0].contains("Path=/;")
+                && all[0].contains("HttpOnly")
+                && all[0].contains("Secure")
+                && all[0].contains("SameSite=Lax"),
+            "{}",
+            all[0]
+        );
+        assert!(
+            all[1].starts_with("__Secure-authgate-refresh=r")
+                && all[1].contains("Path=/auth/token/refresh"),
+            "{}",
+            all[1]
+        );
+    }
+}

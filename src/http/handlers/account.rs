@@ -1,0 +1,259 @@
+//! Account endpoints: register, verify, sign in by password or code, password reset and
+//! change, profile.
+
+use super::{Result, body_json, caller, client_info, tokens_response, user_json};
+use crate::accounts::{ProfilePatch, Registration};
+use crate::clock::rfc3339;
+use crate::http::body::Body;
+use crate::http::error::success;
+use crate::http::{App, RequestCtx, auth};
+use crate::secret::Secret;
+use http::{Response, StatusCode, request::Parts};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    email: String,
+    password: Option<Secret>,
+    username: Option<String>,
+    full_name: Option<String>,
+    phone: Option<String>,
+    profile: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+pub async fn register(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+    let b: RegisterBody = body_json(app, parts, body, false).await?;
+    let reg = Registration {
+        email: b.email,
+        password: b.password,
+        username: b.username,
+        full_name: b.full_name,
+        phone: b.phone,
+        profile: b.profile,
+    };
+    let (user, expires) = app.accounts.register(reg).await?;
+    Ok(success(
+        StatusCode::CREATED,
+        "Account created. A verification code was sent to your email address.",
+        &json!({ "user": user_json(&user), "otp_expires_at": rfc3339(expires) }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct EmailCode {
+    email: String,
+    code: Secret,
+}
+
+#[derive(Deserialize)]
+struct EmailOnly {
+    email: String,
+}
+
+pub async fn verify(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+    let b: EmailCode = body_json(app, parts, body, false).await?;
+    let user = app.accounts.verify_email(&b.email, b.code.expose()).await?;
+    Ok(success(
+        StatusCode::OK,
+        "Your email address is verified.",
+        &json!({ "user": user_json(&user) }),
+    ))
+}
+
+/// The answer of every code-sending flow: the same for any address unless existence may be
+/// revealed.
+fn code_sent(expires: time::OffsetDateTime) -> Response<Body> {
+    success(
+        StatusCode::OK,
+        "If an account exists for this address, a code has been sent to it.",
+        &json!({ "otp_expires_at": rfc3339(expires) }),
+    )
+}
+
+pub async fn resend(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+    let b: EmailOnly = body_json(app, parts, body, false).await?;
+    Ok(code_sent(app.accounts.resend_verification(&b.email).await?))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    login: String,
+    password: Secret,
+}
+
+pub async fn login(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
+    let b: LoginBody = body_json(app, parts, body, false).await?;
+    let user = app.accounts.login_password(&b.login, &b.password).await?;
+    let pair = app
+        .sessions
+        .sign_in(&user, &client_info(ctx, &parts.headers))
+        .await?;
+    Ok(tokens_response(app, "Signed in.", &pair, &user))
+}
+
+pub async fn login_code(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+    let b: EmailOnly = body_json(app, parts, body, false).await?;
+    Ok(code_sent(app.accounts.start_code_login(&b.email).await?))
+}
+
+pub async fn login_code_verify(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
+    let b: EmailCode = body_json(app, parts, body, false).await?;
+    let user = app
+        .accounts
+        .finish_code_login(&b.email, b.code.expose())
+        .await?;
+    let pair = app
+        .sessions
+        .sign_in(&user, &client_info(ctx, &parts.headers))
+        .await?;
+    Ok(tokens_response(app, "Signed in.", &pair, &user))
+}
+
+pub async fn forgot(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+    let b: EmailOnly = body_json(app, parts, body, false).await?;
+    Ok(code_sent(app.accounts.forgot_password(&b.email).await?))
+}
+
+#[derive(Deserialize)]
+struct ResetBody {
+    email: Option<String>,
+    code: Option<Secret>,
+    new_password: Secret,
+}
+
+/// One step (email + code + new password), or the second of two (Bearer reset token).
+pub async fn reset(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+    let token = auth::bearer(&parts.headers).map(Secret::new);
+    let b: ResetBody = body_json(app, parts, body, false).await?;
+    match (token, b.email, b.code) {
+        (Some(token), _, _) => {
+            app.accounts
+                .reset_with_token(&token, &b.new_password)
+                .await?;
+        }
+        (None, Some(email), Some(code)) => {
+            app.accounts
+                .reset_password(&email, code.expose(), &b.new_password)
+                .await?;
+        }
+        (None, email, _) => {
+            let missing = if email.is_none() { "email" } else { "code" };
+            return Err(crate::http::json::with_fields(
+                std::collections::BTreeMap::from([(
+                    missing.to_string(),
+                    "is required (or send the reset token as Authorization: Bearer)".to_string(),
+                )]),
+            ));
+        }
+    }
+    Ok(success(
+        StatusCode::OK,
+        "Your password has been changed. Sign in with the new one.",
+        &json!({}),
+    ))
+}
+
+pub async fn reset_verify(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+    let b: EmailCode = body_json(app, parts, body, false).await?;
+    let (token, expires) = app.accounts.reset_token(&b.email, b.code.expose()).await?;
+    Ok(success(
+        StatusCode::OK,
+        "Code accepted. Send the new password with this reset token.",
+        &json!({ "reset_token": token.expose(), "expires_at": rfc3339(expires) }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ChangeBody {
+    current_password: Secret,
+    new_password: Secret,
+}
+
+pub async fn change_password(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+    let c = caller(app, parts)?;
+    let b: ChangeBody = body_json(app, parts, body, false).await?;
+    app.accounts
+        .change_password(
+            &c.user_id,
+            &b.current_password,
+            &b.new_password,
+            &c.identity.session_id,
+        )
+        .await?;
+    Ok(success(
+        StatusCode::OK,
+        "Your password has been changed. Other devices were signed out.",
+        &json!({}),
+    ))
+}
+
+pub async fn me(app: &App, parts: &Parts) -> Result<Response<Body>> {
+    let c = caller(app, parts)?;
+    let user = app.accounts.profile(&c.user_id).await?;
+    Ok(success(StatusCode::OK, "Your profile.", &user_json(&user)))
+}
+
+/// `null` clears an optional field; absent leaves it.
+fn patch_field(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    errors: &mut std::collections::BTreeMap<String, String>,
+) -> Option<Option<String>> {
+    match map.remove(key)? {
+        serde_json::Value::Null => Some(None),
+        serde_json::Value::String(s) => Some(Some(s)),
+        _ => {
+            errors.insert(key.into(), "must be a string or null".into());
+            None
+        }
+    }
+}
+
+pub async fn update_me(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+    let c = caller(app, parts)?;
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        body_json(app, parts, body, false).await?;
+    let mut errors = std::collections::BTreeMap::new();
+    let mut patch = ProfilePatch {
+        username: patch_field(&mut map, "username", &mut errors),
+        full_name: patch_field(&mut map, "full_name", &mut errors),
+        phone: patch_field(&mut map, "phone", &mut errors),
+        profile: None,
+    };
+    match map.remove("profile") {
+        None => {}
+        Some(serde_json::Value::Object(p)) => patch.profile = Some(p),
+        Some(_) => {
+            errors.insert("profile".into(), "must be an object".into());
+        }
+    }
+    for key in map.keys() {
+        let why = if key == "email" {
+            "cannot be changed here: email changes go through a code sent to the new address"
+        } else {
+            "is not a profile field (username, full_name, phone, profile)"
+        };
+        errors.insert(key.clone(), why.into());
+    }
+    if !errors.is_empty() {
+        return Err(crate::http::json::with_fields(errors));
+    }
+    let user = app.accounts.update_profile(&c.user_id, patch).await?;
+    Ok(success(
+        StatusCode::OK,
+        "Profile updated.",
+        &user_json(&user),
+    ))
+}

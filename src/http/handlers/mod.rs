@@ -1,0 +1,204 @@
+//! The gateway's own endpoints under the auth prefix. Each handler extracts, calls a service
+//! and shapes the answer; errors become envelopes through `ApiError`'s conversions.
+
+mod account;
+mod admin;
+mod session;
+mod validate;
+
+use super::RequestCtx;
+use super::auth::{self, Via};
+use super::body::Body;
+use super::error::ApiError;
+use super::{App, json};
+use crate::clock::rfc3339;
+use crate::policy::Identity;
+use crate::sessions::{ClientInfo, TokenPair};
+use crate::store::{Session, User, UserId};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header, request::Parts};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+pub type Result<T> = std::result::Result<T, ApiError>;
+
+/// Routes a request under the auth prefix; `rest` is the normalized path after the prefix.
+pub async fn handle(
+    app: &App,
+    ctx: &RequestCtx,
+    rest: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let m = parts.method.clone();
+    let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let result = match (segs.as_slice(), &m) {
+        (["register"], &Method::POST) => account::register(app, &parts, body).await,
+        (["verify"], &Method::POST) => account::verify(app, &parts, body).await,
+        (["verify", "resend"], &Method::POST) => account::resend(app, &parts, body).await,
+        (["login"], &Method::POST) => account::login(app, ctx, &parts, body).await,
+        (["login", "code"], &Method::POST) => account::login_code(app, &parts, body).await,
+        (["login", "code", "verify"], &Method::POST) => {
+            account::login_code_verify(app, ctx, &parts, body).await
+        }
+        (["password", "forgot"], &Method::POST) => account::forgot(app, &parts, body).await,
+        (["password", "reset"], &Method::POST) => account::reset(app, &parts, body).await,
+        (["password", "reset", "verify"], &Method::POST) => {
+            account::reset_verify(app, &parts, body).await
+        }
+        (["password", "change"], &Method::POST) => {
+            account::change_password(app, &parts, body).await
+        }
+        (["me"], &Method::GET) => account::me(app, &parts).await,
+        (["me"], &Method::PATCH) => account::update_me(app, &parts, body).await,
+        (["token", "refresh"], &Method::POST) => session::refresh(app, &parts, body).await,
+        (["logout"], &Method::POST) => session::logout(app, &parts, body).await,
+        (["sessions"], &Method::GET) => session::list(app, &parts).await,
+        (["sessions", id], &Method::DELETE) => session::delete(app, &parts, id).await,
+        (["validate"], _) => validate::validate(app, ctx, &parts).await,
+        (["jwks.json"], &Method::GET) => Ok(jwks(app)),
+        (["admin", rest @ ..], _) => admin::handle(app, &parts, body, rest).await,
+        (path, _) if known(path) => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::not_found()),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+/// Paths that exist with another method (for 405 rather than 404).
+fn known(path: &[&str]) -> bool {
+    matches!(
+        path,
+        ["register"]
+            | ["verify"]
+            | ["verify", "resend"]
+            | ["login"]
+            | ["login", "code"]
+            | ["login", "code", "verify"]
+            | ["password", "forgot" | "reset" | "change"]
+            | ["password", "reset", "verify"]
+            | ["me"]
+            | ["token", "refresh"]
+            | ["logout"]
+            | ["sessions"]
+            | ["sessions", _]
+            | ["jwks.json"]
+    )
+}
+
+fn jwks(app: &App) -> Response<Body> {
+    let mut resp = super::body::json_response(
+        StatusCode::OK,
+        app.sessions.tokens().jwks().to_string().into_bytes(),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
+/// Reads a JSON body with the account endpoints' limits.
+async fn body_json<T: DeserializeOwned>(
+    app: &App,
+    parts: &Parts,
+    body: Incoming,
+    empty_ok: bool,
+) -> Result<T> {
+    let a = &app.config.accounts;
+    json::read_json(
+        &parts.headers,
+        body,
+        a.max_body_bytes,
+        a.body_timeout,
+        empty_ok,
+    )
+    .await
+}
+
+fn client_info(ctx: &RequestCtx, headers: &HeaderMap) -> ClientInfo {
+    ClientInfo {
+        ip: ctx.client_ip,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+    }
+}
+
+/// The signed-in caller of an account endpoint.
+#[derive(Debug)]
+struct Caller {
+    identity: Identity,
+    user_id: UserId,
+}
+
+/// Requires a valid access token; a cookie-authenticated state change must also pass CSRF.
+fn caller(app: &App, parts: &Parts) -> Result<Caller> {
+    let (token, via) = auth::access_token(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
+    let verified = app.sessions.authenticate(&token)?;
+    if via == Via::Cookie && !auth::csrf_ok(&parts.method, &parts.headers, &app.origin) {
+        return Err(csrf_refused());
+    }
+    let user_id = verified
+        .identity
+        .user_id
+        .parse()
+        .map_err(|_| ApiError::unauthenticated())?;
+    Ok(Caller {
+        identity: verified.identity.clone(),
+        user_id,
+    })
+}
+
+fn csrf_refused() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN",
+        "Cross-site request refused.",
+    )
+}
+
+pub fn user_json(u: &User) -> Value {
+    json!({
+        "id": u.id,
+        "email": u.email,
+        "email_verified": u.email_verified,
+        "username": u.username,
+        "full_name": u.full_name,
+        "phone": u.phone,
+        "roles": u.roles,
+        "profile": u.profile,
+        "created_at": rfc3339(u.created_at),
+    })
+}
+
+fn session_json(s: &Session, current: &str) -> Value {
+    json!({
+        "id": s.id,
+        "created_at": rfc3339(s.created_at),
+        "last_seen_at": rfc3339(s.last_seen_at),
+        "expires_at": rfc3339(s.expires_at),
+        "ip": s.ip,
+        "user_agent": s.user_agent,
+        "device": s.device,
+        "os": s.os,
+        "current": s.id == current,
+    })
+}
+
+/// The answer to a sign-in or refresh: the pair in the body and as cookies.
+fn tokens_response(app: &App, message: &str, pair: &TokenPair, user: &User) -> Response<Body> {
+    let data = json!({
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token.expose(),
+        "token_type": "Bearer",
+        "expires_in": pair.expires_in,
+        "refresh_expires_in": pair.refresh_expires_in,
+        "session_id": pair.session_id,
+        "user": user_json(user),
+    });
+    let mut resp = super::error::success(StatusCode::OK, message, &data);
+    auth::set_token_cookies(resp.headers_mut(), pair, &app.config.server.auth_prefix);
+    resp
+}
