@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+mod accounts;
 mod durability;
 mod example;
 mod harness;
