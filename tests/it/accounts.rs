@@ -16,34 +16,79 @@ async fn codes_are_single_use_expiring_and_bound_to_their_purpose() {
     let smtp = Smtp::start();
     let clock = ManualClock::starting_now();
     let gw = Gateway::start_with("", Some(&smtp), Some(&clock)).await;
-    let (status, _) = gw.post("/auth/register", json!({"email": "c@example.com", "password": PW})).await;
+    let (status, _) = gw
+        .post(
+            "/auth/register",
+            json!({"email": "c@example.com", "password": PW}),
+        )
+        .await;
     assert_eq!(status, 201);
     let verify_code = smtp.code("c@example.com", 1).await;
 
     // Cross-purpose: the verification code does not sign in or reset.
-    gw.post("/auth/login/code", json!({"email": "c@example.com"})).await;
+    gw.post("/auth/login/code", json!({"email": "c@example.com"}))
+        .await;
     smtp.nth_to("c@example.com", 2).await;
-    let (status, v) = gw.post("/auth/login/code/verify", json!({"email": "c@example.com", "code": verify_code})).await;
-    assert_eq!((status, v["code"].as_str()), (400, Some("INVALID_OTP")), "verify code used for login");
-    let (status, v) = gw.post("/auth/password/reset", json!({"email": "c@example.com", "code": verify_code, "new_password": PW})).await;
-    assert_eq!((status, v["code"].as_str()), (400, Some("INVALID_OTP")), "verify code used for reset");
+    let (status, v) = gw
+        .post(
+            "/auth/login/code/verify",
+            json!({"email": "c@example.com", "code": verify_code}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("INVALID_OTP")),
+        "verify code used for login"
+    );
+    let (status, v) = gw
+        .post(
+            "/auth/password/reset",
+            json!({"email": "c@example.com", "code": verify_code, "new_password": PW}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("INVALID_OTP")),
+        "verify code used for reset"
+    );
 
     // Right purpose works, once.
-    let (status, _) = gw.post("/auth/verify", json!({"email": "c@example.com", "code": verify_code})).await;
+    let (status, _) = gw
+        .post(
+            "/auth/verify",
+            json!({"email": "c@example.com", "code": verify_code}),
+        )
+        .await;
     assert_eq!(status, 200);
-    let (status, v) = gw.post("/auth/verify", json!({"email": "c@example.com", "code": verify_code})).await;
+    let (status, v) = gw
+        .post(
+            "/auth/verify",
+            json!({"email": "c@example.com", "code": verify_code}),
+        )
+        .await;
     assert_eq!((status, v["code"].as_str()), (400, Some("INVALID_OTP")));
 
     // Expiry follows the (injected) clock: 10 minutes by default.
     clock.advance(Duration::from_secs(61));
-    gw.post("/auth/login/code", json!({"email": "c@example.com"})).await;
+    gw.post("/auth/login/code", json!({"email": "c@example.com"}))
+        .await;
     let code = smtp.code("c@example.com", 3).await;
     clock.advance(Duration::from_secs(601));
-    let (status, v) = gw.post("/auth/login/code/verify", json!({"email": "c@example.com", "code": code})).await;
+    let (status, v) = gw
+        .post(
+            "/auth/login/code/verify",
+            json!({"email": "c@example.com", "code": code}),
+        )
+        .await;
     assert_eq!((status, v["code"].as_str()), (400, Some("OTP_EXPIRED")));
 
     // Malformed codes are a validation error, not a spent try.
-    let (status, v) = gw.post("/auth/verify", json!({"email": "c@example.com", "code": "12ab"})).await;
+    let (status, v) = gw
+        .post(
+            "/auth/verify",
+            json!({"email": "c@example.com", "code": "12ab"}),
+        )
+        .await;
     assert_eq!(status, 400);
     assert_eq!(v["code"], "INVALID_REQUEST");
     assert!(v["fields"]["code"].is_string());
@@ -54,18 +99,52 @@ async fn codes_are_single_use_expiring_and_bound_to_their_purpose() {
 async fn lockout_blocks_then_expires() {
     let smtp = Smtp::start();
     let clock = ManualClock::starting_now();
-    let gw = Gateway::start_with("[otp]\nlockout_threshold = 3\nlockout_duration = \"15m\"\n", Some(&smtp), Some(&clock)).await;
-    register_verified(&gw, &smtp, json!({"email": "l@example.com", "password": PW})).await;
+    let gw = Gateway::start_with(
+        "[otp]\nlockout_threshold = 3\nlockout_duration = \"15m\"\n",
+        Some(&smtp),
+        Some(&clock),
+    )
+    .await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "l@example.com", "password": PW}),
+    )
+    .await;
     for _ in 0..2 {
-        let (status, v) = gw.post("/auth/login", json!({"login": "l@example.com", "password": "not the password at all"})).await;
-        assert_eq!((status, v["code"].as_str()), (401, Some("INVALID_CREDENTIALS")));
+        let (status, v) = gw
+            .post(
+                "/auth/login",
+                json!({"login": "l@example.com", "password": "not the password at all"}),
+            )
+            .await;
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (401, Some("INVALID_CREDENTIALS"))
+        );
     }
-    let r = gw.client.post(gw.url("/auth/login")).json(&json!({"login": "l@example.com", "password": "not the password at all"})).send().await.unwrap();
+    let r = gw
+        .client
+        .post(gw.url("/auth/login"))
+        .json(&json!({"login": "l@example.com", "password": "not the password at all"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "third failure locks");
     // The right password is refused while locked, with the same answer: a block never tells.
-    let r = gw.client.post(gw.url("/auth/login")).json(&json!({"login": "l@example.com", "password": PW})).send().await.unwrap();
+    let r = gw
+        .client
+        .post(gw.url("/auth/login"))
+        .json(&json!({"login": "l@example.com", "password": PW}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry > 800 && retry <= 900, "{retry}");
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["code"], "USER_BLOCKED");
@@ -83,16 +162,35 @@ async fn twenty_concurrent_registrations_of_one_email_give_one_201() {
         let client = gw.client.clone();
         let url = gw.url("/auth/register");
         tasks.push(tokio::spawn(async move {
-            let email = if i % 2 == 0 { "race@example.com" } else { "RACE@example.com" };
-            client.post(url).json(&json!({"email": email})).send().await.unwrap().status().as_u16()
+            let email = if i % 2 == 0 {
+                "race@example.com"
+            } else {
+                "RACE@example.com"
+            };
+            client
+                .post(url)
+                .json(&json!({"email": email}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }));
     }
     let mut statuses = Vec::new();
     for t in tasks {
         statuses.push(t.await.unwrap());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 19, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        19,
+        "{statuses:?}"
+    );
     gw.stop().await;
 }
 
@@ -101,34 +199,88 @@ async fn code_sending_answers_do_not_reveal_accounts_unless_configured() {
     let smtp = Smtp::start();
     let clock = ManualClock::starting_now();
     let gw = Gateway::start_with("", Some(&smtp), Some(&clock)).await;
-    register_verified(&gw, &smtp, json!({"email": "known@example.com", "password": PW})).await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "known@example.com", "password": PW}),
+    )
+    .await;
     // Registration started the resend cooldown for the known address; let it pass.
     clock.advance(Duration::from_secs(61));
-    for path in ["/auth/password/forgot", "/auth/login/code", "/auth/verify/resend"] {
+    for path in [
+        "/auth/password/forgot",
+        "/auth/login/code",
+        "/auth/verify/resend",
+    ] {
         let (s1, known) = gw.post(path, json!({"email": "known@example.com"})).await;
         let (s2, unknown) = gw.post(path, json!({"email": "unknown@example.com"})).await;
         assert_eq!((s1, s2), (200, 200), "{path}: {known} / {unknown}");
         assert_eq!(known["message"], unknown["message"], "{path}");
-        assert_eq!(known["data"].as_object().unwrap().keys().collect::<Vec<_>>(), unknown["data"].as_object().unwrap().keys().collect::<Vec<_>>());
+        assert_eq!(
+            known["data"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            unknown["data"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>()
+        );
     }
     // The cooldown is kept per address, account or not: a second ask is 429 for both.
     for email in ["known@example.com", "unknown@example.com"] {
-        let (status, v) = gw.post("/auth/password/forgot", json!({"email": email})).await;
-        assert_eq!((status, v["code"].as_str()), (429, Some("OTP_STILL_VALID")), "{email}");
+        let (status, v) = gw
+            .post("/auth/password/forgot", json!({"email": email}))
+            .await;
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (429, Some("OTP_STILL_VALID")),
+            "{email}"
+        );
     }
-    let (status, v) = gw.post("/auth/verify", json!({"email": "unknown@example.com", "code": "123456"})).await;
+    let (status, v) = gw
+        .post(
+            "/auth/verify",
+            json!({"email": "unknown@example.com", "code": "123456"}),
+        )
+        .await;
     assert_eq!((status, v["code"].as_str()), (400, Some("INVALID_OTP")));
     gw.stop().await;
 
     let smtp = Smtp::start();
-    let gw = Gateway::start_with("[security]\nreveal_account_existence = true\n", Some(&smtp), None).await;
-    register_verified(&gw, &smtp, json!({"email": "known@example.com", "password": PW})).await;
-    for path in ["/auth/password/forgot", "/auth/login/code", "/auth/verify/resend"] {
+    let gw = Gateway::start_with(
+        "[security]\nreveal_account_existence = true\n",
+        Some(&smtp),
+        None,
+    )
+    .await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "known@example.com", "password": PW}),
+    )
+    .await;
+    for path in [
+        "/auth/password/forgot",
+        "/auth/login/code",
+        "/auth/verify/resend",
+    ] {
         let (status, v) = gw.post(path, json!({"email": "unknown@example.com"})).await;
-        assert_eq!((status, v["code"].as_str()), (404, Some("USER_DOES_NOT_EXIST")), "{path}");
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (404, Some("USER_DOES_NOT_EXIST")),
+            "{path}"
+        );
     }
-    let (status, v) = gw.post("/auth/verify/resend", json!({"email": "known@example.com"})).await;
-    assert_eq!((status, v["code"].as_str()), (409, Some("ALREADY_VERIFIED")));
+    let (status, v) = gw
+        .post("/auth/verify/resend", json!({"email": "known@example.com"}))
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (409, Some("ALREADY_VERIFIED"))
+    );
     gw.stop().await;
 }
 
@@ -144,55 +296,169 @@ async fn bad_bodies_get_4xx_envelopes_and_the_gateway_keeps_serving() {
         r.send()
     };
     let cases: Vec<(reqwest::Body, Option<&str>, u16, &str)> = vec![
-        ("{not json".into(), Some("application/json"), 400, "INVALID_REQUEST"),
-        (r#"{"email": 5}"#.into(), Some("application/json"), 400, "INVALID_REQUEST"),
-        (r#"["a"]"#.into(), Some("application/json"), 400, "INVALID_REQUEST"),
-        (r#"{"password": "x"}"#.into(), Some("application/json"), 400, "INVALID_REQUEST"),
-        ("email=a@b.c".into(), Some("application/x-www-form-urlencoded"), 415, "UNSUPPORTED_MEDIA_TYPE"),
-        (r#"{"email": "a@b.c"}"#.into(), None, 415, "UNSUPPORTED_MEDIA_TYPE"),
-        (format!(r#"{{"email": "{}"}}"#, "a".repeat(70 * 1024)).into(), Some("application/json"), 413, "PAYLOAD_TOO_LARGE"),
-        (format!("{}{}", "[".repeat(200), "]".repeat(200)).into(), Some("application/json"), 400, "INVALID_REQUEST"),
-        (r#"{"email": "not-an-email"}"#.into(), Some("application/json"), 400, "INVALID_REQUEST"),
-        (r#"{"email": "a@b.co", "password": "short"}"#.into(), Some("application/json"), 400, "INVALID_REQUEST"),
-        (r#"{"email": "a@b.co", "password": "password123"}"#.into(), Some("application/json"), 400, "INVALID_REQUEST"),
+        (
+            "{not json".into(),
+            Some("application/json"),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            r#"{"email": 5}"#.into(),
+            Some("application/json"),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            r#"["a"]"#.into(),
+            Some("application/json"),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            r#"{"password": "x"}"#.into(),
+            Some("application/json"),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "email=a@b.c".into(),
+            Some("application/x-www-form-urlencoded"),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            r#"{"email": "a@b.c"}"#.into(),
+            None,
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            format!(r#"{{"email": "{}"}}"#, "a".repeat(70 * 1024)).into(),
+            Some("application/json"),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (
+            format!("{}{}", "[".repeat(200), "]".repeat(200)).into(),
+            Some("application/json"),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            r#"{"email": "not-an-email"}"#.into(),
+            Some("application/json"),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            r#"{"email": "a@b.co", "password": "short"}"#.into(),
+            Some("application/json"),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            r#"{"email": "a@b.co", "password": "password123"}"#.into(),
+            Some("application/json"),
+            400,
+            "INVALID_REQUEST",
+        ),
     ];
     for (i, (body, ct, status, code)) in cases.into_iter().enumerate() {
         let r = send(body, ct).await.unwrap();
         assert_eq!(r.status().as_u16(), status, "case {i}");
         let v: serde_json::Value = r.json().await.unwrap();
-        assert_eq!((v["status"].as_str(), v["code"].as_str()), (Some("error"), Some(code)), "case {i}: {v}");
+        assert_eq!(
+            (v["status"].as_str(), v["code"].as_str()),
+            (Some("error"), Some(code)),
+            "case {i}: {v}"
+        );
     }
     // Field errors name the field.
-    let r = send(r#"{"email": 5}"#.into(), Some("application/json")).await.unwrap();
+    let r = send(r#"{"email": 5}"#.into(), Some("application/json"))
+        .await
+        .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v["fields"]["email"].is_string(), "{v}");
-    let r = send(r#"{"email": "x", "username": "!", "phone": "12"}"#.into(), Some("application/json")).await.unwrap();
+    let r = send(
+        r#"{"email": "x", "username": "!", "phone": "12"}"#.into(),
+        Some("application/json"),
+    )
+    .await
+    .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     for f in ["email", "username", "phone"] {
         assert!(v["fields"][f].is_string(), "{f}: {v}");
     }
     // Unknown endpoint and wrong method.
-    assert_eq!(gw.client.get(gw.url("/auth/nothing-here")).send().await.unwrap().status(), 404);
-    assert_eq!(gw.client.get(gw.url("/auth/login")).send().await.unwrap().status(), 405);
-    assert_eq!(gw.client.get(gw.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        gw.client
+            .get(gw.url("/auth/nothing-here"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        gw.client
+            .get(gw.url("/auth/login"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        405
+    );
+    assert_eq!(
+        gw.client
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     gw.stop().await;
 }
 
 #[tokio::test]
 async fn smtp_down_does_not_hold_up_requests() {
     let dead = dead_addr().await;
-    let toml = format!("[mail]\nsmtp_url = \"smtp://127.0.0.1:{}\"\nattempts = 2\ntimeout = \"2s\"\n", dead.port());
+    let toml = format!(
+        "[mail]\nsmtp_url = \"smtp://127.0.0.1:{}\"\nattempts = 2\ntimeout = \"2s\"\n",
+        dead.port()
+    );
     let gw = Gateway::start(&toml).await;
     let started = std::time::Instant::now();
-    let (status, v) = gw.post("/auth/register", json!({"email": "nomail@example.com", "password": PW})).await;
+    let (status, v) = gw
+        .post(
+            "/auth/register",
+            json!({"email": "nomail@example.com", "password": PW}),
+        )
+        .await;
     assert_eq!(status, 201, "{v}");
-    let (status, _) = gw.post("/auth/password/forgot", json!({"email": "nomail@example.com"})).await;
+    let (status, _) = gw
+        .post(
+            "/auth/password/forgot",
+            json!({"email": "nomail@example.com"}),
+        )
+        .await;
     assert_eq!(status, 200);
-    assert!(started.elapsed() < Duration::from_secs(2), "requests waited for the mail server");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "requests waited for the mail server"
+    );
     // The failure is counted once the sender gives up.
     let mut failed = false;
     for _ in 0..100 {
-        let m = gw.client.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let m = gw
+            .client
+            .get(gw.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if m.contains("authgate_mail_failed_total 2") {
             failed = true;
             break;

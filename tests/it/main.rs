@@ -16,3 +16,4 @@ mod mail;
 mod proxy;
 mod seeds;
 mod server;
+mod tokens;
