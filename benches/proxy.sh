@@ -181,10 +181,13 @@ for tls in false true; do
     "$bin" check-config --config "$tmp/$name.toml" >/dev/null
 done
 
+# Each process runs in a directory of its own: authgate keeps its store, keys and outbox
+# under ./data by default, and two instances cannot share one store.
 start() { # name port command...
     local name=$1 port=$2
     shift 2
-    (cd "$tmp" && exec "$@") >"$tmp/$name.log" 2>&1 &
+    mkdir -p "$tmp/$name"
+    (cd "$tmp/$name" && exec "$@") >"$tmp/$name.log" 2>&1 &
     pids+=($!)
     wait_port "$port" "$!" "$name"
 }
@@ -259,11 +262,14 @@ for t in "${targets[@]}"; do
     echo "   ${rps[$t]} req/s, p99 ${p99[$t]} ms" >&2
 done
 
+# authgate's own warnings (per-connection ones would show here) go with the figures.
+for name in authgate-plain authgate-tls; do cp "$tmp/$name.log" "$results/proxy-$name.log"; done
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
 {
     echo "# authgate vs nginx reverse proxy"
     echo
-    echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), repo at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$([[ -n ${AUTHGATE_BIN:-} ]] && echo ' (authgate prebuilt, not necessarily from it)')"
     echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "- $(nginx -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), authgate $bin"
     echo "- wrk -t$THREADS -c$CONNS -d$DURATION --latency (warm-up $WARMUP), GET / of a 6-byte body; everything shares the same cores"

@@ -1,42 +1,28 @@
 //! The `authgate` binary: parse the command line, load configuration, run.
 
 use anyhow::Context;
+use authgate::cli::{Cli, Command};
 use authgate::config::{Config, ProcessEnv};
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use clap::Parser;
 use std::process::ExitCode;
-
-/// An authentication gateway: TLS, accounts, one-time codes and a reverse proxy.
-#[derive(Debug, Parser)]
-#[command(name = "authgate", version, about)]
-struct Cli {
-    /// Configuration file (TOML). Without it, built-in defaults apply.
-    #[arg(long, short, global = true, env = "AUTHGATE_CONFIG")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the gateway (the default).
-    Serve,
-    /// Validate the configuration and exit; non-zero with the offending key named.
-    CheckConfig,
-}
 
 /// Exit code for a configuration error (EX_CONFIG from sysexits.h).
 const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref(), &ProcessEnv) {
+    let mut config = match Config::load(cli.config.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("authgate: {e}");
             return ExitCode::from(EX_CONFIG);
         }
     };
+    if cli.config.is_none() && std::env::var_os("AUTHGATE_MAIL__LOG_CODES").is_none() {
+        // Development mode (no config file): codes also go to the log, so a newcomer can
+        // sign in without a mail server.
+        config.mail.log_codes = true;
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
             println!(
@@ -46,23 +32,38 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Serve => match serve(config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("authgate: {e:#}");
-                ExitCode::FAILURE
+        Command::Serve => report(serve(config)),
+        admin => report(runtime().and_then(|rt| {
+            let out = rt.block_on(authgate::cli::run_admin(config, admin))?;
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
             }
-        },
+            Ok(())
+        })),
     }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
     authgate::telemetry::init(&config.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(authgate::run_until(config, shutdown_signal()))?;
+    runtime()?.block_on(authgate::run_until(config, shutdown_signal()))?;
     Ok(())
 }
 

@@ -421,46 +421,73 @@ impl Default for ProxyConfig {
     }
 }
 
+/// Which family of identity header names to start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderPreset {
+    /// X-Auth-User-Id, X-Auth-User-Email, X-Auth-User-Name, X-Auth-User-Roles, X-Auth-Session-Id.
+    #[default]
+    Authgate,
+    /// Authelia's: Remote-User (the username, else the email), Remote-Email, Remote-Groups,
+    /// plus Remote-User-Id and Remote-Session-Id.
+    Authelia,
+}
+
 /// Names of the identity headers added for the upstream (and stripped from every request).
-#[derive(Debug, Clone, Deserialize)]
+/// A preset gives every name; a key set here overrides its name.
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityHeaders {
+    pub preset: HeaderPreset,
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub roles: Option<String>,
+    pub session_id: Option<String>,
+    /// When set, the access token itself is forwarded under this name.
+    pub access_token: Option<String>,
+}
+
+/// The resolved names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaderNames {
     pub user_id: String,
     pub email: String,
     pub name: String,
     pub roles: String,
     pub session_id: String,
-    /// When not empty, the access token itself is forwarded under this name.
-    pub access_token: String,
-}
-
-impl Default for IdentityHeaders {
-    fn default() -> Self {
-        IdentityHeaders {
-            user_id: "X-Auth-User-Id".into(),
-            email: "X-Auth-User-Email".into(),
-            name: "X-Auth-User-Name".into(),
-            roles: "X-Auth-User-Roles".into(),
-            session_id: "X-Auth-Session-Id".into(),
-            access_token: String::new(),
-        }
-    }
+    pub access_token: Option<String>,
 }
 
 impl IdentityHeaders {
-    /// Every configured name, for stripping.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        [
-            &self.user_id,
-            &self.email,
-            &self.name,
-            &self.roles,
-            &self.session_id,
-            &self.access_token,
-        ]
-        .into_iter()
-        .map(String::as_str)
-        .filter(|n| !n.is_empty())
+    pub fn resolve(&self) -> IdentityHeaderNames {
+        let (user_id, email, name, roles, session_id) = match self.preset {
+            HeaderPreset::Authgate => (
+                "X-Auth-User-Id",
+                "X-Auth-User-Email",
+                "X-Auth-User-Name",
+                "X-Auth-User-Roles",
+                "X-Auth-Session-Id",
+            ),
+            HeaderPreset::Authelia => (
+                "Remote-User-Id",
+                "Remote-Email",
+                "Remote-User",
+                "Remote-Groups",
+                "Remote-Session-Id",
+            ),
+        };
+        let pick = |set: &Option<String>, default: &str| {
+            set.clone().unwrap_or_else(|| default.to_string())
+        };
+        IdentityHeaderNames {
+            user_id: pick(&self.user_id, user_id),
+            email: pick(&self.email, email),
+            name: pick(&self.name, name),
+            roles: pick(&self.roles, roles),
+            session_id: pick(&self.session_id, session_id),
+            access_token: self.access_token.clone().filter(|n| !n.is_empty()),
+        }
     }
 }
 
@@ -700,26 +727,23 @@ impl Config {
         if s.max_headers == 0 {
             return Err(ConfigError::key("server.max_headers", "must be at least 1"));
         }
+        let names = self.identity_headers.resolve();
+        let token = names.access_token.clone().unwrap_or_default();
         for (field, name) in [
-            ("user_id", &self.identity_headers.user_id),
-            ("email", &self.identity_headers.email),
-            ("name", &self.identity_headers.name),
-            ("roles", &self.identity_headers.roles),
-            ("session_id", &self.identity_headers.session_id),
+            ("user_id", &names.user_id),
+            ("email", &names.email),
+            ("name", &names.name),
+            ("roles", &names.roles),
+            ("session_id", &names.session_id),
+            ("access_token", &token),
         ] {
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            let optional = field == "access_token" && name.is_empty();
+            if !optional && http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return Err(ConfigError::key(
                     format!("identity_headers.{field}"),
                     "not a valid header name",
                 ));
             }
-        }
-        let token = &self.identity_headers.access_token;
-        if !token.is_empty() && http::HeaderName::from_bytes(token.as_bytes()).is_err() {
-            return Err(ConfigError::key(
-                "identity_headers.access_token",
-                "not a valid header name",
-            ));
         }
         for (i, r) in self.routes.iter().enumerate() {
             let key = |k: &str| format!("routes[{i}].{k}");
@@ -847,7 +871,7 @@ mod tests {
             f.display().to_string()
         );
         let c = load(&text).unwrap();
-        assert_eq!(c.identity_headers.user_id, "X-From-File");
+        assert_eq!(c.identity_headers.resolve().user_id, "X-From-File");
         let both = format!(
             "[identity_headers]\nuser_id = \"a\"\nuser_id_file = {:?}\n",
             f.display().to_string()

@@ -2,6 +2,7 @@
 //! out, spoofable headers out, identity and X-Forwarded-* in.
 
 use crate::config::IdentityHeaders;
+
 use crate::policy::Identity;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
@@ -39,18 +40,21 @@ pub struct IdentityNames {
 impl IdentityNames {
     /// Config validation has already checked every name.
     pub fn new(cfg: &IdentityHeaders) -> Result<Self, http::header::InvalidHeaderName> {
+        let names = cfg.resolve();
         let parse = |s: &str| HeaderName::from_bytes(s.as_bytes());
         Ok(IdentityNames {
-            user_id: parse(&cfg.user_id)?,
-            email: parse(&cfg.email)?,
-            name: parse(&cfg.name)?,
-            roles: parse(&cfg.roles)?,
-            session_id: parse(&cfg.session_id)?,
-            access_token: match cfg.access_token.as_str() {
-                "" => None,
-                n => Some(parse(n)?),
-            },
+            user_id: parse(&names.user_id)?,
+            email: parse(&names.email)?,
+            name: parse(&names.name)?,
+            roles: parse(&names.roles)?,
+            session_id: parse(&names.session_id)?,
+            access_token: names.access_token.as_deref().map(parse).transpose()?,
         })
+    }
+
+    /// Whether the access token itself is forwarded (so the proxy only copies it when asked).
+    pub fn forwards_token(&self) -> bool {
+        self.access_token.is_some()
     }
 
     /// Removes every identity header, whatever the client put there.
@@ -79,13 +83,41 @@ impl IdentityNames {
         };
         put(&self.user_id, &id.user_id);
         put(&self.email, &id.email);
-        if let Some(u) = &id.username {
-            put(&self.name, u);
-        }
+        // The name header carries the username, or the email for accounts without one
+        // (Authelia-style apps read Remote-User as the login).
+        put(&self.name, id.username.as_deref().unwrap_or(&id.email));
         put(&self.roles, &id.roles.join(","));
         put(&self.session_id, &id.session_id);
         if let (Some(n), Some(t)) = (&self.access_token, access_token) {
             put(n, t);
+        }
+    }
+}
+
+/// Removes the gateway's own cookies (the tokens) from the Cookie header: they are secrets for
+/// the gateway, not the application. Other cookies pass untouched.
+pub fn strip_own_cookies(h: &mut HeaderMap, names: &[&str]) {
+    let touched = h.get_all(header::COOKIE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| names.iter().any(|n| s.contains(n)))
+    });
+    if !touched {
+        return;
+    }
+    let kept: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .filter(|c| !names.iter().any(|n| c.split('=').next() == Some(*n)))
+        .map(str::to_string)
+        .collect();
+    h.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            h.insert(header::COOKIE, v);
         }
     }
 }
@@ -205,6 +237,31 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn own_cookies_are_removed() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            "a=1; __Host-authgate-access=tok".parse().unwrap(),
+        );
+        h.append(
+            header::COOKIE,
+            "__Secure-authgate-refresh=r; b=2".parse().unwrap(),
+        );
+        strip_own_cookies(
+            &mut h,
+            &["__Host-authgate-access", "__Secure-authgate-refresh"],
+        );
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
+        let mut only = HeaderMap::new();
+        only.insert(
+            header::COOKIE,
+            "__Host-authgate-access=tok".parse().unwrap(),
+        );
+        strip_own_cookies(&mut only, &["__Host-authgate-access"]);
+        assert!(!only.contains_key(header::COOKIE));
     }
 
     #[test]

@@ -181,6 +181,13 @@ impl Proxy {
         let h = &mut parts.headers;
         headers::remove_hop_by_hop(h, upgrade);
         self.identity_names.strip(h);
+        headers::strip_own_cookies(
+            h,
+            &[
+                crate::http::auth::ACCESS_COOKIE,
+                crate::http::auth::REFRESH_COOKIE,
+            ],
+        );
         headers::set_forwarding(
             h,
             &headers::Forwarding {

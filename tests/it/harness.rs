@@ -457,16 +457,7 @@ impl Binary {
     /// the store, keys and outbox inside `dir`, and waits until the port accepts connections.
     pub async fn start(dir: &std::path::Path, extra: &str) -> Binary {
         let port = dead_addr().await.port();
-        let file = dir.join("authgate.toml");
-        let d = dir.display();
-        std::fs::write(
-            &file,
-            format!(
-                "[server]\ntls = false\nlisten = \"127.0.0.1:{port}\"\n[store]\npath = \"{d}/db\"\ncache_mb = 16\n\
-                 [tokens]\nkeys_dir = \"{d}/keys\"\n[mail]\noutbox_dir = \"{d}/outbox\"\n{extra}"
-            ),
-        )
-        .unwrap();
+        let file = Self::write_config(dir, port, extra);
         let child = tokio::process::Command::new(bin_path())
             .args(["serve", "--config"])
             .arg(&file)
@@ -488,6 +479,21 @@ impl Binary {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Binary { child, addr }
+    }
+
+    /// The config file the binary runs with (also used by the admin CLI tests).
+    pub fn write_config(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
+        let file = dir.join("authgate.toml");
+        let d = dir.display();
+        std::fs::write(
+            &file,
+            format!(
+                "[server]\ntls = false\nlisten = \"127.0.0.1:{port}\"\n[store]\npath = \"{d}/db\"\ncache_mb = 16\n\
+                 [tokens]\nkeys_dir = \"{d}/keys\"\n[mail]\noutbox_dir = \"{d}/outbox\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        file
     }
 
     pub fn pid(&self) -> u32 {

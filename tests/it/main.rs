@@ -9,6 +9,7 @@
 )]
 
 mod accounts;
+mod cli;
 mod durability;
 mod example;
 mod harness;

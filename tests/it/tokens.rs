@@ -738,3 +738,58 @@ async fn key_rotation_keeps_old_tokens_valid() {
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
     w.gw.stop().await;
 }
+
+#[tokio::test]
+async fn authelia_preset_and_forwarded_token() {
+    let w = world("[identity_headers]\npreset = \"authelia\"\naccess_token = \"X-Access-Token\"\n")
+        .await;
+    register_verified(
+        &w.gw,
+        &w.smtp,
+        json!({"email": "ae@example.com", "password": PW}),
+    )
+    .await;
+    let t = login(&w.gw, "ae@example.com", PW).await;
+    let jwt = t["access_token"].as_str().unwrap();
+    let echo: serde_json::Value =
+        w.gw.client
+            .get(w.gw.url("/app/x"))
+            .bearer_auth(jwt)
+            .header("remote-user", "admin")
+            .header("remote-groups", "admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let h = &echo["headers"];
+    assert_eq!(
+        h["remote-user"],
+        json!(["ae@example.com"]),
+        "no username: the email, and the spoof is gone"
+    );
+    assert_eq!(h["remote-email"], json!(["ae@example.com"]));
+    assert_eq!(h["remote-groups"], json!(["customer"]));
+    assert_eq!(h["remote-user-id"], json!([t["user"]["id"]]));
+    assert_eq!(h["x-access-token"], json!([jwt]));
+    assert!(h.get("x-auth-user-id").is_none());
+    // Public routes strip the spoofs too.
+    let echo: serde_json::Value =
+        w.gw.client
+            .get(w.gw.url("/pub"))
+            .header("remote-user", "admin")
+            .header("x-access-token", "forged")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert!(
+        echo["headers"].get("remote-user").is_none()
+            && echo["headers"].get("x-access-token").is_none(),
+        "{echo}"
+    );
+    w.gw.stop().await;
+}

@@ -1,0 +1,225 @@
+//! The command line: `serve` (the default), `check-config`, and admin commands that work on
+//! the same store (`user ...`, `sessions revoke`, `keys rotate`).
+
+use crate::accounts::AccountError;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::secret::Secret;
+use crate::server::{Deps, build_app};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// An authentication gateway: TLS, accounts, one-time codes and a reverse proxy.
+#[derive(Debug, Parser)]
+#[command(name = "authgate", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, built-in defaults apply (development mode).
+    #[arg(long, short, global = true, env = "AUTHGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Validate the configuration and exit; non-zero with the offending key named.
+    CheckConfig,
+    /// Manage accounts in the store (stop the gateway first: the store is single-process).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage sessions in the store.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Manage token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a verified account (e.g. the first admin: `--role admin`).
+    Create(CreateArgs),
+    /// List accounts, optionally only those matching a search.
+    List {
+        #[arg(long, short)]
+        query: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Block an account and end its sessions.
+    Block { email: String },
+    /// Unblock an account (also clears a lockout).
+    Unblock { email: String },
+    /// Replace an account's roles; its sessions end so new tokens carry them.
+    SetRoles {
+        email: String,
+        #[arg(required = true)]
+        roles: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub email: String,
+    /// Roles (repeatable); the configured default roles when none.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// Read the password from standard input (one line). Without it the account signs in by
+    /// emailed code only.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// End one session, or every session of the account.
+    Revoke {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        session: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key: it signs from the gateway's next key reload (within 30 s);
+    /// older keys keep verifying until their last token has expired.
+    Rotate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Start(#[from] crate::server::StartError),
+    #[error("{0}")]
+    Account(String),
+    #[error("no account with the email {0}")]
+    NoSuchUser(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Token(#[from] crate::tokens::TokenError),
+}
+
+impl From<AccountError> for CliError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::Invalid(fields) => {
+                let list: Vec<String> = fields.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                CliError::Account(list.join("; "))
+            }
+            other => CliError::Account(other.to_string()),
+        }
+    }
+}
+
+/// Runs an admin command and returns what to print.
+pub async fn run_admin(config: Config, command: Command) -> Result<String, CliError> {
+    if let Command::Keys(KeysCommand::Rotate) = command {
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let kid =
+            crate::tokens::generate_key(&config.tokens.keys_dir, config.tokens.algorithm, now)?;
+        return Ok(format!(
+            "new {:?} signing key {kid} in {}",
+            config.tokens.algorithm,
+            config.tokens.keys_dir.display()
+        ));
+    }
+    let app = build_app(Arc::new(config), &Deps::default(), &Metrics::new()).await.map_err(|e| match e {
+        crate::server::StartError::Store(s) if s.to_string().contains("lock") => CliError::Account(format!(
+            "{s}: is the gateway running on this store? Stop it, or use the admin API (/auth/admin/)."
+        )),
+        other => CliError::Start(other),
+    })?;
+    let accounts = &app.accounts;
+    let find = |email: String| async move {
+        let norm = crate::accounts::normalize_email(&email)
+            .map_err(|m| CliError::Account(format!("email {m}")))?;
+        accounts
+            .store()
+            .user_by_email(&norm)
+            .await
+            .map_err(AccountError::from)?
+            .ok_or(CliError::NoSuchUser(email))
+    };
+    let out = match command {
+        Command::User(UserCommand::Create(a)) => {
+            let password = if a.password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                Some(Secret::new(line.trim_end_matches(['\n', '\r'])))
+            } else {
+                None
+            };
+            let u = accounts
+                .create_verified(&a.email, password.as_ref(), a.roles)
+                .await?;
+            format!(
+                "created {} ({}) with roles {}",
+                u.email,
+                u.id,
+                u.roles.join(",")
+            )
+        }
+        Command::User(UserCommand::List { query, limit }) => {
+            let users = accounts
+                .store()
+                .list_users(query.as_deref(), 0, limit)
+                .await
+                .map_err(AccountError::from)?;
+            let mut out = format!(
+                "{:<36}  {:<32}  {:<8}  {:<7}  roles\n",
+                "id", "email", "verified", "blocked"
+            );
+            for u in users {
+                out.push_str(&format!(
+                    "{:<36}  {:<32}  {:<8}  {:<7}  {}\n",
+                    u.id,
+                    u.email,
+                    u.email_verified,
+                    u.blocked,
+                    u.roles.join(",")
+                ));
+            }
+            out
+        }
+        Command::User(UserCommand::Block { email }) => {
+            let u = find(email).await?;
+            accounts.set_blocked(&u.id, true).await?;
+            format!("blocked {}", u.email)
+        }
+        Command::User(UserCommand::Unblock { email }) => {
+            let u = find(email).await?;
+            accounts.set_blocked(&u.id, false).await?;
+            format!("unblocked {}", u.email)
+        }
+        Command::User(UserCommand::SetRoles { email, roles }) => {
+            let u = find(email).await?;
+            let u = accounts.set_roles(&u.id, roles).await?;
+            format!("{} now has roles {}", u.email, u.roles.join(","))
+        }
+        Command::Sessions(SessionsCommand::Revoke { email, session }) => {
+            let u = find(email).await?;
+            let revoked = match session {
+                Some(id) => app
+                    .sessions
+                    .revoke_ids(&u.id, &[id])
+                    .await
+                    .map_err(AccountError::from)?,
+                None => app
+                    .sessions
+                    .revoke_all(&u.id, None)
+                    .await
+                    .map_err(AccountError::from)?,
+            };
+            format!("revoked {} session(s) of {}", revoked.len(), u.email)
+        }
+        Command::Serve | Command::CheckConfig | Command::Keys(_) => String::new(),
+    };
+    Ok(out)
+}
