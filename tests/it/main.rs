@@ -12,6 +12,8 @@ mod accounts;
 mod cli;
 mod durability;
 mod example;
+mod external;
+mod frontends;
 mod harness;
 mod mail;
 mod proxy;
