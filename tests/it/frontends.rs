@@ -4,7 +4,6 @@
 use crate::external::{free_port, require, wait_port};
 use crate::harness::*;
 use crate::mail::Smtp;
-use crate::seeds::{login, register_verified};
 use serde_json::json;
 
 const PW: &str = "correct horse battery staple";
@@ -134,7 +133,7 @@ http://127.0.0.1:{listen} {{
 
 /// What every front proxy must show: 401 (or a redirect) without a token, 200 with identity
 /// headers at the upstream, 403 on a role rule, spoofed identity headers removed.
-async fn check_front(front: u16, gw: &Gateway, smtp: &Smtp, redirects: bool) {
+async fn check_front(front: u16, smtp: &Smtp, redirects: bool) {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -256,7 +255,6 @@ async fn check_front(front: u16, gw: &Gateway, smtp: &Smtp, redirects: bool) {
             .status(),
         401
     );
-    drop(gw);
 }
 
 #[tokio::test]
@@ -291,7 +289,7 @@ async fn nginx_auth_request_in_front() {
         .spawn()
         .unwrap();
     wait_port(port, "nginx").await;
-    check_front(port, &gw, &smtp, false).await;
+    check_front(port, &smtp, false).await;
     child.kill().await.ok();
     gw.stop().await;
 }
@@ -320,7 +318,7 @@ async fn caddy_forward_auth_in_front() {
         .spawn()
         .unwrap();
     wait_port(port, "caddy").await;
-    check_front(port, &gw, &smtp, true).await;
+    check_front(port, &smtp, true).await;
     child.kill().await.ok();
     gw.stop().await;
 }
