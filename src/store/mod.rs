@@ -95,6 +95,12 @@ impl Store {
         self.inner.insert_user(user).await
     }
 
+    /// Inserts many users with one flush at the end (imports, store copies, benchmarks).
+    /// Uniqueness is enforced per user as in [`Store::insert_user`].
+    pub async fn import_users(&self, users: &[User]) -> Result<(), StoreError> {
+        self.inner.import_users(users).await
+    }
+
     pub async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
         self.inner.user(id)
     }

@@ -197,6 +197,18 @@ impl SledStore {
     }
 
     pub(super) async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
+        self.insert_user_unflushed(user)?;
+        self.flush().await
+    }
+
+    pub(super) async fn import_users(&self, users: &[User]) -> Result<(), StoreError> {
+        for u in users {
+            self.insert_user_unflushed(u)?;
+        }
+        self.flush().await
+    }
+
+    fn insert_user_unflushed(&self, user: &User) -> Result<(), StoreError> {
         let bytes = encode(user)?;
         let id = user.id;
         (
@@ -219,8 +231,7 @@ impl SledStore {
                 users.insert(id.as_bytes().as_slice(), bytes.as_slice())?;
                 Ok(())
             })
-            .map_err(|e| store_only(tx_err(e)))?;
-        self.flush().await
+            .map_err(|e| store_only(tx_err(e)))
     }
 
     pub(super) fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
