@@ -6,7 +6,12 @@
 //! `cargo bench --bench hot_paths` (AUTHGATE_BENCH_USERS sets the store size; default 1M,
 //! which takes about a minute to load).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use authgate::clock::{ManualClock, SharedClock};
 use authgate::config::{PasswordsConfig, TokensConfig};
@@ -42,7 +47,10 @@ fn user(i: usize) -> User {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn passwords(c: &mut Criterion) {
@@ -55,12 +63,17 @@ fn passwords(c: &mut Criterion) {
     g.bench_function("argon2id_verify_default_params", |b| {
         b.iter(|| rt.block_on(p.verify(black_box(&pw), Some(&hash))).unwrap())
     });
-    g.bench_function("unknown_user_dummy_verify", |b| b.iter(|| rt.block_on(p.verify(black_box(&pw), None)).unwrap()));
+    g.bench_function("unknown_user_dummy_verify", |b| {
+        b.iter(|| rt.block_on(p.verify(black_box(&pw), None)).unwrap())
+    });
     g.finish();
 }
 
 fn store_lookup(c: &mut Criterion) {
-    let n: usize = std::env::var("AUTHGATE_BENCH_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::var("AUTHGATE_BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db"), 256 << 20).unwrap();
@@ -74,7 +87,9 @@ fn store_lookup(c: &mut Criterion) {
     c.bench_function(&format!("store/user_by_email_among_{n}"), |b| {
         b.iter(|| {
             i = (i * 7919 + 13) % n;
-            let u = rt.block_on(store.user_by_email(black_box(&format!("user{i}@example.com")))).unwrap();
+            let u = rt
+                .block_on(store.user_by_email(black_box(&format!("user{i}@example.com"))))
+                .unwrap();
             assert!(u.is_some());
         })
     });
@@ -84,11 +99,25 @@ fn tokens(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let clock: SharedClock = Arc::new(ManualClock::starting_now());
-    let cfg = TokensConfig { keys_dir: dir.path().join("keys"), cache_entries: 16, ..Default::default() };
-    let tokens = Arc::new(Tokens::new(&cfg, "https://gw.test".into(), &KeyBytes(vec![1; 32]), clock.clone()).unwrap());
+    let cfg = TokensConfig {
+        keys_dir: dir.path().join("keys"),
+        cache_entries: 16,
+        ..Default::default()
+    };
+    let tokens = Arc::new(
+        Tokens::new(
+            &cfg,
+            "https://gw.test".into(),
+            &KeyBytes(vec![1; 32]),
+            clock.clone(),
+        )
+        .unwrap(),
+    );
     let u = user(1);
     // Many distinct tokens against a 16-entry cache: nearly every verification is a miss.
-    let many: Vec<String> = (0..4096).map(|i| tokens.issue_access(&u, &format!("s{i}")).unwrap()).collect();
+    let many: Vec<String> = (0..4096)
+        .map(|i| tokens.issue_access(&u, &format!("s{i}")).unwrap())
+        .collect();
     let mut i = 0;
     c.bench_function("tokens/eddsa_verify_uncached", |b| {
         b.iter(|| {
@@ -97,30 +126,57 @@ fn tokens(c: &mut Criterion) {
         })
     });
     let one = many[0].clone();
-    c.bench_function("tokens/verify_cached", |b| b.iter(|| tokens.verify_access(black_box(&one)).unwrap()));
+    c.bench_function("tokens/verify_cached", |b| {
+        b.iter(|| tokens.verify_access(black_box(&one)).unwrap())
+    });
 
     // The whole hot-path check: cached verification plus the live-session lookup.
     let store = Store::open(&dir.path().join("db"), 64 << 20).unwrap();
-    let cfg = TokensConfig { keys_dir: dir.path().join("keys2"), ..Default::default() };
-    let tokens = Arc::new(Tokens::new(&cfg, "https://gw.test".into(), &KeyBytes(vec![1; 32]), clock.clone()).unwrap());
+    let cfg = TokensConfig {
+        keys_dir: dir.path().join("keys2"),
+        ..Default::default()
+    };
+    let tokens = Arc::new(
+        Tokens::new(
+            &cfg,
+            "https://gw.test".into(),
+            &KeyBytes(vec![1; 32]),
+            clock.clone(),
+        )
+        .unwrap(),
+    );
     let sessions = Sessions::new(store.clone(), tokens, clock, &cfg).unwrap();
     rt.block_on(store.insert_user(&u)).unwrap();
-    let client = ClientInfo { ip: "127.0.0.1".parse().unwrap(), user_agent: "bench".into() };
+    let client = ClientInfo {
+        ip: "127.0.0.1".parse().unwrap(),
+        user_agent: "bench".into(),
+    };
     let pair = rt.block_on(sessions.sign_in(&u, &client)).unwrap();
     // Other live sessions, so the lookup is not in a map of one.
     for _ in 0..10_000 {
         rt.block_on(sessions.sign_in(&u, &client)).unwrap();
     }
     let _guard = rt.enter();
-    c.bench_function("sessions/authenticate_cached_token_among_10k_sessions", |b| {
-        b.iter(|| sessions.authenticate(black_box(&pair.access_token)).unwrap())
-    });
+    c.bench_function(
+        "sessions/authenticate_cached_token_among_10k_sessions",
+        |b| {
+            b.iter(|| {
+                sessions
+                    .authenticate(black_box(&pair.access_token))
+                    .unwrap()
+            })
+        },
+    );
 }
 
 fn paths(c: &mut Criterion) {
-    c.bench_function("path/normalize_plain", |b| b.iter(|| authgate::http::path::normalize(black_box("/api/v1/items/42")).unwrap()));
+    c.bench_function("path/normalize_plain", |b| {
+        b.iter(|| authgate::http::path::normalize(black_box("/api/v1/items/42")).unwrap())
+    });
     c.bench_function("path/normalize_dirty", |b| {
-        b.iter(|| authgate::http::path::normalize(black_box("/api//v1/./items/%34%32/../43")).unwrap())
+        b.iter(|| {
+            authgate::http::path::normalize(black_box("/api//v1/./items/%34%32/../43")).unwrap()
+        })
     });
 }
 

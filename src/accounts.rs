@@ -220,6 +220,10 @@ impl Accounts {
         &self.store
     }
 
+    pub fn clock(&self) -> SharedClock {
+        self.clock.clone()
+    }
+
     pub fn passwords(&self) -> &Passwords {
         &self.passwords
     }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod passwords;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod secret;
 pub mod server;
 pub mod sessions;

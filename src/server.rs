@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::policy::RouteTable;
 use crate::proxy::{self, IdentityNames, Proxy};
+use crate::ratelimit::RateLimits;
 use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::tls;
@@ -151,6 +152,11 @@ pub async fn build_app(
         config.otp.clone(),
         config.security.reveal_account_existence,
     ));
+    let limits = Arc::new(RateLimits::new(
+        &config.rate_limit,
+        deps.clock.clone(),
+        metrics,
+    ));
     let routes = RouteTable::new(&config.routes, metrics)?;
     let client = proxy::client::build(&config.proxy)?;
     let proxy = Proxy::new(
@@ -158,6 +164,7 @@ pub async fn build_app(
         IdentityNames::new(&config.identity_headers)?,
         config.proxy.response_timeout,
         sessions.clone(),
+        limits.clone(),
     );
     Ok(Arc::new(App::new(
         config,
@@ -165,6 +172,7 @@ pub async fn build_app(
         proxy,
         accounts,
         sessions,
+        limits,
         metrics.clone(),
     )))
 }
@@ -174,6 +182,7 @@ fn spawn_upkeep(app: Arc<App>, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut keys = tokio::time::interval(Duration::from_secs(30));
         let mut sweep = tokio::time::interval(Duration::from_secs(600));
+        let mut purge = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -182,6 +191,7 @@ fn spawn_upkeep(app: Arc<App>, shutdown: CancellationToken) {
                         tracing::error!(error = %e, "cannot reload signing keys");
                     }
                 }
+                _ = purge.tick() => app.limits.purge(),
                 _ = sweep.tick() => {
                     if let Err(e) = app.sessions.sweep().await {
                         tracing::error!(error = %e, "cannot sweep expired sessions");

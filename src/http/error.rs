@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: Cow<'static, str>,
     pub fields: Option<BTreeMap<String, String>>,
     pub retry_after: Option<Duration>,
+    /// The limit that refused, for the `RateLimit-*` headers of a 429 RATE_LIMITED.
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -39,6 +41,7 @@ impl ApiError {
             message: message.into(),
             fields: None,
             retry_after: None,
+            rate_limit: None,
         }
     }
 
@@ -113,9 +116,14 @@ impl ApiError {
         let mut resp = body::json_response(self.status, json);
         if let Some(d) = self.retry_after {
             // Round up: "Retry-After: 0" would invite an immediate retry.
-            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            let secs = (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
+            let h = resp.headers_mut();
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            if let Some(limit) = self.rate_limit {
+                h.insert("ratelimit-limit", HeaderValue::from(limit));
+                h.insert("ratelimit-remaining", HeaderValue::from(0u32));
+                h.insert("ratelimit-reset", HeaderValue::from(secs));
+            }
         }
         resp
     }
@@ -278,5 +286,18 @@ impl From<crate::sessions::SessionError> for ApiError {
                 ApiError::internal()
             }
         }
+    }
+}
+
+impl From<crate::ratelimit::Refused> for ApiError {
+    fn from(r: crate::ratelimit::Refused) -> Self {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "Too many requests; slow down.",
+        )
+        .with_retry_after(r.retry_after);
+        e.rate_limit = Some(r.limit);
+        e
     }
 }

@@ -113,6 +113,7 @@ pub struct App {
     pub metrics: Metrics,
     pub trusted: TrustedProxies,
     pub redirects: redirect::RedirectPolicy,
+    pub limits: Arc<crate::ratelimit::RateLimits>,
     /// Our origin (`https://host[:port]`), for the CSRF check.
     pub origin: String,
     own: OwnMetrics,
@@ -129,6 +130,7 @@ impl App {
         proxy: Proxy,
         accounts: Arc<Accounts>,
         sessions: Arc<Sessions>,
+        limits: Arc<crate::ratelimit::RateLimits>,
         metrics: Metrics,
     ) -> Self {
         let own = OwnMetrics {
@@ -138,6 +140,7 @@ impl App {
         };
         App {
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
+            limits,
             redirects: redirect::RedirectPolicy::new(
                 &config.server.public_url,
                 &config.server.allowed_redirect_hosts,

@@ -28,6 +28,7 @@ pub struct Proxy {
     identity_names: IdentityNames,
     response_timeout: std::time::Duration,
     sessions: Arc<Sessions>,
+    limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 /// Why a proxied exchange failed, and so which status the client gets.
@@ -67,12 +68,14 @@ impl Proxy {
         identity_names: IdentityNames,
         response_timeout: std::time::Duration,
         sessions: Arc<Sessions>,
+        limits: Arc<crate::ratelimit::RateLimits>,
     ) -> Self {
         Proxy {
             client,
             identity_names,
             response_timeout,
             sessions,
+            limits,
         }
     }
 
@@ -116,7 +119,10 @@ impl Proxy {
         path: &str,
         mut req: Request<Incoming>,
     ) -> Response<Body> {
-        // Phase: rate-limit (per-IP proxy quotas) belongs here, with the abuse-resistance work.
+        // Phase: rate-limit (per-IP proxy quota, when configured).
+        if let Err(refused) = self.limits.check_proxy(ctx.client_ip) {
+            return ApiError::from(refused).into_response();
+        }
         let verified = match self.check_access(&route.rule, req.headers()) {
             Ok(v) => v,
             Err(e) => return e.into_response(),

@@ -15,6 +15,7 @@ mod example;
 mod external;
 mod frontends;
 mod harness;
+mod limits;
 mod mail;
 mod proxy;
 mod seeds;

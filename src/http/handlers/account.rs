@@ -7,6 +7,7 @@ use crate::clock::rfc3339;
 use crate::http::body::Body;
 use crate::http::error::success;
 use crate::http::{App, RequestCtx, auth};
+use crate::ratelimit::Class;
 use crate::secret::Secret;
 use http::{Response, StatusCode, request::Parts};
 use hyper::body::Incoming;
@@ -23,8 +24,15 @@ struct RegisterBody {
     profile: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-pub async fn register(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+pub async fn register(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
     let b: RegisterBody = body_json(app, parts, body, false).await?;
+    app.limits
+        .check(Class::CodeSend, ctx.client_ip, Some(&b.email))?;
     let reg = Registration {
         email: b.email,
         password: b.password,
@@ -52,8 +60,15 @@ struct EmailOnly {
     email: String,
 }
 
-pub async fn verify(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+pub async fn verify(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
     let b: EmailCode = body_json(app, parts, body, false).await?;
+    app.limits
+        .check(Class::CodeVerify, ctx.client_ip, Some(&b.email))?;
     let user = app.accounts.verify_email(&b.email, b.code.expose()).await?;
     Ok(success(
         StatusCode::OK,
@@ -72,8 +87,15 @@ fn code_sent(expires: time::OffsetDateTime) -> Response<Body> {
     )
 }
 
-pub async fn resend(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+pub async fn resend(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
     let b: EmailOnly = body_json(app, parts, body, false).await?;
+    app.limits
+        .check(Class::CodeSend, ctx.client_ip, Some(&b.email))?;
     Ok(code_sent(app.accounts.resend_verification(&b.email).await?))
 }
 
@@ -90,6 +112,8 @@ pub async fn login(
     body: Incoming,
 ) -> Result<Response<Body>> {
     let b: LoginBody = body_json(app, parts, body, false).await?;
+    app.limits
+        .check(Class::Login, ctx.client_ip, Some(&b.login))?;
     let user = app.accounts.login_password(&b.login, &b.password).await?;
     let pair = app
         .sessions
@@ -98,8 +122,15 @@ pub async fn login(
     Ok(tokens_response(app, "Signed in.", &pair, &user))
 }
 
-pub async fn login_code(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+pub async fn login_code(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
     let b: EmailOnly = body_json(app, parts, body, false).await?;
+    app.limits
+        .check(Class::CodeSend, ctx.client_ip, Some(&b.email))?;
     Ok(code_sent(app.accounts.start_code_login(&b.email).await?))
 }
 
@@ -110,6 +141,8 @@ pub async fn login_code_verify(
     body: Incoming,
 ) -> Result<Response<Body>> {
     let b: EmailCode = body_json(app, parts, body, false).await?;
+    app.limits
+        .check(Class::CodeVerify, ctx.client_ip, Some(&b.email))?;
     let user = app
         .accounts
         .finish_code_login(&b.email, b.code.expose())
@@ -121,8 +154,15 @@ pub async fn login_code_verify(
     Ok(tokens_response(app, "Signed in.", &pair, &user))
 }
 
-pub async fn forgot(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+pub async fn forgot(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
     let b: EmailOnly = body_json(app, parts, body, false).await?;
+    app.limits
+        .check(Class::CodeSend, ctx.client_ip, Some(&b.email))?;
     Ok(code_sent(app.accounts.forgot_password(&b.email).await?))
 }
 
@@ -134,9 +174,16 @@ struct ResetBody {
 }
 
 /// One step (email + code + new password), or the second of two (Bearer reset token).
-pub async fn reset(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+pub async fn reset(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
     let token = auth::bearer(&parts.headers).map(Secret::new);
     let b: ResetBody = body_json(app, parts, body, false).await?;
+    app.limits
+        .check(Class::CodeVerify, ctx.client_ip, b.email.as_deref())?;
     match (token, b.email, b.code) {
         (Some(token), _, _) => {
             app.accounts
@@ -165,8 +212,15 @@ pub async fn reset(app: &App, parts: &Parts, body: Incoming) -> Result<Response<
     ))
 }
 
-pub async fn reset_verify(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+pub async fn reset_verify(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
     let b: EmailCode = body_json(app, parts, body, false).await?;
+    app.limits
+        .check(Class::CodeVerify, ctx.client_ip, Some(&b.email))?;
     let (token, expires) = app.accounts.reset_token(&b.email, b.code.expose()).await?;
     Ok(success(
         StatusCode::OK,
@@ -181,9 +235,16 @@ struct ChangeBody {
     new_password: Secret,
 }
 
-pub async fn change_password(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+pub async fn change_password(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
     let c = caller(app, parts)?;
     let b: ChangeBody = body_json(app, parts, body, false).await?;
+    app.limits
+        .check(Class::Login, ctx.client_ip, Some(&c.identity.user_id))?;
     app.accounts
         .change_password(
             &c.user_id,

@@ -33,25 +33,25 @@ pub async fn handle(
     let m = parts.method.clone();
     let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let result = match (segs.as_slice(), &m) {
-        (["register"], &Method::POST) => account::register(app, &parts, body).await,
-        (["verify"], &Method::POST) => account::verify(app, &parts, body).await,
-        (["verify", "resend"], &Method::POST) => account::resend(app, &parts, body).await,
+        (["register"], &Method::POST) => account::register(app, ctx, &parts, body).await,
+        (["verify"], &Method::POST) => account::verify(app, ctx, &parts, body).await,
+        (["verify", "resend"], &Method::POST) => account::resend(app, ctx, &parts, body).await,
         (["login"], &Method::POST) => account::login(app, ctx, &parts, body).await,
-        (["login", "code"], &Method::POST) => account::login_code(app, &parts, body).await,
+        (["login", "code"], &Method::POST) => account::login_code(app, ctx, &parts, body).await,
         (["login", "code", "verify"], &Method::POST) => {
             account::login_code_verify(app, ctx, &parts, body).await
         }
-        (["password", "forgot"], &Method::POST) => account::forgot(app, &parts, body).await,
-        (["password", "reset"], &Method::POST) => account::reset(app, &parts, body).await,
+        (["password", "forgot"], &Method::POST) => account::forgot(app, ctx, &parts, body).await,
+        (["password", "reset"], &Method::POST) => account::reset(app, ctx, &parts, body).await,
         (["password", "reset", "verify"], &Method::POST) => {
-            account::reset_verify(app, &parts, body).await
+            account::reset_verify(app, ctx, &parts, body).await
         }
         (["password", "change"], &Method::POST) => {
-            account::change_password(app, &parts, body).await
+            account::change_password(app, ctx, &parts, body).await
         }
         (["me"], &Method::GET) => account::me(app, &parts).await,
         (["me"], &Method::PATCH) => account::update_me(app, &parts, body).await,
-        (["token", "refresh"], &Method::POST) => session::refresh(app, &parts, body).await,
+        (["token", "refresh"], &Method::POST) => session::refresh(app, ctx, &parts, body).await,
         (["logout"], &Method::POST) => session::logout(app, &parts, body).await,
         (["sessions"], &Method::GET) => session::list(app, &parts).await,
         (["sessions", id], &Method::DELETE) => session::delete(app, &parts, id).await,

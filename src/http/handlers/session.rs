@@ -3,7 +3,7 @@
 use super::{Result, body_json, caller, csrf_refused, session_json, tokens_response};
 use crate::http::body::Body;
 use crate::http::error::{ApiError, success};
-use crate::http::{App, auth};
+use crate::http::{App, RequestCtx, auth};
 use crate::secret::Secret;
 use http::{Response, StatusCode, request::Parts};
 use hyper::body::Incoming;
@@ -15,7 +15,14 @@ struct RefreshBody {
     refresh_token: Option<Secret>,
 }
 
-pub async fn refresh(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
+pub async fn refresh(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
+    app.limits
+        .check(crate::ratelimit::Class::Refresh, ctx.client_ip, None)?;
     let b: RefreshBody = body_json(app, parts, body, true).await?;
     let token = match b.refresh_token {
         Some(t) => t,
