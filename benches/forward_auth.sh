@@ -169,10 +169,10 @@ fwd_headers='
         proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Request-Id $request_id;'
 
-# The README's nginx auth_request snippet, with two changes so that its `keepalive` actually
-# keeps connections: HTTP/1.1 and an empty Connection header toward both upstreams (the
-# snippet as printed speaks HTTP/1.0 with `Connection: close` to authgate and the app), and
-# pools of 64 rather than 16 so that 64 client connections do not churn them.
+# The README's nginx auth_request snippet (HTTP/1.1 with an empty Connection header toward
+# both upstreams, HEAD for the subrequest: nginx keeps an auth_request connection only when
+# the answer has no body), with pools of 64 rather than 16 so 64 client connections do not
+# churn them. The "auth conns" column shows whether connections were kept.
 front_server() { # port auth-upstream auth-path
     cat <<EOF
     server {
@@ -180,6 +180,8 @@ front_server() { # port auth-upstream auth-path
         location = /_auth {
             internal;
             proxy_pass http://$2$3;
+            proxy_method HEAD;
+            proxy_http_version 1.1;
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
             proxy_set_header Connection "";

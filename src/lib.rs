@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod codes;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod mail;
 pub mod metrics;

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         // Development mode (no config file): codes also go to the log, so a newcomer can
         // sign in without a mail server.
         config.mail.log_codes = true;
+        config.server.demo_upstream = true;
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {

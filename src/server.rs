@@ -208,7 +208,32 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 }
 
 /// [`start`] with injected dependencies.
-pub async fn start_with(config: Config, deps: Deps) -> Result<Running, StartError> {
+pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, StartError> {
+    if config.server.demo_upstream && config.routes.is_empty() {
+        let addr = crate::demo::start(config.server.auth_prefix.clone())
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                source,
+            })?;
+        let upstream =
+            url::Url::parse(&format!("http://{addr}/")).map_err(|e| StartError::Bind {
+                addr,
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        config.routes.push(crate::config::RouteConfig {
+            name: Some("demo".into()),
+            host: None,
+            path_prefix: "/".into(),
+            upstream,
+            access: crate::config::Access::Public,
+            roles: Vec::new(),
+            methods: Vec::new(),
+            strip_prefix: false,
+            preserve_host: true,
+        });
+        tracing::info!(%addr, "no routes configured: serving the bundled demo application at /");
+    }
     let config = Arc::new(config);
     let s = &config.server;
     let acceptor = if s.tls {
@@ -257,6 +282,10 @@ pub async fn start_with(config: Config, deps: Deps) -> Result<Running, StartErro
         ));
     }
     tracing::info!(%addr, scheme, "listening");
+    tracing::info!(
+        "open {}/ in a browser (public_url)",
+        config.server.public_url.as_str().trim_end_matches('/')
+    );
 
     let metrics_addr = match s.metrics_listen {
         Some(want) => {

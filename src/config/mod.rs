@@ -414,6 +414,9 @@ pub struct ServerConfig {
     /// Hosts the browser may be sent back to after sign-in besides public_url's:
     /// "app.example.com" exactly, ".example.com" for it and every subdomain.
     pub allowed_redirect_hosts: Vec<String>,
+    /// Serve the bundled demo application at `/` when no route is configured (on when running
+    /// without a configuration file).
+    pub demo_upstream: bool,
     #[serde(with = "duration::serde_str")]
     pub handshake_timeout: Duration,
     #[serde(with = "duration::serde_str")]
@@ -439,6 +442,7 @@ impl Default for ServerConfig {
             redirect_http_listen: None,
             trusted_proxies: Vec::new(),
             allowed_redirect_hosts: Vec::new(),
+            demo_upstream: false,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,

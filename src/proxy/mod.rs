@@ -169,9 +169,12 @@ impl Proxy {
     ) -> Result<Request<Incoming>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         // Taken before the headers are rewritten, for `identity_headers.access_token`.
-        let token = identity.and_then(|_| {
-            crate::http::auth::access_token(&parts.headers).map(|(t, _)| t.into_owned())
-        });
+        let token = match identity {
+            Some(_) if self.identity_names.forwards_token() => {
+                crate::http::auth::access_token(&parts.headers).map(|(t, _)| t.into_owned())
+            }
+            _ => None,
+        };
         let upstream_path = route.upstream_path(path);
         let pq = match parts.uri.query() {
             Some(q) => format!("{upstream_path}?{q}"),

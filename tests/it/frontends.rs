@@ -69,6 +69,8 @@ http {{
         location = /_authgate {{
             internal;
             proxy_pass http://authgate/auth/validate;
+            # HEAD: nginx keeps a connection only when the answer has no body to discard.
+            proxy_method HEAD;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_pass_request_body off;

@@ -13,6 +13,7 @@ mod cli;
 mod durability;
 mod example;
 mod external;
+mod first_run;
 mod frontends;
 mod harness;
 mod limits;

@@ -27,7 +27,7 @@ struct Original {
     uri: String,
 }
 
-fn original(parts: &Parts) -> Original {
+fn original(parts: &Parts, our_scheme: &str) -> Original {
     let hs = &parts.headers;
     let full = h(hs, "x-original-url").and_then(|u| url::Url::parse(u).ok());
     let method = h(hs, "x-forwarded-method")
@@ -37,7 +37,7 @@ fn original(parts: &Parts) -> Original {
     let proto = h(hs, "x-forwarded-proto")
         .map(str::to_string)
         .or_else(|| full.as_ref().map(|u| u.scheme().to_string()))
-        .unwrap_or_else(|| "https".into());
+        .unwrap_or_else(|| our_scheme.to_string());
     let host = h(hs, "x-forwarded-host")
         .map(str::to_string)
         .or_else(|| {
@@ -67,8 +67,8 @@ fn original(parts: &Parts) -> Original {
     }
 }
 
-pub async fn validate(app: &App, _ctx: &RequestCtx, parts: &Parts) -> Result<Response<Body>> {
-    let orig = original(parts);
+pub async fn validate(app: &App, ctx: &RequestCtx, parts: &Parts) -> Result<Response<Body>> {
+    let orig = original(parts, ctx.scheme);
     let raw_path = orig.uri.split('?').next().unwrap_or("/");
     let norm = path::normalize(raw_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let host = orig.host.as_deref().map(crate::policy::strip_port);

@@ -1,0 +1,122 @@
+//! The first run: the binary with no configuration file makes its certificate, store and demo
+//! application, prints codes in its log, and a newcomer signs in and sees the demo greet them.
+
+use crate::harness::*;
+use serde_json::json;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test]
+async fn no_config_runs_the_demo_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = dead_addr().await.port();
+    let mut child = tokio::process::Command::new(bin_path())
+        .current_dir(dir.path())
+        // Only the port is moved off 8443 (tests never use fixed ports); everything else is
+        // the built-in defaults.
+        .env("AUTHGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Collect the log to find the code in it.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let _ = tx.send(l);
+        }
+    });
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        dir.path().join("certs/dev-cert.pem").exists(),
+        "development certificate made under certs/"
+    );
+    let cert = std::fs::read(dir.path().join("certs/dev-cert.pem")).unwrap();
+    let client = client_builder(&cert).build().unwrap();
+    let base = format!("https://127.0.0.1:{port}");
+
+    let page = client
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Not signed in"), "{page}");
+
+    let pw = "correct horse battery staple";
+    let r = client
+        .post(format!("{base}/auth/register"))
+        .json(&json!({"email": "new@example.com", "password": pw}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut code = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while code.is_none() {
+        let line = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("code in the log")
+            .unwrap();
+        eprintln!("log: {line}");
+        if line.contains("one-time code") {
+            code = line.split("code=").nth(1).map(|c| {
+                c.trim_start_matches('"')
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            });
+        }
+    }
+    let code = code.unwrap();
+    assert_eq!(code.len(), 6);
+    let r = client
+        .post(format!("{base}/auth/verify"))
+        .json(&json!({"email": "new@example.com", "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"login": "new@example.com", "password": pw}))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    let token = v["data"]["access_token"].as_str().unwrap();
+    let page = client
+        .get(format!("{base}/"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Hello, new@example.com"), "{page}");
+    assert!(page.contains("x-auth-user-id"), "{page}");
+    assert!(
+        dir.path().join("data/authgate.db").exists(),
+        "store under data/"
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("data/outbox"))
+            .unwrap()
+            .count()
+            >= 1,
+        "mail in the outbox"
+    );
+}
