@@ -303,11 +303,14 @@ impl Accounts {
         }
     }
 
-    /// Counts a failed code or password; at the threshold the account is locked for a while,
-    /// and the failure that locks it is answered USER_BLOCKED.
+    /// Counts a failed code or password. From half the threshold on, each failure pauses the
+    /// account for an escalating moment (1 s, 2 s, 4 s, ...: kanidm's softlock, NIST SP
+    /// 800-63B throttling); at the threshold it is locked for `lockout_duration`, and the
+    /// failure that locks it is answered USER_BLOCKED.
     async fn record_failure(&self, user: &User) -> Result<(), AccountError> {
         let now = self.now();
         let threshold = self.otp.lockout_threshold.max(1);
+        let soft_from = (threshold / 2).max(2);
         let duration = self.otp.lockout_duration;
         let updated = self
             .store
@@ -316,13 +319,15 @@ impl Accounts {
                 if u.failed_attempts >= threshold {
                     u.failed_attempts = 0;
                     u.locked_until = Some(now + duration);
+                } else if u.failed_attempts >= soft_from {
+                    let step = (u.failed_attempts - soft_from).min(20);
+                    let pause = Duration::from_secs(1u64 << step).min(duration);
+                    u.locked_until = Some(now + pause);
                 }
                 Ok::<(), std::convert::Infallible>(())
             })
             .await?;
-        if updated.locked_until.is_some_and(|t| t > now)
-            && user.locked_until != updated.locked_until
-        {
+        if updated.failed_attempts == 0 && updated.locked_until.is_some_and(|t| t > now) {
             tracing::warn!(target: "audit", event = "lockout", user_id = %user.id, until = %crate::clock::rfc3339(now + duration), "account locked after repeated failures");
             return Err(AccountError::Blocked {
                 retry_after: Some(duration),

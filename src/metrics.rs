@@ -142,6 +142,11 @@ impl Metrics {
             "TLS handshakes that failed or timed out",
             tls_handshake_failures.clone(),
         );
+        registry.register(
+            "audit_events",
+            "Security events on the audit trail, by event",
+            crate::audit::EVENTS.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry: Mutex::new(registry),
             requests,

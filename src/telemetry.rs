@@ -1,8 +1,12 @@
-//! Logging: tracing with text or JSON output, to stderr. Request spans carry the request id;
-//! security events go to the `audit` target; access lines to the `access` target.
+//! Logging: tracing with text or JSON output, to stderr. Request spans carry the request id,
+//! client IP and user agent; security events go to the `audit` target (and are counted, see
+//! `audit`); access lines to the `access` target.
 
 use crate::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`.
 pub fn init(cfg: &LogConfig) {
@@ -13,18 +17,27 @@ pub fn init(cfg: &LogConfig) {
         .unwrap_or_else(|_| EnvFilter::new("info,rustls=error"));
     // Colours only for a person at a terminal, never in files or pipes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(crate::audit::CountLayer);
     // A second init (tests, embedding) keeps the first subscriber.
     let _ = match cfg.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(true)
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .try_init(),
     };
 }

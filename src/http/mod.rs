@@ -171,7 +171,12 @@ impl App {
 pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
     let ctx = RequestCtx::new(&app, &conn, &req);
-    let span = tracing::info_span!("request", id = ?ctx.request_id, client = %ctx.client_ip);
+    let ua = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.get(..v.len().min(128)).unwrap_or(""));
+    let span = tracing::info_span!("request", id = ?ctx.request_id, client = %ctx.client_ip, ua);
     async move {
         let method = req.method().clone();
         let uri = req.uri().clone();

@@ -112,6 +112,8 @@ async fn lockout_blocks_then_expires() {
     )
     .await;
     for _ in 0..2 {
+        // Past the short escalating pauses, to reach the threshold lock.
+        clock.advance(Duration::from_secs(30));
         let (status, v) = gw
             .post(
                 "/auth/login",
@@ -123,6 +125,7 @@ async fn lockout_blocks_then_expires() {
             (401, Some("INVALID_CREDENTIALS"))
         );
     }
+    clock.advance(Duration::from_secs(30));
     let r = gw
         .client
         .post(gw.url("/auth/login"))
@@ -467,5 +470,55 @@ async fn smtp_down_does_not_hold_up_requests() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(failed, "mail failures counted in metrics");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn failures_add_escalating_pauses_before_the_lock() {
+    let smtp = Smtp::start();
+    let clock = ManualClock::starting_now();
+    // Rate limits off: this is about the account's own pacing.
+    let gw = Gateway::start_with(
+        "[otp]\nlockout_threshold = 10\n[rate_limit]\nenabled = false\n",
+        Some(&smtp),
+        Some(&clock),
+    )
+    .await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "p@example.com", "password": PW}),
+    )
+    .await;
+    let wrong = json!({"login": "p@example.com", "password": "not the password at all"});
+    for _ in 0..4 {
+        assert_eq!(
+            gw.post("/auth/login", wrong.clone()).await.0,
+            401,
+            "no pause before half the threshold"
+        );
+    }
+    // From the fifth failure on: 1 s, 2 s, 4 s ... during which even the right password waits.
+    for pause in [1u64, 2, 4, 8] {
+        assert_eq!(gw.post("/auth/login", wrong.clone()).await.0, 401);
+        let r = gw
+            .client
+            .post(gw.url("/auth/login"))
+            .json(&json!({"login": "p@example.com", "password": PW}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.headers()["retry-after"], pause.to_string().as_str());
+        clock.advance(Duration::from_secs(pause));
+    }
+    // A success clears the count.
+    login(&gw, "p@example.com", PW).await;
+    assert_eq!(gw.post("/auth/login", wrong.clone()).await.0, 401);
+    assert_eq!(
+        gw.post("/auth/login", wrong.clone()).await.0,
+        401,
+        "count restarted after the success"
+    );
     gw.stop().await;
 }

@@ -119,4 +119,47 @@ async fn no_config_runs_the_demo_end_to_end() {
             >= 1,
         "mail in the outbox"
     );
+
+    // The audit trail: a failed sign-in is logged with the request's id, client IP and user
+    // agent, counted in /metrics, and no password appears anywhere in the log.
+    let wrong = "a wrong but memorable guess";
+    let r = client
+        .post(format!("{base}/auth/login"))
+        .header("user-agent", "audit-test-agent/1.0")
+        .json(&json!({"login": "new@example.com", "password": wrong}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("authgate_audit_events_total{event=\"login_failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("authgate_audit_events_total{event=\"login\"} 1"),
+        "{metrics}"
+    );
+    let mut log = Vec::new();
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+        log.push(line);
+    }
+    let failed = log
+        .iter()
+        .find(|l| l.contains("login_failed"))
+        .expect("audit line for the failed login");
+    for want in ["audit", "client=127.0.0.1", "audit-test-agent/1.0", "id="] {
+        assert!(failed.contains(want), "{want} missing in: {failed}");
+    }
+    assert!(
+        !log.iter().any(|l| l.contains(pw) || l.contains(wrong)),
+        "a password reached the log"
+    );
 }

@@ -469,6 +469,8 @@ async fn seed_003_jwt_otp() {
     let code = smtp.code(email, 5).await;
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for _ in 0..4 {
+        // Past the escalating pause each failure adds (from the third on).
+        clock.advance(std::time::Duration::from_secs(20));
         let (_, v) = gw
             .post(
                 "/auth/login/code/verify",
@@ -477,6 +479,7 @@ async fn seed_003_jwt_otp() {
             .await;
         assert_eq!(v["code"], "INVALID_OTP");
     }
+    clock.advance(std::time::Duration::from_secs(20));
     let (status, v) = gw
         .post(
             "/auth/login/code/verify",
