@@ -174,6 +174,7 @@ impl RouteTable {
 }
 
 /// `example.com:8443` → `example.com`; `[::1]:8443` → `[::1]`.
+/// The trailing dot of a fully-qualified name goes too: `app.example.com.` is the same host.
 pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return match host.find(']') {
@@ -181,10 +182,11 @@ pub fn strip_port(host: &str) -> &str {
             None => host,
         };
     }
-    match host.rsplit_once(':') {
+    let name = match host.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
-    }
+    };
+    name.strip_suffix('.').unwrap_or(name)
 }
 
 #[cfg(test)]
@@ -279,5 +281,6 @@ mod tests {
         assert_eq!(strip_port("a.example:8443"), "a.example");
         assert_eq!(strip_port("a.example"), "a.example");
         assert_eq!(strip_port("[::1]:8443"), "[::1]");
+        assert_eq!(strip_port("a.example.:443"), "a.example");
     }
 }

@@ -18,8 +18,8 @@ pub enum PathError {
     ControlCharacter,
     #[error("the path climbs above the root")]
     EscapesRoot,
-    #[error("the path has a dot segment with parameters (';')")]
-    DotSegmentParameter,
+    #[error("the path has parameters (';'), which upstreams disagree about")]
+    Parameters,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -52,7 +52,7 @@ fn is_plain(p: &str) -> bool {
 /// Normalizes a request path (without the query):
 /// percent-encoded unreserved characters are decoded, other escapes upper-cased; `.` and `..`
 /// segments are resolved; repeated slashes merged. Encoded separators (`%2F`, `%5C`), NUL,
-/// backslashes, `..` above the root and `..;` style segments are refused.
+/// backslashes, `..` above the root and path parameters (`;`) are refused.
 pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if is_plain(raw) {
         return Ok(Cow::Borrowed(raw));
@@ -96,6 +96,9 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
                 i += 3;
             }
             b'\\' => return Err(PathError::Backslash),
+            // Tomcat, Jetty and Spring drop ";params" from a segment, others keep them: a rule
+            // matched on one reading would be served on the other. Encoded (%3B) stays data.
+            b';' => return Err(PathError::Parameters),
             c if c < 0x20 || c == 0x7f => return Err(PathError::ControlCharacter),
             _ => {
                 // Copy the run up to the next byte that needs attention (keeps UTF-8 intact).
@@ -103,7 +106,7 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
                     .get(i..)
                     .unwrap_or_default()
                     .iter()
-                    .position(|&c| c == b'%' || c == b'\\' || c < 0x20 || c == 0x7f)
+                    .position(|&c| matches!(c, b'%' | b'\\' | b';') || c < 0x20 || c == 0x7f)
                     .unwrap_or(bytes.len() - i);
                 decoded.push_str(raw.get(i..i + run).ok_or(PathError::BadEscape)?);
                 i += run;
@@ -114,10 +117,6 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let mut out: Vec<&str> = Vec::new();
     let mut trailing_slash = decoded.ends_with('/');
     for seg in decoded.split('/') {
-        let base = seg.split(';').next().unwrap_or(seg);
-        if seg.contains(';') && (base == "." || base == "..") {
-            return Err(PathError::DotSegmentParameter);
-        }
         match seg {
             "" => {}
             "." => trailing_slash = true,
@@ -146,13 +145,19 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
 
 /// True when `path` is `prefix` or lies under it on a segment boundary
 /// (`/api` covers `/api` and `/api/x`, not `/apix`).
+/// Case-insensitive: `/API` is under `/api`, since case-insensitive upstreams (IIS, some
+/// file servers) would serve it as such; a case-sensitive upstream just answers 404.
 pub fn under_prefix(path: &str, prefix: &str) -> bool {
     if prefix == "/" {
         return true;
     }
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
-        None => false,
+    let (p, x) = (path.as_bytes(), prefix.as_bytes());
+    match p.get(..x.len()) {
+        Some(head) if head.eq_ignore_ascii_case(x) => {
+            let rest = p.get(x.len()..).unwrap_or_default();
+            rest.is_empty() || rest.first() == Some(&b'/') || prefix.ends_with('/')
+        }
+        _ => false,
     }
 }
 
@@ -180,7 +185,6 @@ mod tests {
             ("/a%20b", "/a%20b"),
             ("/a%3a", "/a%3A"),
             ("/caf%C3%A9", "/caf%C3%A9"),
-            ("/a;v=1/b", "/a;v=1/b"),
             ("/..a/b", "/..a/b"),
             ("/a/..b", "/a/..b"),
             ("/.well-known/x", "/.well-known/x"),
@@ -203,8 +207,10 @@ mod tests {
             ("/a%00b", PathError::ControlCharacter),
             ("/a%zzb", PathError::BadEscape),
             ("/a%4", PathError::BadEscape),
-            ("/public/..;/admin", PathError::DotSegmentParameter),
-            ("/public/.;x/admin", PathError::DotSegmentParameter),
+            ("/public/..;/admin", PathError::Parameters),
+            ("/public/.;x/admin", PathError::Parameters),
+            ("/api;x/admin", PathError::Parameters),
+            ("/a;v=1", PathError::Parameters),
         ];
         for (input, want) in bad {
             assert_eq!(normalize(input), Err(*want), "{input}");
@@ -223,5 +229,7 @@ mod tests {
         assert!(!under_prefix("/apix", "/api"));
         assert!(under_prefix("/api/x", "/api/"));
         assert!(under_prefix("/anything", "/"));
+        assert!(under_prefix("/API/x", "/api"), "case-insensitive");
+        assert!(!under_prefix("/ap", "/api"));
     }
 }
