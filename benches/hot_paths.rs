@@ -43,6 +43,7 @@ fn user(i: usize) -> User {
         blocked: false,
         locked_until: None,
         failed_attempts: 0,
+        security_version: 0,
     }
 }
 

@@ -365,7 +365,10 @@ impl Accounts {
         {
             CodeOutcome::Valid => self.record_success(user).await,
             CodeOutcome::Expired => Err(AccountError::OtpExpired),
-            CodeOutcome::Wrong | CodeOutcome::Missing => {
+            // No live code: nothing to guess, so nothing counted (else anyone could lock any
+            // account by posting codes for it).
+            CodeOutcome::Missing => Err(AccountError::InvalidOtp),
+            CodeOutcome::Wrong => {
                 self.record_failure(user).await?;
                 tracing::info!(target: "audit", event = "code_failed", user_id = %user.id, purpose = purpose.as_str(), "wrong one-time code");
                 Err(AccountError::InvalidOtp)
@@ -484,6 +487,7 @@ impl Accounts {
             blocked: false,
             locked_until: None,
             failed_attempts: 0,
+            security_version: 0,
         };
         self.store.insert_user(&user).await.map_err(|e| match e {
             StoreError::Conflict(f) => AccountError::AlreadyExists(f),
@@ -617,7 +621,26 @@ impl Accounts {
         if user.blocked {
             return Err(AccountError::Blocked { retry_after: None });
         }
-        let user = self.mark_verified(&user).await?;
+        let user = if !user.email_verified && user.password.is_some() {
+            // Whoever registered this unverified address chose that password; the mailbox's
+            // owner is the one signing in now. Keeping it would let a squatter in later.
+            let now = self.now();
+            let cleared = self
+                .store
+                .update_user(&user.id, |u| {
+                    u.password = None;
+                    u.email_verified = true;
+                    u.security_version += 1;
+                    u.updated_at = now;
+                    Ok::<(), std::convert::Infallible>(())
+                })
+                .await?;
+            self.sessions.revoke_all(&user.id, None).await?;
+            tracing::warn!(target: "audit", event = "password_cleared", user_id = %user.id, "first sign-in by code on an unverified account: its password was cleared");
+            cleared
+        } else {
+            self.mark_verified(&user).await?
+        };
         tracing::info!(target: "audit", event = "login", user_id = %user.id, method = "code", "signed in");
         Ok(user)
     }
@@ -646,7 +669,9 @@ impl Accounts {
         let email = self.email(email)?;
         self.check_code_format(code)?;
         // The policy is checked before the code is spent on a password that will be refused.
-        self.passwords.check_length(new_password)?;
+        self.passwords
+            .check_policy(new_password, vec![email.clone()])
+            .await?;
         let user = self.account_for_code(&email).await?;
         let user = self
             .consume_code(&user, Purpose::ResetPassword, code)
@@ -694,7 +719,10 @@ impl Accounts {
         token: &Secret,
         new_password: &Secret,
     ) -> Result<User, AccountError> {
-        self.passwords.check_length(new_password)?;
+        // Checked before the single-use token is spent.
+        self.passwords
+            .check_policy(new_password, Vec::new())
+            .await?;
         let hash = crate::tokens::Tokens::hash_refresh(token.expose());
         let record = self
             .store
@@ -755,6 +783,7 @@ impl Accounts {
             .store
             .update_user(&user.id, |u| {
                 u.password = Some(hash.clone());
+                u.security_version += 1;
                 u.email_verified = true;
                 u.failed_attempts = 0;
                 u.locked_until = None;
@@ -778,6 +807,7 @@ impl Accounts {
         &self,
         user_id: &UserId,
         patch: ProfilePatch,
+        keep_session: &str,
     ) -> Result<User, AccountError> {
         let mut fields = BTreeMap::new();
         let mut norm = |name: &str,
@@ -804,7 +834,12 @@ impl Accounts {
             return Err(AccountError::Invalid(fields));
         }
         let now = self.now();
-        Ok(self
+        let before = self
+            .store
+            .user(user_id)
+            .await?
+            .ok_or(AccountError::UserDoesNotExist)?;
+        let updated = self
             .store
             .update_user(user_id, |u| {
                 if let Some(v) = &username {
@@ -822,7 +857,15 @@ impl Accounts {
                 u.updated_at = now;
                 Ok::<(), std::convert::Infallible>(())
             })
-            .await?)
+            .await?;
+        if before.username != updated.username {
+            // Tokens carry the username; another account may take the old one, so tokens
+            // naming it must not outlive the rename (this session gets a new pair on refresh).
+            self.sessions
+                .revoke_all(user_id, Some(keep_session))
+                .await?;
+        }
+        Ok(updated)
     }
 
     // Administration (HTTP admin endpoints and the CLI).
@@ -834,6 +877,7 @@ impl Accounts {
             .store
             .update_user(user_id, |u| {
                 u.blocked = blocked;
+                u.security_version += 1;
                 if !blocked {
                     u.locked_until = None;
                     u.failed_attempts = 0;
@@ -877,6 +921,7 @@ impl Accounts {
             .store
             .update_user(user_id, |u| {
                 u.roles = clean.clone();
+                u.security_version += 1;
                 u.updated_at = now;
                 Ok::<(), std::convert::Infallible>(())
             })
@@ -919,6 +964,7 @@ impl Accounts {
             blocked: false,
             locked_until: None,
             failed_attempts: 0,
+            security_version: 0,
         };
         self.store.insert_user(&user).await.map_err(|e| match e {
             StoreError::Conflict(f) => AccountError::AlreadyExists(f),

@@ -18,11 +18,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    if cli.config.is_none() && std::env::var_os("AUTHGATE_MAIL__LOG_CODES").is_none() {
-        // Development mode (no config file): codes also go to the log, so a newcomer can
-        // sign in without a mail server.
-        config.mail.log_codes = true;
+    if cli.config.is_none() {
+        // Development mode (no config file): the demo app when no route is set, and codes
+        // also in the log when mail goes to the outbox anyway, so a newcomer can sign in
+        // without a mail server. Never with a real mail server configured.
         config.server.demo_upstream = true;
+        if config.mail.smtp_url.is_none() && std::env::var_os("AUTHGATE_MAIL__LOG_CODES").is_none()
+        {
+            config.mail.log_codes = true;
+        }
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {

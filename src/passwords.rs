@@ -84,6 +84,20 @@ impl Passwords {
             .map_err(|e| PasswordError::Internal(e.to_string()))
     }
 
+    /// The whole policy without hashing: length, then strength (on the pool: zxcvbn on a long
+    /// input takes milliseconds).
+    pub async fn check_policy(
+        &self,
+        password: &Secret,
+        user_inputs: Vec<String>,
+    ) -> Result<(), PasswordError> {
+        self.check_length(password)?;
+        let min_strength = self.0.min_strength;
+        let pw = password.clone();
+        self.run(move || strength_ok(&pw, &user_inputs, min_strength))
+            .await?
+    }
+
     /// Checks the policy (length, then strength against common passwords and the user's own
     /// details) and hashes the password.
     pub async fn hash_new(
@@ -96,13 +110,7 @@ impl Passwords {
         let min_strength = self.0.min_strength;
         let pw = password.clone();
         self.run(move || {
-            let inputs: Vec<&str> = user_inputs.iter().map(String::as_str).collect();
-            let score = u8::from(zxcvbn::zxcvbn(pw.expose(), &inputs).score());
-            if score < min_strength {
-                return Err(PasswordError::Policy(
-                    "this password is too common or too easy to guess; try a longer phrase".into(),
-                ));
-            }
+            strength_ok(&pw, &user_inputs, min_strength)?;
             argon2(&params)
                 .hash_password(pw.expose().as_bytes())
                 .map(|h| PasswordHash(h.to_string()))
@@ -176,6 +184,17 @@ impl Passwords {
             .await
             .cloned()
     }
+}
+
+fn strength_ok(pw: &Secret, user_inputs: &[String], min_strength: u8) -> Result<(), PasswordError> {
+    let inputs: Vec<&str> = user_inputs.iter().map(String::as_str).collect();
+    let score = u8::from(zxcvbn::zxcvbn(pw.expose(), &inputs).score());
+    if score < min_strength {
+        return Err(PasswordError::Policy(
+            "this password is too common or too easy to guess; try a longer phrase".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -198,6 +198,16 @@ impl Sessions {
                 last_seen_written: AtomicI64::new(now.unix_timestamp()),
             },
         );
+        // The sign-in verified `user`; if its password, block or roles changed meanwhile (a
+        // reset racing with this sign-in), the revocation that came with the change may have
+        // missed this session: undo it.
+        match self.store.user(&user.id).await? {
+            Some(fresh) if fresh.security_version == user.security_version && !fresh.blocked => {}
+            _ => {
+                self.revoke_ids(&user.id, std::slice::from_ref(&id)).await?;
+                return Err(SessionError::Unauthenticated);
+            }
+        }
         self.pair(user, &session, refresh, refresh_expires)
     }
 

@@ -513,6 +513,7 @@ mod tests {
             blocked: false,
             locked_until: None,
             failed_attempts: 0,
+            security_version: 0,
         }
     }
 

@@ -71,6 +71,35 @@ impl IdentityNames {
         if let Some(n) = &self.access_token {
             h.remove(n);
         }
+        // CGI-style servers (Rack/Puma, some WSGI and PHP setups) read `X_Auth_User_Id` as
+        // `X-Auth-User-Id`: such look-alikes of our names go too. Rare, so only looked for
+        // when some header name has an underscore.
+        if h.keys().any(|k| k.as_str().contains('_')) {
+            let lookalikes: Vec<HeaderName> = h
+                .keys()
+                .filter(|k| k.as_str().contains('_'))
+                .filter(|k| {
+                    let dashed = k.as_str().replace('_', "-");
+                    self.all().any(|n| n.as_str() == dashed)
+                })
+                .cloned()
+                .collect();
+            for k in lookalikes {
+                h.remove(k);
+            }
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &HeaderName> {
+        [
+            &self.user_id,
+            &self.email,
+            &self.name,
+            &self.roles,
+            &self.session_id,
+        ]
+        .into_iter()
+        .chain(self.access_token.as_ref())
     }
 
     /// Adds the identity of the signed-in caller.

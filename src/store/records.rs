@@ -47,6 +47,10 @@ pub struct User {
     pub locked_until: Option<OffsetDateTime>,
     /// Failed code and password attempts since the last success or lockout.
     pub failed_attempts: u32,
+    /// Bumped when the password changes, the account is blocked or its roles change: a
+    /// sign-in that verified an older version is undone (the reset-while-signing-in race).
+    #[serde(default)]
+    pub security_version: u64,
 }
 
 /// What a one-time code is for. A code made for one purpose never serves another.

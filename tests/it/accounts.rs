@@ -522,3 +522,70 @@ async fn failures_add_escalating_pauses_before_the_lock() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_squatters_password_does_not_survive_the_owners_code_sign_in() {
+    let smtp = Smtp::start();
+    let gw = Gateway::start_with("", Some(&smtp), None).await;
+    // Someone registers an address that is not theirs, with their own password.
+    let (status, _) = gw
+        .post(
+            "/auth/register",
+            json!({"email": "owner@example.com", "password": "squatter's own passphrase"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    smtp.nth_to("owner@example.com", 1).await;
+    // The address's owner signs in by code (which verifies the address)...
+    gw.post("/auth/login/code", json!({"email": "owner@example.com"}))
+        .await;
+    let code = smtp.code("owner@example.com", 2).await;
+    let (status, _) = gw
+        .post(
+            "/auth/login/code/verify",
+            json!({"email": "owner@example.com", "code": code}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // ... and the squatter's password no longer opens the account.
+    let (status, v) = gw
+        .post(
+            "/auth/login",
+            json!({"login": "owner@example.com", "password": "squatter's own passphrase"}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (401, Some("INVALID_CREDENTIALS"))
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn posting_codes_for_an_account_without_one_does_not_lock_it() {
+    let smtp = Smtp::start();
+    let clock = ManualClock::starting_now();
+    let gw = Gateway::start_with(
+        "[otp]\nlockout_threshold = 3\n[rate_limit]\nenabled = false\n",
+        Some(&smtp),
+        Some(&clock),
+    )
+    .await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "target@example.com", "password": PW}),
+    )
+    .await;
+    for _ in 0..10 {
+        let (status, _) = gw
+            .post(
+                "/auth/login/code/verify",
+                json!({"email": "target@example.com", "code": "123456"}),
+            )
+            .await;
+        assert_eq!(status, 400);
+    }
+    login(&gw, "target@example.com", PW).await;
+    gw.stop().await;
+}

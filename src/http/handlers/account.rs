@@ -180,7 +180,11 @@ pub async fn reset(
     parts: &Parts,
     body: Incoming,
 ) -> Result<Response<Body>> {
-    let token = auth::bearer(&parts.headers).map(Secret::new);
+    // Only a reset token selects the two-step path: an app that sends its access token on
+    // every request still gets the one-step reset it asked for.
+    let token = auth::bearer(&parts.headers)
+        .filter(|t| t.starts_with("prt1."))
+        .map(Secret::new);
     let b: ResetBody = body_json(app, parts, body, false).await?;
     app.limits
         .check(Class::CodeVerify, ctx.client_ip, b.email.as_deref())?;
@@ -311,7 +315,10 @@ pub async fn update_me(app: &App, parts: &Parts, body: Incoming) -> Result<Respo
     if !errors.is_empty() {
         return Err(crate::http::json::with_fields(errors));
     }
-    let user = app.accounts.update_profile(&c.user_id, patch).await?;
+    let user = app
+        .accounts
+        .update_profile(&c.user_id, patch, &c.identity.session_id)
+        .await?;
     Ok(success(
         StatusCode::OK,
         "Profile updated.",
