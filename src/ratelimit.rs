@@ -206,6 +206,17 @@ fn ip_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The per-account key: normalized, and bounded so a 64 KiB "email" cannot make a 64 KiB key
+/// (real emails are at most 254 bytes; longer ones are refused later anyway).
+fn account_key(account: &str) -> String {
+    let a = account.trim();
+    let mut end = a.len().min(256);
+    while !a.is_char_boundary(end) {
+        end -= 1;
+    }
+    a.get(..end).unwrap_or("").to_lowercase()
+}
+
 impl RateLimits {
     pub fn new(cfg: &RateLimitConfig, clock: SharedClock, metrics: &Metrics) -> Self {
         let gclock = GovClock {
@@ -259,7 +270,7 @@ impl RateLimits {
         };
         let mut result = by_ip.check(class, &ip_key(ip));
         if let (Ok(()), Some(limiters), Some(account)) = (&result, by_account, account) {
-            result = limiters.check(class, &account.trim().to_lowercase());
+            result = limiters.check(class, &account_key(account));
         }
         self.record(result, ip)
     }
@@ -345,6 +356,12 @@ mod tests {
             l.check(Class::Login, ip, None).is_ok(),
             "one cell back after 60s/3"
         );
+    }
+
+    #[test]
+    fn account_keys_are_bounded() {
+        assert_eq!(account_key(" A@X.com "), "a@x.com");
+        assert_eq!(account_key(&"é".repeat(1000)).len(), 256);
     }
 
     #[test]
