@@ -375,6 +375,7 @@ flood_ok() { # variant: only 401/403/429/503 answers, no timeout, no socket erro
     echo "- **open**: \`[rate_limit] enabled = false\`, so every flood request reaches the hashing pool; **limited**: the default rate limits (login 20/1m per IP, 10/1m per account), so the flood should mostly get 429"
     echo "- 403 = USER_BLOCKED: the account locks after 10 failures ([otp] lockout_threshold); a locked sign-in still verifies a dummy hash, so it costs the pool as much as a wrong password"
     echo "- everything (authgate, the nginx upstream, both wrk processes) shares the same $(nproc) cores: the flood's own wrk takes CPU from the proxied load too, so a ratio below 1 is not all authgate's doing"
+    echo "- flood timeouts = wrk's count of sign-ins not answered within $FTIMEOUT (their answers, if any, are still in the status counts); sign-ins still waiting when wrk stops are counted nowhere"
     echo "- quiet machine = no rustc/cargo and no other wrk seen during the measured run"
     echo
     echo "| variant | proxy alone req/s | during flood req/s | ratio (≥ 0.90) | ok | p99 alone (ms) | p99 during flood (ms) | proxy errors alone / flood | quiet alone / flood |"

@@ -322,7 +322,8 @@ impl Accounts {
                 } else if u.failed_attempts >= soft_from {
                     let step = (u.failed_attempts - soft_from).min(20);
                     let pause = Duration::from_secs(1u64 << step).min(duration);
-                    u.locked_until = Some(now + pause);
+                    // Never shortens a lock already in place (in-flight failures after a lockout).
+                    u.locked_until = u.locked_until.max(Some(now + pause));
                 }
                 Ok::<(), std::convert::Infallible>(())
             })

@@ -24,7 +24,7 @@ pub enum PasswordError {
 #[derive(Debug)]
 struct Inner {
     params: Params,
-    workers: Semaphore,
+    workers: Arc<Semaphore>,
     queue: Arc<Semaphore>,
     dummy: OnceCell<PasswordHash>,
     min_length: usize,
@@ -52,7 +52,7 @@ impl Passwords {
         };
         Ok(Passwords(Arc::new(Inner {
             params,
-            workers: Semaphore::new(workers),
+            workers: Arc::new(Semaphore::new(workers)),
             queue: Arc::new(Semaphore::new(cfg.max_queue.max(workers))),
             dummy: OnceCell::new(),
             min_length: cfg.min_length,
@@ -67,21 +67,29 @@ impl Passwords {
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let _queued = self
+        let queued = self
             .0
             .queue
             .clone()
             .try_acquire_owned()
             .map_err(|_| PasswordError::Busy)?;
-        let _worker = self
+        let worker = self
             .0
             .workers
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| PasswordError::Busy)?;
-        tokio::task::spawn_blocking(job)
-            .await
-            .map_err(|e| PasswordError::Internal(e.to_string()))
+        // The permits travel with the job: a client that hangs up drops this future, but the
+        // hash runs on, and must keep its slot until it ends (else disconnecting clients get
+        // unbounded hashes at ~19 MiB each).
+        tokio::task::spawn_blocking(move || {
+            let out = job();
+            drop((worker, queued));
+            out
+        })
+        .await
+        .map_err(|e| PasswordError::Internal(e.to_string()))
     }
 
     /// The whole policy without hashing: length, then strength (on the pool: zxcvbn on a long
@@ -244,6 +252,26 @@ mod tests {
         assert!(matches!(
             p.hash_new(&Secret::new(long), vec![]).await,
             Err(PasswordError::Policy(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_caller_keeps_its_slot_until_the_hash_ends() {
+        let p = Passwords::new(&PasswordsConfig {
+            workers: 1,
+            max_queue: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        let pw = Secret::new("correct horse battery staple");
+        // Start a verification and give up on it at once, as a client that hangs up does.
+        let started =
+            tokio::time::timeout(std::time::Duration::from_millis(1), p.verify(&pw, None)).await;
+        assert!(started.is_err(), "the caller gave up");
+        // The hash still runs: the slot is taken, so the next caller is told the pool is busy.
+        assert!(matches!(
+            p.verify(&pw, None).await,
+            Err(PasswordError::Busy)
         ));
     }
 
