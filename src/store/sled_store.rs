@@ -670,10 +670,20 @@ mod tests {
             .unwrap();
         s.inner.db.flush().unwrap();
         drop(s);
-        match Store::open(&dir.path().join("db"), 8 << 20) {
-            Err(StoreError::NewerSchema { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
-            other => panic!("expected NewerSchema, got {other:?}"),
+        // sled's flusher thread lets go of the directory lock a moment after the last handle.
+        for _ in 0..100 {
+            match Store::open(&dir.path().join("db"), 8 << 20) {
+                Err(StoreError::NewerSchema { found, .. }) => {
+                    assert_eq!(found, SCHEMA_VERSION + 1);
+                    return;
+                }
+                Err(StoreError::Engine(e)) if e.contains("lock") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                other => panic!("expected NewerSchema, got {other:?}"),
+            }
         }
+        panic!("the store stayed locked");
     }
 
     #[tokio::test]
