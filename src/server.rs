@@ -52,6 +52,8 @@ pub enum StartError {
     Routes(#[from] crate::policy::RouteError),
     #[error("identity header name: {0}")]
     HeaderName(#[from] http::header::InvalidHeaderName),
+    #[error("cannot start a serving thread: {0}")]
+    Worker(std::io::Error),
 }
 
 /// A started gateway: its bound addresses, and the handle to stop it.
@@ -158,9 +160,9 @@ pub async fn build_app(
         metrics,
     ));
     let routes = RouteTable::new(&config.routes, metrics)?;
-    let client = proxy::client::build(&config.proxy)?;
+    let clients = proxy::client::build_per_thread(&config.proxy, serving_threads())?;
     let proxy = Proxy::new(
-        client,
+        clients,
         IdentityNames::new(&config.identity_headers)?,
         config.proxy.response_timeout,
         sessions.clone(),
@@ -258,10 +260,20 @@ pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, Start
     let builder = Arc::new(http_builder(&config));
     let mut tasks = JoinSet::new();
 
-    let listener = bind(s.listen).await?;
-    let addr = local_addr(&listener, s.listen)?;
+    // Thread per core: each serving thread has a current-thread runtime, its own listener on
+    // the shared port (SO_REUSEPORT: the kernel spreads connections) and its own upstream
+    // pool, so a request never changes threads. The first socket picks the port (0 = any).
+    let first = bind_reuseport(s.listen)?;
+    let addr = first.local_addr().map_err(|source| StartError::Bind {
+        addr: s.listen,
+        source,
+    })?;
+    let mut listeners = vec![first];
+    for _ in 1..serving_threads() {
+        listeners.push(bind_reuseport(addr)?);
+    }
     let scheme = if acceptor.is_some() { "https" } else { "http" };
-    {
+    for (worker, listener) in listeners.into_iter().enumerate() {
         let app = app.clone();
         let make = move |conn: ConnInfo| {
             let app = app.clone();
@@ -270,16 +282,18 @@ pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, Start
                 async move { Ok::<_, Infallible>(gw::handle(app, conn, req).await) }
             })
         };
-        tasks.spawn(accept_loop(
-            listener,
-            acceptor,
-            scheme,
+        let (acceptor, builder, limits, shutdown, metrics) = (
+            acceptor.clone(),
             builder.clone(),
-            make,
             limits.clone(),
             shutdown.clone(),
             metrics.clone(),
-        ));
+        );
+        tasks.spawn(spawn_worker(worker, listener, move |listener| {
+            accept_loop(
+                listener, acceptor, scheme, worker, builder, make, limits, shutdown, metrics,
+            )
+        })?);
     }
     tracing::info!(%addr, scheme, "listening");
     tracing::info!(
@@ -307,6 +321,7 @@ pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, Start
                 listener,
                 None,
                 "http",
+                0,
                 builder.clone(),
                 make,
                 limits.clone(),
@@ -335,6 +350,7 @@ pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, Start
                 listener,
                 None,
                 "http",
+                0,
                 builder.clone(),
                 make,
                 limits.clone(),
@@ -402,6 +418,79 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// How many serving threads (and listeners on the main port) to run: one per core.
+fn serving_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// A listening socket that other sockets of this process may share the port with.
+fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let err = |source| StartError::Bind { addr, source };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    Ok(socket.into())
+}
+
+/// Starts serving thread `worker`: a current-thread runtime running `serve` on `listener`.
+/// The returned future ends once the thread's runtime has stopped (so every connection and
+/// every reference to the app it held is gone); dropping it unfinished (the [`Running`]
+/// dropped, or its runtime gone) stops the thread's serving at once, as dropping the accept
+/// task did when it ran on the caller's runtime.
+fn spawn_worker<F, Fut>(
+    worker: usize,
+    listener: std::net::TcpListener,
+    serve: F,
+) -> Result<impl Future<Output = ()> + Send + 'static, StartError>
+where
+    F: FnOnce(TcpListener) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Worker)?;
+    let listener = {
+        let _enter = runtime.enter();
+        let addr = listener.local_addr();
+        TcpListener::from_std(listener).map_err(|source| StartError::Bind {
+            addr: addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            source,
+        })?
+    };
+    let abort = CancellationToken::new();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = abort.clone();
+    std::thread::Builder::new()
+        .name(format!("authgate-serve-{worker}"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                tokio::select! {
+                    () = serve(listener) => {},
+                    () = stop.cancelled() => {},
+                }
+            });
+            // Dropping the runtime ends whatever it still runs (upgraded tunnels, idle
+            // upstream connections) before the waiter hears that the thread is done.
+            drop(runtime);
+            let _ = done_tx.send(());
+        })
+        .map_err(StartError::Worker)?;
+    Ok(async move {
+        let _abort = abort.drop_guard();
+        let _ = done_rx.await;
+    })
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
@@ -427,6 +516,7 @@ async fn accept_loop<M, S>(
     listener: TcpListener,
     acceptor: Option<TlsAcceptor>,
     scheme: &'static str,
+    worker: usize,
     builder: Arc<auto::Builder<TokioExecutor>>,
     make_service: M,
     limits: Limits,
@@ -468,7 +558,11 @@ async fn accept_loop<M, S>(
         let _ = stream.set_nodelay(true);
         metrics.connection_accepted();
         metrics.open_connections().inc();
-        let service = make_service(ConnInfo { peer, scheme });
+        let service = make_service(ConnInfo {
+            peer,
+            scheme,
+            worker,
+        });
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();

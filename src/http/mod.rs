@@ -35,6 +35,8 @@ use tracing::Instrument;
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub scheme: &'static str,
+    /// The serving thread that accepted the connection (picks its upstream pool).
+    pub worker: usize,
 }
 
 /// What every phase may want to know about the request.
@@ -45,6 +47,8 @@ pub struct RequestCtx {
     pub peer_trusted: bool,
     pub client_ip: IpAddr,
     pub scheme: &'static str,
+    /// The serving thread handling the request (see [`ConnInfo::worker`]).
+    pub worker: usize,
     /// Host as the client named it (Host header, or the h2 `:authority`).
     pub host: Option<String>,
 }
@@ -77,6 +81,7 @@ impl RequestCtx {
             peer_trusted,
             client_ip,
             scheme: conn.scheme,
+            worker: conn.worker,
             host,
         }
     }

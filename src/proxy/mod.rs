@@ -24,7 +24,8 @@ pub use headers::IdentityNames;
 /// What the proxy needs from the gateway.
 #[derive(Debug)]
 pub struct Proxy {
-    client: UpstreamClient,
+    /// One per serving thread, indexed by [`RequestCtx::worker`]; never empty.
+    clients: Vec<UpstreamClient>,
     identity_names: IdentityNames,
     response_timeout: std::time::Duration,
     sessions: Arc<Sessions>,
@@ -64,14 +65,14 @@ impl ProxyError {
 
 impl Proxy {
     pub fn new(
-        client: UpstreamClient,
+        clients: Vec<UpstreamClient>,
         identity_names: IdentityNames,
         response_timeout: std::time::Duration,
         sessions: Arc<Sessions>,
         limits: Arc<crate::ratelimit::RateLimits>,
     ) -> Self {
         Proxy {
-            client,
+            clients,
             identity_names,
             response_timeout,
             sessions,
@@ -134,7 +135,7 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => return e.into_api().into_response(),
         };
-        match self.forward(upstream_req).await {
+        match self.forward(ctx.worker, upstream_req).await {
             Ok(mut resp) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     match client_upgrade {
@@ -224,8 +225,15 @@ impl Proxy {
     }
 
     /// Phase: forward, bounded by the response timeout (time to the response head).
-    async fn forward(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+    async fn forward(
+        &self,
+        worker: usize,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let Some(client) = self.clients.get(worker).or_else(|| self.clients.first()) else {
+            return Err(ProxyError::Connect);
+        };
+        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
             Err(_) => Err(ProxyError::Timeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => {
