@@ -26,7 +26,8 @@ use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -49,8 +50,9 @@ pub struct RequestCtx {
     pub scheme: &'static str,
     /// The serving thread handling the request (see [`ConnInfo::worker`]).
     pub worker: usize,
-    /// Host as the client named it (Host header, or the h2 `:authority`).
-    pub host: Option<String>,
+    /// Host as the client named it (Host header, or the h2 `:authority`); always visible
+    /// ASCII (see [`RequestCtx::host`]).
+    pub host: Option<HeaderValue>,
 }
 
 impl RequestCtx {
@@ -65,16 +67,13 @@ impl RequestCtx {
             .filter(|v| peer_trusted && !v.is_empty() && v.len() <= 128)
             .cloned()
             .unwrap_or_else(new_request_id);
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .map(str::to_string);
+        // The Host header's value is shared with the request (no copy); an h2 authority is
+        // copied once.
+        let host = match req.uri().authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => req.headers().get(header::HOST).cloned(),
+        }
+        .filter(|h| h.to_str().is_ok());
         RequestCtx {
             request_id,
             peer: conn.peer,
@@ -88,15 +87,31 @@ impl RequestCtx {
 
     /// The host without its port, lower-case comparison left to the caller.
     pub fn host_name(&self) -> Option<&str> {
-        self.host.as_deref().map(strip_port)
+        self.host().map(strip_port)
+    }
+
+    /// Host as the client named it, port included.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_ref().and_then(|h| h.to_str().ok())
     }
 }
 
+/// A request id: 16 hex digits drawn once per process, then a 16-digit sequence number.
+/// Unique for the life of the process and cheap (no random draw, no syscall); an id only
+/// joins log lines, it grants nothing, so it need not be unguessable.
 fn new_request_id() -> HeaderValue {
-    let id = uuid::Uuid::new_v4();
-    let mut buf = uuid::Uuid::encode_buffer();
-    HeaderValue::from_str(id.simple().encode_lower(&mut buf))
-        .unwrap_or(HeaderValue::from_static("-"))
+    static PREFIX: LazyLock<u64> = LazyLock::new(rand::random);
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let id = (u128::from(*PREFIX) << 64) | u128::from(NEXT.fetch_add(1, Ordering::Relaxed));
+    let mut buf = [0u8; 32];
+    for (i, c) in buf.iter_mut().rev().enumerate() {
+        let nibble = (id >> (4 * i)) & 0xf;
+        *c = b"0123456789abcdef"
+            .get(usize::try_from(nibble).unwrap_or(0))
+            .copied()
+            .unwrap_or(b'0');
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// Metrics for what the gateway answers itself.

@@ -198,19 +198,20 @@ pub struct Forwarding<'a> {
     pub client_ip: std::net::IpAddr,
     pub peer_trusted: bool,
     pub scheme: &'static str,
-    pub host: Option<&'a str>,
+    /// Visible ASCII only (as [`crate::http::RequestCtx::host`] keeps it).
+    pub host: Option<&'a HeaderValue>,
     pub request_id: &'a HeaderValue,
 }
 
 /// Sets X-Forwarded-For/-Proto/-Host, X-Real-IP and X-Request-Id. What an untrusted client
 /// sent under these names (and `Forwarded`) is replaced, never passed on.
 pub fn set_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
-    let peer = f.peer_ip.to_string();
+    let peer = ip_value(f.peer_ip);
     let xff = match (f.peer_trusted, joined(h, &X_FORWARDED_FOR)) {
-        (true, Some(prev)) => format!("{prev}, {peer}"),
-        _ => peer,
+        (true, Some(prev)) => HeaderValue::from_str(&format!("{prev}, {}", f.peer_ip)).ok(),
+        _ => peer.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !(f.peer_trusted && h.contains_key(&X_FORWARDED_PROTO)) {
@@ -220,7 +221,7 @@ pub fn set_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
         );
     }
     if !(f.peer_trusted && h.contains_key(&X_FORWARDED_HOST)) {
-        match f.host.and_then(|host| HeaderValue::from_str(host).ok()) {
+        match f.host.cloned() {
             Some(v) => {
                 h.insert(X_FORWARDED_HOST.clone(), v);
             }
@@ -232,10 +233,25 @@ pub fn set_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
     if !f.peer_trusted {
         h.remove(header::FORWARDED);
     }
-    if let Ok(v) = HeaderValue::from_str(&f.client_ip.to_string()) {
+    let real = if f.client_ip == f.peer_ip {
+        peer
+    } else {
+        ip_value(f.client_ip)
+    };
+    if let Some(v) = real {
         h.insert(X_REAL_IP.clone(), v);
     }
     h.insert(X_REQUEST_ID.clone(), f.request_id.clone());
+}
+
+/// An IP address as a header value, formatted on the stack (one allocation, no copies).
+fn ip_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut buf = [0u8; 48];
+    let mut w = buf.as_mut_slice();
+    write!(w, "{ip}").ok()?;
+    let len = 48 - w.len();
+    HeaderValue::from_bytes(buf.get(..len)?).ok()
 }
 
 /// Several header lines of one name, as one comma-separated value.
@@ -316,7 +332,7 @@ mod tests {
             client_ip: "8.8.8.8".parse().unwrap(),
             peer_trusted: false,
             scheme: "https",
-            host: Some("app.example"),
+            host: Some(&HeaderValue::from_static("app.example")),
             request_id: &id,
         };
         set_forwarding(&mut h, &f);
@@ -338,7 +354,7 @@ mod tests {
             client_ip: "1.1.1.1".parse().unwrap(),
             peer_trusted: true,
             scheme: "http",
-            host: Some("app.example"),
+            host: Some(&HeaderValue::from_static("app.example")),
             request_id: &id,
         };
         set_forwarding(&mut h, &f);

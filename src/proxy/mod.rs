@@ -176,11 +176,11 @@ impl Proxy {
             }
             _ => None,
         };
-        let upstream_path = route.upstream_path(path);
-        let pq = match parts.uri.query() {
-            Some(q) => format!("{upstream_path}?{q}"),
-            None => upstream_path,
-        };
+        let mut pq = route.upstream_path(path);
+        if let Some(q) = parts.uri.query() {
+            pq.push('?');
+            pq.push_str(q);
+        }
         parts.uri = Uri::builder()
             .scheme(route.upstream_scheme.clone())
             .authority(route.upstream_authority.clone())
@@ -205,12 +205,12 @@ impl Proxy {
                 client_ip: ctx.client_ip,
                 peer_trusted: ctx.peer_trusted,
                 scheme: ctx.scheme,
-                host: ctx.host.as_deref(),
+                host: ctx.host.as_ref(),
                 request_id: &ctx.request_id,
             },
         );
         let host = match (&ctx.host, route.preserve_host) {
-            (Some(host), true) => http::HeaderValue::from_str(host).ok(),
+            (Some(host), true) => Some(host.clone()),
             _ => None,
         };
         let host =
