@@ -420,7 +420,12 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
 
 /// How many serving threads (and listeners on the main port) to run: one per core.
 fn serving_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    // Sharing the port needs SO_REUSEPORT, a unix option; elsewhere one thread serves.
+    if cfg!(unix) {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    } else {
+        1
+    }
 }
 
 /// A listening socket that other sockets of this process may share the port with.
