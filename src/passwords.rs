@@ -53,7 +53,10 @@ impl Passwords {
         Ok(Passwords(Arc::new(Inner {
             params,
             workers: Arc::new(Semaphore::new(workers)),
-            queue: Arc::new(Semaphore::new(cfg.max_queue.max(workers))),
+            queue: Arc::new(Semaphore::new(match cfg.max_queue {
+                0 => 8 * workers,
+                n => n.max(workers),
+            })),
             dummy: OnceCell::new(),
             min_length: cfg.min_length,
             max_length: cfg.max_length,
