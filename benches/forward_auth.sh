@@ -30,6 +30,8 @@ WARMUP=${WRK_WARMUP:-3s}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/common.sh
+source "$repo/benches/common.sh"
 results=${BENCH_RESULTS:-$repo/bench-results}
 
 missing=()
@@ -80,20 +82,6 @@ print(*(s.getsockname()[1] for s in socks))
 EOF
 )
 
-wait_port() { # port pid name
-    local i
-    for ((i = 0; i < 100; i++)); do
-        if ! kill -0 "$2" 2>/dev/null; then
-            echo "forward_auth.sh: $3 exited during start-up; its log:" >&2
-            cat "$tmp/$3".log >&2 || true
-            exit 1
-        fi
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "forward_auth.sh: $3 did not open port $1 within 10 s" >&2
-    exit 1
-}
 
 # Shared by every nginx instance: no logging, and no request caps on keep-alive connections
 # (nginx's default keepalive_requests 1000 would make wrk and the proxy reconnect, which
@@ -279,14 +267,6 @@ done
 
 # Each process runs in a directory of its own: authgate keeps anything not configured above
 # under ./data, and two instances cannot share one store.
-start() { # name port command...
-    local name=$1 port=$2
-    shift 2
-    mkdir -p "$tmp/$name"
-    (cd "$tmp/$name" && exec "$@") >"$tmp/$name.log" 2>&1 &
-    pids+=($!)
-    wait_port "$port" "$!" "$name"
-}
 
 # A verified account in each store, made while no gateway holds it (the store is
 # single-process), then one sign-in per gateway for an access token.
@@ -348,7 +328,6 @@ for t in authgate-route fwd-authgate; do
     [[ $code == 401 ]] || { echo "forward_auth.sh: $t answered $code to a bad token, not 401" >&2; exit 1; }
 done
 
-others_compiling() { pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; }
 if ((QUIET_WAIT > 0)); then
     waited=0
     while others_compiling && ((waited < QUIET_WAIT)); do
@@ -373,14 +352,6 @@ auth_accepts() { # target
 }
 
 # wrk prints latencies as 812.00us, 1.23ms, 1.05s or 2.00m; the table wants milliseconds.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
-        if (f < 0) { print "nan"; exit }
-        printf "%.3f", n * f
-    }'
-}
 
 mkdir -p "$results"
 declare -A rps p99 errs conns aconns quiet_at
@@ -418,7 +389,6 @@ done
 # authgate's own warnings (per-connection ones would show here) go with the figures.
 for name in ag-route ag-validate; do cp "$tmp/$name.log" "$results/forward_auth-$name.log"; done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
 row() { # label target reference goal
     echo "| $1 | $(ratio "${rps[$2]}" "${rps[$3]}") | $4 |" \
         "$(ratio "${p99[$2]}" "${p99[$3]}") (${p99[$2]} / ${p99[$3]}) |"

@@ -41,6 +41,8 @@ WARMUP=${WRK_WARMUP:-3s}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/common.sh
+source "$repo/benches/common.sh"
 results=${BENCH_RESULTS:-$repo/bench-results}
 
 missing=()
@@ -105,20 +107,6 @@ print(*(s.getsockname()[1] for s in socks))
 EOF
 )
 
-wait_port() { # port pid name
-    local i
-    for ((i = 0; i < 100; i++)); do
-        if ! kill -0 "$2" 2>/dev/null; then
-            echo "isolation.sh: $3 exited during start-up; its log:" >&2
-            cat "$tmp/$3".log >&2 || true
-            exit 1
-        fi
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "isolation.sh: $3 did not open port $1 within 10 s" >&2
-    exit 1
-}
 
 # The app: a fixed 6-byte answer; no logging, no request cap on keep-alive connections.
 cat >"$tmp/upstream.conf" <<EOF
@@ -180,14 +168,6 @@ done
 
 # Each process runs in a directory of its own: authgate keeps anything not configured above
 # under ./data, and two instances cannot share one store.
-start() { # name port command...
-    local name=$1 port=$2
-    shift 2
-    mkdir -p "$tmp/$name"
-    (cd "$tmp/$name" && exec "$@") >"$tmp/$name.log" 2>&1 &
-    pids+=($!)
-    wait_port "$port" "$!" "$name"
-}
 
 # A verified account in each store, made while no gateway holds it (the store is
 # single-process).
@@ -263,7 +243,6 @@ function done(summary, latency, requests)
 end
 EOF
 
-others_compiling() { pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; }
 # Another benchmark's wrk shares the cores too: any wrk that is not ours.
 others_busy() {
     others_compiling && { echo "rustc/cargo"; return 0; }
@@ -282,14 +261,6 @@ if ((QUIET_WAIT > 0)); then
 fi
 
 # wrk prints latencies as 812.00us, 1.23ms, 1.05s or 2.00m; the table wants milliseconds.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
-        if (f < 0) { print "nan"; exit }
-        printf "%.3f", n * f
-    }'
-}
 rps_of() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
 p99_of() { to_ms "$(awk '$1 == "99%" { print $2 }' "$1")"; }
 errs_of() {
@@ -356,7 +327,6 @@ done
 # authgate's own warnings (the lockout, per-connection errors) go with the figures.
 for v in "${variants[@]}"; do cp "$tmp/ag-$v.log" "$results/isolation-ag-$v.log"; done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
 verdict() { awk -v r="$1" 'BEGIN { print (r >= 0.9) ? "yes" : "**no**" }'; }
 flood_ok() { # variant: only 401/403/429/503 answers, no timeout, no socket error
     local v=$1

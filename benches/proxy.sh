@@ -22,6 +22,8 @@ WARMUP=${WRK_WARMUP:-3s}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/common.sh
+source "$repo/benches/common.sh"
 results=${BENCH_RESULTS:-$repo/bench-results}
 
 missing=()
@@ -68,20 +70,6 @@ print(*(s.getsockname()[1] for s in socks))
 EOF
 )
 
-wait_port() { # port pid name
-    local i
-    for ((i = 0; i < 100; i++)); do
-        if ! kill -0 "$2" 2>/dev/null; then
-            echo "proxy.sh: $3 exited during start-up; its log:" >&2
-            cat "$tmp/$3".log >&2 || true
-            exit 1
-        fi
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "proxy.sh: $3 did not open port $1 within 10 s" >&2
-    exit 1
-}
 
 # An EC key keeps the (few) handshakes cheap; both servers use the same certificate.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
@@ -183,14 +171,6 @@ done
 
 # Each process runs in a directory of its own: authgate keeps its store, keys and outbox
 # under ./data by default, and two instances cannot share one store.
-start() { # name port command...
-    local name=$1 port=$2
-    shift 2
-    mkdir -p "$tmp/$name"
-    (cd "$tmp/$name" && exec "$@") >"$tmp/$name.log" 2>&1 &
-    pids+=($!)
-    wait_port "$port" "$!" "$name"
-}
 # RUST_LOG would override [log] level and could turn the access log back on.
 unset RUST_LOG
 start upstream "$P_UP" nginx -p "$tmp" -e "$tmp/upstream.err" -c "$tmp/upstream.conf"
@@ -212,7 +192,6 @@ for t in "${targets[@]}"; do
     [[ $body == hello ]] || { echo "proxy.sh: $t answered '$body', not 'hello'" >&2; exit 1; }
 done
 
-others_compiling() { pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; }
 if ((QUIET_WAIT > 0)); then
     waited=0
     while others_compiling && ((waited < QUIET_WAIT)); do
@@ -226,14 +205,6 @@ upstream_accepts() {
 }
 
 # wrk prints latencies as 812.00us, 1.23ms, 1.05s or 2.00m; the table wants milliseconds.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
-        if (f < 0) { print "nan"; exit }
-        printf "%.3f", n * f
-    }'
-}
 
 mkdir -p "$results"
 declare -A rps p99 errs conns quiet_at
@@ -265,7 +236,6 @@ done
 # authgate's own warnings (per-connection ones would show here) go with the figures.
 for name in authgate-plain authgate-tls; do cp "$tmp/$name.log" "$results/proxy-$name.log"; done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
 {
     echo "# authgate vs nginx reverse proxy"
     echo

@@ -1,0 +1,40 @@
+# Helpers shared by the benchmark scripts (sourced, not run). The caller sets `tmp` (a scratch
+# directory) and the array `pids` (processes to stop on exit) before using them.
+
+# Waits until something listens on port $1, failing if process $2 (named $3) died first.
+wait_port() { # port pid name
+    local i
+    for ((i = 0; i < 100; i++)); do
+        if ! kill -0 "$2" 2>/dev/null; then
+            echo "${0##*/}: $3 exited during start-up; its log:" >&2
+            cat "$tmp/$3".log >&2 || true
+            exit 1
+        fi
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "${0##*/}: $3 did not open port $1 within 10 s" >&2
+    exit 1
+}
+
+start() { # name port command...
+    local name=$1 port=$2
+    shift 2
+    mkdir -p "$tmp/$name"
+    (cd "$tmp/$name" && exec "$@") >"$tmp/$name.log" 2>&1 &
+    pids+=($!)
+    wait_port "$port" "$!" "$name"
+}
+
+others_compiling() { pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; }
+
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
+        if (f < 0) { print "nan"; exit }
+        printf "%.3f", n * f
+    }'
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
