@@ -42,13 +42,15 @@ fn page(req: &Request<Incoming>, prefix: &str) -> String {
         .collect();
     let greeting = match h("x-auth-user-name").or_else(|| h("x-auth-user-email")) {
         Some(name) => format!(
-            "<h1>Hello, {name}</h1><p>You reached this demo application through authgate.</p>"
+            "<h1>Hello, {name}</h1><p>You reached this demo application through authgate, \
+             which signed you in and told it who you are in the headers below.</p>\
+             <p><a href=\"{p}/ui/devices\">Your devices</a> (sign out this one, another, \
+             or all of them)</p>",
+            p = escape(prefix)
         ),
         None => format!(
-            "<h1>Not signed in</h1><p>This demo application is public; sign in through \
-             <code>POST {p}/register</code>, <code>{p}/verify</code> and <code>{p}/login</code> \
-             (the codes are in authgate's log in development mode) and reload: the identity \
-             headers below appear.</p>",
+            "<h1>Not signed in</h1><p>authgate let this request through without an identity. \
+             <a href=\"{p}/login?rd=/\">Sign in</a> and the identity headers below appear.</p>",
             p = escape(prefix)
         ),
     };

@@ -28,6 +28,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod tokens;
+pub mod ui;
 
 pub use config::Config;
 pub use server::{Deps, Running, StartError, run_until, start, start_with};

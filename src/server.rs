@@ -167,6 +167,11 @@ pub async fn build_app(
         config.proxy.response_timeout,
         sessions.clone(),
         limits.clone(),
+        crate::http::redirect::LoginPage::new(
+            &config.server.public_url,
+            &config.server.auth_prefix,
+            &config.server.allowed_redirect_hosts,
+        ),
     );
     Ok(Arc::new(App::new(
         config,
@@ -228,7 +233,8 @@ pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, Start
             host: None,
             path_prefix: "/".into(),
             upstream,
-            access: crate::config::Access::Public,
+            // Protected, so that opening the gateway's address shows its login page first.
+            access: crate::config::Access::Authenticated,
             roles: Vec::new(),
             methods: Vec::new(),
             strip_prefix: false,

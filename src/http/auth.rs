@@ -8,8 +8,12 @@ use std::borrow::Cow;
 
 /// `__Host-`: Secure, no Domain, Path=/ — the browser guarantees this cookie came from us.
 pub const ACCESS_COOKIE: &str = "__Host-authgate-access";
-/// `__Secure-` rather than `__Host-`: it is scoped to the refresh path, which `__Host-` forbids.
+/// `__Secure-` rather than `__Host-`: it is scoped to the auth prefix, which `__Host-` forbids.
+/// The refresh endpoint reads it, and so does the login page, which refreshes an expired
+/// browser session transparently; proxied applications never receive it.
 pub const REFRESH_COOKIE: &str = "__Secure-authgate-refresh";
+/// The hosted pages' double-submit CSRF cookie: `__Host-` so no subdomain can plant one.
+pub const CSRF_COOKIE: &str = "__Host-authgate-csrf";
 
 /// How a request presented its access token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +68,9 @@ fn build<'a>(name: &'a str, value: String, path: String, max_age: i64) -> Cookie
         .build()
 }
 
-/// The refresh cookie's path: only the refresh endpoint ever receives it.
+/// The refresh cookie's path: only the gateway's own endpoints ever receive it.
 pub fn refresh_path(auth_prefix: &str) -> String {
-    format!("{auth_prefix}/token/refresh")
+    auth_prefix.to_string()
 }
 
 pub fn set_token_cookies(headers: &mut HeaderMap, pair: &TokenPair, auth_prefix: &str) {
@@ -211,8 +215,7 @@ mod tests {
             all[0]
         );
         assert!(
-            all[1].starts_with("__Secure-authgate-refresh=r")
-                && all[1].contains("Path=/auth/token/refresh"),
+            all[1].starts_with("__Secure-authgate-refresh=r") && all[1].contains("Path=/auth;"),
             "{}",
             all[1]
         );

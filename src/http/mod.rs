@@ -132,7 +132,10 @@ pub struct App {
     pub sessions: Arc<Sessions>,
     pub metrics: Metrics,
     pub trusted: TrustedProxies,
-    pub redirects: redirect::RedirectPolicy,
+    /// The login page and the return URLs it accepts.
+    pub login_page: redirect::LoginPage,
+    /// The hosted pages' Content-Security-Policy (form-action names the redirect hosts).
+    pub page_csp: HeaderValue,
     pub limits: Arc<crate::ratelimit::RateLimits>,
     /// Our origin (`https://host[:port]`), for the CSRF check.
     pub origin: String,
@@ -161,10 +164,15 @@ impl App {
         App {
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
             limits,
-            redirects: redirect::RedirectPolicy::new(
+            login_page: redirect::LoginPage::new(
                 &config.server.public_url,
+                &config.server.auth_prefix,
                 &config.server.allowed_redirect_hosts,
             ),
+            page_csp: HeaderValue::from_str(&crate::ui::content_security_policy(
+                &config.server.allowed_redirect_hosts,
+            ))
+            .unwrap_or(HeaderValue::from_static("default-src 'none'")),
             origin: auth::origin_of(&config.server.public_url),
             accounts,
             sessions,

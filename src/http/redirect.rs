@@ -1,6 +1,8 @@
 //! Where the gateway may send a browser back to after sign-in: its own host and the
 //! configured ones, never anywhere else (no open redirect).
 
+use crate::http::body::Body;
+use http::{HeaderValue, Response, StatusCode, header};
 use url::Url;
 
 #[derive(Debug, Clone)]
@@ -43,6 +45,81 @@ impl RedirectPolicy {
     }
 }
 
+/// The hosted login page and the return URLs it accepts: what both doors (proxy and
+/// forward-auth) send an unauthenticated browser to.
+#[derive(Debug, Clone)]
+pub struct LoginPage {
+    policy: RedirectPolicy,
+    /// `{public_url}{prefix}/login`.
+    login: Url,
+    public_host: String,
+    public_scheme: String,
+}
+
+impl LoginPage {
+    pub fn new(public_url: &Url, prefix: &str, allowed: &[String]) -> Self {
+        let mut login = public_url.clone();
+        login.set_path(&format!("{prefix}/login"));
+        login.set_query(None);
+        LoginPage {
+            policy: RedirectPolicy::new(public_url, allowed),
+            login,
+            public_host: public_url.host_str().unwrap_or("").to_ascii_lowercase(),
+            public_scheme: public_url.scheme().to_string(),
+        }
+    }
+
+    pub fn policy(&self) -> &RedirectPolicy {
+        &self.policy
+    }
+
+    /// The return URL for a request to `host` (port included) and `path_and_query`: a path
+    /// when the host is our own, an absolute URL otherwise; `None` when the policy refuses it.
+    pub fn back_url(&self, scheme: Option<&str>, host: Option<&str>, pq: &str) -> Option<String> {
+        let own = host
+            .is_none_or(|h| crate::policy::strip_port(h).eq_ignore_ascii_case(&self.public_host));
+        let back = match host {
+            Some(h) if !own => format!("{}://{h}{pq}", scheme.unwrap_or(&self.public_scheme)),
+            _ => pq.to_string(),
+        };
+        self.policy.allowed(&back).then_some(back)
+    }
+
+    /// The login page's URL, carrying the return URL in `rd`.
+    pub fn url(&self, back: Option<&str>) -> Url {
+        let mut u = self.login.clone();
+        if let Some(b) = back {
+            u.query_pairs_mut().append_pair("rd", b);
+        }
+        u
+    }
+
+    /// A 302 to the login page.
+    pub fn redirect(&self, back: Option<&str>) -> Response<Body> {
+        let mut r = Response::new(crate::http::body::empty());
+        *r.status_mut() = StatusCode::FOUND;
+        if let Ok(v) = HeaderValue::from_str(self.url(back).as_str()) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        r
+    }
+}
+
+/// A top-level browser navigation (not an API call, not a sub-resource): the requests that
+/// are better answered with the login page than with a 401.
+pub fn is_navigation(method: &http::Method, headers: &http::HeaderMap) -> bool {
+    if !matches!(*method, http::Method::GET | http::Method::HEAD) {
+        return false;
+    }
+    if let Some(mode) = headers.get("sec-fetch-mode") {
+        return mode == "navigate";
+    }
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +151,27 @@ mod tests {
         ] {
             assert!(!p.allowed(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn back_urls_and_login_url() {
+        let p = LoginPage::new(
+            &Url::parse("https://gw.test:8443").unwrap(),
+            "/auth",
+            &["app.test".into()],
+        );
+        assert_eq!(
+            p.back_url(None, Some("GW.test:8443"), "/x?y=1").as_deref(),
+            Some("/x?y=1")
+        );
+        assert_eq!(
+            p.back_url(Some("https"), Some("app.test"), "/a").as_deref(),
+            Some("https://app.test/a")
+        );
+        assert_eq!(p.back_url(Some("https"), Some("evil.test"), "/a"), None);
+        assert_eq!(
+            p.url(Some("/x?y=1")).as_str(),
+            "https://gw.test:8443/auth/login?rd=%2Fx%3Fy%3D1"
+        );
     }
 }

@@ -30,6 +30,8 @@ pub struct Proxy {
     response_timeout: std::time::Duration,
     sessions: Arc<Sessions>,
     limits: Arc<crate::ratelimit::RateLimits>,
+    /// Where a browser without a session is sent.
+    login_page: crate::http::redirect::LoginPage,
 }
 
 /// Why a proxied exchange failed, and so which status the client gets.
@@ -70,6 +72,7 @@ impl Proxy {
         response_timeout: std::time::Duration,
         sessions: Arc<Sessions>,
         limits: Arc<crate::ratelimit::RateLimits>,
+        login_page: crate::http::redirect::LoginPage,
     ) -> Self {
         Proxy {
             clients,
@@ -77,6 +80,7 @@ impl Proxy {
             response_timeout,
             sessions,
             limits,
+            login_page,
         }
     }
 
@@ -126,6 +130,16 @@ impl Proxy {
         }
         let verified = match self.check_access(&route.rule, req.headers()) {
             Ok(v) => v,
+            // A person in a browser gets the login page, and comes back here after it (or
+            // straight away, when the login page can refresh an expired session).
+            Err(e)
+                if e.status == StatusCode::UNAUTHORIZED
+                    && crate::http::redirect::is_navigation(req.method(), req.headers()) =>
+            {
+                let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                let back = self.login_page.back_url(None, ctx.host(), pq);
+                return self.login_page.redirect(back.as_deref());
+            }
             Err(e) => return e.into_response(),
         };
         let identity = verified.as_ref().map(|v| &v.identity);
@@ -196,6 +210,7 @@ impl Proxy {
             &[
                 crate::http::auth::ACCESS_COOKIE,
                 crate::http::auth::REFRESH_COOKIE,
+                crate::http::auth::CSRF_COOKIE,
             ],
         );
         headers::set_forwarding(

@@ -12,9 +12,13 @@ async fn no_config_runs_the_demo_end_to_end() {
     let port = dead_addr().await.port();
     let mut child = tokio::process::Command::new(bin_path())
         .current_dir(dir.path())
-        // Only the port is moved off 8443 (tests never use fixed ports); everything else is
-        // the built-in defaults.
+        // Only the port is moved off 8443 (tests never use fixed ports), in the address and
+        // in public_url; everything else is the built-in defaults.
         .env("AUTHGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "AUTHGATE_SERVER__PUBLIC_URL",
+            format!("https://localhost:{port}"),
+        )
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -42,18 +46,27 @@ async fn no_config_runs_the_demo_end_to_end() {
         "development certificate made under certs/"
     );
     let cert = std::fs::read(dir.path().join("certs/dev-cert.pem")).unwrap();
-    let client = client_builder(&cert).build().unwrap();
-    let base = format!("https://127.0.0.1:{port}");
+    let client = client_builder(&cert)
+        .resolve("localhost", addr)
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{port}");
 
-    let page = client
+    // The demo is protected: an API call gets 401, a browser the login page.
+    let r = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
         .get(format!("{base}/"))
+        .header("accept", "text/html")
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
-    assert!(page.contains("Not signed in"), "{page}");
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()["location"],
+        &format!("https://localhost:{port}/auth/login?rd=%2F"),
+        "the login page, coming back to / after"
+    );
 
     let pw = "correct horse battery staple";
     let r = client

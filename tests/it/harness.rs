@@ -52,8 +52,24 @@ impl Gateway {
         smtp: Option<&crate::mail::Smtp>,
         clock: Option<&ManualClock>,
     ) -> Gateway {
+        match Self::try_start_in(dir, toml, smtp, clock).await {
+            Ok(gw) => gw,
+            Err((e, _)) => panic!("gateway starts: {e}"),
+        }
+    }
+
+    /// [`Gateway::start_in`], handing back the error (a chosen port may be taken).
+    pub async fn try_start_in(
+        dir: tempfile::TempDir,
+        toml: &str,
+        smtp: Option<&crate::mail::Smtp>,
+        clock: Option<&ManualClock>,
+    ) -> Result<Gateway, (authgate::StartError, tempfile::TempDir)> {
         let mut config = Config::from_toml(toml, &MapSource::default()).expect("test config");
-        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        // Port 0 unless the test chose one (to name it in public_url, for redirects).
+        if config.server.listen.port() == 8443 {
+            config.server.listen = "127.0.0.1:0".parse().unwrap();
+        }
         config.store.path = dir.path().join("db");
         config.tokens.keys_dir = dir.path().join("keys");
         config.mail.outbox_dir = dir.path().join("outbox");
@@ -81,20 +97,21 @@ impl Gateway {
             },
             None => authgate::Deps::default(),
         };
-        let running = authgate::start_with(config, deps)
-            .await
-            .expect("gateway starts");
+        let running = match authgate::start_with(config, deps).await {
+            Ok(r) => r,
+            Err(e) => return Err((e, dir)),
+        };
         let addr = running.addr;
         let cert_pem = std::fs::read(&cert).unwrap();
         let client = client_builder(&cert_pem).build().unwrap();
-        Gateway {
+        Ok(Gateway {
             running: Some(running),
             addr,
             dir,
             cert_pem,
             tls,
             client,
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -18,6 +18,7 @@ mod frontends;
 mod harness;
 mod limits;
 mod mail;
+mod pages;
 mod proxy;
 mod seeds;
 mod server;

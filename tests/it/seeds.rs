@@ -605,8 +605,7 @@ async fn seed_004_spare_parts() {
     assert!(
         cookies
             .iter()
-            .any(|c| c.starts_with("__Secure-authgate-refresh=")
-                && c.contains("Path=/auth/token/refresh"))
+            .any(|c| c.starts_with("__Secure-authgate-refresh=") && c.contains("Path=/auth;"))
     );
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v["data"]["access_token"].is_string() && v["data"]["refresh_token"].is_string());

@@ -3,6 +3,7 @@
 
 mod account;
 mod admin;
+pub mod pages;
 mod session;
 mod validate;
 
@@ -32,6 +33,17 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let m = parts.method.clone();
     let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    // The hosted pages: everything under `ui/`, and the login page at its short address.
+    let page = match (segs.as_slice(), &m) {
+        (["ui", page @ ..], _) => Some(page),
+        (["login"], &Method::GET | &Method::HEAD) => Some(&segs[..]),
+        _ => None,
+    };
+    if let Some(page) = page {
+        return pages::handle(app, ctx, page, &parts, body)
+            .await
+            .unwrap_or_else(|| ApiError::not_found().into_response());
+    }
     let result = match (segs.as_slice(), &m) {
         (["register"], &Method::POST) => account::register(app, ctx, &parts, body).await,
         (["verify"], &Method::POST) => account::verify(app, ctx, &parts, body).await,

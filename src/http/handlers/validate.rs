@@ -111,17 +111,14 @@ fn unauthenticated(app: &App, parts: &Parts, orig: &Original, e: ApiError) -> Re
             .find(|(k, _)| k == "rd")
             .map(|(_, v)| v.into_owned())
     });
-    let back = rd_param.clone().or_else(|| {
-        orig.host
-            .as_ref()
-            .map(|host| format!("{}://{host}{}", orig.proto, orig.uri))
-    });
-    let back = back.filter(|u| app.redirects.allowed(u));
-    let mut login = app.config.server.public_url.clone();
-    login.set_path(&format!("{}/login", app.config.server.auth_prefix));
-    if let Some(b) = &back {
-        login.query_pairs_mut().append_pair("rd", b);
-    }
+    let back = match &rd_param {
+        Some(rd) => app.login_page.policy().allowed(rd).then(|| rd.clone()),
+        None => orig.host.as_ref().and_then(|host| {
+            app.login_page
+                .back_url(Some(&orig.proto), Some(host), &orig.uri)
+        }),
+    };
+    let login = app.login_page.url(back.as_deref());
     let wants_html = parts
         .headers
         .get(header::ACCEPT)

@@ -1,0 +1,571 @@
+//! The hosted pages' HTTP side: GET renders a form, POST (urlencoded, with a CSRF token)
+//! runs the same service calls and rate limits as the JSON API, then redirects (303) or shows
+//! the form again with the API's error. No page needs JavaScript.
+
+use super::{Result, client_info};
+use crate::accounts::Registration;
+use crate::http::body::{self, Body};
+use crate::http::error::ApiError;
+use crate::http::{App, RequestCtx, auth, json};
+use crate::ratelimit::Class;
+use crate::secret::{Secret, ct_eq};
+use crate::store::User;
+use crate::tokens::Verified;
+use crate::ui::{self, FormError, Hint, View};
+use cookie::{Cookie, SameSite};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header, request::Parts};
+use hyper::body::Incoming;
+use std::collections::HashMap;
+
+use auth::CSRF_COOKIE;
+
+/// Every page path (for 405 on a wrong method).
+const PAGES: &[&str] = &[
+    "style.css",
+    "login",
+    "code",
+    "code/verify",
+    "signup",
+    "verify",
+    "verify/resend",
+    "forgot",
+    "reset",
+    "devices",
+    "devices/revoke",
+    "logout",
+    "signed-out",
+];
+
+/// Routes `{prefix}/ui/...` (and `GET {prefix}/login`); `None` for paths that are not pages.
+pub async fn handle(
+    app: &App,
+    ctx: &RequestCtx,
+    page: &[&str],
+    parts: &Parts,
+    body: Incoming,
+) -> Option<Response<Body>> {
+    let name = page.join("/");
+    let name = name.as_str();
+    if !PAGES.contains(&name) {
+        return None;
+    }
+    let get = parts.method == Method::GET || parts.method == Method::HEAD;
+    let post = parts.method == Method::POST;
+    let mut p = Page::new(app, parts);
+    let resp = match name {
+        "style.css" if get => stylesheet(),
+        "login" if get => p.login_get(app, ctx, parts).await,
+        "code" if get => p.render(|v| ui::code_request(v, "")),
+        "signup" if get => p.render(|v| ui::sign_up(v, &Default::default())),
+        "forgot" if get => p.render(|v| ui::forgot(v, "")),
+        "devices" if get => p.devices(app, parts).await,
+        "signed-out" if get => p.render(ui::signed_out),
+        "style.css" | "devices" | "signed-out" => Err(ApiError::method_not_allowed()),
+        _ if post => p.submit(app, ctx, name, parts, body).await,
+        _ => Err(ApiError::method_not_allowed()),
+    };
+    let resp = resp.unwrap_or_else(|e| p.failure(&e));
+    Some(p.finish(app, resp))
+}
+
+fn stylesheet() -> Result<Response<Body>> {
+    let mut r = body::text_response(StatusCode::OK, "text/css; charset=utf-8", ui::STYLESHEET);
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    Ok(r)
+}
+
+/// The parsed form of a POST: first value of each name.
+struct Form(HashMap<String, String>);
+
+impl Form {
+    fn text(&self, name: &str) -> &str {
+        self.0.get(name).map(String::as_str).unwrap_or("")
+    }
+    fn secret(&mut self, name: &str) -> Secret {
+        Secret::new(self.0.remove(name).unwrap_or_default())
+    }
+    fn optional(&self, name: &str) -> Option<String> {
+        Some(self.text(name).trim())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    }
+}
+
+/// What one page request carries along: its CSRF token, its return URL, the prefix.
+struct Page {
+    prefix: String,
+    csrf: String,
+    /// Set when the CSRF cookie must be (re)issued with this response.
+    new_csrf: bool,
+    rd: Option<String>,
+}
+
+fn query_param(parts: &Parts, name: &str) -> Option<String> {
+    parts.uri.query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
+impl Page {
+    fn new(app: &App, parts: &Parts) -> Self {
+        let existing = auth::cookie(&parts.headers, CSRF_COOKIE).filter(|c| {
+            c.len() == 43
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        let (csrf, new_csrf) = match existing {
+            Some(c) => (c, false),
+            None => (new_token(), true),
+        };
+        let mut p = Page {
+            prefix: app.config.server.auth_prefix.clone(),
+            csrf,
+            new_csrf,
+            rd: None,
+        };
+        p.set_rd(app, query_param(parts, "rd"));
+        p
+    }
+
+    /// Keeps a return URL only if the redirect policy allows it (no open redirect).
+    fn set_rd(&mut self, app: &App, rd: Option<String>) {
+        self.rd = rd.filter(|r| !r.is_empty() && app.login_page.policy().allowed(r));
+    }
+
+    fn view<'a>(&'a self, error: Option<&'a FormError>, notice: Option<&'a str>) -> View<'a> {
+        View {
+            prefix: &self.prefix,
+            csrf: &self.csrf,
+            rd: self.rd.as_deref(),
+            error,
+            notice,
+        }
+    }
+
+    fn render(&self, f: impl FnOnce(&View) -> maud::Markup) -> Result<Response<Body>> {
+        Ok(html(StatusCode::OK, f(&self.view(None, None))))
+    }
+
+    fn render_error(
+        &self,
+        e: &ApiError,
+        hint: Option<Hint>,
+        f: impl FnOnce(&View) -> maud::Markup,
+    ) -> Response<Body> {
+        let fe = FormError {
+            message: e.message.to_string(),
+            fields: e.fields.clone().unwrap_or_default(),
+            hint,
+        };
+        let mut r = html(e.status, f(&self.view(Some(&fe), None)));
+        if let Some(after) = e.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+
+    fn notice(&self, text: &str, f: impl FnOnce(&View) -> maud::Markup) -> Result<Response<Body>> {
+        Ok(html(StatusCode::OK, f(&self.view(None, Some(text)))))
+    }
+
+    /// Where to go after signing in: the return URL, or the site's root.
+    fn target(&self) -> &str {
+        self.rd.as_deref().unwrap_or("/")
+    }
+
+    fn page_url(&self, page: &str) -> String {
+        format!("{}/ui/{page}", self.prefix)
+    }
+
+    /// Adds the page headers: the CSRF cookie when new, the CSP on HTML answers.
+    fn finish(&self, app: &App, mut r: Response<Body>) -> Response<Body> {
+        let h = r.headers_mut();
+        if self.new_csrf {
+            let c = Cookie::build((CSRF_COOKIE, self.csrf.clone()))
+                .path("/")
+                .secure(true)
+                .http_only(true)
+                .same_site(SameSite::Lax)
+                .build();
+            if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+                h.append(header::SET_COOKIE, v);
+            }
+        }
+        let is_html = h
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+        if is_html {
+            h.insert(header::CONTENT_SECURITY_POLICY, app.page_csp.clone());
+        }
+        r
+    }
+
+    /// An error outside any form (a body too large, an expired form): a page that says so.
+    fn failure(&self, e: &ApiError) -> Response<Body> {
+        self.render_error(e, None, |v| {
+            ui::message(v, "Something went wrong", &e.message)
+        })
+    }
+
+    /// GET of the login page. Already signed in: straight back. A valid refresh cookie (the
+    /// access token expired during a browser navigation): refreshed here, then back, so the
+    /// user never sees the form. Otherwise the form.
+    async fn login_get(
+        &self,
+        app: &App,
+        ctx: &RequestCtx,
+        parts: &Parts,
+    ) -> Result<Response<Body>> {
+        let notice = match query_param(parts, "notice").as_deref() {
+            Some("reset") => Some("Your password has been changed. Sign in with the new one."),
+            _ => None,
+        };
+        if signed_in_caller(app, &parts.headers).is_some() {
+            return Ok(see_other(self.target()));
+        }
+        let refresh = auth::cookie(&parts.headers, auth::REFRESH_COOKIE);
+        let mut form = html(StatusCode::OK, ui::sign_in(&self.view(None, notice), ""));
+        if let (Some(token), true) = (refresh, parts.method == Method::GET) {
+            if app
+                .limits
+                .check(Class::Refresh, ctx.client_ip, None)
+                .is_ok()
+            {
+                match app.sessions.refresh(&Secret::new(token)).await {
+                    Ok((pair, _)) => {
+                        let mut r = see_other(self.target());
+                        auth::set_token_cookies(r.headers_mut(), &pair, &self.prefix);
+                        return Ok(r);
+                    }
+                    // A revoked or expired session: forget its cookies, show the form.
+                    Err(_) => auth::clear_token_cookies(form.headers_mut(), &self.prefix),
+                }
+            }
+        }
+        Ok(form)
+    }
+
+    async fn devices(&self, app: &App, parts: &Parts) -> Result<Response<Body>> {
+        let Some(caller) = signed_in_caller(app, &parts.headers) else {
+            let back = self.page_url("devices");
+            return Ok(see_other(app.login_page.url(Some(&back)).as_str()));
+        };
+        let user_id = caller
+            .identity
+            .user_id
+            .parse()
+            .map_err(|_| ApiError::unauthenticated())?;
+        let sessions = app.sessions.list(&user_id).await?;
+        let rows: Vec<ui::Device> = sessions
+            .iter()
+            .map(|s| ui::Device {
+                id: s.id.clone(),
+                device: s.device.clone(),
+                os: s.os.clone(),
+                ip: s.ip.clone(),
+                created_at: when(s.created_at),
+                last_seen_at: when(s.last_seen_at),
+                current: s.id == caller.identity.session_id,
+            })
+            .collect();
+        self.render(|v| ui::devices(v, &caller.identity.email, &rows))
+    }
+
+    async fn submit(
+        &mut self,
+        app: &App,
+        ctx: &RequestCtx,
+        name: &str,
+        parts: &Parts,
+        body: Incoming,
+    ) -> Result<Response<Body>> {
+        let mut form = read_form(app, parts, body).await?;
+        // Double submit: the token in the form must equal the cookie, which only our own
+        // pages could have read. A cross-site post is refused before that.
+        let cross_site = parts
+            .headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v == "cross-site");
+        if self.new_csrf || cross_site || !ct_eq(self.csrf.as_bytes(), form.text("csrf").as_bytes())
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "This form has expired or did not come from this site. Go back, reload the page and try again.",
+            ));
+        }
+        self.set_rd(app, form.optional("rd"));
+        let ip = ctx.client_ip;
+        let email = form.text("email").trim().to_string();
+        match name {
+            "login" => {
+                let login = form.text("login").trim().to_string();
+                let password = form.secret("password");
+                let r: Result<User> = async {
+                    app.limits.check(Class::Login, ip, Some(&login))?;
+                    Ok(app.accounts.login_password(&login, &password).await?)
+                }
+                .await;
+                match r {
+                    Ok(user) => self.signed_in(app, ctx, parts, &user).await,
+                    Err(e) => Ok(self.render_error(&e, hint(&e), |v| ui::sign_in(v, &login))),
+                }
+            }
+            "code" => {
+                let r: Result<_> = async {
+                    app.limits.check(Class::CodeSend, ip, Some(&email))?;
+                    Ok(app.accounts.start_code_login(&email).await?)
+                }
+                .await;
+                match r {
+                    Ok(_) => self.notice(CODE_SENT, |v| ui::code_enter(v, &email)),
+                    Err(e) => Ok(self.render_error(&e, None, |v| ui::code_request(v, &email))),
+                }
+            }
+            "code/verify" => {
+                let code = form.secret("code");
+                let r: Result<User> = async {
+                    app.limits.check(Class::CodeVerify, ip, Some(&email))?;
+                    Ok(app
+                        .accounts
+                        .finish_code_login(&email, code.expose().trim())
+                        .await?)
+                }
+                .await;
+                match r {
+                    Ok(user) => self.signed_in(app, ctx, parts, &user).await,
+                    Err(e) => Ok(self.render_error(&e, hint(&e), |v| ui::code_enter(v, &email))),
+                }
+            }
+            "signup" => {
+                let password = Some(form.secret("password")).filter(|p| !p.expose().is_empty());
+                let username = form.optional("username");
+                let full_name = form.optional("full_name");
+                let reg = Registration {
+                    email: email.clone(),
+                    password,
+                    username: username.clone(),
+                    full_name: full_name.clone(),
+                    phone: None,
+                    profile: None,
+                };
+                let r: Result<_> = async {
+                    app.limits.check(Class::CodeSend, ip, Some(&email))?;
+                    Ok(app.accounts.register(reg).await?)
+                }
+                .await;
+                match r {
+                    Ok(_) => self.notice(
+                        "Account created. A verification code was sent to your email address.",
+                        |v| ui::verify(v, &email),
+                    ),
+                    Err(e) => {
+                        let values = ui::SignUpValues {
+                            email: &email,
+                            username: username.as_deref().unwrap_or(""),
+                            full_name: full_name.as_deref().unwrap_or(""),
+                        };
+                        Ok(self.render_error(&e, None, |v| ui::sign_up(v, &values)))
+                    }
+                }
+            }
+            "verify" => {
+                let code = form.secret("code");
+                let r: Result<User> = async {
+                    app.limits.check(Class::CodeVerify, ip, Some(&email))?;
+                    Ok(app
+                        .accounts
+                        .verify_email(&email, code.expose().trim())
+                        .await?)
+                }
+                .await;
+                match r {
+                    // The code proved the mailbox, as a code sign-in does: sign in at once so
+                    // the newcomer lands where they were going.
+                    Ok(user) if !user.blocked => {
+                        tracing::info!(target: "audit", event = "login", user_id = %user.id, method = "verify", "signed in after verifying the email");
+                        self.signed_in(app, ctx, parts, &user).await
+                    }
+                    Ok(_) => self.notice("Your email address is verified.", |v| {
+                        ui::sign_in(v, &email)
+                    }),
+                    Err(e) => Ok(self.render_error(&e, hint(&e), |v| ui::verify(v, &email))),
+                }
+            }
+            "verify/resend" => {
+                let r: Result<_> = async {
+                    app.limits.check(Class::CodeSend, ip, Some(&email))?;
+                    Ok(app.accounts.resend_verification(&email).await?)
+                }
+                .await;
+                match r {
+                    Ok(_) => self.notice(CODE_SENT, |v| ui::verify(v, &email)),
+                    Err(e) => Ok(self.render_error(&e, None, |v| ui::verify(v, &email))),
+                }
+            }
+            "forgot" => {
+                let r: Result<_> = async {
+                    app.limits.check(Class::CodeSend, ip, Some(&email))?;
+                    Ok(app.accounts.forgot_password(&email).await?)
+                }
+                .await;
+                match r {
+                    Ok(_) => self.notice(CODE_SENT, |v| ui::reset(v, &email)),
+                    Err(e) => Ok(self.render_error(&e, None, |v| ui::forgot(v, &email))),
+                }
+            }
+            "reset" => {
+                let code = form.secret("code");
+                let new_password = form.secret("new_password");
+                let r: Result<User> = async {
+                    app.limits.check(Class::CodeVerify, ip, Some(&email))?;
+                    Ok(app
+                        .accounts
+                        .reset_password(&email, code.expose().trim(), &new_password)
+                        .await?)
+                }
+                .await;
+                match r {
+                    Ok(_) => {
+                        let mut to = format!("{}?notice=reset", self.page_url("login"));
+                        if let Some(rd) = &self.rd {
+                            to.push_str("&rd=");
+                            to.extend(url::form_urlencoded::byte_serialize(rd.as_bytes()));
+                        }
+                        let mut r = see_other(&to);
+                        // Every session of the account was revoked, this browser's too.
+                        auth::clear_token_cookies(r.headers_mut(), &self.prefix);
+                        Ok(r)
+                    }
+                    Err(e) => Ok(self.render_error(&e, hint(&e), |v| ui::reset(v, &email))),
+                }
+            }
+            "devices/revoke" | "logout" => {
+                let Some(caller) = signed_in_caller(app, &parts.headers) else {
+                    let mut r = see_other(&self.page_url("signed-out"));
+                    auth::clear_token_cookies(r.headers_mut(), &self.prefix);
+                    return Ok(r);
+                };
+                let user_id = caller
+                    .identity
+                    .user_id
+                    .parse()
+                    .map_err(|_| ApiError::unauthenticated())?;
+                let current = caller.identity.session_id.clone();
+                let revoked = if name == "logout" && form.text("all") == "1" {
+                    app.sessions.revoke_all(&user_id, None).await?
+                } else if name == "logout" {
+                    app.sessions
+                        .revoke_ids(&user_id, std::slice::from_ref(&current))
+                        .await?
+                } else {
+                    let id = form.text("session").to_string();
+                    app.sessions.revoke_ids(&user_id, &[id]).await?
+                };
+                if revoked.contains(&current) {
+                    let mut r = see_other(&self.page_url("signed-out"));
+                    auth::clear_token_cookies(r.headers_mut(), &self.prefix);
+                    Ok(r)
+                } else {
+                    Ok(see_other(&self.page_url("devices")))
+                }
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        }
+    }
+
+    /// A sign-in succeeded: a session, its cookies, and back to where the user was going.
+    async fn signed_in(
+        &self,
+        app: &App,
+        ctx: &RequestCtx,
+        parts: &Parts,
+        user: &User,
+    ) -> Result<Response<Body>> {
+        let pair = app
+            .sessions
+            .sign_in(user, &client_info(ctx, &parts.headers))
+            .await?;
+        let mut r = see_other(self.target());
+        auth::set_token_cookies(r.headers_mut(), &pair, &self.prefix);
+        Ok(r)
+    }
+}
+
+const CODE_SENT: &str = "If an account exists for this address, a code has been sent to it.";
+
+/// Extra help for the errors where the next step is not obvious.
+fn hint(e: &ApiError) -> Option<Hint> {
+    match e.code {
+        "EMAIL_NOT_VERIFIED" => Some(Hint::SignInByCode),
+        "OTP_EXPIRED" | "ATTEMPTS_EXCEEDED" => Some(Hint::NewCode),
+        _ => None,
+    }
+}
+
+/// The signed-in caller by the access cookie (pages never take a Bearer header).
+fn signed_in_caller(app: &App, headers: &HeaderMap) -> Option<std::sync::Arc<Verified>> {
+    let token = auth::cookie(headers, auth::ACCESS_COOKIE)?;
+    app.sessions.authenticate(&token).ok()
+}
+
+/// Reads an urlencoded form within the account endpoints' body limits.
+async fn read_form(app: &App, parts: &Parts, body: Incoming) -> Result<Form> {
+    let is_form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Send the form as application/x-www-form-urlencoded.",
+        ));
+    }
+    let a = &app.config.accounts;
+    let bytes = json::read_body(&parts.headers, body, a.max_body_bytes, a.body_timeout).await?;
+    let mut map = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(&bytes) {
+        map.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+    Ok(Form(map))
+}
+
+/// A time for people: "2026-11-22 13:05 UTC".
+fn when(t: time::OffsetDateTime) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&f)
+        .unwrap_or_default()
+}
+
+fn new_token() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn html(status: StatusCode, page: maud::Markup) -> Response<Body> {
+    body::text_response(status, "text/html; charset=utf-8", page.into_string())
+}
+
+fn see_other(location: &str) -> Response<Body> {
+    let mut r = Response::new(body::empty());
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
