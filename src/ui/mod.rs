@@ -280,9 +280,11 @@ pub fn verify(v: &View, email: &str) -> Markup {
         "Verify your email",
         html! {
             (code_form(v, "verify", email, "Verify", html! {}))
-            (form(v, "verify/resend", "Send a new code", html! {
+            form method="post" action=(url(v, "verify/resend")) {
+                (hidden(v))
                 input type="hidden" name="email" value=(email);
-            }))
+                button.secondary type="submit" { "Send a new code" }
+            }
         },
     )
 }

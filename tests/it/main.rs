@@ -9,6 +9,7 @@
 )]
 
 mod accounts;
+mod browser;
 mod cli;
 mod durability;
 mod example;

@@ -1,0 +1,368 @@
+//! The hosted pages in a real headless Chromium, driven over WebDriver (chromedriver +
+//! fantoccini): sign up and land on the protected page, sign out, sign in by code, reset a
+//! forgotten password, sign out another device, an open redirect refused. Every flow runs
+//! twice: with JavaScript on, and with it off (the pages must not need it). Screenshots of
+//! each page go to `target/browser-artifacts/`.
+
+use crate::external::{free_port, require, wait_port};
+use crate::pages::{Site, site};
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+struct Driver {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn chromedriver(path: PathBuf) -> Driver {
+    let port = free_port();
+    let child = tokio::process::Command::new(path)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_port(port, "chromedriver").await;
+    Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// A new headless Chromium session with its own profile (its own cookies).
+async fn browser(driver: &Driver, js: bool, profile: &std::path::Path) -> Client {
+    let mut args = vec![
+        "--headless".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-dev-shm-usage".into(),
+        "--window-size=900,1000".into(),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    if !js {
+        args.push("--blink-settings=scriptEnabled=false".into());
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({ "binary": chromium_binary(), "args": args }),
+    );
+    // The gateway's certificate is the self-signed development one.
+    caps.insert("acceptInsecureCerts".into(), serde_json::json!(true));
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session")
+}
+
+fn chromium_binary() -> String {
+    crate::external::find("chromium")
+        .or_else(|| crate::external::find("chromium-browser"))
+        .or_else(|| crate::external::find("google-chrome"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "chromium".into())
+}
+
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(artifacts().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn path_of(c: &Client) -> String {
+    let u = c.current_url().await.unwrap();
+    match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    }
+}
+
+async fn fill(c: &Client, name: &str, value: &str) {
+    let e = match c.find(Locator::Css(&format!("input[name='{name}']"))).await {
+        Ok(e) => e,
+        Err(err) => {
+            let url = c
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            let page = c.source().await.unwrap_or_default();
+            panic!("no input {name} at {url}: {err}\n{page}");
+        }
+    };
+    e.clear().await.unwrap();
+    e.send_keys(value).await.unwrap();
+}
+
+async fn submit(c: &Client, form_action_suffix: &str) {
+    c.find(Locator::Css(&format!(
+        "form[action$='{form_action_suffix}'] button[type='submit']"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+}
+
+async fn heading(c: &Client) -> String {
+    match c.find(Locator::Css("h1")).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits (a click's navigation may still be under way) until the page's heading is `want`.
+async fn expect_heading(c: &Client, want: &str) {
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = heading(c).await;
+        if seen == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let url = c
+        .current_url()
+        .await
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    panic!("heading {seen:?} at {url}, expected {want:?}");
+}
+
+/// Waits until the browser is at `want` (path and query).
+async fn expect_path(c: &Client, want: &str) {
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = path_of(c).await;
+        if seen == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("at {seen:?}, expected {want:?}");
+}
+
+/// Drops every cookie, as a new browser would have none. WebDriver deletes only the cookies
+/// the current page can see, and the refresh cookie lives under the auth prefix.
+async fn forget_cookies(c: &Client, base: &str) {
+    c.goto(&format!("{base}/auth/ui/signed-out")).await.unwrap();
+    c.delete_all_cookies().await.unwrap();
+}
+
+/// The flows of the issue, for one browser setting.
+async fn flows(site: &Site, driver: &Driver, js: bool) {
+    let tag = if js { "js" } else { "nojs" };
+    let email = format!("browser-{tag}@example.com");
+    let profiles = tempfile::tempdir().unwrap();
+    let base = format!("https://localhost:{}", site.port);
+    let pw = "correct horse battery staple";
+    let c = browser(driver, js, &profiles.path().join("a")).await;
+    // Scripts are really on, or really off, in this session.
+    c.goto(
+        "data:text/html,<h1>off</h1><script>document.querySelector('h1').textContent='on'</script>",
+    )
+    .await
+    .unwrap();
+    expect_heading(&c, if js { "on" } else { "off" }).await;
+
+    // Sign up from a protected page; the code comes from the real SMTP server.
+    c.goto(&format!("{base}/app/page?from=browser"))
+        .await
+        .unwrap();
+    expect_path(&c, "/auth/login?rd=%2Fapp%2Fpage%3Ffrom%3Dbrowser").await;
+    expect_heading(&c, "Sign in").await;
+    shot(&c, &format!("{tag}-01-login")).await;
+    // And on a phone's screen: the form fills the width, nothing scrolls sideways.
+    c.set_window_size(390, 844).await.unwrap();
+    let width = c
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .rectangle()
+        .await
+        .unwrap()
+        .2;
+    assert!(
+        width <= 390.0,
+        "the page fits a phone: main is {width}px wide"
+    );
+    shot(&c, &format!("{tag}-01-login-phone")).await;
+    c.set_window_size(900, 1000).await.unwrap();
+    c.find(Locator::LinkText("Create an account"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    expect_heading(&c, "Create an account").await;
+    shot(&c, &format!("{tag}-02-signup")).await;
+    fill(&c, "email", &email).await;
+    fill(&c, "password", pw).await;
+    submit(&c, "/signup").await;
+    expect_heading(&c, "Verify your email").await;
+    shot(&c, &format!("{tag}-03-verify")).await;
+    let code = site.smtp.nth_to(&email, 1).await.code();
+    // A wrong code first: the same page, the API's message announced, the field marked.
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    fill(&c, "code", wrong).await;
+    submit(&c, "/verify").await;
+    expect_heading(&c, "Verify your email").await;
+    let alert = c.find(Locator::Css("[role='alert']")).await.unwrap();
+    assert!(alert.text().await.unwrap().to_lowercase().contains("code"));
+    shot(&c, &format!("{tag}-03-verify-error")).await;
+    fill(&c, "code", &code).await;
+    submit(&c, "/verify").await;
+    expect_path(&c, "/app/page?from=browser").await;
+    let body = c.source().await.unwrap();
+    assert!(
+        body.contains(&email),
+        "the upstream saw the identity: {body}"
+    );
+    shot(&c, &format!("{tag}-04-landed")).await;
+
+    // Sign out from the devices page.
+    c.goto(&format!("{base}/auth/ui/devices")).await.unwrap();
+    expect_heading(&c, "Your devices").await;
+    shot(&c, &format!("{tag}-05-devices")).await;
+    c.find(Locator::Css("button[aria-label$='(this device)']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    expect_heading(&c, "Signed out").await;
+    shot(&c, &format!("{tag}-06-signed-out")).await;
+    c.goto(&format!("{base}/app/page")).await.unwrap();
+    expect_heading(&c, "Sign in").await;
+
+    // Sign in by code.
+    c.find(Locator::LinkText("Sign in with a code sent to your email"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    fill(&c, "email", &email).await;
+    submit(&c, "/code").await;
+    expect_heading(&c, "Enter your code").await;
+    shot(&c, &format!("{tag}-07-code")).await;
+    let code = site.smtp.nth_to(&email, 2).await.code();
+    fill(&c, "code", &code).await;
+    submit(&c, "/code/verify").await;
+    expect_path(&c, "/app/page").await;
+
+    // Sign out another device: a second browser signs in, the first signs it out.
+    let other = browser(driver, js, &profiles.path().join("b")).await;
+    other.goto(&format!("{base}/app/other")).await.unwrap();
+    fill(&other, "login", &email).await;
+    fill(&other, "password", pw).await;
+    submit(&other, "/login").await;
+    expect_path(&other, "/app/other").await;
+    c.goto(&format!("{base}/auth/ui/devices")).await.unwrap();
+    let buttons = c
+        .find_all(Locator::Css("form[action$='/devices/revoke'] button"))
+        .await
+        .unwrap();
+    assert_eq!(buttons.len(), 2);
+    c.find(Locator::Css(
+        "form[action$='/devices/revoke'] button:not([aria-label$='(this device)'])",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    expect_heading(&c, "Your devices").await;
+    assert_eq!(
+        c.find_all(Locator::Css("form[action$='/devices/revoke'] button"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    other.goto(&format!("{base}/app/other")).await.unwrap();
+    expect_heading(&other, "Sign in").await;
+    other.close().await.unwrap();
+
+    // Reset a forgotten password (on the signed-out device), then sign in with it and come
+    // back to the page asked for.
+    forget_cookies(&c, &base).await;
+    c.goto(&format!("{base}/app/after-reset")).await.unwrap();
+    c.find(Locator::LinkText("Forgot your password?"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    fill(&c, "email", &email).await;
+    submit(&c, "/forgot").await;
+    expect_heading(&c, "Choose a new password").await;
+    shot(&c, &format!("{tag}-08-reset")).await;
+    let code = site.smtp.nth_to(&email, 3).await.code();
+    let new_pw = format!("a new passphrase for the {tag} run");
+    fill(&c, "code", &code).await;
+    fill(&c, "new_password", &new_pw).await;
+    submit(&c, "/reset").await;
+    expect_heading(&c, "Sign in").await;
+    assert!(
+        c.source()
+            .await
+            .unwrap()
+            .contains("Your password has been changed")
+    );
+    fill(&c, "login", &email).await;
+    fill(&c, "password", &new_pw).await;
+    submit(&c, "/login").await;
+    expect_path(&c, "/app/after-reset").await;
+
+    // An open redirect attempt: the foreign return URL is dropped, the browser stays here.
+    forget_cookies(&c, &base).await;
+    c.goto(&format!(
+        "{base}/auth/login?rd=https%3A%2F%2Fevil.test%2Fsteal"
+    ))
+    .await
+    .unwrap();
+    fill(&c, "login", &email).await;
+    fill(&c, "password", &new_pw).await;
+    submit(&c, "/login").await;
+    let u = c.current_url().await.unwrap();
+    assert_eq!(
+        u.host_str(),
+        Some("localhost"),
+        "not sent to evil.test: {u}"
+    );
+    c.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn hosted_pages_in_headless_chromium() {
+    let Some(driver_path) = require("chromedriver", "hosted_pages_in_headless_chromium") else {
+        return;
+    };
+    if crate::external::find("chromium").is_none() {
+        require("chromium", "hosted_pages_in_headless_chromium");
+        return;
+    }
+    let site = site(None, "").await;
+    let driver = chromedriver(driver_path).await;
+    flows(&site, &driver, true).await;
+    flows(&site, &driver, false).await;
+    site.gw.stop().await;
+}
