@@ -359,6 +359,31 @@ impl Sessions {
     }
 
     /// The user's sessions, newest first, expired ones left out.
+    /// Ends the session a refresh token belongs to, for a sign-out whose access token has
+    /// already expired. Only the current (or just-rotated) token counts; anything else is
+    /// ignored, as a sign-out must never tell whether a token was good.
+    pub async fn revoke_by_refresh(&self, presented: &Secret) -> Result<bool, SessionError> {
+        let Some(sid) = Tokens::refresh_session(presented.expose()) else {
+            return Ok(false);
+        };
+        let Some(session) = self.store.session(sid).await? else {
+            return Ok(false);
+        };
+        let hash = Tokens::hash_refresh(presented.expose());
+        let ours = session.refresh.as_ref().is_some_and(|r| {
+            crate::secret::ct_eq(&r.current_hash, &hash)
+                || r.previous_hash
+                    .as_ref()
+                    .is_some_and(|p| crate::secret::ct_eq(p, &hash))
+        });
+        if !ours {
+            return Ok(false);
+        }
+        self.revoke_ids(&session.user_id, std::slice::from_ref(&session.id))
+            .await?;
+        Ok(true)
+    }
+
     pub async fn list(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
         let now = self.clock.now();
         let mut list: Vec<Session> = self

@@ -403,9 +403,10 @@ async fn bad_bodies_get_4xx_envelopes_and_the_gateway_keeps_serving() {
             .status(),
         404
     );
+    // (GET /auth/login is the hosted login page; GET /auth/register is nothing.)
     assert_eq!(
         gw.client
-            .get(gw.url("/auth/login"))
+            .get(gw.url("/auth/register"))
             .send()
             .await
             .unwrap()

@@ -53,6 +53,7 @@ pub async fn site(clock: Option<&ManualClock>, extra: &str) -> Site {
 
 /// A browser without JavaScript: a cookie jar, no automatic redirects (each hop is checked).
 pub struct Web {
+    jar: std::sync::Arc<reqwest::cookie::Jar>,
     pub client: reqwest::Client,
     pub base: String,
     /// The CSRF token of the last page seen.
@@ -82,18 +83,31 @@ pub fn input_value(html: &str, name: &str) -> Option<String> {
 impl Web {
     pub fn new(site: &Site) -> Web {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", site.port).parse().unwrap();
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
         let client = site
             .gw
             .client_builder()
-            .cookie_store(true)
+            .cookie_provider(jar.clone())
             .resolve("localhost", addr)
             .build()
             .unwrap();
         Web {
+            jar,
             client,
             base: format!("https://localhost:{}", site.port),
             csrf: String::new(),
         }
+    }
+
+    /// A cookie the browser would send to `path`.
+    pub fn cookie(&self, path: &str, name: &str) -> Option<String> {
+        use reqwest::cookie::CookieStore;
+        let header = self.jar.cookies(&self.url(path).parse().unwrap())?;
+        header.to_str().unwrap().split("; ").find_map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -584,9 +598,29 @@ async fn an_expired_access_token_is_refreshed_on_navigation() {
         "{echo}"
     );
 
-    // After sign-out the refresh cookie is gone: the login page shows its form.
-    web.post("/auth/ui/logout", &[]).await;
+    // The refresh cookie is for the gateway's own paths only.
+    assert!(
+        web.cookie("/app/deep", "__Secure-authgate-refresh")
+            .is_none()
+    );
+    let refresh = web
+        .cookie("/auth/login", "__Secure-authgate-refresh")
+        .unwrap();
+
+    // Signing out from a page left open past the access token's life still ends the
+    // session: the refresh token is dead on the server, not only forgotten by the browser.
+    web.get("/auth/ui/devices").await;
     clock.advance(Duration::from_secs(16 * 60));
+    let p = web.post("/auth/ui/logout", &[]).await;
+    assert_eq!(p.location.as_deref(), Some("/auth/ui/signed-out"));
+    let (status, _) = site
+        .gw
+        .post(
+            "/auth/token/refresh",
+            serde_json::json!({ "refresh_token": refresh }),
+        )
+        .await;
+    assert_eq!(status, 401);
     let p = web.get("/auth/login").await;
     assert_eq!(p.status, 200);
     assert!(p.html.contains("<h1>Sign in</h1>"));

@@ -187,7 +187,11 @@ impl Page {
     /// Adds the page headers: the CSRF cookie when new, the CSP on HTML answers.
     fn finish(&self, app: &App, mut r: Response<Body>) -> Response<Body> {
         let h = r.headers_mut();
-        if self.new_csrf {
+        let is_html = h
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+        // Only pages carry forms; a stylesheet or a redirect needs no token.
+        if self.new_csrf && is_html {
             let c = Cookie::build((CSRF_COOKIE, self.csrf.clone()))
                 .path("/")
                 .secure(true)
@@ -198,9 +202,6 @@ impl Page {
                 h.append(header::SET_COOKIE, v);
             }
         }
-        let is_html = h
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
         if is_html {
             h.insert(header::CONTENT_SECURITY_POLICY, app.page_csp.clone());
         }
@@ -372,7 +373,7 @@ impl Page {
                             username: username.as_deref().unwrap_or(""),
                             full_name: full_name.as_deref().unwrap_or(""),
                         };
-                        Ok(self.render_error(&e, None, |v| ui::sign_up(v, &values)))
+                        Ok(self.render_error(&e, hint(&e), |v| ui::sign_up(v, &values)))
                     }
                 }
             }
@@ -449,6 +450,11 @@ impl Page {
             }
             "devices/revoke" | "logout" => {
                 let Some(caller) = signed_in_caller(app, &parts.headers) else {
+                    // The access token expired on an open page: the refresh cookie still
+                    // names the session, and signing out must end it, not just forget it.
+                    if let Some(token) = auth::cookie(&parts.headers, auth::REFRESH_COOKIE) {
+                        app.sessions.revoke_by_refresh(&Secret::new(token)).await?;
+                    }
                     let mut r = see_other(&self.page_url("signed-out"));
                     auth::clear_token_cookies(r.headers_mut(), &self.prefix);
                     return Ok(r);
@@ -505,6 +511,11 @@ const CODE_SENT: &str = "If an account exists for this address, a code has been 
 fn hint(e: &ApiError) -> Option<Hint> {
     match e.code {
         "EMAIL_NOT_VERIFIED" => Some(Hint::SignInByCode),
+        // The address is taken: its owner can sign in by code (and reclaim an account someone
+        // else registered with it).
+        "ALREADY_EXISTS" if e.fields.as_ref().is_some_and(|f| f.contains_key("email")) => {
+            Some(Hint::SignInByCode)
+        }
         "OTP_EXPIRED" | "ATTEMPTS_EXCEEDED" => Some(Hint::NewCode),
         _ => None,
     }
