@@ -77,7 +77,7 @@ http {{
             proxy_set_header Content-Length "";
             proxy_set_header X-Original-URI $request_uri;
             proxy_set_header X-Original-Method $request_method;
-            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Forwarded-Host $http_host;   # with the port, if any
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
 
@@ -99,6 +99,16 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_pass http://app;
+            # Not signed in: a browser goes to the login page that authgate named (with the
+            # return URL encoded in it); an API client keeps its 401.
+            auth_request_set $auth_location $upstream_http_location;
+            error_page 401 = @login;
+        }}
+        location @login {{
+            if ($http_accept ~* "text/html") {{
+                return 302 $auth_location;
+            }}
+            return 401;
         }}
     }}
 }}
@@ -291,7 +301,12 @@ async fn nginx_auth_request_in_front() {
         .spawn()
         .unwrap();
     wait_port(port, "nginx").await;
-    check_front(port, &smtp, false).await;
+    let log = dir.path().join("error.log");
+    let checked = tokio::spawn(async move { check_front(port, &smtp, true).await }).await;
+    if let Err(e) = checked {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        panic!("{e}\nnginx error.log:\n{log}");
+    }
     child.kill().await.ok();
     gw.stop().await;
 }

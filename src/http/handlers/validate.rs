@@ -104,7 +104,8 @@ pub async fn validate(app: &App, ctx: &RequestCtx, parts: &Parts) -> Result<Resp
 }
 
 /// 401 with a `Location` to the login page (nginx's `error_page 401` uses it), or a 302 to it
-/// for a browser navigation or when `?rd=` asks for one (Traefik, Caddy pass redirects on).
+/// for a browser navigation or when `?rd=` asks for one (Traefik and Caddy pass redirects on;
+/// nginx never gets one).
 fn unauthenticated(app: &App, parts: &Parts, orig: &Original, e: ApiError) -> Response<Body> {
     let rd_param = parts.uri.query().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
@@ -124,7 +125,11 @@ fn unauthenticated(app: &App, parts: &Parts, orig: &Original, e: ApiError) -> Re
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
-    let mut resp = if rd_param.is_some() || wants_html {
+    // nginx's auth_request (and ingress-nginx, which sends X-Original-URL) treats anything but
+    // 2xx, 401 and 403 as an error: it always gets the 401, with the Location to use.
+    let hs = &parts.headers;
+    let nginx = h(hs, "x-original-uri").is_some() || h(hs, "x-original-url").is_some();
+    let mut resp = if !nginx && (rd_param.is_some() || wants_html) {
         let mut r = Response::new(body::empty());
         *r.status_mut() = StatusCode::FOUND;
         r
