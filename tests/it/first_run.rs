@@ -121,6 +121,56 @@ async fn no_config_runs_the_demo_end_to_end() {
         .unwrap();
     assert!(page.contains("Hello, new@example.com"), "{page}");
     assert!(page.contains("x-auth-user-id"), "{page}");
+
+    // The same as a person does it: open the address, get the login page, sign in there, and
+    // land on the demo's greeting.
+    let browser = client_builder(&cert)
+        .resolve("localhost", addr)
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let r = browser
+        .get(format!("{base}/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let login = r.headers()["location"].to_str().unwrap().to_string();
+    let form = browser
+        .get(&login)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(form.contains("<h1>Sign in</h1>"), "{form}");
+    let csrf = crate::pages::input_value(&form, "csrf").unwrap();
+    let rd = crate::pages::input_value(&form, "rd").unwrap();
+    let r = browser
+        .post(format!("{base}/auth/ui/login"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("rd", rd.as_str()),
+            ("login", "new@example.com"),
+            ("password", pw),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/");
+    let page = browser
+        .get(format!("{base}/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Hello, new@example.com"), "{page}");
+    assert!(page.contains("/auth/ui/devices"), "{page}");
     assert!(
         dir.path().join("data/authgate.db").exists(),
         "store under data/"
@@ -157,7 +207,8 @@ async fn no_config_runs_the_demo_end_to_end() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("authgate_audit_events_total{event=\"login\"} 1"),
+        // Two sign-ins: the API's and the login page's.
+        metrics.contains("authgate_audit_events_total{event=\"login\"} 2"),
         "{metrics}"
     );
     let mut log = Vec::new();
