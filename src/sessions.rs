@@ -358,16 +358,18 @@ impl Sessions {
         }
     }
 
-    /// The user's sessions, newest first, expired ones left out.
-    /// Ends the session a refresh token belongs to, for a sign-out whose access token has
-    /// already expired. Only the current (or just-rotated) token counts; anything else is
-    /// ignored, as a sign-out must never tell whether a token was good.
-    pub async fn revoke_by_refresh(&self, presented: &Secret) -> Result<bool, SessionError> {
+    /// The account and session a refresh token belongs to, without rotating it: for a
+    /// sign-out whose access token has already expired. Only the current (or just-rotated)
+    /// token counts.
+    pub async fn refresh_owner(
+        &self,
+        presented: &Secret,
+    ) -> Result<Option<(UserId, String)>, SessionError> {
         let Some(sid) = Tokens::refresh_session(presented.expose()) else {
-            return Ok(false);
+            return Ok(None);
         };
         let Some(session) = self.store.session(sid).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let hash = Tokens::hash_refresh(presented.expose());
         let ours = session.refresh.as_ref().is_some_and(|r| {
@@ -376,14 +378,10 @@ impl Sessions {
                     .as_ref()
                     .is_some_and(|p| crate::secret::ct_eq(p, &hash))
         });
-        if !ours {
-            return Ok(false);
-        }
-        self.revoke_ids(&session.user_id, std::slice::from_ref(&session.id))
-            .await?;
-        Ok(true)
+        Ok(ours.then_some((session.user_id, session.id)))
     }
 
+    /// The user's sessions, newest first, expired ones left out.
     pub async fn list(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
         let now = self.clock.now();
         let mut list: Vec<Session> = self

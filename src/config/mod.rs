@@ -416,6 +416,9 @@ pub struct ServerConfig {
     /// Hosts the browser may be sent back to after sign-in besides public_url's:
     /// "app.example.com" exactly, ".example.com" for it and every subdomain.
     pub allowed_redirect_hosts: Vec<String>,
+    /// Share the access cookie with this domain and its subdomains (single sign-on across
+    /// apps on several hosts). Unset: the cookie is for public_url's host alone.
+    pub cookie_domain: Option<String>,
     /// Serve the bundled demo application at `/` when no route is configured (on when running
     /// without a configuration file).
     pub demo_upstream: bool,
@@ -444,6 +447,7 @@ impl Default for ServerConfig {
             redirect_http_listen: None,
             trusted_proxies: Vec::new(),
             allowed_redirect_hosts: Vec::new(),
+            cookie_domain: None,
             demo_upstream: false,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
@@ -686,6 +690,34 @@ impl Config {
                 "must start with '/', not end with '/', and not be '/' alone",
             ));
         }
+        // Host names only: they also go into the pages' Content-Security-Policy.
+        let not_a_host = |h: &str| {
+            let name = h.strip_prefix('.').unwrap_or(h);
+            name.is_empty()
+                || name.starts_with('.')
+                || name.ends_with('.')
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        };
+        if let Some(domain) = &s.cookie_domain {
+            let public = s.public_url.host_str().unwrap_or("").to_ascii_lowercase();
+            let domain = domain.trim_start_matches('.').to_ascii_lowercase();
+            if not_a_host(&domain) || !crate::http::auth::within(&public, &domain) {
+                return Err(ConfigError::key(
+                    "server.cookie_domain",
+                    "must be a domain name that public_url's host is in (\"example.com\" for \"auth.example.com\")",
+                ));
+            }
+        }
+        if let Some(bad) = s.allowed_redirect_hosts.iter().find(|h| not_a_host(h)) {
+            return Err(ConfigError::key(
+                "server.allowed_redirect_hosts",
+                format!(
+                    "{bad:?} is not a host name (\"app.example.com\", or \".example.com\" for a domain and its subdomains)"
+                ),
+            ));
+        }
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             let key = if s.tls_cert.is_some() {
                 "server.tls_key"
@@ -913,6 +945,36 @@ mod tests {
         let e =
             load("[[routes]]\nupstream = \"http://x\"\npath_prefix = \"/a/../b\"\n").unwrap_err();
         assert_eq!(e.key_name(), Some("routes[0].path_prefix"), "{e}");
+    }
+
+    #[test]
+    fn cookie_domain_and_redirect_hosts_are_host_names() {
+        let ok = load(
+            "[server]\npublic_url = \"https://auth.example.com\"\ncookie_domain = \".example.com\"\n\
+             allowed_redirect_hosts = [\".example.com\", \"app.test\"]\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        for (toml, key) in [
+            (
+                "[server]\npublic_url = \"https://auth.example.com\"\ncookie_domain = \"other.com\"\n",
+                "server.cookie_domain",
+            ),
+            (
+                "[server]\npublic_url = \"https://auth.example.com\"\ncookie_domain = \"ample.com\"\n",
+                "server.cookie_domain",
+            ),
+            (
+                "[server]\nallowed_redirect_hosts = [\"evil.test; script-src *\"]\n",
+                "server.allowed_redirect_hosts",
+            ),
+            (
+                "[server]\nallowed_redirect_hosts = [\"*\"]\n",
+                "server.allowed_redirect_hosts",
+            ),
+        ] {
+            let e = load(toml).unwrap_err();
+            assert_eq!(e.key_name(), Some(key), "{toml}: {e}");
+        }
     }
 
     #[test]

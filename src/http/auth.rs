@@ -8,6 +8,8 @@ use std::borrow::Cow;
 
 /// `__Host-`: Secure, no Domain, Path=/ — the browser guarantees this cookie came from us.
 pub const ACCESS_COOKIE: &str = "__Host-authgate-access";
+/// The access cookie shared with a domain (`server.cookie_domain`): `__Host-` forbids Domain.
+pub const SHARED_ACCESS_COOKIE: &str = "__Secure-authgate-access";
 /// `__Secure-` rather than `__Host-`: it is scoped to the auth prefix, which `__Host-` forbids.
 /// The refresh endpoint reads it, and so does the login page, which refreshes an expired
 /// browser session transparently; proxied applications never receive it.
@@ -49,7 +51,86 @@ pub fn access_token(headers: &HeaderMap) -> Option<(Cow<'_, str>, Via)> {
     if let Some(t) = bearer(headers) {
         return Some((Cow::Borrowed(t), Via::Bearer));
     }
-    cookie(headers, ACCESS_COOKIE).map(|t| (Cow::Owned(t), Via::Cookie))
+    access_cookie(headers).map(|t| (Cow::Owned(t), Via::Cookie))
+}
+
+/// The access cookie, host-only or shared with the cookie domain.
+pub fn access_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, ACCESS_COOKIE).or_else(|| cookie(headers, SHARED_ACCESS_COOKIE))
+}
+
+/// Whether `host` is `domain` or one of its subdomains (both lower-case).
+pub fn within(host: &str, domain: &str) -> bool {
+    host == domain
+        || host
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// Where the token cookies go: the auth prefix (refresh) and, optionally, a shared domain
+/// (access).
+#[derive(Debug, Clone)]
+pub struct Cookies {
+    prefix: String,
+    own_host: String,
+    domain: Option<String>,
+}
+
+impl Cookies {
+    pub fn new(prefix: &str, public_url: &url::Url, domain: Option<&str>) -> Self {
+        Cookies {
+            prefix: prefix.to_string(),
+            own_host: public_url.host_str().unwrap_or("").to_ascii_lowercase(),
+            domain: domain.map(|d| d.trim_start_matches('.').to_ascii_lowercase()),
+        }
+    }
+
+    /// Whether a browser at `host` sends the access cookie (our host, or within the domain).
+    pub fn reach(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        host == self.own_host || self.domain.as_deref().is_some_and(|d| within(&host, d))
+    }
+
+    pub fn set_tokens(&self, headers: &mut HeaderMap, pair: &TokenPair) {
+        let access_age = i64::try_from(pair.expires_in).unwrap_or(900);
+        let refresh_age = i64::try_from(pair.refresh_expires_in).unwrap_or(0);
+        let access = pair.access_token.clone();
+        match &self.domain {
+            None => set_cookie(
+                headers,
+                build(ACCESS_COOKIE, access, "/".into(), access_age),
+            ),
+            Some(d) => {
+                let mut c = build(SHARED_ACCESS_COOKIE, access, "/".into(), access_age);
+                c.set_domain(d.clone());
+                set_cookie(headers, c);
+            }
+        }
+        set_cookie(
+            headers,
+            build(
+                REFRESH_COOKIE,
+                pair.refresh_token.expose().to_string(),
+                refresh_path(&self.prefix),
+                refresh_age,
+            ),
+        );
+        clear_legacy_refresh_cookie(headers, &self.prefix);
+    }
+
+    pub fn clear_tokens(&self, headers: &mut HeaderMap) {
+        set_cookie(headers, build(ACCESS_COOKIE, String::new(), "/".into(), 0));
+        if let Some(d) = &self.domain {
+            let mut c = build(SHARED_ACCESS_COOKIE, String::new(), "/".into(), 0);
+            c.set_domain(d.clone());
+            set_cookie(headers, c);
+        }
+        set_cookie(
+            headers,
+            build(REFRESH_COOKIE, String::new(), refresh_path(&self.prefix), 0),
+        );
+        clear_legacy_refresh_cookie(headers, &self.prefix);
+    }
 }
 
 fn set_cookie(headers: &mut HeaderMap, c: Cookie<'_>) {
@@ -73,34 +154,18 @@ pub fn refresh_path(auth_prefix: &str) -> String {
     auth_prefix.to_string()
 }
 
-pub fn set_token_cookies(headers: &mut HeaderMap, pair: &TokenPair, auth_prefix: &str) {
-    let access_age = i64::try_from(pair.expires_in).unwrap_or(900);
-    let refresh_age = i64::try_from(pair.refresh_expires_in).unwrap_or(0);
-    set_cookie(
-        headers,
-        build(
-            ACCESS_COOKIE,
-            pair.access_token.clone(),
-            "/".into(),
-            access_age,
-        ),
-    );
+/// Removes the refresh cookie of builds before the hosted pages, scoped to the refresh
+/// endpoint: a browser would send it first, and refreshing with that rotated-away token
+/// would revoke the session.
+fn clear_legacy_refresh_cookie(headers: &mut HeaderMap, auth_prefix: &str) {
     set_cookie(
         headers,
         build(
             REFRESH_COOKIE,
-            pair.refresh_token.expose().to_string(),
-            refresh_path(auth_prefix),
-            refresh_age,
+            String::new(),
+            format!("{auth_prefix}/token/refresh"),
+            0,
         ),
-    );
-}
-
-pub fn clear_token_cookies(headers: &mut HeaderMap, auth_prefix: &str) {
-    set_cookie(headers, build(ACCESS_COOKIE, String::new(), "/".into(), 0));
-    set_cookie(
-        headers,
-        build(REFRESH_COOKIE, String::new(), refresh_path(auth_prefix), 0),
     );
 }
 
@@ -199,7 +264,8 @@ mod tests {
             session_id: "s".into(),
         };
         let mut m = HeaderMap::new();
-        set_token_cookies(&mut m, &pair, "/auth");
+        let url = url::Url::parse("https://gw.example").unwrap();
+        Cookies::new("/auth", &url, None).set_tokens(&mut m, &pair);
         let all: Vec<&str> = m
             .get_all(header::SET_COOKIE)
             .iter()
@@ -219,5 +285,20 @@ mod tests {
             "{}",
             all[1]
         );
+        assert!(!all[0].contains("Domain"), "host-only by default");
+
+        // With a cookie domain, the access cookie is shared under the __Secure- name.
+        let shared = Cookies::new("/auth", &url, Some(".example"));
+        let mut m = HeaderMap::new();
+        shared.set_tokens(&mut m, &pair);
+        let first = m.get(header::SET_COOKIE).unwrap().to_str().unwrap();
+        assert!(
+            first.starts_with("__Secure-authgate-access=a") && first.contains("Domain=example"),
+            "{first}"
+        );
+        assert!(shared.reach("app.example") && shared.reach("gw.example"));
+        assert!(!shared.reach("example.evil") && !shared.reach("badexample"));
+        assert!(Cookies::new("/auth", &url, None).reach("GW.example"));
+        assert!(!Cookies::new("/auth", &url, None).reach("app.example"));
     }
 }

@@ -132,6 +132,8 @@ pub struct App {
     pub sessions: Arc<Sessions>,
     pub metrics: Metrics,
     pub trusted: TrustedProxies,
+    /// Where the token cookies go.
+    pub cookies: auth::Cookies,
     /// The login page and the return URLs it accepts.
     pub login_page: redirect::LoginPage,
     /// The hosted pages' Content-Security-Policy (form-action names the redirect hosts).
@@ -164,6 +166,11 @@ impl App {
         App {
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
             limits,
+            cookies: auth::Cookies::new(
+                &config.server.auth_prefix,
+                &config.server.public_url,
+                config.server.cookie_domain.as_deref(),
+            ),
             login_page: redirect::LoginPage::new(
                 &config.server.public_url,
                 &config.server.auth_prefix,

@@ -21,9 +21,14 @@ impl RedirectPolicy {
     }
 
     /// Absolute http(s) URLs to an allowed host, or a path on our own host ("/x", not "//x").
+    /// Only printable ASCII without spaces or backslashes: browsers drop tabs and newlines and
+    /// read `\` as `/`, so `/\t/evil.test` would otherwise leave as `//evil.test`.
     pub fn allowed(&self, target: &str) -> bool {
+        if !target.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
+            return false;
+        }
         if target.starts_with('/') {
-            return !target.starts_with("//") && !target.starts_with("/\\");
+            return !target.starts_with("//");
         }
         let Ok(url) = Url::parse(target) else {
             return false;
@@ -148,6 +153,14 @@ mod tests {
             "https://evilcorp.test",
             "https://user@app.test/",
             "ftp://app.test/",
+            "/\t/evil.test",
+            "/\n/evil.test",
+            "/\r\n/evil.test",
+            "/ /evil.test",
+            "/\t\\evil.test",
+            "/a\\b",
+            "/caf\u{e9}",
+            "https://app.test\t.evil.test/",
         ] {
             assert!(!p.allowed(bad), "{bad}");
         }

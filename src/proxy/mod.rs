@@ -209,6 +209,7 @@ impl Proxy {
             h,
             &[
                 crate::http::auth::ACCESS_COOKIE,
+                crate::http::auth::SHARED_ACCESS_COOKIE,
                 crate::http::auth::REFRESH_COOKIE,
                 crate::http::auth::CSRF_COOKIE,
             ],

@@ -82,7 +82,8 @@ fn layout(v: &View, title: &str, content: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="referrer" content="no-referrer";
-                title { (title) " · authgate" }
+                // An error in the title is what a screen reader says first on the new page.
+                title { @if v.error.is_some() { "Error: " } (title) " · authgate" }
                 link rel="stylesheet" href=(url(v, "style.css"));
             }
             body {
@@ -92,6 +93,13 @@ fn layout(v: &View, title: &str, content: Markup) -> Markup {
                         // role=alert: screen readers announce it as the page loads.
                         div.error role="alert" id="form-error" {
                             p { (e.message) }
+                            @if !e.fields.is_empty() {
+                                ul {
+                                    @for (name, why) in &e.fields {
+                                        li { (field_label(name)) ": " (why) }
+                                    }
+                                }
+                            }
                             @match e.hint {
                                 Some(Hint::SignInByCode) => p {
                                     a href=(link(v, "code")) { "Sign in with a code sent to your email" }
@@ -109,6 +117,21 @@ fn layout(v: &View, title: &str, content: Markup) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// The label of a field the API names in `fields`.
+fn field_label(name: &str) -> &str {
+    match name {
+        "email" => "Email",
+        "login" => "Email or username",
+        "password" => "Password",
+        "new_password" => "New password",
+        "code" => "One-time code",
+        "username" => "Username",
+        "full_name" => "Full name",
+        "phone" => "Phone",
+        other => other,
     }
 }
 
@@ -172,11 +195,16 @@ impl<'a> Field<'a> {
             (false, false) => None,
         };
         let is_code = self.name == "code";
+        // With field errors, focus goes to the (first) field in error instead.
+        let autofocus = match v.error {
+            Some(e) if !e.fields.is_empty() => err.is_some(),
+            _ => self.autofocus,
+        };
         html! {
             div.field {
                 label for=(id) { (self.label) @if !self.required { " " span.optional { "(optional)" } } }
                 input id=(id) name=(self.name) type=(self.kind) autocomplete=(self.autocomplete)
-                    value=(self.value) required[self.required] autofocus[self.autofocus]
+                    value=(self.value) required[self.required] autofocus[autofocus]
                     inputmode=[is_code.then_some("numeric")]
                     aria-invalid=[err.map(|_| "true")]
                     aria-describedby=[described.as_deref()];
@@ -333,8 +361,10 @@ pub fn devices(v: &View, email: &str, devices: &[Device]) -> Markup {
                         form method="post" action=(url(v, "devices/revoke")) {
                             (hidden(v))
                             input type="hidden" name="session" value=(d.id);
-                            button.secondary type="submit" aria-label={ "Sign out " (d.device) " · " (d.os) @if d.current { " (this device)" } } {
-                                @if d.current { "Sign out this device" } @else { "Sign out" }
+                            // The accessible name starts with the visible text (WCAG 2.5.3).
+                            @let label = if d.current { "Sign out this device" } else { "Sign out" };
+                            button.secondary type="submit" aria-label={ (label) ": " (d.device) " · " (d.os) } {
+                                (label)
                             }
                         }
                     }
@@ -375,13 +405,18 @@ pub fn message(v: &View, title: &str, text: &str) -> Markup {
 /// The Content-Security-Policy of every page: nothing but our stylesheet, forms that post to
 /// us (and redirect to the hosts a return URL may name), no framing.
 pub fn content_security_policy(redirect_hosts: &[String]) -> String {
+    // After a sign-in the form's 303 goes to the return URL, and Chrome holds that redirect
+    // to form-action: name every scheme and port the redirect policy accepts. The host names
+    // were checked when the configuration was read (letters, digits, '-', '.').
     let mut form_action = String::from("'self'");
     for h in redirect_hosts {
-        let h = match h.strip_prefix('.') {
-            Some(domain) => format!(" {domain} *.{domain}"),
-            None => format!(" {h}"),
+        let hosts = match h.strip_prefix('.') {
+            Some(domain) => vec![domain.to_string(), format!("*.{domain}")],
+            None => vec![h.clone()],
         };
-        form_action.push_str(&h);
+        for host in hosts {
+            form_action.push_str(&format!(" https://{host}:* http://{host}:*"));
+        }
     }
     format!(
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
@@ -429,12 +464,24 @@ mod tests {
         assert!(page.contains(r#"aria-describedby="f-email-error""#));
         assert!(page.contains(r#"<label for="f-email">"#));
         assert!(page.contains("not an email address"));
+        assert!(page.contains("<title>Error: Reset your password"), "{page}");
+        assert!(
+            page.contains("<li>Email: not an email address</li>"),
+            "{page}"
+        );
+        assert!(page.contains("autofocus"));
     }
 
     #[test]
     fn csp_names_redirect_hosts_for_form_action() {
         let csp = content_security_policy(&["app.test".into(), ".corp.test".into()]);
-        assert!(csp.contains("form-action 'self' app.test corp.test *.corp.test;"));
+        assert!(
+            csp.contains(
+                "form-action 'self' https://app.test:* http://app.test:* https://corp.test:* \
+                 http://corp.test:* https://*.corp.test:* http://*.corp.test:*;"
+            ),
+            "{csp}"
+        );
         assert!(csp.contains("default-src 'none'"));
         assert!(!csp.contains("script-src"), "no script is ever allowed");
     }

@@ -241,7 +241,7 @@ async fn flows(site: &Site, driver: &Driver, js: bool) {
     c.goto(&format!("{base}/auth/ui/devices")).await.unwrap();
     expect_heading(&c, "Your devices").await;
     shot(&c, &format!("{tag}-05-devices")).await;
-    c.find(Locator::Css("button[aria-label$='(this device)']"))
+    c.find(Locator::Css("button[aria-label^='Sign out this device']"))
         .await
         .unwrap()
         .click()
@@ -282,7 +282,7 @@ async fn flows(site: &Site, driver: &Driver, js: bool) {
         .unwrap();
     assert_eq!(buttons.len(), 2);
     c.find(Locator::Css(
-        "form[action$='/devices/revoke'] button:not([aria-label$='(this device)'])",
+        "form[action$='/devices/revoke'] button:not([aria-label^='Sign out this device'])",
     ))
     .await
     .unwrap()

@@ -28,7 +28,7 @@ pub async fn site(clock: Option<&ManualClock>, extra: &str) -> Site {
         let port = free_port();
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://localhost:{port}\"\n\
-             allowed_redirect_hosts = [\"app.test\"]\n{extra}\n\
+             allowed_redirect_hosts = [\"app.test\", \".localhost\"]\n{extra}\n\
              [[routes]]\npath_prefix = \"/app\"\nupstream = \"{}\"\naccess = \"authenticated\"\n",
             upstream.url()
         );
@@ -56,8 +56,8 @@ pub struct Web {
     jar: std::sync::Arc<reqwest::cookie::Jar>,
     pub client: reqwest::Client,
     pub base: String,
-    /// The CSRF token of the last page seen.
-    csrf: String,
+    /// A CSRF token to send instead of the current one (to test a forged form).
+    forced_csrf: Option<String>,
 }
 
 pub struct Page {
@@ -89,13 +89,16 @@ impl Web {
             .client_builder()
             .cookie_provider(jar.clone())
             .resolve("localhost", addr)
+            .resolve("app.localhost", addr)
+            // app.localhost is not on the development certificate (the cookie_domain test).
+            .danger_accept_invalid_certs(true)
             .build()
             .unwrap();
         Web {
             jar,
             client,
             base: format!("https://localhost:{}", site.port),
-            csrf: String::new(),
+            forced_csrf: None,
         }
     }
 
@@ -125,9 +128,6 @@ impl Web {
             .get("location")
             .map(|v| v.to_str().unwrap().to_string());
         let html = r.text().await.unwrap();
-        if let Some(t) = input_value(&html, "csrf") {
-            self.csrf = t;
-        }
         Page {
             status,
             location,
@@ -151,7 +151,13 @@ impl Web {
 
     /// Posts a form from one of our pages, with the CSRF token that page carried.
     pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
-        let mut form: Vec<(&str, &str)> = vec![("csrf", &self.csrf)];
+        // The token the page would carry: the current CSRF cookie (it changes at sign-in).
+        let token = self
+            .forced_csrf
+            .clone()
+            .or_else(|| self.cookie("/auth/ui/login", "__Host-authgate-csrf"))
+            .unwrap_or_default();
+        let mut form: Vec<(&str, &str)> = vec![("csrf", &token)];
         form.extend_from_slice(fields);
         let body = serde_urlencoded(&form);
         let r = self
@@ -488,21 +494,35 @@ async fn open_redirects_and_forged_forms_are_refused() {
         assert_eq!(p.location.as_deref(), Some("/"), "{evil}");
         web.post("/auth/ui/logout", &[]).await;
     }
-    // A configured host is allowed.
+    // Control characters a browser would strip (turning "/\t/evil.test" into
+    // "//evil.test"), and backslashes, make a return URL unacceptable.
     web.get("/auth/login").await;
     let p = web
         .post(
             "/auth/ui/login",
-            &[
-                ("login", "dee@example.com"),
-                ("password", PW),
-                ("rd", "https://app.test/home"),
-            ],
+            &[("login", "dee@example.com"), ("password", PW)],
         )
         .await;
-    assert_eq!(p.location.as_deref(), Some("https://app.test/home"));
-    let csp = p.headers.get("content-security-policy");
-    assert!(csp.is_none(), "a redirect carries no page policy");
+    assert_eq!(p.status, 303);
+    for evil in [
+        "/%09/evil.test",
+        "/%0a/evil.test",
+        "/%09%5cevil.test",
+        "/%5c%5cevil.test",
+    ] {
+        let p = web.get(&format!("/auth/login?rd={evil}")).await;
+        assert_eq!(p.status, 303, "{evil}");
+        assert_eq!(p.location.as_deref(), Some("/"), "{evil}");
+    }
+    // A configured host is allowed, but this gateway's cookie does not reach it (no
+    // cookie_domain): rather than bounce the browser back and forth, a page says so.
+    let p = web
+        .get("/auth/login?rd=https%3A%2F%2Fapp.test%2Fhome")
+        .await;
+    assert_eq!(p.status, 200);
+    assert!(p.html.contains("You are signed in"), "{}", p.html);
+    assert!(p.html.contains("cookie_domain"), "{}", p.html);
+    web.post("/auth/ui/logout", &[]).await;
 
     // A form without the CSRF token, with a wrong one, or posted cross-site: refused.
     let fresh = Web::new(&site);
@@ -523,7 +543,7 @@ async fn open_redirects_and_forged_forms_are_refused() {
     );
     let mut web2 = Web::new(&site);
     web2.get("/auth/login").await;
-    web2.csrf = "x".repeat(43);
+    web2.forced_csrf = Some("x".repeat(43));
     let p = web2
         .post(
             "/auth/ui/login",
@@ -534,7 +554,7 @@ async fn open_redirects_and_forged_forms_are_refused() {
     let mut web3 = Web::new(&site);
     web3.get("/auth/login").await;
     let body = serde_urlencoded(&[
-        ("csrf", &web3.csrf),
+        ("csrf", &web3.cookie("/", "__Host-authgate-csrf").unwrap()),
         ("login", "dee@example.com"),
         ("password", PW),
     ]);
@@ -603,15 +623,40 @@ async fn an_expired_access_token_is_refreshed_on_navigation() {
         web.cookie("/app/deep", "__Secure-authgate-refresh")
             .is_none()
     );
+
+    // An image or frame another site embeds does not refresh the session.
+    clock.advance(Duration::from_secs(16 * 60));
+    let r = web
+        .client
+        .get(web.url("/auth/login"))
+        .header("sec-fetch-dest", "image")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the form, not a refresh");
+    let p = web.get("/auth/login?rd=%2Fapp%2Fdeep").await;
+    assert_eq!(p.status, 303, "a navigation does refresh");
     let refresh = web
         .cookie("/auth/login", "__Secure-authgate-refresh")
         .unwrap();
 
-    // Signing out from a page left open past the access token's life still ends the
-    // session: the refresh token is dead on the server, not only forgotten by the browser.
+    // A second device, then "sign out everywhere" from a page left open past the access
+    // token's life: both sessions end on the server, not only in this browser.
+    let mut other = Web::new(&site);
+    other.get("/auth/login").await;
+    let p = other
+        .post(
+            "/auth/ui/login",
+            &[("login", "eve@example.com"), ("password", PW)],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    let other_refresh = other
+        .cookie("/auth/login", "__Secure-authgate-refresh")
+        .unwrap();
     web.get("/auth/ui/devices").await;
     clock.advance(Duration::from_secs(16 * 60));
-    let p = web.post("/auth/ui/logout", &[]).await;
+    let p = web.post("/auth/ui/logout", &[("all", "1")]).await;
     assert_eq!(p.location.as_deref(), Some("/auth/ui/signed-out"));
     let (status, _) = site
         .gw
@@ -621,6 +666,14 @@ async fn an_expired_access_token_is_refreshed_on_navigation() {
         )
         .await;
     assert_eq!(status, 401);
+    let (status, _) = site
+        .gw
+        .post(
+            "/auth/token/refresh",
+            serde_json::json!({ "refresh_token": other_refresh }),
+        )
+        .await;
+    assert_eq!(status, 401, "the other device was signed out too");
     let p = web.get("/auth/login").await;
     assert_eq!(p.status, 200);
     assert!(p.html.contains("<h1>Sign in</h1>"));
@@ -667,5 +720,54 @@ async fn api_clients_still_get_401_not_the_login_page() {
             .unwrap()
             .starts_with("text/css")
     );
+    site.gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_cookie_domain_signs_in_every_app_under_it() {
+    let site = site(None, "cookie_domain = \"localhost\"").await;
+    let mut web = Web::new(&site);
+    sign_up(&site, &mut web, "sso@example.com").await;
+    web.post("/auth/ui/logout", &[]).await;
+
+    // An app on another host under the domain sends the browser to the gateway's login page.
+    let app = format!("https://app.localhost:{}/app/x", site.port);
+    let p = web.get(&app).await;
+    assert_eq!(p.status, 302);
+    let login = p.location.unwrap();
+    let back: String = url::form_urlencoded::byte_serialize(app.as_bytes()).collect();
+    assert!(
+        login.ends_with(&format!("/auth/login?rd={back}")),
+        "{login}"
+    );
+    web.get(&login).await;
+    let p = web
+        .post(
+            "/auth/ui/login",
+            &[("login", "sso@example.com"), ("password", PW), ("rd", &app)],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    assert_eq!(p.location.as_deref(), Some(app.as_str()));
+    let set: Vec<&str> = p
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with("__Secure-authgate-access=") && c.contains("Domain=localhost")),
+        "{set:?}"
+    );
+    // The app's host receives the shared cookie: signed in there too.
+    let p = web.get(&app).await;
+    assert_eq!(p.status, 200, "{}", p.html);
+    let echo: serde_json::Value = serde_json::from_str(&p.html).unwrap();
+    assert_eq!(echo["headers"]["x-auth-user-email"][0], "sso@example.com");
+    // Signing out clears the shared cookie as well.
+    web.get("/auth/ui/devices").await;
+    web.post("/auth/ui/logout", &[]).await;
+    assert_eq!(web.get(&app).await.status, 302);
     site.gw.stop().await;
 }

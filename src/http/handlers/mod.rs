@@ -211,6 +211,6 @@ fn tokens_response(app: &App, message: &str, pair: &TokenPair, user: &User) -> R
         "user": user_json(user),
     });
     let mut resp = super::error::success(StatusCode::OK, message, &data);
-    auth::set_token_cookies(resp.headers_mut(), pair, &app.config.server.auth_prefix);
+    app.cookies.set_tokens(resp.headers_mut(), pair);
     resp
 }

@@ -9,6 +9,7 @@ use crate::http::error::ApiError;
 use crate::http::{App, RequestCtx, auth, json};
 use crate::ratelimit::Class;
 use crate::secret::{Secret, ct_eq};
+use crate::sessions::SessionError;
 use crate::store::User;
 use crate::tokens::Verified;
 use crate::ui::{self, FormError, Hint, View};
@@ -100,6 +101,8 @@ struct Page {
     csrf: String,
     /// Set when the CSRF cookie must be (re)issued with this response.
     new_csrf: bool,
+    /// Set at sign-in: a new token for the new session, whatever the page.
+    rotate_csrf: bool,
     rd: Option<String>,
 }
 
@@ -126,6 +129,7 @@ impl Page {
             prefix: app.config.server.auth_prefix.clone(),
             csrf,
             new_csrf,
+            rotate_csrf: false,
             rd: None,
         };
         p.set_rd(app, query_param(parts, "rd"));
@@ -180,6 +184,32 @@ impl Page {
         self.rd.as_deref().unwrap_or("/")
     }
 
+    /// Back to the return URL, unless the browser would not take the sign-in there (a host
+    /// outside the cookie's reach would send it straight back here, in a loop): then a page
+    /// that says so.
+    fn go_back(&self, app: &App) -> Response<Body> {
+        let target = self.target();
+        let foreign = url::Url::parse(target)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .filter(|h| !app.cookies.reach(h));
+        match foreign {
+            None => see_other(target),
+            Some(host) => html(
+                StatusCode::OK,
+                ui::message(
+                    &self.view(None, None),
+                    "You are signed in",
+                    &format!(
+                        "{host} does not receive this sign-in (its cookies are not shared with \
+                         this gateway), so it cannot let you in. Its administrator can share \
+                         them with server.cookie_domain."
+                    ),
+                ),
+            ),
+        }
+    }
+
     fn page_url(&self, page: &str) -> String {
         format!("{}/ui/{page}", self.prefix)
     }
@@ -191,7 +221,7 @@ impl Page {
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
         // Only pages carry forms; a stylesheet or a redirect needs no token.
-        if self.new_csrf && is_html {
+        if (self.new_csrf && is_html) || self.rotate_csrf {
             let c = Cookie::build((CSRF_COOKIE, self.csrf.clone()))
                 .path("/")
                 .secure(true)
@@ -229,11 +259,19 @@ impl Page {
             _ => None,
         };
         if signed_in_caller(app, &parts.headers).is_some() {
-            return Ok(see_other(self.target()));
+            return Ok(self.go_back(app));
         }
         let refresh = auth::cookie(&parts.headers, auth::REFRESH_COOKIE);
         let mut form = html(StatusCode::OK, ui::sign_in(&self.view(None, notice), ""));
-        if let (Some(token), true) = (refresh, parts.method == Method::GET) {
+        // Only a top-level navigation refreshes (not an image or frame another site embeds);
+        // a cross-site one does, since following a link from elsewhere to a protected page
+        // is exactly when the refresh should spare the user the form.
+        let navigation = parts.method == Method::GET
+            && parts
+                .headers
+                .get("sec-fetch-dest")
+                .is_none_or(|d| d == "document");
+        if let (Some(token), true) = (refresh, navigation) {
             if app
                 .limits
                 .check(Class::Refresh, ctx.client_ip, None)
@@ -241,12 +279,21 @@ impl Page {
             {
                 match app.sessions.refresh(&Secret::new(token)).await {
                     Ok((pair, _)) => {
-                        let mut r = see_other(self.target());
-                        auth::set_token_cookies(r.headers_mut(), &pair, &self.prefix);
+                        let mut r = self.go_back(app);
+                        app.cookies.set_tokens(r.headers_mut(), &pair);
                         return Ok(r);
                     }
                     // A revoked or expired session: forget its cookies, show the form.
-                    Err(_) => auth::clear_token_cookies(form.headers_mut(), &self.prefix),
+                    Err(
+                        SessionError::Unauthenticated
+                        | SessionError::Expired
+                        | SessionError::Reused
+                        | SessionError::Blocked,
+                    ) => app.cookies.clear_tokens(form.headers_mut()),
+                    // The store failed: keep the cookies for the next try.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "transparent refresh failed");
+                    }
                 }
             }
         }
@@ -289,12 +336,16 @@ impl Page {
     ) -> Result<Response<Body>> {
         let mut form = read_form(app, parts, body).await?;
         // Double submit: the token in the form must equal the cookie, which only our own
-        // pages could have read. A cross-site post is refused before that.
-        let cross_site = parts
+        // pages could have read. A post from another origin (even a sibling subdomain) is
+        // refused before that; browsers too old to say where a post came from rely on the
+        // token alone.
+        let other_origin = parts
             .headers
             .get("sec-fetch-site")
-            .is_some_and(|v| v == "cross-site");
-        if self.new_csrf || cross_site || !ct_eq(self.csrf.as_bytes(), form.text("csrf").as_bytes())
+            .is_some_and(|v| v != "same-origin" && v != "none");
+        if self.new_csrf
+            || other_origin
+            || !ct_eq(self.csrf.as_bytes(), form.text("csrf").as_bytes())
         {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -426,7 +477,8 @@ impl Page {
                 let code = form.secret("code");
                 let new_password = form.secret("new_password");
                 let r: Result<User> = async {
-                    app.limits.check(Class::CodeVerify, ip, Some(&email))?;
+                    let key = Some(email.as_str()).filter(|e| !e.is_empty());
+                    app.limits.check(Class::CodeVerify, ip, key)?;
                     Ok(app
                         .accounts
                         .reset_password(&email, code.expose().trim(), &new_password)
@@ -442,29 +494,32 @@ impl Page {
                         }
                         let mut r = see_other(&to);
                         // Every session of the account was revoked, this browser's too.
-                        auth::clear_token_cookies(r.headers_mut(), &self.prefix);
+                        app.cookies.clear_tokens(r.headers_mut());
                         Ok(r)
                     }
                     Err(e) => Ok(self.render_error(&e, hint(&e), |v| ui::reset(v, &email))),
                 }
             }
             "devices/revoke" | "logout" => {
-                let Some(caller) = signed_in_caller(app, &parts.headers) else {
-                    // The access token expired on an open page: the refresh cookie still
-                    // names the session, and signing out must end it, not just forget it.
-                    if let Some(token) = auth::cookie(&parts.headers, auth::REFRESH_COOKIE) {
-                        app.sessions.revoke_by_refresh(&Secret::new(token)).await?;
-                    }
+                // Who is signing out: the access cookie, or (its token expired on a page left
+                // open) the refresh cookie, which still names the account and session.
+                let owner = match signed_in_caller(app, &parts.headers) {
+                    Some(c) => c
+                        .identity
+                        .user_id
+                        .parse()
+                        .ok()
+                        .map(|u| (u, c.identity.session_id.clone())),
+                    None => match auth::cookie(&parts.headers, auth::REFRESH_COOKIE) {
+                        Some(t) => app.sessions.refresh_owner(&Secret::new(t)).await?,
+                        None => None,
+                    },
+                };
+                let Some((user_id, current)) = owner else {
                     let mut r = see_other(&self.page_url("signed-out"));
-                    auth::clear_token_cookies(r.headers_mut(), &self.prefix);
+                    app.cookies.clear_tokens(r.headers_mut());
                     return Ok(r);
                 };
-                let user_id = caller
-                    .identity
-                    .user_id
-                    .parse()
-                    .map_err(|_| ApiError::unauthenticated())?;
-                let current = caller.identity.session_id.clone();
                 let revoked = if name == "logout" && form.text("all") == "1" {
                     app.sessions.revoke_all(&user_id, None).await?
                 } else if name == "logout" {
@@ -477,7 +532,7 @@ impl Page {
                 };
                 if revoked.contains(&current) {
                     let mut r = see_other(&self.page_url("signed-out"));
-                    auth::clear_token_cookies(r.headers_mut(), &self.prefix);
+                    app.cookies.clear_tokens(r.headers_mut());
                     Ok(r)
                 } else {
                     Ok(see_other(&self.page_url("devices")))
@@ -489,7 +544,7 @@ impl Page {
 
     /// A sign-in succeeded: a session, its cookies, and back to where the user was going.
     async fn signed_in(
-        &self,
+        &mut self,
         app: &App,
         ctx: &RequestCtx,
         parts: &Parts,
@@ -499,8 +554,10 @@ impl Page {
             .sessions
             .sign_in(user, &client_info(ctx, &parts.headers))
             .await?;
-        let mut r = see_other(self.target());
-        auth::set_token_cookies(r.headers_mut(), &pair, &self.prefix);
+        self.csrf = new_token();
+        self.rotate_csrf = true;
+        let mut r = self.go_back(app);
+        app.cookies.set_tokens(r.headers_mut(), &pair);
         Ok(r)
     }
 }
@@ -523,7 +580,7 @@ fn hint(e: &ApiError) -> Option<Hint> {
 
 /// The signed-in caller by the access cookie (pages never take a Bearer header).
 fn signed_in_caller(app: &App, headers: &HeaderMap) -> Option<std::sync::Arc<Verified>> {
-    let token = auth::cookie(headers, auth::ACCESS_COOKIE)?;
+    let token = auth::access_cookie(headers)?;
     app.sessions.authenticate(&token).ok()
 }
 

@@ -62,7 +62,7 @@ pub async fn logout(app: &App, parts: &Parts, body: Incoming) -> Result<Response
         &json!({ "revoked": revoked.len() }),
     );
     if revoked.contains(&current) {
-        auth::clear_token_cookies(resp.headers_mut(), &app.config.server.auth_prefix);
+        app.cookies.clear_tokens(resp.headers_mut());
     }
     Ok(resp)
 }
@@ -93,7 +93,7 @@ pub async fn delete(app: &App, parts: &Parts, id: &str) -> Result<Response<Body>
         &json!({ "revoked": 1 }),
     );
     if id == c.identity.session_id {
-        auth::clear_token_cookies(resp.headers_mut(), &app.config.server.auth_prefix);
+        app.cookies.clear_tokens(resp.headers_mut());
     }
     Ok(resp)
 }
