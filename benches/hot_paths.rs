@@ -146,7 +146,9 @@ fn tokens(c: &mut Criterion) {
         )
         .unwrap(),
     );
-    let sessions = Sessions::new(store.clone(), tokens, clock, &cfg).unwrap();
+    let sessions = rt
+        .block_on(Sessions::new(store.clone(), tokens, clock, &cfg))
+        .unwrap();
     rt.block_on(store.insert_user(&u)).unwrap();
     let client = ClientInfo {
         ip: "127.0.0.1".parse().unwrap(),

@@ -282,11 +282,12 @@ impl Accounts {
     }
 
     /// The resend cooldown, kept per address and purpose whether or not an account exists.
-    fn take_cooldown(&self, email: &str, purpose: Purpose) -> Result<(), AccountError> {
+    async fn take_cooldown(&self, email: &str, purpose: Purpose) -> Result<(), AccountError> {
         let key = format!("{}:{email}", purpose.as_str());
         match self
             .store
-            .take_cooldown(&key, self.now(), self.otp.resend_cooldown)?
+            .take_cooldown(&key, self.now(), self.otp.resend_cooldown)
+            .await?
         {
             Ok(()) => Ok(()),
             Err(left) => Err(AccountError::OtpStillValid { retry_after: left }),
@@ -496,7 +497,7 @@ impl Accounts {
         })?;
         tracing::info!(target: "audit", event = "registered", user_id = %user.id, "account created");
         // Registration sends the first code, so it starts the resend cooldown too.
-        let _ = self.take_cooldown(&user.email, Purpose::VerifyEmail);
+        let _ = self.take_cooldown(&user.email, Purpose::VerifyEmail).await;
         let expires = self.send_code(&user, Purpose::VerifyEmail).await?;
         Ok((user, expires))
     }
@@ -541,7 +542,7 @@ impl Accounts {
                 _ => {}
             }
         }
-        self.take_cooldown(&email, Purpose::VerifyEmail)?;
+        self.take_cooldown(&email, Purpose::VerifyEmail).await?;
         match user {
             Some(u) if !u.email_verified && !u.blocked => {
                 self.send_code(&u, Purpose::VerifyEmail).await
@@ -606,7 +607,7 @@ impl Accounts {
         if user.is_none() && self.reveal {
             return Err(AccountError::UserDoesNotExist);
         }
-        self.take_cooldown(&email, Purpose::Login)?;
+        self.take_cooldown(&email, Purpose::Login).await?;
         match user {
             Some(u) if !u.blocked => self.send_code(&u, Purpose::Login).await,
             _ => self.pretend_sent(),
@@ -653,7 +654,7 @@ impl Accounts {
         if user.is_none() && self.reveal {
             return Err(AccountError::UserDoesNotExist);
         }
-        self.take_cooldown(&email, Purpose::ResetPassword)?;
+        self.take_cooldown(&email, Purpose::ResetPassword).await?;
         match user {
             Some(u) if !u.blocked => self.send_code(&u, Purpose::ResetPassword).await,
             _ => self.pretend_sent(),

@@ -36,6 +36,9 @@ pub enum Command {
     /// Manage token signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Bring the PostgreSQL schema up to this build's (nothing to do for sled). Run once
+    /// before the first start and after each upgrade; safe to re-run.
+    Migrate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +123,21 @@ impl From<AccountError> for CliError {
 
 /// Runs an admin command and returns what to print.
 pub async fn run_admin(config: Config, command: Command) -> Result<String, CliError> {
+    if let Command::Migrate = command {
+        let Some(pg) = config.store.postgres() else {
+            return Ok("store.backend is sled: its schema is made when it opens".into());
+        };
+        let applied = crate::store::Store::migrate(&pg)
+            .await
+            .map_err(|e| CliError::Account(e.to_string()))?;
+        return Ok(match applied.as_slice() {
+            [] => "the schema is up to date".into(),
+            v => format!(
+                "applied migration(s) {}",
+                v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
     if let Command::Keys(KeysCommand::Rotate) = command {
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         let kid =
@@ -219,7 +237,9 @@ pub async fn run_admin(config: Config, command: Command) -> Result<String, CliEr
             };
             format!("revoked {} session(s) of {}", revoked.len(), u.email)
         }
-        Command::Serve | Command::CheckConfig | Command::Keys(_) => String::new(),
+        Command::Serve | Command::CheckConfig | Command::Keys(_) | Command::Migrate => {
+            String::new()
+        }
     };
     Ok(out)
 }

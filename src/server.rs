@@ -107,13 +107,12 @@ impl Default for Deps {
     }
 }
 
-/// Opens the store and builds the services the handlers call.
-pub async fn build_app(
-    config: Arc<Config>,
-    deps: &Deps,
-    metrics: &Metrics,
-) -> Result<Arc<App>, StartError> {
-    let clock = deps.clock.clone();
+/// Opens the configured store: the sled directory (made if missing), or the PostgreSQL
+/// database (whose schema must be this build's).
+pub async fn open_store(config: &Config) -> Result<Store, crate::store::StoreError> {
+    if let Some(pg) = config.store.postgres() {
+        return Store::connect(&pg).await;
+    }
     if let Some(dir) = config
         .store
         .path
@@ -123,10 +122,20 @@ pub async fn build_app(
         std::fs::create_dir_all(dir)
             .map_err(|e| crate::store::StoreError::Engine(format!("{}: {e}", dir.display())))?;
     }
-    let store = Store::open(
+    Store::open(
         &config.store.path,
         config.store.cache_mb.saturating_mul(1024 * 1024),
-    )?;
+    )
+}
+
+/// Opens the store and builds the services the handlers call.
+pub async fn build_app(
+    config: Arc<Config>,
+    deps: &Deps,
+    metrics: &Metrics,
+) -> Result<Arc<App>, StartError> {
+    let clock = deps.clock.clone();
+    let store = open_store(&config).await?;
     let issuer = config.tokens.issuer(&config.server);
     let tokens = Arc::new(Tokens::new(
         &config.tokens,
@@ -134,12 +143,8 @@ pub async fn build_app(
         &store.secret("refresh-seal").await?,
         clock.clone(),
     )?);
-    let sessions = Arc::new(Sessions::new(
-        store.clone(),
-        tokens,
-        clock.clone(),
-        &config.tokens,
-    )?);
+    let sessions =
+        Arc::new(Sessions::new(store.clone(), tokens, clock.clone(), &config.tokens).await?);
     let codes = Codes::new(&store.secret("otp-hmac").await?, &config.otp);
     let mailer = Mailer::start(&config.mail, metrics)?;
     let passwords = Passwords::new(&config.passwords)?;

@@ -124,14 +124,14 @@ enum RefreshRefusal {
 
 impl Sessions {
     /// Loads the live view from the store.
-    pub fn new(
+    pub async fn new(
         store: Store,
         tokens: Arc<Tokens>,
         clock: SharedClock,
         cfg: &TokensConfig,
     ) -> Result<Self, StoreError> {
         let live = DashMap::new();
-        for s in store.all_sessions()? {
+        for s in store.all_sessions().await? {
             live.insert(
                 s.id.clone(),
                 Live {

@@ -79,18 +79,54 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// Which engine keeps the data.
+    pub backend: StoreBackend,
     /// The sled directory.
     pub path: PathBuf,
     /// sled's page cache, in MiB.
     pub cache_mb: u64,
+    /// PostgreSQL: `postgres://user:password@host:port/database?sslmode=require` (or `url_file`).
+    pub url: Option<String>,
+    /// PostgreSQL: connections per instance.
+    pub pool_size: usize,
+    /// PostgreSQL: connecting (and waiting for a pooled connection) gives up after this.
+    #[serde(with = "duration::serde_str")]
+    pub connect_timeout: Duration,
+    /// PostgreSQL: a statement running longer is cancelled.
+    #[serde(with = "duration::serde_str")]
+    pub statement_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Sled,
+    Postgres,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: StoreBackend::Sled,
             path: PathBuf::from("data/authgate.db"),
             cache_mb: 64,
+            url: None,
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+impl StoreConfig {
+    /// The PostgreSQL connection settings (`None` for sled).
+    pub fn postgres(&self) -> Option<crate::store::PgOptions> {
+        (self.backend == StoreBackend::Postgres).then(|| crate::store::PgOptions {
+            url: self.url.clone().unwrap_or_default(),
+            pool_size: self.pool_size,
+            connect_timeout: self.connect_timeout,
+            statement_timeout: self.statement_timeout,
+        })
     }
 }
 
@@ -689,6 +725,20 @@ impl Config {
                 "server.auth_prefix",
                 "must start with '/', not end with '/', and not be '/' alone",
             ));
+        }
+        if self.store.backend == StoreBackend::Postgres {
+            match self.store.url.as_deref() {
+                Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {}
+                _ => {
+                    return Err(ConfigError::key(
+                        "store.url",
+                        "backend = \"postgres\" needs a postgres:// URL (or store.url_file)",
+                    ));
+                }
+            }
+            if self.store.pool_size == 0 {
+                return Err(ConfigError::key("store.pool_size", "must be at least 1"));
+            }
         }
         // Host names only: they also go into the pages' Content-Security-Policy.
         let not_a_host = |h: &str| {

@@ -1,14 +1,19 @@
 //! The store boundary: a typed API for users (with unique email, username and phone), one-time
 //! codes, sessions, reset tokens, cooldowns and server secrets. Services never see the engine
-//! behind it (sled today), so another backend can be added without touching them.
+//! behind it: sled (embedded, the default) or PostgreSQL (one database shared by several
+//! instances).
 //!
 //! Durability: every write method returns only once the write is on disk, so a handler that
 //! answers after it has an acknowledged write that survives `kill -9`.
 
+mod pg_store;
 mod records;
 mod sled_store;
 
+pub use pg_store::PgOptions;
 pub use records::*;
+
+use serde::{Serialize, de::DeserializeOwned};
 
 use std::path::Path;
 use time::OffsetDateTime;
@@ -44,6 +49,10 @@ pub enum StoreError {
         "the store was written by a newer authgate (schema {found}, this build reads {supported})"
     )]
     NewerSchema { found: u32, supported: u32 },
+    #[error(
+        "the database schema is at version {found}; this build needs {wanted}: run `authgate migrate`"
+    )]
+    Migrate { found: u32, wanted: u32 },
     #[error("a record was written by a newer authgate (record version {0})")]
     NewerRecord(u32),
     #[error("a stored record cannot be read: {0}")]
@@ -69,53 +78,127 @@ pub enum CodeChange {
     Delete,
 }
 
-/// The embedded store.
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Decodes a record, refusing one from a newer format instead of misreading it.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        v: u32,
+    }
+    let ver: Versioned =
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if ver.v > RECORD_VERSION {
+        return Err(StoreError::NewerRecord(ver.v));
+    }
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The store: one API over either backend.
 #[derive(Debug, Clone)]
 pub struct Store {
-    inner: sled_store::SledStore,
+    inner: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sled(sled_store::SledStore),
+    Postgres(pg_store::PgStore),
+}
+
+/// Calls the same method on whichever backend is in use.
+macro_rules! each {
+    ($self:ident, $b:ident => $call:expr) => {
+        match &$self.inner {
+            Backend::Sled($b) => $call,
+            Backend::Postgres($b) => $call,
+        }
+    };
 }
 
 impl Store {
     /// Opens (creating if needed) the sled store in `path` with a page cache of `cache_bytes`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         Ok(Store {
-            inner: sled_store::SledStore::open(path, cache_bytes)?,
+            inner: Backend::Sled(sled_store::SledStore::open(path, cache_bytes)?),
         })
+    }
+
+    /// Connects to PostgreSQL and checks that the schema is this build's (see
+    /// [`Store::migrate`]).
+    pub async fn connect(opts: &PgOptions) -> Result<Store, StoreError> {
+        let pg = pg_store::PgStore::connect(opts)?;
+        pg.check_schema().await?;
+        Ok(Store {
+            inner: Backend::Postgres(pg),
+        })
+    }
+
+    /// Brings a PostgreSQL schema up to this build's; returns the versions applied. (sled
+    /// makes its schema when opened: nothing to do.)
+    pub async fn migrate(opts: &PgOptions) -> Result<Vec<u32>, StoreError> {
+        pg_store::PgStore::connect(opts)?.migrate().await
+    }
+
+    /// Which engine this is, for logs.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.inner {
+            Backend::Sled(_) => "sled",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
     /// A named 32-byte server secret, made on first use and kept in the store.
     pub async fn secret(&self, name: &str) -> Result<crate::secret::KeyBytes, StoreError> {
-        self.inner.secret(name).await
+        each!(self, b => b.secret(name).await)
     }
 
     // Users.
 
     /// Inserts a new user; email, username and phone must be free (checked atomically).
     pub async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
-        self.inner.insert_user(user).await
+        each!(self, b => b.insert_user(user).await)
     }
 
-    /// Inserts many users with one flush at the end (imports, store copies, benchmarks).
-    /// Uniqueness is enforced per user as in [`Store::insert_user`].
+    /// Inserts many users with one flush (one transaction) at the end: imports, store copies,
+    /// benchmarks. Uniqueness is enforced per user as in [`Store::insert_user`].
     pub async fn import_users(&self, users: &[User]) -> Result<(), StoreError> {
-        self.inner.import_users(users).await
+        each!(self, b => b.import_users(users).await)
     }
 
     pub async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        self.inner.user(id)
+        match &self.inner {
+            Backend::Sled(b) => b.user(id),
+            Backend::Postgres(b) => b.user(id).await,
+        }
     }
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        self.inner.user_by_index(sled_store::Index::Email, email)
+        self.user_by(UniqueField::Email, email).await
     }
 
     pub async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
-        self.inner
-            .user_by_index(sled_store::Index::Username, username)
+        self.user_by(UniqueField::Username, username).await
     }
 
     pub async fn user_by_phone(&self, phone: &str) -> Result<Option<User>, StoreError> {
-        self.inner.user_by_index(sled_store::Index::Phone, phone)
+        self.user_by(UniqueField::Phone, phone).await
+    }
+
+    async fn user_by(&self, field: UniqueField, key: &str) -> Result<Option<User>, StoreError> {
+        match &self.inner {
+            Backend::Sled(b) => b.user_by_index(
+                match field {
+                    UniqueField::Email => sled_store::Index::Email,
+                    UniqueField::Username => sled_store::Index::Username,
+                    UniqueField::Phone => sled_store::Index::Phone,
+                },
+                key,
+            ),
+            Backend::Postgres(b) => b.user_by(field, key).await,
+        }
     }
 
     /// Applies `f` to the current record atomically (retried on a concurrent write, so `f`
@@ -124,7 +207,7 @@ impl Store {
     where
         F: Fn(&mut User) -> Result<(), E>,
     {
-        self.inner.update_user(id, f).await
+        each!(self, b => b.update_user(id, f).await)
     }
 
     /// Users in id order, optionally only those whose email, username or name contains `query`.
@@ -134,17 +217,23 @@ impl Store {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<User>, StoreError> {
-        self.inner.list_users(query, offset, limit)
+        match &self.inner {
+            Backend::Sled(b) => b.list_users(query, offset, limit),
+            Backend::Postgres(b) => b.list_users(query, offset, limit).await,
+        }
     }
 
-    pub fn user_count(&self) -> usize {
-        self.inner.user_count()
+    pub async fn user_count(&self) -> Result<usize, StoreError> {
+        match &self.inner {
+            Backend::Sled(b) => Ok(b.user_count()),
+            Backend::Postgres(b) => b.user_count().await,
+        }
     }
 
     // One-time codes: at most one live code per user and purpose.
 
     pub async fn put_code(&self, code: &Code) -> Result<(), StoreError> {
-        self.inner.put_code(code).await
+        each!(self, b => b.put_code(code).await)
     }
 
     /// Looks at the code for (`user`, `purpose`) and changes it atomically; `f` may be called
@@ -158,40 +247,50 @@ impl Store {
     where
         F: Fn(Option<&Code>) -> (CodeChange, R),
     {
-        self.inner.update_code(user, purpose, f).await
+        each!(self, b => b.update_code(user, purpose, f).await)
     }
 
-    // Cooldowns (resend limits): kept per key, not flushed (losing one on a crash is harmless).
+    // Cooldowns (resend limits): kept per key. sled does not flush them (losing one on a
+    // crash is harmless); PostgreSQL shares them between instances.
 
     /// Takes the cooldown for `key` if it is free at `now`; otherwise returns the time left.
-    pub fn take_cooldown(
+    pub async fn take_cooldown(
         &self,
         key: &str,
         now: OffsetDateTime,
         cooldown: std::time::Duration,
     ) -> Result<Result<(), std::time::Duration>, StoreError> {
-        self.inner.take_cooldown(key, now, cooldown)
+        match &self.inner {
+            Backend::Sled(b) => b.take_cooldown(key, now, cooldown),
+            Backend::Postgres(b) => b.take_cooldown(key, now, cooldown).await,
+        }
     }
 
     // Sessions.
 
     pub async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
-        self.inner.insert_session(s).await
+        each!(self, b => b.insert_session(s).await)
     }
 
     pub async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        self.inner.session(id)
+        match &self.inner {
+            Backend::Sled(b) => b.session(id),
+            Backend::Postgres(b) => b.session(id).await,
+        }
     }
 
     pub async fn sessions_of(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
-        self.inner.sessions_of(user)
+        match &self.inner {
+            Backend::Sled(b) => b.sessions_of(user),
+            Backend::Postgres(b) => b.sessions_of(user).await,
+        }
     }
 
     pub async fn update_session<E, F>(&self, id: &str, f: F) -> Result<Session, UpdateError<E>>
     where
         F: Fn(&mut Session) -> Result<(), E>,
     {
-        self.inner.update_session(id, f).await
+        each!(self, b => b.update_session(id, f).await)
     }
 
     /// Deletes the given sessions of `user` (others' ids are ignored); returns those deleted.
@@ -200,7 +299,7 @@ impl Store {
         user: &UserId,
         ids: &[String],
     ) -> Result<Vec<String>, StoreError> {
-        self.inner.delete_sessions(user, ids).await
+        each!(self, b => b.delete_sessions(user, ids).await)
     }
 
     /// Deletes every session of `user` but `except`; returns those deleted.
@@ -209,26 +308,29 @@ impl Store {
         user: &UserId,
         except: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
-        self.inner.delete_sessions_of(user, except).await
+        each!(self, b => b.delete_sessions_of(user, except).await)
     }
 
     /// Every session id with its user and absolute expiry (to warm the hot-path cache).
-    pub fn all_sessions(&self) -> Result<Vec<Session>, StoreError> {
-        self.inner.all_sessions()
+    pub async fn all_sessions(&self) -> Result<Vec<Session>, StoreError> {
+        match &self.inner {
+            Backend::Sled(b) => b.all_sessions(),
+            Backend::Postgres(b) => b.all_sessions().await,
+        }
     }
 
     // Reset tokens (two-step password reset).
 
     pub async fn put_reset_token(&self, hash: &[u8], token: &ResetToken) -> Result<(), StoreError> {
-        self.inner.put_reset_token(hash, token).await
+        each!(self, b => b.put_reset_token(hash, token).await)
     }
 
     /// Removes and returns the token: a second use finds nothing.
     pub async fn take_reset_token(&self, hash: &[u8]) -> Result<Option<ResetToken>, StoreError> {
-        self.inner.take_reset_token(hash).await
+        each!(self, b => b.take_reset_token(hash).await)
     }
 
     pub fn is_open(&self) -> bool {
-        self.inner.is_open()
+        each!(self, b => b.is_open())
     }
 }

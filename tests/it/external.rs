@@ -23,8 +23,13 @@ pub fn require(program: &str, test: &str) -> Option<PathBuf> {
     if std::env::var("AUTHGATE_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1") {
         panic!("{test}: `{program}` not found and AUTHGATE_TEST_REQUIRE_ALL=1");
     }
+    let package = match program {
+        "pg_ctl" => "postgresql",
+        "chromedriver" => "chromium-driver",
+        other => other,
+    };
     eprintln!(
-        "\n*** SKIPPED {test}: `{program}` is not installed (apt-get install {program}); CI runs it ***\n"
+        "\n*** SKIPPED {test}: `{program}` is not installed (apt-get install {package}); CI runs it ***\n"
     );
     None
 }

@@ -1,0 +1,661 @@
+//! The PostgreSQL implementation of the store, for several authgate instances sharing one
+//! database. tokio-postgres types stay in this file. Records are the same versioned JSON as in
+//! sled, in a `record` column, beside the columns that need constraints or lookups. The SQL is
+//! kept to what CockroachDB also accepts (no advisory locks, no LISTEN in the store itself,
+//! no PL/pgSQL).
+
+use super::records::*;
+use super::{CodeChange, StoreError, UniqueField, UpdateError, decode, encode};
+use crate::secret::KeyBytes;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio_postgres::error::SqlState;
+
+/// The schema, as numbered migrations applied in order by `authgate migrate`. A released
+/// migration never changes: a new one is added at the end.
+pub(super) const MIGRATIONS: &[(u32, &str)] = &[(
+    1,
+    "CREATE TABLE authgate_secrets (
+        name TEXT PRIMARY KEY,
+        value BYTEA NOT NULL
+    );
+    CREATE TABLE authgate_users (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL,
+        username TEXT,
+        phone TEXT,
+        search TEXT NOT NULL,
+        record BYTEA NOT NULL,
+        CONSTRAINT authgate_users_email_unique UNIQUE (email),
+        CONSTRAINT authgate_users_username_unique UNIQUE (username),
+        CONSTRAINT authgate_users_phone_unique UNIQUE (phone)
+    );
+    CREATE TABLE authgate_codes (
+        user_id TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        record BYTEA NOT NULL,
+        PRIMARY KEY (user_id, purpose)
+    );
+    CREATE TABLE authgate_sessions (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        record BYTEA NOT NULL
+    );
+    CREATE INDEX authgate_sessions_user ON authgate_sessions (user_id);
+    CREATE TABLE authgate_reset_tokens (
+        hash BYTEA PRIMARY KEY,
+        record BYTEA NOT NULL
+    );
+    CREATE TABLE authgate_cooldowns (
+        key TEXT PRIMARY KEY,
+        until_ms BIGINT NOT NULL
+    );",
+)];
+
+/// The newest schema version this build knows.
+pub(super) fn latest() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub url: String,
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+#[derive(Clone)]
+pub(super) struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: never print it.
+        f.debug_struct("PgStore")
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+fn db(e: tokio_postgres::Error) -> StoreError {
+    // Only the server's message and code: the error's Display may quote the connection string.
+    match e.as_db_error() {
+        Some(d) => StoreError::Engine(format!("postgres {}: {}", d.code().code(), d.message())),
+        None => StoreError::Engine(format!("postgres: {e}")),
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => db(e),
+        other => StoreError::Engine(format!("postgres pool: {other}")),
+    }
+}
+
+/// A unique-constraint violation, as the field it concerns.
+fn conflict(e: &tokio_postgres::Error) -> Option<UniqueField> {
+    let d = e.as_db_error()?;
+    if *d.code() != SqlState::UNIQUE_VIOLATION {
+        return None;
+    }
+    match d.constraint()? {
+        c if c.contains("email") => Some(UniqueField::Email),
+        c if c.contains("username") => Some(UniqueField::Username),
+        c if c.contains("phone") => Some(UniqueField::Phone),
+        _ => None,
+    }
+}
+
+fn write_err(e: tokio_postgres::Error) -> StoreError {
+    match conflict(&e) {
+        Some(field) => StoreError::Conflict(field),
+        None => db(e),
+    }
+}
+
+/// Serialization failures and deadlocks are retried: the transaction did nothing.
+fn retryable(e: &StoreError) -> bool {
+    matches!(e, StoreError::Engine(m) if m.starts_with("postgres 40001") || m.starts_with("postgres 40P01"))
+}
+
+fn search_text(u: &User) -> String {
+    let mut s = u.email.clone();
+    if let Some(n) = &u.username {
+        s.push('\n');
+        s.push_str(n);
+    }
+    if let Some(n) = &u.full_name {
+        s.push('\n');
+        s.push_str(&n.to_lowercase());
+    }
+    s
+}
+
+fn purpose_key(p: Purpose) -> Result<String, StoreError> {
+    serde_json::to_string(&p).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl PgStore {
+    pub(super) fn connect(opts: &PgOptions) -> Result<Self, StoreError> {
+        let mut cfg: tokio_postgres::Config = opts
+            .url
+            .parse()
+            .map_err(|_| StoreError::Engine("store.url is not a valid postgres:// URL".into()))?;
+        cfg.connect_timeout(opts.connect_timeout);
+        cfg.options(format!(
+            "-c statement_timeout={}",
+            opts.statement_timeout.as_millis().max(1)
+        ));
+        cfg.application_name("authgate");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+        let manager = Manager::from_config(
+            cfg,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(1))
+            .wait_timeout(Some(opts.connect_timeout))
+            .create_timeout(Some(opts.connect_timeout))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Engine(format!("postgres pool: {e}")))?;
+        Ok(PgStore { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    /// The schema version in the database (0: none yet).
+    pub(super) async fn schema_version(&self) -> Result<u32, StoreError> {
+        let c = self.client().await?;
+        c.batch_execute("CREATE TABLE IF NOT EXISTS authgate_schema (version INT PRIMARY KEY)")
+            .await
+            .map_err(db)?;
+        let row = c
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM authgate_schema", &[])
+            .await
+            .map_err(db)?;
+        let v: i32 = row.get(0);
+        Ok(u32::try_from(v).unwrap_or(0))
+    }
+
+    /// Applies the migrations the database lacks; returns the versions applied.
+    pub(super) async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        let found = self.schema_version().await?;
+        if found > latest() {
+            return Err(StoreError::NewerSchema {
+                found,
+                supported: latest(),
+            });
+        }
+        let mut applied = Vec::new();
+        let mut c = self.client().await?;
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+            let tx = c.transaction().await.map_err(db)?;
+            tx.batch_execute(sql).await.map_err(db)?;
+            // Two migrators at once: the second one's insert fails and its transaction,
+            // tables included, rolls back.
+            tx.execute(
+                "INSERT INTO authgate_schema (version) VALUES ($1)",
+                &[&i32::try_from(*version).unwrap_or(i32::MAX)],
+            )
+            .await
+            .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            applied.push(*version);
+        }
+        Ok(applied)
+    }
+
+    /// Refuses a database whose schema is not exactly this build's.
+    pub(super) async fn check_schema(&self) -> Result<(), StoreError> {
+        let found = self.schema_version().await?;
+        if found > latest() {
+            return Err(StoreError::NewerSchema {
+                found,
+                supported: latest(),
+            });
+        }
+        if found < latest() {
+            return Err(StoreError::Migrate {
+                found,
+                wanted: latest(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        !self.pool.is_closed()
+    }
+
+    pub(super) async fn secret(&self, name: &str) -> Result<KeyBytes, StoreError> {
+        let c = self.client().await?;
+        let mut fresh = vec![0u8; 32];
+        rand::fill(fresh.as_mut_slice());
+        // Two first uses at once (or two instances): the first insert wins, both read it.
+        c.execute(
+            "INSERT INTO authgate_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&name, &fresh],
+        )
+        .await
+        .map_err(db)?;
+        let row = c
+            .query_one(
+                "SELECT value FROM authgate_secrets WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(db)?;
+        Ok(KeyBytes(row.get(0)))
+    }
+
+    pub(super) async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        Self::insert_user_on(&c, user).await
+    }
+
+    async fn insert_user_on<C: deadpool_postgres::GenericClient>(
+        c: &C,
+        user: &User,
+    ) -> Result<(), StoreError> {
+        c.execute(
+            "INSERT INTO authgate_users (id, email, username, phone, search, record)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &user.id.to_string(),
+                &user.email,
+                &user.username,
+                &user.phone,
+                &search_text(user),
+                &encode(user)?,
+            ],
+        )
+        .await
+        .map_err(write_err)?;
+        Ok(())
+    }
+
+    pub(super) async fn import_users(&self, users: &[User]) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        for u in users {
+            Self::insert_user_on(&tx, u).await?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn one_user(&self, sql: &str, key: &str) -> Result<Option<User>, StoreError> {
+        let c = self.client().await?;
+        let row = c.query_opt(sql, &[&key]).await.map_err(db)?;
+        row.map(|r| decode(r.get::<_, &[u8]>(0))).transpose()
+    }
+
+    pub(super) async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        self.one_user(
+            "SELECT record FROM authgate_users WHERE id = $1",
+            &id.to_string(),
+        )
+        .await
+    }
+
+    pub(super) async fn user_by(
+        &self,
+        field: UniqueField,
+        key: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let sql = match field {
+            UniqueField::Email => "SELECT record FROM authgate_users WHERE email = $1",
+            UniqueField::Username => "SELECT record FROM authgate_users WHERE username = $1",
+            UniqueField::Phone => "SELECT record FROM authgate_users WHERE phone = $1",
+        };
+        self.one_user(sql, key).await
+    }
+
+    pub(super) async fn update_user<E, F>(&self, id: &UserId, f: F) -> Result<User, UpdateError<E>>
+    where
+        F: Fn(&mut User) -> Result<(), E>,
+    {
+        let key = id.to_string();
+        let mut c = self.client().await?;
+        loop {
+            let attempt: Result<User, UpdateError<E>> = async {
+                let tx = c.transaction().await.map_err(db)?;
+                let row = tx
+                    .query_opt(
+                        "SELECT record FROM authgate_users WHERE id = $1 FOR UPDATE",
+                        &[&key],
+                    )
+                    .await
+                    .map_err(db)?
+                    .ok_or(StoreError::NotFound)?;
+                let mut next: User = decode(row.get::<_, &[u8]>(0))?;
+                f(&mut next).map_err(UpdateError::Rejected)?;
+                tx.execute(
+                    "UPDATE authgate_users SET email = $2, username = $3, phone = $4, search = $5,
+                     record = $6 WHERE id = $1",
+                    &[
+                        &key,
+                        &next.email,
+                        &next.username,
+                        &next.phone,
+                        &search_text(&next),
+                        &encode(&next)?,
+                    ],
+                )
+                .await
+                .map_err(write_err)?;
+                tx.commit().await.map_err(db)?;
+                Ok(next)
+            }
+            .await;
+            match attempt {
+                Err(UpdateError::Store(e)) if retryable(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub(super) async fn list_users(
+        &self,
+        query: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
+        let c = self.client().await?;
+        let q = query.map(str::to_lowercase);
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // strpos, not LIKE: the query is text to find, not a pattern.
+        let rows = c
+            .query(
+                "SELECT record FROM authgate_users
+                 WHERE $1::TEXT IS NULL OR strpos(search, $1) > 0
+                 ORDER BY id OFFSET $2 LIMIT $3",
+                &[&q, &offset, &limit],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter().map(|r| decode(r.get::<_, &[u8]>(0))).collect()
+    }
+
+    pub(super) async fn user_count(&self) -> Result<usize, StoreError> {
+        let c = self.client().await?;
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM authgate_users", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    pub(super) async fn put_code(&self, code: &Code) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO authgate_codes (user_id, purpose, record) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, purpose) DO UPDATE SET record = excluded.record",
+            &[
+                &code.user_id.to_string(),
+                &purpose_key(code.purpose)?,
+                &encode(code)?,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    pub(super) async fn update_code<R, F>(
+        &self,
+        user: &UserId,
+        purpose: Purpose,
+        f: F,
+    ) -> Result<R, StoreError>
+    where
+        F: Fn(Option<&Code>) -> (CodeChange, R),
+    {
+        let user = user.to_string();
+        let purpose = purpose_key(purpose)?;
+        let mut c = self.client().await?;
+        loop {
+            let attempt: Result<R, StoreError> = async {
+                // The row lock makes a code's tries count exactly, whichever instance
+                // each guess reaches.
+                let tx = c.transaction().await.map_err(db)?;
+                let row = tx
+                    .query_opt(
+                        "SELECT record FROM authgate_codes WHERE user_id = $1 AND purpose = $2
+                         FOR UPDATE",
+                        &[&user, &purpose],
+                    )
+                    .await
+                    .map_err(db)?;
+                let current: Option<Code> =
+                    row.map(|r| decode(r.get::<_, &[u8]>(0))).transpose()?;
+                let (change, result) = f(current.as_ref());
+                match change {
+                    CodeChange::Keep => {}
+                    CodeChange::Put(code) => {
+                        tx.execute(
+                            "INSERT INTO authgate_codes (user_id, purpose, record)
+                             VALUES ($1, $2, $3)
+                             ON CONFLICT (user_id, purpose) DO UPDATE SET record = excluded.record",
+                            &[&user, &purpose, &encode(&code)?],
+                        )
+                        .await
+                        .map_err(db)?;
+                    }
+                    CodeChange::Delete => {
+                        tx.execute(
+                            "DELETE FROM authgate_codes WHERE user_id = $1 AND purpose = $2",
+                            &[&user, &purpose],
+                        )
+                        .await
+                        .map_err(db)?;
+                    }
+                }
+                tx.commit().await.map_err(db)?;
+                Ok(result)
+            }
+            .await;
+            match attempt {
+                Err(e) if retryable(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub(super) async fn take_cooldown(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        cooldown: Duration,
+    ) -> Result<Result<(), Duration>, StoreError> {
+        let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let until = now_ms.saturating_add(i64::try_from(cooldown.as_millis()).unwrap_or(i64::MAX));
+        let c = self.client().await?;
+        // Taken in one statement: only a free (or expired) cooldown is overwritten.
+        let taken = c
+            .query_opt(
+                "INSERT INTO authgate_cooldowns (key, until_ms) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET until_ms = excluded.until_ms
+                 WHERE authgate_cooldowns.until_ms <= $3
+                 RETURNING until_ms",
+                &[&key, &until, &now_ms],
+            )
+            .await
+            .map_err(db)?;
+        if taken.is_some() {
+            return Ok(Ok(()));
+        }
+        let held: i64 = c
+            .query_opt(
+                "SELECT until_ms FROM authgate_cooldowns WHERE key = $1",
+                &[&key],
+            )
+            .await
+            .map_err(db)?
+            .map_or(now_ms, |r| r.get(0));
+        let left = u64::try_from(held.saturating_sub(now_ms)).unwrap_or(0);
+        Ok(Err(Duration::from_millis(left.max(1))))
+    }
+
+    pub(super) async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO authgate_sessions (id, user_id, record) VALUES ($1, $2, $3)",
+            &[&s.id, &s.user_id.to_string(), &encode(s)?],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    pub(super) async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt("SELECT record FROM authgate_sessions WHERE id = $1", &[&id])
+            .await
+            .map_err(db)?;
+        row.map(|r| decode(r.get::<_, &[u8]>(0))).transpose()
+    }
+
+    pub(super) async fn sessions_of(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT record FROM authgate_sessions WHERE user_id = $1 ORDER BY id",
+                &[&user.to_string()],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter().map(|r| decode(r.get::<_, &[u8]>(0))).collect()
+    }
+
+    pub(super) async fn all_sessions(&self) -> Result<Vec<Session>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT record FROM authgate_sessions", &[])
+            .await
+            .map_err(db)?;
+        rows.iter().map(|r| decode(r.get::<_, &[u8]>(0))).collect()
+    }
+
+    pub(super) async fn update_session<E, F>(
+        &self,
+        id: &str,
+        f: F,
+    ) -> Result<Session, UpdateError<E>>
+    where
+        F: Fn(&mut Session) -> Result<(), E>,
+    {
+        let mut c = self.client().await?;
+        loop {
+            let attempt: Result<Session, UpdateError<E>> = async {
+                // The row lock serializes refreshes of one session across instances: one
+                // rotation, the others see it (grace window) or a reuse.
+                let tx = c.transaction().await.map_err(db)?;
+                let row = tx
+                    .query_opt(
+                        "SELECT record FROM authgate_sessions WHERE id = $1 FOR UPDATE",
+                        &[&id],
+                    )
+                    .await
+                    .map_err(db)?
+                    .ok_or(StoreError::NotFound)?;
+                let mut next: Session = decode(row.get::<_, &[u8]>(0))?;
+                f(&mut next).map_err(UpdateError::Rejected)?;
+                tx.execute(
+                    "UPDATE authgate_sessions SET record = $2 WHERE id = $1",
+                    &[&id, &encode(&next)?],
+                )
+                .await
+                .map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                Ok(next)
+            }
+            .await;
+            match attempt {
+                Err(UpdateError::Store(e)) if retryable(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub(super) async fn delete_sessions(
+        &self,
+        user: &UserId,
+        ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "DELETE FROM authgate_sessions WHERE user_id = $1 AND id = ANY($2) RETURNING id",
+                &[&user.to_string(), &ids],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub(super) async fn delete_sessions_of(
+        &self,
+        user: &UserId,
+        except: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "DELETE FROM authgate_sessions
+                 WHERE user_id = $1 AND ($2::TEXT IS NULL OR id <> $2) RETURNING id",
+                &[&user.to_string(), &except],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub(super) async fn put_reset_token(
+        &self,
+        hash: &[u8],
+        token: &ResetToken,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO authgate_reset_tokens (hash, record) VALUES ($1, $2)
+             ON CONFLICT (hash) DO UPDATE SET record = excluded.record",
+            &[&hash, &encode(token)?],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    pub(super) async fn take_reset_token(
+        &self,
+        hash: &[u8],
+    ) -> Result<Option<ResetToken>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "DELETE FROM authgate_reset_tokens WHERE hash = $1 RETURNING record",
+                &[&hash],
+            )
+            .await
+            .map_err(db)?;
+        row.map(|r| decode(r.get::<_, &[u8]>(0))).transpose()
+    }
+}

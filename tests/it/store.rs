@@ -1,0 +1,380 @@
+//! The store's behaviour, one suite run against both backends: sled in a temp dir, and
+//! PostgreSQL in a throwaway cluster.
+
+use crate::postgres::PgCluster;
+use authgate::store::*;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+fn user(email: &str, username: Option<&str>, phone: Option<&str>) -> User {
+    let now = OffsetDateTime::UNIX_EPOCH;
+    User {
+        v: RECORD_VERSION,
+        id: uuid::Uuid::new_v4(),
+        email: email.into(),
+        email_verified: false,
+        username: username.map(Into::into),
+        full_name: None,
+        phone: phone.map(Into::into),
+        password: None,
+        roles: vec!["customer".into()],
+        profile: Default::default(),
+        created_at: now,
+        updated_at: now,
+        blocked: false,
+        locked_until: None,
+        failed_attempts: 0,
+        security_version: 0,
+    }
+}
+
+async fn unique_fields_are_enforced_on_insert_and_update(s: &Store) {
+    let a = user("a@x.test", Some("alice"), Some("+15550001"));
+    s.insert_user(&a).await.unwrap();
+    for (dup, field) in [
+        (user("a@x.test", None, None), UniqueField::Email),
+        (user("b@x.test", Some("alice"), None), UniqueField::Username),
+        (
+            user("c@x.test", None, Some("+15550001")),
+            UniqueField::Phone,
+        ),
+    ] {
+        match s.insert_user(&dup).await {
+            Err(StoreError::Conflict(f)) => assert_eq!(f, field),
+            other => panic!("expected conflict on {field:?}, got {other:?}"),
+        }
+    }
+    let b = user("b@x.test", Some("bob"), None);
+    s.insert_user(&b).await.unwrap();
+    let r = s
+        .update_user(&b.id, |u| {
+            u.username = Some("alice".into());
+            Ok::<(), ()>(())
+        })
+        .await;
+    assert!(matches!(
+        r,
+        Err(UpdateError::Store(StoreError::Conflict(
+            UniqueField::Username
+        )))
+    ));
+    // A refused update changes nothing.
+    assert_eq!(
+        s.user(&b.id).await.unwrap().unwrap().username.as_deref(),
+        Some("bob")
+    );
+    let r = s.update_user(&b.id, |_| Err::<(), &str>("no")).await;
+    assert!(matches!(r, Err(UpdateError::Rejected("no"))));
+    // A rename frees the old name.
+    s.update_user(&a.id, |u| {
+        u.username = Some("alicia".into());
+        Ok::<(), ()>(())
+    })
+    .await
+    .unwrap();
+    assert!(s.user_by_username("alice").await.unwrap().is_none());
+    assert_eq!(
+        s.user_by_username("alicia").await.unwrap().unwrap().id,
+        a.id
+    );
+    assert_eq!(s.user_by_email("a@x.test").await.unwrap().unwrap().id, a.id);
+    assert_eq!(
+        s.user_by_phone("+15550001").await.unwrap().unwrap().id,
+        a.id
+    );
+    s.update_user(&b.id, |u| {
+        u.username = Some("alice".into());
+        Ok::<(), ()>(())
+    })
+    .await
+    .unwrap();
+    // Search and paging.
+    let found = s.list_users(Some("ALI"), 0, 10).await.unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!(s.list_users(None, 1, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        s.list_users(Some("%"), 0, 10).await.unwrap().len(),
+        0,
+        "text, not a pattern"
+    );
+    assert_eq!(s.user_count().await.unwrap(), 2);
+    assert!(matches!(
+        s.update_user(&uuid::Uuid::new_v4(), |_| Ok::<(), ()>(()))
+            .await,
+        Err(UpdateError::Store(StoreError::NotFound))
+    ));
+}
+
+async fn concurrent_inserts_of_one_email_admit_exactly_one(s: &Store) {
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.insert_user(&user("same@x.test", None, None))
+                .await
+                .is_ok()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap());
+    }
+    assert_eq!(ok, 1);
+    assert!(s.user_by_email("same@x.test").await.unwrap().is_some());
+}
+
+async fn concurrent_updates_lose_nothing(s: &Store) {
+    let u = user("count@x.test", None, None);
+    s.insert_user(&u).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        let id = u.id;
+        tasks.push(tokio::spawn(async move {
+            s.update_user(&id, |u| {
+                u.failed_attempts += 1;
+                Ok::<(), ()>(())
+            })
+            .await
+            .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.user(&u.id).await.unwrap().unwrap().failed_attempts, 20);
+}
+
+async fn codes_change_atomically(s: &Store) {
+    let u = uuid::Uuid::new_v4();
+    let code = Code {
+        v: RECORD_VERSION,
+        user_id: u,
+        purpose: Purpose::Login,
+        hash: vec![1, 2, 3],
+        expires_at: OffsetDateTime::UNIX_EPOCH,
+        attempts: 0,
+        created_at: OffsetDateTime::UNIX_EPOCH,
+    };
+    s.put_code(&code).await.unwrap();
+    // Twenty guesses at once: each sees the count the one before it left.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.update_code(&u, Purpose::Login, |c| match c {
+                Some(c) => {
+                    let mut next = c.clone();
+                    next.attempts += 1;
+                    (CodeChange::Put(next), true)
+                }
+                None => (CodeChange::Keep, false),
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    let attempts = s
+        .update_code(&u, Purpose::Login, |c| {
+            (CodeChange::Keep, c.map(|c| c.attempts))
+        })
+        .await
+        .unwrap();
+    assert_eq!(attempts, Some(20));
+    assert!(
+        !s.update_code(&u, Purpose::VerifyEmail, |c| (
+            CodeChange::Keep,
+            c.is_some()
+        ))
+        .await
+        .unwrap(),
+        "codes are per purpose"
+    );
+    s.update_code(&u, Purpose::Login, |_| (CodeChange::Delete, ()))
+        .await
+        .unwrap();
+    assert!(
+        !s.update_code(&u, Purpose::Login, |c| (CodeChange::Keep, c.is_some()))
+            .await
+            .unwrap(),
+        "deleted"
+    );
+}
+
+async fn cooldowns_reset_tokens_and_secrets(s: &Store) {
+    let t0 = OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let cd = Duration::from_secs(60);
+    assert_eq!(s.take_cooldown("k", t0, cd).await.unwrap(), Ok(()));
+    let left = s
+        .take_cooldown("k", t0 + Duration::from_secs(10), cd)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(left, Duration::from_secs(50));
+    assert_eq!(s.take_cooldown("k", t0 + cd, cd).await.unwrap(), Ok(()));
+
+    let tok = ResetToken {
+        v: RECORD_VERSION,
+        user_id: uuid::Uuid::new_v4(),
+        expires_at: t0,
+    };
+    s.put_reset_token(b"h", &tok).await.unwrap();
+    assert_eq!(s.take_reset_token(b"h").await.unwrap(), Some(tok));
+    assert_eq!(s.take_reset_token(b"h").await.unwrap(), None, "single use");
+
+    let a = s.secret("one").await.unwrap();
+    assert_eq!(a.0.len(), 32);
+    assert_eq!(
+        s.secret("one").await.unwrap().0,
+        a.0,
+        "made once, then kept"
+    );
+    assert_ne!(s.secret("two").await.unwrap().0, a.0);
+}
+
+async fn sessions_by_user(s: &Store) {
+    let u = uuid::Uuid::new_v4();
+    let t = OffsetDateTime::UNIX_EPOCH;
+    for id in ["s1", "s2", "s3"] {
+        let sess = Session {
+            v: RECORD_VERSION,
+            id: id.into(),
+            user_id: u,
+            created_at: t,
+            last_seen_at: t,
+            expires_at: t,
+            ip: "127.0.0.1".into(),
+            user_agent: "ua".into(),
+            device: "d".into(),
+            os: "o".into(),
+            refresh: None,
+        };
+        s.insert_session(&sess).await.unwrap();
+    }
+    assert_eq!(s.sessions_of(&u).await.unwrap().len(), 3);
+    assert_eq!(s.all_sessions().await.unwrap().len(), 3);
+    let other = uuid::Uuid::new_v4();
+    assert!(
+        s.delete_sessions(&other, &["s1".into()])
+            .await
+            .unwrap()
+            .is_empty(),
+        "not someone else's"
+    );
+    assert_eq!(
+        s.delete_sessions(&u, &["s1".into()]).await.unwrap(),
+        vec!["s1".to_string()]
+    );
+    assert_eq!(
+        s.delete_sessions_of(&u, Some("s2")).await.unwrap(),
+        vec!["s3".to_string()]
+    );
+    let updated = s
+        .update_session("s2", |s| {
+            s.device = "updated".into();
+            Ok::<(), ()>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.device, "updated");
+    let left: Vec<_> = s
+        .sessions_of(&u)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.id, s.device))
+        .collect();
+    assert_eq!(left, vec![("s2".to_string(), "updated".to_string())]);
+    assert!(s.session("s1").await.unwrap().is_none());
+}
+
+/// Every behaviour, each on a fresh store from `fresh`.
+macro_rules! suite {
+    ($fresh:expr) => {{
+        eprintln!("unique fields");
+        unique_fields_are_enforced_on_insert_and_update(&$fresh).await;
+        eprintln!("concurrent inserts");
+        concurrent_inserts_of_one_email_admit_exactly_one(&$fresh).await;
+        eprintln!("concurrent updates");
+        concurrent_updates_lose_nothing(&$fresh).await;
+        eprintln!("codes");
+        codes_change_atomically(&$fresh).await;
+        eprintln!("cooldowns, reset tokens, secrets");
+        cooldowns_reset_tokens_and_secrets(&$fresh).await;
+        eprintln!("sessions");
+        sessions_by_user(&$fresh).await;
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn store_behaviour_on_sled() {
+    let dirs: Vec<tempfile::TempDir> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut next = dirs.iter();
+    let mut fresh = || Store::open(&next.next().unwrap().path().join("db"), 8 << 20).unwrap();
+    suite!(fresh());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn store_behaviour_on_postgres() {
+    let Some(pg) = PgCluster::start("store_behaviour_on_postgres") else {
+        return;
+    };
+    macro_rules! fresh {
+        () => {
+            Store::connect(&pg.migrated().await).await.unwrap()
+        };
+    }
+    suite!(fresh!());
+}
+
+#[tokio::test]
+async fn postgres_schema_is_migrated_and_checked() {
+    let Some(pg) = PgCluster::start("postgres_schema_is_migrated_and_checked") else {
+        return;
+    };
+    let opts = PgOptions {
+        url: pg.url(&pg.database().await),
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(10),
+        statement_timeout: Duration::from_secs(10),
+    };
+    // Not migrated: refused, with the command to run.
+    let e = Store::connect(&opts).await.unwrap_err();
+    assert!(matches!(e, StoreError::Migrate { found: 0, .. }), "{e}");
+    assert!(e.to_string().contains("authgate migrate"));
+    // Migrated once; a second run has nothing to do.
+    assert_eq!(Store::migrate(&opts).await.unwrap(), vec![1]);
+    assert!(Store::migrate(&opts).await.unwrap().is_empty());
+    Store::connect(&opts).await.unwrap();
+    // A schema from a newer build: refused by connect and by migrate.
+    let (client, conn) = tokio_postgres::connect(&opts.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("INSERT INTO authgate_schema (version) VALUES (99)")
+        .await
+        .unwrap();
+    assert!(matches!(
+        Store::connect(&opts).await,
+        Err(StoreError::NewerSchema { found: 99, .. })
+    ));
+    assert!(matches!(
+        Store::migrate(&opts).await,
+        Err(StoreError::NewerSchema { found: 99, .. })
+    ));
+    // A wrong password or host never leaks the URL in the error.
+    let bad = PgOptions {
+        url: format!(
+            "postgres://authgate:s3cret-pw@127.0.0.1:{}/nope?sslmode=disable",
+            crate::harness::dead_addr().await.port()
+        ),
+        connect_timeout: Duration::from_secs(2),
+        ..opts.clone()
+    };
+    let e = Store::connect(&bad).await.unwrap_err().to_string();
+    assert!(!e.contains("s3cret-pw"), "{e}");
+}
