@@ -195,9 +195,19 @@ fn spawn_upkeep(app: Arc<App>, shutdown: CancellationToken) {
         let mut keys = tokio::time::interval(Duration::from_secs(30));
         let mut sweep = tokio::time::interval(Duration::from_secs(600));
         let mut purge = tokio::time::interval(Duration::from_secs(60));
+        // Other instances' sign-ins and sign-outs (a shared store); a sign-out anywhere is
+        // refused here within about this interval.
+        let mut follow = tokio::time::interval(Duration::from_millis(250));
+        follow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shared = app.accounts.store().is_shared();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = follow.tick(), if shared => {
+                    if let Err(e) = app.sessions.follow().await {
+                        tracing::warn!(error = %e, "cannot follow the session events");
+                    }
+                }
                 _ = keys.tick() => {
                     if let Err(e) = app.sessions.tokens().reload_keys() {
                         tracing::error!(error = %e, "cannot reload signing keys");
@@ -207,6 +217,9 @@ fn spawn_upkeep(app: Arc<App>, shutdown: CancellationToken) {
                 _ = sweep.tick() => {
                     if let Err(e) = app.sessions.sweep().await {
                         tracing::error!(error = %e, "cannot sweep expired sessions");
+                    }
+                    if let Err(e) = app.accounts.store().prune_session_events(Duration::from_secs(3600)).await {
+                        tracing::warn!(error = %e, "cannot prune the session events");
                     }
                 }
             }

@@ -80,7 +80,16 @@ pub struct Sessions {
     clock: SharedClock,
     session_ttl: Duration,
     grace: Duration,
+    /// Where this instance is in the store's session events (a shared store only).
+    feed_cursor: AtomicI64,
+    /// Sessions known to have ended, or not to exist: a replayed token costs no second store
+    /// lookup, and an event re-read from the feed cannot bring an ended session back.
+    ended: quick_cache::sync::Cache<String, ()>,
 }
+
+/// How far back each poll of the session events looks again, for transactions that commit
+/// after a later one (a little more than the statement timeout bounds).
+const FEED_OVERLAP: Duration = Duration::from_secs(10);
 
 /// Device and OS names for the sessions list, from the User-Agent (woothee).
 fn device_of(ua: &str) -> (String, String) {
@@ -131,6 +140,8 @@ impl Sessions {
         cfg: &TokensConfig,
     ) -> Result<Self, StoreError> {
         let live = DashMap::new();
+        // The cursor first: a session made while the others load is then in the feed.
+        let feed_cursor = AtomicI64::new(store.session_events_head().await?);
         for s in store.all_sessions().await? {
             live.insert(
                 s.id.clone(),
@@ -148,7 +159,70 @@ impl Sessions {
             clock,
             session_ttl: cfg.session_ttl,
             grace: cfg.refresh_reuse_grace,
+            feed_cursor,
+            ended: quick_cache::sync::Cache::new(100_000),
         })
+    }
+
+    /// Applies the sessions other instances made or ended (a shared store only): called
+    /// every few hundred milliseconds, so a sign-out anywhere is refused everywhere within a
+    /// second, with no store query on the request path.
+    pub async fn follow(&self) -> Result<usize, StoreError> {
+        if !self.store.is_shared() {
+            return Ok(0);
+        }
+        let cursor = self.feed_cursor.load(Ordering::Relaxed);
+        let (events, next) = self.store.session_events(cursor, FEED_OVERLAP).await?;
+        let now = self.clock.now().unix_timestamp();
+        for e in &events {
+            if e.live {
+                if e.expires_at > now && self.ended.get(&e.session_id).is_none() {
+                    self.live
+                        .entry(e.session_id.clone())
+                        .or_insert_with(|| Live {
+                            user_id: e.user_id,
+                            expires_at: e.expires_at,
+                            last_seen_written: AtomicI64::new(now),
+                        });
+                }
+            } else {
+                self.ended.insert(e.session_id.clone(), ());
+                self.live.remove(&e.session_id);
+            }
+        }
+        self.feed_cursor.store(next, Ordering::Relaxed);
+        Ok(events.len())
+    }
+
+    /// [`Sessions::authenticate`], and on a shared store, a session this instance has not
+    /// heard of yet (made by another instance a moment ago) is looked up once in the store.
+    pub async fn authenticate_shared(&self, token: &str) -> Result<Arc<Verified>, SessionError> {
+        match self.authenticate(token) {
+            Err(SessionError::Unauthenticated) if self.store.is_shared() => {}
+            other => return other,
+        }
+        let verified = self.tokens.verify_access(token)?;
+        let sid = &verified.identity.session_id;
+        if self.live.contains_key(sid) || self.ended.get(sid).is_some() {
+            return Err(SessionError::Unauthenticated);
+        }
+        let now = self.clock.now();
+        match self.store.session(sid).await? {
+            Some(s) if s.expires_at > now && s.user_id.to_string() == verified.identity.user_id => {
+                if self.ended.get(sid).is_none() {
+                    self.live.entry(s.id.clone()).or_insert_with(|| Live {
+                        user_id: s.user_id,
+                        expires_at: s.expires_at.unix_timestamp(),
+                        last_seen_written: AtomicI64::new(s.last_seen_at.unix_timestamp()),
+                    });
+                }
+                self.authenticate(token)
+            }
+            _ => {
+                self.ended.insert(sid.clone(), ());
+                Err(SessionError::Unauthenticated)
+            }
+        }
     }
 
     pub fn tokens(&self) -> &Arc<Tokens> {
@@ -408,6 +482,9 @@ impl Sessions {
             }
         }
         let deleted = self.store.delete_sessions(user, ids).await?;
+        for id in &deleted {
+            self.ended.insert(id.clone(), ());
+        }
         if !deleted.is_empty() {
             tracing::info!(target: "audit", event = "sessions_revoked", user_id = %user, count = deleted.len(), "sessions revoked");
         }
@@ -423,6 +500,9 @@ impl Sessions {
         self.live
             .retain(|id, l| l.user_id != *user || Some(id.as_str()) == except);
         let deleted = self.store.delete_sessions_of(user, except).await?;
+        for id in &deleted {
+            self.ended.insert(id.clone(), ());
+        }
         if !deleted.is_empty() {
             tracing::info!(target: "audit", event = "sessions_revoked", user_id = %user, count = deleted.len(), "sessions revoked");
         }

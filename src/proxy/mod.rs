@@ -91,7 +91,7 @@ impl Proxy {
     /// Phases authenticate and authorize, shared by both doors (proxy and forward-auth):
     /// the caller's token (header or cookie) must verify and belong to a live session, and
     /// the rule must admit the identity. An invalid token counts as no token.
-    pub fn check_access(
+    pub async fn check_access(
         &self,
         rule: &Rule,
         headers: &HeaderMap,
@@ -99,7 +99,7 @@ impl Proxy {
         let mut expired = false;
         let verified = match crate::http::auth::access_token(headers) {
             None => None,
-            Some((token, _)) => match self.sessions.authenticate(&token) {
+            Some((token, _)) => match self.sessions.authenticate_shared(&token).await {
                 Ok(v) => Some(v),
                 Err(SessionError::Expired) => {
                     expired = true;
@@ -128,7 +128,7 @@ impl Proxy {
         if let Err(refused) = self.limits.check_proxy(ctx.client_ip) {
             return ApiError::from(refused).into_response();
         }
-        let verified = match self.check_access(&route.rule, req.headers()) {
+        let verified = match self.check_access(&route.rule, req.headers()).await {
             Ok(v) => v,
             // A person in a browser gets the login page, and comes back here after it (or
             // straight away, when the login page can refresh an expired session).

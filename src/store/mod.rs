@@ -333,4 +333,41 @@ impl Store {
     pub fn is_open(&self) -> bool {
         each!(self, b => b.is_open())
     }
+
+    // Several instances on one store.
+
+    /// Whether other instances may share this store (PostgreSQL), so that each must follow
+    /// the session events.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner, Backend::Postgres(_))
+    }
+
+    /// The position a new follower of the session events starts from.
+    pub async fn session_events_head(&self) -> Result<i64, StoreError> {
+        match &self.inner {
+            Backend::Sled(_) => Ok(0),
+            Backend::Postgres(b) => b.session_events_head().await,
+        }
+    }
+
+    /// Sessions made or ended since `cursor` (and in the last `overlap`, re-read because a
+    /// commit may land after a later one): apply them idempotently. Returns the new cursor.
+    pub async fn session_events(
+        &self,
+        cursor: i64,
+        overlap: std::time::Duration,
+    ) -> Result<(Vec<SessionEvent>, i64), StoreError> {
+        match &self.inner {
+            Backend::Sled(_) => Ok((Vec::new(), cursor)),
+            Backend::Postgres(b) => b.session_events(cursor, overlap).await,
+        }
+    }
+
+    /// Forgets session events older than `keep`.
+    pub async fn prune_session_events(&self, keep: std::time::Duration) -> Result<u64, StoreError> {
+        match &self.inner {
+            Backend::Sled(_) => Ok(0),
+            Backend::Postgres(b) => b.prune_session_events(keep).await,
+        }
+    }
 }

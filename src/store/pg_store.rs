@@ -14,9 +14,10 @@ use tokio_postgres::error::SqlState;
 
 /// The schema, as numbered migrations applied in order by `authgate migrate`. A released
 /// migration never changes: a new one is added at the end.
-pub(super) const MIGRATIONS: &[(u32, &str)] = &[(
-    1,
-    "CREATE TABLE authgate_secrets (
+pub(super) const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE authgate_secrets (
         name TEXT PRIMARY KEY,
         value BYTEA NOT NULL
     );
@@ -51,7 +52,24 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[(
         key TEXT PRIMARY KEY,
         until_ms BIGINT NOT NULL
     );",
-)];
+    ),
+    (
+        2,
+        // Every session made or ended, for the other instances' hot-path views.
+        "CREATE TABLE authgate_session_events (
+            seq BIGSERIAL PRIMARY KEY,
+            at_ms BIGINT NOT NULL,
+            session_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            live BOOLEAN NOT NULL
+        );
+        CREATE INDEX authgate_session_events_at ON authgate_session_events (at_ms);",
+    ),
+];
+
+/// The database's clock in milliseconds: one clock for every instance.
+const NOW_MS: &str = "(extract(epoch from now()) * 1000)::BIGINT";
 
 /// The newest schema version this build knows.
 pub(super) fn latest() -> u32 {
@@ -514,14 +532,88 @@ impl PgStore {
     }
 
     pub(super) async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        c.execute(
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        tx.execute(
             "INSERT INTO authgate_sessions (id, user_id, record) VALUES ($1, $2, $3)",
             &[&s.id, &s.user_id.to_string(), &encode(s)?],
         )
         .await
         .map_err(db)?;
-        Ok(())
+        let expires = s.expires_at.unix_timestamp();
+        tx.execute(
+            &format!(
+                "INSERT INTO authgate_session_events (at_ms, session_id, user_id, expires_at, live)
+                 VALUES ({NOW_MS}, $1, $2, $3, TRUE)"
+            ),
+            &[&s.id, &s.user_id.to_string(), &expires],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// Session events from `since_seq` on, plus those of the last `overlap` (a transaction
+    /// that took its sequence number earlier may commit later); the caller applies them
+    /// idempotently. Returns the events in order and the highest sequence number seen.
+    pub(super) async fn session_events(
+        &self,
+        since_seq: i64,
+        overlap: Duration,
+    ) -> Result<(Vec<SessionEvent>, i64), StoreError> {
+        let c = self.client().await?;
+        let overlap = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT seq, session_id, user_id, expires_at, live FROM authgate_session_events
+                     WHERE seq > $1 OR at_ms > {NOW_MS} - $2 ORDER BY seq LIMIT 10000"
+                ),
+                &[&since_seq, &overlap],
+            )
+            .await
+            .map_err(db)?;
+        let mut last = since_seq;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let seq: i64 = r.get(0);
+            last = last.max(seq);
+            let user: String = r.get(2);
+            out.push(SessionEvent {
+                session_id: r.get(1),
+                user_id: user
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("session event user id".into()))?,
+                expires_at: r.get(3),
+                live: r.get(4),
+            });
+        }
+        Ok((out, last))
+    }
+
+    /// The newest session event's sequence number (where a new follower starts).
+    pub(super) async fn session_events_head(&self) -> Result<i64, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "SELECT COALESCE(MAX(seq), 0) FROM authgate_session_events",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.get(0))
+    }
+
+    /// Forgets session events older than `keep`.
+    pub(super) async fn prune_session_events(&self, keep: Duration) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        c.execute(
+            &format!("DELETE FROM authgate_session_events WHERE at_ms < {NOW_MS} - $1"),
+            &[&keep],
+        )
+        .await
+        .map_err(db)
     }
 
     pub(super) async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
@@ -600,15 +692,19 @@ impl PgStore {
         user: &UserId,
         ids: &[String],
     ) -> Result<Vec<String>, StoreError> {
-        let c = self.client().await?;
-        let rows = c
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        let rows = tx
             .query(
                 "DELETE FROM authgate_sessions WHERE user_id = $1 AND id = ANY($2) RETURNING id",
                 &[&user.to_string(), &ids],
             )
             .await
             .map_err(db)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let deleted: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        Self::ended(&tx, user, &deleted).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
     }
 
     pub(super) async fn delete_sessions_of(
@@ -616,8 +712,9 @@ impl PgStore {
         user: &UserId,
         except: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
-        let c = self.client().await?;
-        let rows = c
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        let rows = tx
             .query(
                 "DELETE FROM authgate_sessions
                  WHERE user_id = $1 AND ($2::TEXT IS NULL OR id <> $2) RETURNING id",
@@ -625,7 +722,31 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let deleted: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        Self::ended(&tx, user, &deleted).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
+    }
+
+    /// Records the end of `ids` for the other instances, in the deleting transaction.
+    async fn ended(
+        tx: &deadpool_postgres::Transaction<'_>,
+        user: &UserId,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO authgate_session_events (at_ms, session_id, user_id, expires_at, live)
+                 SELECT {NOW_MS}, id, $2, 0, FALSE FROM unnest($1::TEXT[]) AS id"
+            ),
+            &[&ids, &user.to_string()],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
     }
 
     pub(super) async fn put_reset_token(

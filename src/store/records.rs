@@ -142,3 +142,13 @@ pub struct ResetToken {
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
 }
+
+/// A session made (`live`) or ended, as other instances sharing the store hear of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEvent {
+    pub session_id: String,
+    pub user_id: UserId,
+    /// Unix seconds (0 for an ended session).
+    pub expires_at: i64,
+    pub live: bool,
+}

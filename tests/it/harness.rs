@@ -71,7 +71,10 @@ impl Gateway {
             config.server.listen = "127.0.0.1:0".parse().unwrap();
         }
         config.store.path = dir.path().join("db");
-        config.tokens.keys_dir = dir.path().join("keys");
+        // A test that names a keys directory (instances sharing keys) keeps it.
+        if config.tokens.keys_dir == std::path::Path::new("data/keys") {
+            config.tokens.keys_dir = dir.path().join("keys");
+        }
         config.mail.outbox_dir = dir.path().join("outbox");
         if let Some(smtp) = smtp {
             config.mail.smtp_url = Some(

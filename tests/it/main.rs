@@ -11,6 +11,7 @@
 mod accounts;
 mod browser;
 mod cli;
+mod cluster;
 mod durability;
 mod example;
 mod external;

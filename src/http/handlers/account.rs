@@ -245,7 +245,7 @@ pub async fn change_password(
     parts: &Parts,
     body: Incoming,
 ) -> Result<Response<Body>> {
-    let c = caller(app, parts)?;
+    let c = caller(app, parts).await?;
     let b: ChangeBody = body_json(app, parts, body, false).await?;
     app.limits
         .check(Class::Login, ctx.client_ip, Some(&c.identity.user_id))?;
@@ -265,7 +265,7 @@ pub async fn change_password(
 }
 
 pub async fn me(app: &App, parts: &Parts) -> Result<Response<Body>> {
-    let c = caller(app, parts)?;
+    let c = caller(app, parts).await?;
     let user = app.accounts.profile(&c.user_id).await?;
     Ok(success(StatusCode::OK, "Your profile.", &user_json(&user)))
 }
@@ -287,7 +287,7 @@ fn patch_field(
 }
 
 pub async fn update_me(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
-    let c = caller(app, parts)?;
+    let c = caller(app, parts).await?;
     let mut map: serde_json::Map<String, serde_json::Value> =
         body_json(app, parts, body, false).await?;
     let mut errors = std::collections::BTreeMap::new();

@@ -31,7 +31,7 @@ pub async fn handle(
     body: Incoming,
     path: &[&str],
 ) -> Result<Response<Body>> {
-    let c = caller(app, parts)?;
+    let c = caller(app, parts).await?;
     if !c.identity.roles.iter().any(|r| r == ADMIN_ROLE) {
         return Err(ApiError::forbidden());
     }

@@ -258,7 +258,7 @@ impl Page {
             Some("reset") => Some("Your password has been changed. Sign in with the new one."),
             _ => None,
         };
-        if signed_in_caller(app, &parts.headers).is_some() {
+        if signed_in_caller(app, &parts.headers).await.is_some() {
             return Ok(self.go_back(app));
         }
         let refresh = auth::cookie(&parts.headers, auth::REFRESH_COOKIE);
@@ -301,7 +301,7 @@ impl Page {
     }
 
     async fn devices(&self, app: &App, parts: &Parts) -> Result<Response<Body>> {
-        let Some(caller) = signed_in_caller(app, &parts.headers) else {
+        let Some(caller) = signed_in_caller(app, &parts.headers).await else {
             let back = self.page_url("devices");
             return Ok(see_other(app.login_page.url(Some(&back)).as_str()));
         };
@@ -503,7 +503,7 @@ impl Page {
             "devices/revoke" | "logout" => {
                 // Who is signing out: the access cookie, or (its token expired on a page left
                 // open) the refresh cookie, which still names the account and session.
-                let owner = match signed_in_caller(app, &parts.headers) {
+                let owner = match signed_in_caller(app, &parts.headers).await {
                     Some(c) => c
                         .identity
                         .user_id
@@ -579,9 +579,9 @@ fn hint(e: &ApiError) -> Option<Hint> {
 }
 
 /// The signed-in caller by the access cookie (pages never take a Bearer header).
-fn signed_in_caller(app: &App, headers: &HeaderMap) -> Option<std::sync::Arc<Verified>> {
+async fn signed_in_caller(app: &App, headers: &HeaderMap) -> Option<std::sync::Arc<Verified>> {
     let token = auth::access_cookie(headers)?;
-    app.sessions.authenticate(&token).ok()
+    app.sessions.authenticate_shared(&token).await.ok()
 }
 
 /// Reads an urlencoded form within the account endpoints' body limits.

@@ -47,7 +47,7 @@ struct LogoutBody {
 }
 
 pub async fn logout(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
-    let c = caller(app, parts)?;
+    let c = caller(app, parts).await?;
     let b: LogoutBody = body_json(app, parts, body, true).await?;
     let current = c.identity.session_id.clone();
     let revoked = if b.all {
@@ -68,7 +68,7 @@ pub async fn logout(app: &App, parts: &Parts, body: Incoming) -> Result<Response
 }
 
 pub async fn list(app: &App, parts: &Parts) -> Result<Response<Body>> {
-    let c = caller(app, parts)?;
+    let c = caller(app, parts).await?;
     let sessions = app.sessions.list(&c.user_id).await?;
     let data: Vec<_> = sessions
         .iter()
@@ -78,7 +78,7 @@ pub async fn list(app: &App, parts: &Parts) -> Result<Response<Body>> {
 }
 
 pub async fn delete(app: &App, parts: &Parts, id: &str) -> Result<Response<Body>> {
-    let c = caller(app, parts)?;
+    let c = caller(app, parts).await?;
     let revoked = app
         .sessions
         .revoke_ids(&c.user_id, &[id.to_string()])

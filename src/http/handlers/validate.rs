@@ -78,7 +78,7 @@ pub async fn validate(app: &App, ctx: &RequestCtx, parts: &Parts) -> Result<Resp
         .find(host, &norm, &orig.method)
         .map(|r| &r.rule)
         .unwrap_or(&fallback);
-    match app.proxy.check_access(rule, &parts.headers) {
+    match app.proxy.check_access(rule, &parts.headers).await {
         Ok(verified) => {
             let data = match &verified {
                 Some(v) => json!({

@@ -1,0 +1,193 @@
+//! Three authgate instances on loopback sharing one PostgreSQL database, as behind a load
+//! balancer: whatever one instance does, the others honour.
+
+use crate::harness::*;
+use crate::mail::Smtp;
+use crate::postgres::PgCluster;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const PW: &str = "correct horse battery staple";
+
+struct Trio {
+    gws: Vec<Gateway>,
+    smtp: Smtp,
+    _keys: tempfile::TempDir,
+    _pg: PgCluster,
+}
+
+async fn trio(test: &str) -> Option<Trio> {
+    let pg = PgCluster::start(test)?;
+    let opts = pg.migrated().await;
+    let smtp = Smtp::start();
+    // The instances sign with the same keys (one directory, as a shared secret volume).
+    let keys = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[server]\ntls = false\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 8\n\
+         [tokens]\nkeys_dir = \"{}\"\n",
+        opts.url,
+        keys.path().display()
+    );
+    let mut gws = Vec::new();
+    for _ in 0..3 {
+        gws.push(Gateway::start_with(&toml, Some(&smtp), None).await);
+    }
+    Some(Trio {
+        gws,
+        smtp,
+        _keys: keys,
+        _pg: pg,
+    })
+}
+
+async fn me(gw: &Gateway, token: &str) -> u16 {
+    gw.call(reqwest::Method::GET, "/auth/me", token, None)
+        .await
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_behave_as_one() {
+    let Some(t) = trio("three_instances_behave_as_one").await else {
+        return;
+    };
+    let [a, b, c] = [&t.gws[0], &t.gws[1], &t.gws[2]];
+
+    // Register on the first, verify on the third, log in on the second.
+    let (s, _) = a
+        .post(
+            "/auth/register",
+            json!({"email": "one@example.com", "password": PW}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let code = t.smtp.code("one@example.com", 1).await;
+    let (s, v) = c
+        .post(
+            "/auth/verify",
+            json!({"email": "one@example.com", "code": code}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = b
+        .post(
+            "/auth/login",
+            json!({"login": "one@example.com", "password": PW}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let token = v["data"]["access_token"].as_str().unwrap().to_string();
+    let refresh = v["data"]["refresh_token"].as_str().unwrap().to_string();
+    // Accepted at once everywhere (an instance that has not heard of the session yet looks
+    // it up once).
+    for gw in [a, b, c] {
+        assert_eq!(me(gw, &token).await, 200);
+    }
+
+    // Ten concurrent refreshes of one refresh token, spread over the three: one rotation,
+    // every caller within the grace window gets the same new pair.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let client = t.gws[i % 3].client.clone();
+        let url = t.gws[i % 3].url("/auth/token/refresh");
+        let refresh = refresh.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .json(&json!({ "refresh_token": refresh }))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap();
+            (
+                status,
+                v["data"]["refresh_token"].as_str().map(str::to_string),
+            )
+        }));
+    }
+    let mut new_tokens = std::collections::HashSet::new();
+    for task in tasks {
+        let (status, rt) = task.await.unwrap();
+        assert_eq!(status, 200);
+        new_tokens.insert(rt.unwrap());
+    }
+    assert_eq!(new_tokens.len(), 1, "rotated exactly once: {new_tokens:?}");
+    assert!(!new_tokens.contains(&refresh));
+
+    // Log out on the third: the first refuses the token within a second.
+    let (s, _) = c
+        .call(reqwest::Method::POST, "/auth/logout", &token, None)
+        .await;
+    assert_eq!(s, 200);
+    let start = Instant::now();
+    loop {
+        if me(a, &token).await == 401 && me(b, &token).await == 401 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "still accepted {:?} after the logout",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    eprintln!("logout honoured everywhere after {:?}", start.elapsed());
+
+    // Twenty concurrent registrations of one email across the instances: one 201.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let client = t.gws[i % 3].client.clone();
+        let url = t.gws[i % 3].url("/auth/register");
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"email": "race@example.com", "password": PW}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        let s = task.await.unwrap();
+        assert!(s == 201 || s == 409 || s == 429, "{s}");
+        created += usize::from(s == 201);
+    }
+    assert_eq!(created, 1);
+
+    // A wrong-code guess on each instance counts against one shared try limit.
+    let (s, _) = a
+        .post("/auth/login/code", json!({"email": "one@example.com"}))
+        .await;
+    assert_eq!(s, 200);
+    let real = t.smtp.code("one@example.com", 2).await;
+    let wrong = if real == "000000" { "111111" } else { "000000" };
+    let mut last = 0;
+    for i in 0..5 {
+        let (s, _) = t.gws[i % 3]
+            .post(
+                "/auth/login/code/verify",
+                json!({"email": "one@example.com", "code": wrong}),
+            )
+            .await;
+        last = s;
+    }
+    assert_eq!(
+        last, 429,
+        "the fifth wrong try, wherever it lands, uses the code up"
+    );
+    let (s, _) = b
+        .post(
+            "/auth/login/code/verify",
+            json!({"email": "one@example.com", "code": real}),
+        )
+        .await;
+    assert_ne!(s, 200, "a used-up code stays used up on every instance");
+
+    for gw in t.gws {
+        gw.stop().await;
+    }
+}
