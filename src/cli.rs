@@ -140,6 +140,18 @@ pub async fn run_admin(config: Config, command: Command) -> Result<String, CliEr
     }
     if let Command::Keys(KeysCommand::Rotate) = command {
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        if config.store.postgres().is_some() {
+            let store = crate::server::open_store(&config)
+                .await
+                .map_err(|e| CliError::Account(e.to_string()))?;
+            let kid =
+                crate::tokens::generate_key_in_store(&store, config.tokens.algorithm, now).await?;
+            return Ok(format!(
+                "new {:?} signing key {kid} in the shared store: every instance signs with it \
+                 from its next key reload (within 30 s)",
+                config.tokens.algorithm
+            ));
+        }
         let kid =
             crate::tokens::generate_key(&config.tokens.keys_dir, config.tokens.algorithm, now)?;
         return Ok(format!(

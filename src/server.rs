@@ -137,12 +137,13 @@ pub async fn build_app(
     let clock = deps.clock.clone();
     let store = open_store(&config).await?;
     let issuer = config.tokens.issuer(&config.server);
-    let tokens = Arc::new(Tokens::new(
-        &config.tokens,
-        issuer,
-        &store.secret("refresh-seal").await?,
-        clock.clone(),
-    )?);
+    let seal = store.secret("refresh-seal").await?;
+    // Instances sharing a store share its signing keys; one instance keeps them as files.
+    let tokens = Arc::new(if store.is_shared() {
+        Tokens::with_store(&config.tokens, issuer, &seal, clock.clone(), store.clone()).await?
+    } else {
+        Tokens::new(&config.tokens, issuer, &seal, clock.clone())?
+    });
     let sessions =
         Arc::new(Sessions::new(store.clone(), tokens, clock.clone(), &config.tokens).await?);
     let codes = Codes::new(&store.secret("otp-hmac").await?, &config.otp);
@@ -209,7 +210,7 @@ fn spawn_upkeep(app: Arc<App>, shutdown: CancellationToken) {
                     }
                 }
                 _ = keys.tick() => {
-                    if let Err(e) = app.sessions.tokens().reload_keys() {
+                    if let Err(e) = app.sessions.tokens().reload_keys().await {
                         tracing::error!(error = %e, "cannot reload signing keys");
                     }
                 }

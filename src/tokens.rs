@@ -6,6 +6,7 @@ use crate::clock::SharedClock;
 use crate::config::{TokenAlgorithm, TokensConfig};
 use crate::policy::Identity;
 use crate::secret::{KeyBytes, Secret};
+use crate::store::Store;
 use crate::store::User;
 use aws_lc_rs::{aead, digest, rand as lc_rand, signature};
 use base64::Engine;
@@ -74,10 +75,18 @@ struct LoadedKey {
 }
 
 struct KeySet {
-    /// Newest first; the first one signs.
+    /// Newest first.
     keys: Vec<LoadedKey>,
     by_kid: HashMap<String, usize>,
+    /// The one that signs: the newest, or with a shared store the newest that every
+    /// instance has had time to load (see [`ACTIVATION_DELAY`]).
+    signing: usize,
 }
+
+/// With several instances, a new key is published (verifies) at once but signs only after
+/// this long, so that every instance has reloaded it (every 30 s) before it meets a token
+/// signed with it.
+pub const ACTIVATION_DELAY: Duration = Duration::from_secs(75);
 
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,12 +159,8 @@ fn load_key(file: KeyFile) -> Result<LoadedKey, TokenError> {
     })
 }
 
-/// Makes a new signing key file in `dir` (0600) and returns its kid.
-pub fn generate_key(
-    dir: &Path,
-    alg: TokenAlgorithm,
-    now: OffsetDateTime,
-) -> Result<String, TokenError> {
+/// A new signing key of `alg`.
+fn new_key(alg: TokenAlgorithm, now: OffsetDateTime) -> Result<KeyFile, TokenError> {
     let rng = lc_rand::SystemRandom::new();
     let private = match alg {
         TokenAlgorithm::EdDSA => signature::Ed25519KeyPair::generate_pkcs8(&rng)
@@ -177,13 +182,21 @@ pub fn generate_key(
     };
     let mut id = [0u8; 9];
     lc_rand::fill(&mut id).map_err(key_err)?;
-    let kid = B64.encode(id);
-    let file = KeyFile {
-        kid: kid.clone(),
+    Ok(KeyFile {
+        kid: B64.encode(id),
         alg,
         created_at: now,
         private: B64.encode(&private),
-    };
+    })
+}
+
+/// Makes a new signing key file in `dir` (0600) and returns its kid.
+pub fn generate_key(
+    dir: &Path,
+    alg: TokenAlgorithm,
+    now: OffsetDateTime,
+) -> Result<String, TokenError> {
+    let file = new_key(alg, now)?;
     std::fs::create_dir_all(dir).map_err(|e| TokenError::Key(format!("{}: {e}", dir.display())))?;
     #[cfg(unix)]
     {
@@ -191,19 +204,58 @@ pub fn generate_key(
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     }
     let json = serde_json::to_vec_pretty(&file).map_err(key_err)?;
-    crate::tls::write_private(&dir.join(format!("{kid}.json")), &json).map_err(key_err)?;
-    Ok(kid)
+    crate::tls::write_private(&dir.join(format!("{}.json", file.kid)), &json).map_err(key_err)?;
+    Ok(file.kid)
 }
 
-/// Reads the keys of `alg` in `dir`, newest first, removing keys that can no longer have a
+/// Makes a new signing key in a shared store (every instance picks it up at its next key
+/// reload) and returns its kid.
+pub async fn generate_key_in_store(
+    store: &Store,
+    alg: TokenAlgorithm,
+    now: OffsetDateTime,
+) -> Result<String, TokenError> {
+    let file = new_key(alg, now)?;
+    let bytes = serde_json::to_vec(&file).map_err(key_err)?;
+    store
+        .put_signing_key(&file.kid, &bytes)
+        .await
+        .map_err(key_err)?;
+    Ok(file.kid)
+}
+
+/// The keys of `alg` to load, newest first, and the kids of those that can no longer have a
 /// live token (their successor has signed for longer than the access lifetime).
+fn select_keys(
+    mut files: Vec<KeyFile>,
+    alg: TokenAlgorithm,
+    now: OffsetDateTime,
+    retire_after: Duration,
+) -> (Vec<KeyFile>, Vec<String>) {
+    files.retain(|f| f.alg == alg);
+    files.sort_by_key(|f| std::cmp::Reverse(f.created_at));
+    let mut keep = Vec::new();
+    let mut retired = Vec::new();
+    let mut successor: Option<OffsetDateTime> = None;
+    for file in files {
+        if successor.is_some_and(|next| next + retire_after < now) {
+            retired.push(file.kid);
+            continue;
+        }
+        successor = Some(file.created_at);
+        keep.push(file);
+    }
+    (keep, retired)
+}
+
+/// Reads the keys of `alg` in `dir`, newest first, removing retired ones.
 fn read_keys(
     dir: &Path,
     alg: TokenAlgorithm,
     now: OffsetDateTime,
     retire_after: Duration,
 ) -> Result<Vec<LoadedKey>, TokenError> {
-    let mut files: Vec<(PathBuf, KeyFile)> = Vec::new();
+    let mut files: Vec<KeyFile> = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let path = e.path();
@@ -214,31 +266,27 @@ fn read_keys(
                 .map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))?;
             let file: KeyFile = serde_json::from_slice(&text)
                 .map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))?;
-            if file.alg == alg {
-                files.push((path, file));
-            }
+            files.push(file);
         }
     }
-    files.sort_by_key(|f| std::cmp::Reverse(f.1.created_at));
-    let mut keys = Vec::new();
-    let mut successor: Option<OffsetDateTime> = None;
-    for (path, file) in files {
-        if let Some(next) = successor {
-            if next + retire_after < now {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-        }
-        successor = Some(file.created_at);
-        keys.push(load_key(file)?);
+    let (keep, retired) = select_keys(files, alg, now, retire_after);
+    for kid in retired {
+        let _ = std::fs::remove_file(dir.join(format!("{kid}.json")));
     }
-    Ok(keys)
+    keep.into_iter().map(load_key).collect()
+}
+
+/// Where the signing keys live: files (one instance) or the shared store (several).
+#[derive(Debug)]
+enum KeySource {
+    Dir(PathBuf),
+    Store(Store),
 }
 
 /// The token service.
 pub struct Tokens {
     alg: TokenAlgorithm,
-    keys_dir: PathBuf,
+    source: KeySource,
     keys: RwLock<Arc<KeySet>>,
     validation: Validation,
     issuer: String,
@@ -261,13 +309,45 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// Loads (or, on first start, makes) the signing keys; `seal_key` protects refresh tokens
-    /// kept for the reuse grace window.
+    /// Loads (or, on first start, makes) the signing keys in `keys_dir`; `seal_key` protects
+    /// refresh tokens kept for the reuse grace window.
     pub fn new(
         cfg: &TokensConfig,
         issuer: String,
         seal_key: &KeyBytes,
         clock: SharedClock,
+    ) -> Result<Self, TokenError> {
+        let t = Self::build(
+            cfg,
+            issuer,
+            seal_key,
+            clock,
+            KeySource::Dir(cfg.keys_dir.clone()),
+        )?;
+        t.reload_from_dir()?;
+        Ok(t)
+    }
+
+    /// As [`Tokens::new`], with the keys in a store shared by several instances: every
+    /// instance signs and verifies with the same set and sees a rotation.
+    pub async fn with_store(
+        cfg: &TokensConfig,
+        issuer: String,
+        seal_key: &KeyBytes,
+        clock: SharedClock,
+        store: Store,
+    ) -> Result<Self, TokenError> {
+        let t = Self::build(cfg, issuer, seal_key, clock, KeySource::Store(store))?;
+        t.reload_keys().await?;
+        Ok(t)
+    }
+
+    fn build(
+        cfg: &TokensConfig,
+        issuer: String,
+        seal_key: &KeyBytes,
+        clock: SharedClock,
+        source: KeySource,
     ) -> Result<Self, TokenError> {
         let mut validation = Validation::new(jwt_alg(cfg.algorithm));
         validation.algorithms = vec![jwt_alg(cfg.algorithm)];
@@ -279,12 +359,13 @@ impl Tokens {
         validation.set_audience(&[&cfg.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, &seal_key.0).map_err(key_err)?;
-        let t = Tokens {
+        Ok(Tokens {
             alg: cfg.algorithm,
-            keys_dir: cfg.keys_dir.clone(),
+            source,
             keys: RwLock::new(Arc::new(KeySet {
                 keys: Vec::new(),
                 by_kid: HashMap::new(),
+                signing: 0,
             })),
             validation,
             issuer,
@@ -295,31 +376,84 @@ impl Tokens {
             cache: quick_cache::sync::Cache::new(cfg.cache_entries.max(16)),
             seal: aead::LessSafeKey::new(unbound),
             clock,
-        };
-        t.reload_keys()?;
-        Ok(t)
+        })
     }
 
-    /// Re-reads the keys directory (after `authgate keys rotate`); makes a key if none fits.
-    pub fn reload_keys(&self) -> Result<(), TokenError> {
+    fn retire_after(&self) -> Duration {
+        self.access_ttl + Duration::from_secs(u64::try_from(self.leeway).unwrap_or(30) + 60)
+    }
+
+    /// Re-reads the keys (after `authgate keys rotate`); makes a key if none fits.
+    pub async fn reload_keys(&self) -> Result<(), TokenError> {
+        let store = match &self.source {
+            KeySource::Dir(_) => return self.reload_from_dir(),
+            KeySource::Store(store) => store,
+        };
         let now = self.clock.now();
-        let retire =
-            self.access_ttl + Duration::from_secs(u64::try_from(self.leeway).unwrap_or(30) + 60);
-        let mut keys = read_keys(&self.keys_dir, self.alg, now, retire)?;
-        if keys.is_empty() {
-            generate_key(&self.keys_dir, self.alg, now)?;
-            keys = read_keys(&self.keys_dir, self.alg, now, retire)?;
+        let read = || async {
+            let mut files = Vec::new();
+            for bytes in store.signing_keys().await.map_err(key_err)? {
+                files.push(serde_json::from_slice::<KeyFile>(&bytes).map_err(key_err)?);
+            }
+            Ok::<_, TokenError>(select_keys(files, self.alg, now, self.retire_after()))
+        };
+        let (mut keep, retired) = read().await?;
+        for kid in retired {
+            store.delete_signing_key(&kid).await.map_err(key_err)?;
         }
+        if keep.is_empty() {
+            // Two instances starting at once may both make one: both keys verify, the newer
+            // signs.
+            generate_key_in_store(store, self.alg, now).await?;
+            keep = read().await?.0;
+        }
+        let keys = keep
+            .into_iter()
+            .map(load_key)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.install(keys);
+        Ok(())
+    }
+
+    fn reload_from_dir(&self) -> Result<(), TokenError> {
+        let KeySource::Dir(dir) = &self.source else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let mut keys = read_keys(dir, self.alg, now, self.retire_after())?;
+        if keys.is_empty() {
+            generate_key(dir, self.alg, now)?;
+            keys = read_keys(dir, self.alg, now, self.retire_after())?;
+        }
+        self.install(keys);
+        Ok(())
+    }
+
+    fn install(&self, keys: Vec<LoadedKey>) {
+        let signing = match self.source {
+            KeySource::Dir(_) => 0,
+            KeySource::Store(_) => {
+                let ready = self.clock.now() - ACTIVATION_DELAY;
+                // None has aged yet (a fresh store, or two rotations in a row): the oldest,
+                // which every instance has had longest.
+                keys.iter()
+                    .position(|k| k.created_at <= ready)
+                    .unwrap_or(keys.len().saturating_sub(1))
+            }
+        };
         let by_kid = keys
             .iter()
             .enumerate()
             .map(|(i, k)| (k.kid.clone(), i))
             .collect();
-        let set = Arc::new(KeySet { keys, by_kid });
+        let set = Arc::new(KeySet {
+            keys,
+            by_kid,
+            signing,
+        });
         if let Ok(mut w) = self.keys.write() {
             *w = set;
         }
-        Ok(())
     }
 
     fn keyset(&self) -> Arc<KeySet> {
@@ -342,7 +476,7 @@ impl Tokens {
         let keys = self.keyset();
         let key = keys
             .keys
-            .first()
+            .get(keys.signing)
             .ok_or_else(|| TokenError::Key("no signing key".into()))?;
         let now = self.clock.now().unix_timestamp();
         let claims = Claims {
@@ -422,7 +556,8 @@ impl Tokens {
 
     /// The kid that signs now.
     pub fn current_kid(&self) -> Option<String> {
-        self.keyset().keys.first().map(|k| k.kid.clone())
+        let set = self.keyset();
+        set.keys.get(set.signing).map(|k| k.kid.clone())
     }
 
     /// Keys that verify, newest first, with their creation time.
@@ -560,8 +695,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn key_files_are_private_and_rotation_keeps_old_tokens() {
+    #[tokio::test]
+    async fn key_files_are_private_and_rotation_keeps_old_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::starting_now();
         let t = tokens(TokenAlgorithm::EdDSA, dir.path(), &clock);
@@ -577,7 +712,7 @@ mod tests {
         }
         clock.advance(Duration::from_secs(1));
         generate_key(dir.path(), TokenAlgorithm::EdDSA, clock.now()).unwrap();
-        t.reload_keys().unwrap();
+        t.reload_keys().await.unwrap();
         assert_ne!(t.current_kid().unwrap(), old_kid, "the new key signs");
         // A fresh Tokens (no cache) still verifies the old token.
         let fresh = tokens(TokenAlgorithm::EdDSA, dir.path(), &clock);
@@ -585,7 +720,7 @@ mod tests {
         assert_eq!(fresh.jwks()["keys"].as_array().unwrap().len(), 2);
         // Once the new key has signed for longer than a token lives, the old key goes.
         clock.advance(Duration::from_secs(20 * 60));
-        fresh.reload_keys().unwrap();
+        fresh.reload_keys().await.unwrap();
         assert_eq!(fresh.key_ids().len(), 1);
     }
 

@@ -155,6 +155,24 @@ impl Store {
         each!(self, b => b.secret(name).await)
     }
 
+    // Token signing keys (kept here when instances share the store; a single instance
+    // keeps them as files in tokens.keys_dir).
+
+    pub async fn signing_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        match &self.inner {
+            Backend::Sled(b) => b.signing_keys(),
+            Backend::Postgres(b) => b.signing_keys().await,
+        }
+    }
+
+    pub async fn put_signing_key(&self, kid: &str, record: &[u8]) -> Result<(), StoreError> {
+        each!(self, b => b.put_signing_key(kid, record).await)
+    }
+
+    pub async fn delete_signing_key(&self, kid: &str) -> Result<(), StoreError> {
+        each!(self, b => b.delete_signing_key(kid).await)
+    }
+
     // Users.
 
     /// Inserts a new user; email, username and phone must be free (checked atomically).

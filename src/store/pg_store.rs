@@ -66,6 +66,14 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
         );
         CREATE INDEX authgate_session_events_at ON authgate_session_events (at_ms);",
     ),
+    (
+        3,
+        // Token signing keys, shared by every instance (private keys: guard the database).
+        "CREATE TABLE authgate_signing_keys (
+            kid TEXT PRIMARY KEY,
+            record BYTEA NOT NULL
+        );",
+    ),
 ];
 
 /// The database's clock in milliseconds: one clock for every instance.
@@ -279,6 +287,34 @@ impl PgStore {
             .await
             .map_err(db)?;
         Ok(KeyBytes(row.get(0)))
+    }
+
+    pub(super) async fn signing_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT record FROM authgate_signing_keys", &[])
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub(super) async fn put_signing_key(&self, kid: &str, record: &[u8]) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO authgate_signing_keys (kid, record) VALUES ($1, $2)",
+            &[&kid, &record],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    pub(super) async fn delete_signing_key(&self, kid: &str) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM authgate_signing_keys WHERE kid = $1", &[&kid])
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     pub(super) async fn insert_user(&self, user: &User) -> Result<(), StoreError> {

@@ -183,6 +183,28 @@ impl SledStore {
         Ok(KeyBytes(v.to_vec()))
     }
 
+    pub(super) fn signing_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.meta
+            .scan_prefix(b"signing-key:")
+            .values()
+            .map(|v| v.map(|v| v.to_vec()).map_err(engine))
+            .collect()
+    }
+
+    pub(super) async fn put_signing_key(&self, kid: &str, record: &[u8]) -> Result<(), StoreError> {
+        self.meta
+            .insert(format!("signing-key:{kid}").as_bytes(), record)
+            .map_err(engine)?;
+        self.flush().await
+    }
+
+    pub(super) async fn delete_signing_key(&self, kid: &str) -> Result<(), StoreError> {
+        self.meta
+            .remove(format!("signing-key:{kid}").as_bytes())
+            .map_err(engine)?;
+        self.flush().await
+    }
+
     pub(super) async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
         self.insert_user_unflushed(user)?;
         self.flush().await

@@ -4,6 +4,7 @@
 use crate::harness::*;
 use crate::mail::Smtp;
 use crate::postgres::PgCluster;
+use authgate::clock::{Clock, ManualClock};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,8 @@ const PW: &str = "correct horse battery staple";
 struct Trio {
     gws: Vec<Gateway>,
     smtp: Smtp,
-    _keys: tempfile::TempDir,
+    clock: ManualClock,
+    opts: authgate::store::PgOptions,
     _pg: PgCluster,
 }
 
@@ -20,22 +22,20 @@ async fn trio(test: &str) -> Option<Trio> {
     let pg = PgCluster::start(test)?;
     let opts = pg.migrated().await;
     let smtp = Smtp::start();
-    // The instances sign with the same keys (one directory, as a shared secret volume).
-    let keys = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
     let toml = format!(
-        "[server]\ntls = false\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 8\n\
-         [tokens]\nkeys_dir = \"{}\"\n",
-        opts.url,
-        keys.path().display()
+        "[server]\ntls = false\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 8\n",
+        opts.url
     );
     let mut gws = Vec::new();
     for _ in 0..3 {
-        gws.push(Gateway::start_with(&toml, Some(&smtp), None).await);
+        gws.push(Gateway::start_with(&toml, Some(&smtp), Some(&clock)).await);
     }
     Some(Trio {
         gws,
         smtp,
-        _keys: keys,
+        clock,
+        opts,
         _pg: pg,
     })
 }
@@ -157,6 +157,56 @@ async fn three_instances_behave_as_one() {
         created += usize::from(s == 201);
     }
     assert_eq!(created, 1);
+
+    // A key rotation on one instance: published at once on every instance, signing only
+    // once every instance has had time to load it, and old tokens keep verifying.
+    let (_, v) = b
+        .post(
+            "/auth/login",
+            json!({"login": "one@example.com", "password": PW}),
+        )
+        .await;
+    let old_token = v["data"]["access_token"].as_str().unwrap().to_string();
+    let tokens = |gw: &Gateway| gw.running.as_ref().unwrap().app.sessions.tokens().clone();
+    let old_kid = tokens(a).current_kid().unwrap();
+    let store = authgate::store::Store::connect(&t.opts).await.unwrap();
+    t.clock.advance(Duration::from_secs(1));
+    let new_kid = authgate::tokens::generate_key_in_store(
+        &store,
+        authgate::config::TokenAlgorithm::EdDSA,
+        t.clock.now(),
+    )
+    .await
+    .unwrap();
+    for gw in [a, b, c] {
+        tokens(gw).reload_keys().await.unwrap();
+        let jwks = tokens(gw).jwks().to_string();
+        assert!(jwks.contains(&new_kid) && jwks.contains(&old_kid), "{jwks}");
+        assert_eq!(
+            tokens(gw).current_kid().unwrap(),
+            old_kid,
+            "not signing yet"
+        );
+    }
+    t.clock
+        .advance(authgate::tokens::ACTIVATION_DELAY + Duration::from_secs(1));
+    tokens(a).reload_keys().await.unwrap();
+    assert_eq!(tokens(a).current_kid().unwrap(), new_kid);
+    let (_, v) = a
+        .post(
+            "/auth/login",
+            json!({"login": "one@example.com", "password": PW}),
+        )
+        .await;
+    let new_token = v["data"]["access_token"].as_str().unwrap().to_string();
+    for gw in [a, b, c] {
+        assert_eq!(
+            me(gw, &new_token).await,
+            200,
+            "the new key verifies everywhere"
+        );
+        assert_eq!(me(gw, &old_token).await, 200, "the old key still verifies");
+    }
 
     // A wrong-code guess on each instance counts against one shared try limit.
     let (s, _) = a

@@ -717,6 +717,7 @@ async fn key_rotation_keeps_old_tokens_valid() {
         .sessions
         .tokens()
         .reload_keys()
+        .await
         .unwrap();
     assert_eq!(
         status_of(&w.gw, "/auth/me", old).await.0,
