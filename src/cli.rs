@@ -39,6 +39,28 @@ pub enum Command {
     /// Bring the PostgreSQL schema up to this build's (nothing to do for sled). Run once
     /// before the first start and after each upgrade; safe to re-run.
     Migrate,
+    /// Move a deployment between stores.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every record (accounts, sessions, codes, reset tokens, server secrets, signing
+    /// keys) from a sled store to a PostgreSQL database, then check the counts. Stop the
+    /// gateway first. Safe to re-run: records with the same keys are replaced.
+    Copy {
+        /// The sled directory (store.path).
+        #[arg(long)]
+        from: PathBuf,
+        /// postgres://user:password@host:port/database (the schema is migrated first).
+        #[arg(long, env = "AUTHGATE_STORE_COPY_TO", hide_env_values = true)]
+        to: String,
+        /// The sled deployment's signing keys (tokens.keys_dir), so tokens already issued
+        /// stay valid.
+        #[arg(long)]
+        keys_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,8 +143,58 @@ impl From<AccountError> for CliError {
     }
 }
 
+async fn copy_store(
+    from: &std::path::Path,
+    to: &str,
+    keys_dir: &std::path::Path,
+    config: &Config,
+) -> Result<String, CliError> {
+    let err = |e: crate::store::StoreError| CliError::Account(e.to_string());
+    let source = crate::store::Store::open(from, config.store.cache_mb.saturating_mul(1 << 20))
+        .map_err(|e| CliError::Account(format!("{}: {e}", from.display())))?;
+    let mut export = source.export().await.map_err(err)?;
+    for (kid, record) in crate::tokens::key_records_in_dir(keys_dir)? {
+        if !export.signing_keys.iter().any(|(k, _)| *k == kid) {
+            export.signing_keys.push((kid, record));
+        }
+    }
+    let opts = crate::store::PgOptions {
+        url: to.to_string(),
+        pool_size: 2,
+        connect_timeout: config.store.connect_timeout,
+        statement_timeout: std::time::Duration::from_secs(600),
+    };
+    crate::store::Store::migrate(&opts).await.map_err(err)?;
+    let dest = crate::store::Store::connect(&opts).await.map_err(err)?;
+    dest.import(&export).await.map_err(err)?;
+    let want = export.counts();
+    let got = dest.counts().await.map_err(err)?;
+    let short = [
+        ("users", want.users, got.users),
+        ("codes", want.codes, got.codes),
+        ("sessions", want.sessions, got.sessions),
+        ("reset tokens", want.reset_tokens, got.reset_tokens),
+        ("secrets", want.secrets, got.secrets),
+        ("signing keys", want.signing_keys, got.signing_keys),
+    ];
+    let mut report = String::from("copied (source → destination):\n");
+    for (what, w, g) in short {
+        report.push_str(&format!("  {what:<13} {w:>8} → {g:>8}\n"));
+    }
+    if short.iter().any(|(_, w, g)| g < w) {
+        return Err(CliError::Account(format!(
+            "{report}the destination holds fewer records than were copied"
+        )));
+    }
+    Ok(report)
+}
+
 /// Runs an admin command and returns what to print.
 pub async fn run_admin(config: Config, command: Command) -> Result<String, CliError> {
+    if let Command::Store(StoreCommand::Copy { from, to, keys_dir }) = command {
+        let keys_dir = keys_dir.unwrap_or_else(|| config.tokens.keys_dir.clone());
+        return copy_store(&from, &to, &keys_dir, &config).await;
+    }
     if let Command::Migrate = command {
         let Some(pg) = config.store.postgres() else {
             return Ok("store.backend is sled: its schema is made when it opens".into());
@@ -249,9 +321,11 @@ pub async fn run_admin(config: Config, command: Command) -> Result<String, CliEr
             };
             format!("revoked {} session(s) of {}", revoked.len(), u.email)
         }
-        Command::Serve | Command::CheckConfig | Command::Keys(_) | Command::Migrate => {
-            String::new()
-        }
+        Command::Serve
+        | Command::CheckConfig
+        | Command::Keys(_)
+        | Command::Migrate
+        | Command::Store(_) => String::new(),
     };
     Ok(out)
 }

@@ -208,6 +208,29 @@ pub fn generate_key(
     Ok(file.kid)
 }
 
+/// The signing key files in `dir` as (kid, record) pairs, for copying them into a store.
+pub fn key_records_in_dir(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, TokenError> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        let bytes = std::fs::read(&path)
+            .map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))?;
+        let file: KeyFile = serde_json::from_slice(&bytes)
+            .map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))?;
+        out.push((
+            file.kid.clone(),
+            serde_json::to_vec(&file).map_err(key_err)?,
+        ));
+    }
+    Ok(out)
+}
+
 /// Makes a new signing key in a shared store (every instance picks it up at its next key
 /// reload) and returns its kid.
 pub async fn generate_key_in_store(

@@ -96,6 +96,44 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Every record of a store, for `authgate store copy`.
+#[derive(Debug, Default)]
+pub struct Export {
+    pub users: Vec<User>,
+    pub codes: Vec<Code>,
+    pub sessions: Vec<Session>,
+    /// (hash, token).
+    pub reset_tokens: Vec<(Vec<u8>, ResetToken)>,
+    /// Server secrets by name (the code HMAC key, the refresh seal key).
+    pub secrets: Vec<(String, Vec<u8>)>,
+    /// Signing key records (the same JSON as the key files).
+    pub signing_keys: Vec<(String, Vec<u8>)>,
+}
+
+/// How many records of each kind a store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub users: usize,
+    pub codes: usize,
+    pub sessions: usize,
+    pub reset_tokens: usize,
+    pub secrets: usize,
+    pub signing_keys: usize,
+}
+
+impl Export {
+    pub fn counts(&self) -> Counts {
+        Counts {
+            users: self.users.len(),
+            codes: self.codes.len(),
+            sessions: self.sessions.len(),
+            reset_tokens: self.reset_tokens.len(),
+            secrets: self.secrets.len(),
+            signing_keys: self.signing_keys.len(),
+        }
+    }
+}
+
 /// The store: one API over either backend.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -350,6 +388,37 @@ impl Store {
 
     pub fn is_open(&self) -> bool {
         each!(self, b => b.is_open())
+    }
+
+    // Moving a deployment.
+
+    /// Every record (sled, the source of a copy).
+    pub async fn export(&self) -> Result<Export, StoreError> {
+        match &self.inner {
+            Backend::Sled(b) => b.export(),
+            Backend::Postgres(_) => Err(StoreError::Engine(
+                "export reads a sled store; copy from sled to PostgreSQL".into(),
+            )),
+        }
+    }
+
+    /// Writes every record of `export`, replacing records with the same keys, in one
+    /// transaction (PostgreSQL, the destination of a copy): a copy can be run again.
+    pub async fn import(&self, export: &Export) -> Result<(), StoreError> {
+        match &self.inner {
+            Backend::Sled(_) => Err(StoreError::Engine(
+                "import writes to PostgreSQL; copy from sled to PostgreSQL".into(),
+            )),
+            Backend::Postgres(b) => b.import(export).await,
+        }
+    }
+
+    /// How many records of each kind this store holds.
+    pub async fn counts(&self) -> Result<Counts, StoreError> {
+        match &self.inner {
+            Backend::Sled(b) => Ok(b.export()?.counts()),
+            Backend::Postgres(b) => b.counts().await,
+        }
     }
 
     // Several instances on one store.

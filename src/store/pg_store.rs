@@ -289,6 +289,106 @@ impl PgStore {
         Ok(KeyBytes(row.get(0)))
     }
 
+    pub(super) async fn import(&self, e: &super::Export) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        for u in &e.users {
+            tx.execute(
+                "INSERT INTO authgate_users (id, email, username, phone, search, record)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO UPDATE SET email = excluded.email,
+                   username = excluded.username, phone = excluded.phone,
+                   search = excluded.search, record = excluded.record",
+                &[
+                    &u.id.to_string(),
+                    &u.email,
+                    &u.username,
+                    &u.phone,
+                    &search_text(u),
+                    &encode(u)?,
+                ],
+            )
+            .await
+            .map_err(write_err)?;
+        }
+        for code in &e.codes {
+            tx.execute(
+                "INSERT INTO authgate_codes (user_id, purpose, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, purpose) DO UPDATE SET record = excluded.record",
+                &[
+                    &code.user_id.to_string(),
+                    &purpose_key(code.purpose)?,
+                    &encode(code)?,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        }
+        for s in &e.sessions {
+            tx.execute(
+                "INSERT INTO authgate_sessions (id, user_id, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, record = excluded.record",
+                &[&s.id, &s.user_id.to_string(), &encode(s)?],
+            )
+            .await
+            .map_err(db)?;
+        }
+        for (hash, token) in &e.reset_tokens {
+            tx.execute(
+                "INSERT INTO authgate_reset_tokens (hash, record) VALUES ($1, $2)
+                 ON CONFLICT (hash) DO UPDATE SET record = excluded.record",
+                &[hash, &encode(token)?],
+            )
+            .await
+            .map_err(db)?;
+        }
+        // The secrets must be the copied ones (codes and sealed refresh tokens depend on
+        // them): replace any a first start may have made.
+        for (name, value) in &e.secrets {
+            tx.execute(
+                "INSERT INTO authgate_secrets (name, value) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                &[name, value],
+            )
+            .await
+            .map_err(db)?;
+        }
+        for (kid, record) in &e.signing_keys {
+            tx.execute(
+                "INSERT INTO authgate_signing_keys (kid, record) VALUES ($1, $2)
+                 ON CONFLICT (kid) DO UPDATE SET record = excluded.record",
+                &[kid, record],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    pub(super) async fn counts(&self) -> Result<super::Counts, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM authgate_users), (SELECT count(*) FROM authgate_codes),
+                        (SELECT count(*) FROM authgate_sessions),
+                        (SELECT count(*) FROM authgate_reset_tokens),
+                        (SELECT count(*) FROM authgate_secrets),
+                        (SELECT count(*) FROM authgate_signing_keys)",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        let n = |i: usize| usize::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+        Ok(super::Counts {
+            users: n(0),
+            codes: n(1),
+            sessions: n(2),
+            reset_tokens: n(3),
+            secrets: n(4),
+            signing_keys: n(5),
+        })
+    }
+
     pub(super) async fn signing_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         let c = self.client().await?;
         let rows = c

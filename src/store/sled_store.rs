@@ -183,6 +183,39 @@ impl SledStore {
         Ok(KeyBytes(v.to_vec()))
     }
 
+    pub(super) fn export(&self) -> Result<super::Export, StoreError> {
+        let values = |t: &sled::Tree| -> Result<Vec<sled::IVec>, StoreError> {
+            t.iter().values().map(|v| v.map_err(engine)).collect()
+        };
+        let mut out = super::Export {
+            users: values(&self.users)?
+                .iter()
+                .map(|v| decode(v))
+                .collect::<Result<_, _>>()?,
+            codes: values(&self.codes)?
+                .iter()
+                .map(|v| decode(v))
+                .collect::<Result<_, _>>()?,
+            sessions: self.all_sessions()?,
+            ..Default::default()
+        };
+        for item in self.reset_tokens.iter() {
+            let (k, v) = item.map_err(engine)?;
+            out.reset_tokens.push((k.to_vec(), decode(&v)?));
+        }
+        for item in self.meta.scan_prefix(b"secret:") {
+            let (k, v) = item.map_err(engine)?;
+            let name = String::from_utf8_lossy(k.get(7..).unwrap_or_default()).to_string();
+            out.secrets.push((name, v.to_vec()));
+        }
+        for item in self.meta.scan_prefix(b"signing-key:") {
+            let (k, v) = item.map_err(engine)?;
+            let kid = String::from_utf8_lossy(k.get(12..).unwrap_or_default()).to_string();
+            out.signing_keys.push((kid, v.to_vec()));
+        }
+        Ok(out)
+    }
+
     pub(super) fn signing_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         self.meta
             .scan_prefix(b"signing-key:")

@@ -241,3 +241,86 @@ async fn three_instances_behave_as_one() {
         gw.stop().await;
     }
 }
+
+#[tokio::test]
+async fn store_copy_moves_a_sled_deployment_to_postgres() {
+    let Some(pg) = PgCluster::start("store_copy_moves_a_sled_deployment_to_postgres") else {
+        return;
+    };
+    let smtp = Smtp::start();
+    // A sled deployment with an account and a signed-in session.
+    let sled = Gateway::start_with("[server]\ntls = false\n", Some(&smtp), None).await;
+    let (s, _) = sled
+        .post(
+            "/auth/register",
+            json!({"email": "moved@example.com", "password": PW}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let code = smtp.code("moved@example.com", 1).await;
+    sled.post(
+        "/auth/verify",
+        json!({"email": "moved@example.com", "code": code}),
+    )
+    .await;
+    let (s, v) = sled
+        .post(
+            "/auth/login",
+            json!({"login": "moved@example.com", "password": PW}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let token = v["data"]["access_token"].as_str().unwrap().to_string();
+    let refresh = v["data"]["refresh_token"].as_str().unwrap().to_string();
+    let dir = sled.stop_keep_dir().await;
+
+    let url = pg.url(&pg.database().await);
+    let copy = || {
+        let out = std::process::Command::new(bin_path())
+            .args(["store", "copy", "--from"])
+            .arg(dir.path().join("db"))
+            .arg("--keys-dir")
+            .arg(dir.path().join("keys"))
+            .env("AUTHGATE_STORE_COPY_TO", &url)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains(&url), "the URL is not echoed: {text}");
+        text
+    };
+    let first = copy();
+    assert!(
+        first.contains("users                1 →        1"),
+        "{first}"
+    );
+    assert!(
+        first.contains("sessions             1 →        1"),
+        "{first}"
+    );
+    // Safe to re-run: the same records, the same counts.
+    assert_eq!(copy(), first);
+
+    // An instance on PostgreSQL: the account signs in, and the session and tokens issued by
+    // the sled deployment are still good.
+    let toml = format!("[server]\ntls = false\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n");
+    let gw = Gateway::start_with(&toml, Some(&smtp), None).await;
+    let (s, _) = gw
+        .post(
+            "/auth/login",
+            json!({"login": "moved@example.com", "password": PW}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(me(&gw, &token).await, 200, "a token issued before the move");
+    let (s, _) = gw
+        .post("/auth/token/refresh", json!({ "refresh_token": refresh }))
+        .await;
+    assert_eq!(s, 200, "a refresh token issued before the move");
+    gw.stop().await;
+}
