@@ -224,6 +224,17 @@ impl RateLimits {
             clock,
         };
         let m = cfg.max_keys;
+        // Each of N instances enforces its share of every quota.
+        let n = cfg.instances.max(1);
+        let share = |rates: &[Rate]| -> Vec<Rate> {
+            rates
+                .iter()
+                .map(|r| Rate {
+                    count: (r.count / n).max(1),
+                    per: r.per,
+                })
+                .collect()
+        };
         let tripped = Family::<ClassLabel, Counter>::default();
         metrics.register(
             "rate_limited",
@@ -232,14 +243,14 @@ impl RateLimits {
         );
         RateLimits {
             enabled: cfg.enabled,
-            login_ip: Buckets::new(&cfg.login_per_ip, &gclock, m),
-            login_account: Buckets::new(&cfg.login_per_account, &gclock, m),
-            verify_ip: Buckets::new(&cfg.code_verify_per_ip, &gclock, m),
-            verify_account: Buckets::new(&cfg.code_verify_per_account, &gclock, m),
-            send_ip: Buckets::new(&cfg.code_send_per_ip, &gclock, m),
-            send_recipient: Buckets::new(&cfg.code_send_per_recipient, &gclock, m),
-            refresh_ip: Buckets::new(&cfg.refresh_per_ip, &gclock, m),
-            proxy_ip: Buckets::new(&cfg.proxy_per_ip, &gclock, m),
+            login_ip: Buckets::new(&share(&cfg.login_per_ip), &gclock, m),
+            login_account: Buckets::new(&share(&cfg.login_per_account), &gclock, m),
+            verify_ip: Buckets::new(&share(&cfg.code_verify_per_ip), &gclock, m),
+            verify_account: Buckets::new(&share(&cfg.code_verify_per_account), &gclock, m),
+            send_ip: Buckets::new(&share(&cfg.code_send_per_ip), &gclock, m),
+            send_recipient: Buckets::new(&share(&cfg.code_send_per_recipient), &gclock, m),
+            refresh_ip: Buckets::new(&share(&cfg.refresh_per_ip), &gclock, m),
+            proxy_ip: Buckets::new(&share(&cfg.proxy_per_ip), &gclock, m),
             tripped,
         }
     }
@@ -409,6 +420,20 @@ mod tests {
                 .is_err(),
             "per account, across IPs"
         );
+    }
+
+    #[test]
+    fn instances_share_each_quota() {
+        let (l, _clock) = limits(RateLimitConfig {
+            login_per_ip: vec![rate(10, 60)],
+            instances: 3,
+            ..Default::default()
+        });
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let allowed = (0..10)
+            .filter(|_| l.check(Class::Login, ip, None).is_ok())
+            .count();
+        assert_eq!(allowed, 3, "10 per minute over 3 instances: 3 here");
     }
 
     #[test]

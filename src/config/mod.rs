@@ -406,6 +406,10 @@ pub struct RateLimitConfig {
     pub proxy_per_ip: Vec<Rate>,
     /// Keys one limiter holds at most; beyond, new keys are refused until a purge makes room.
     pub max_keys: usize,
+    /// Instances sharing one store behind a load balancer: each enforces 1/instances of every
+    /// quota in its own memory (no database round trip per request), so the whole deployment
+    /// allows about the configured rate.
+    pub instances: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -421,6 +425,7 @@ impl Default for RateLimitConfig {
             refresh_per_ip: rates(&["120/1m"]),
             proxy_per_ip: Vec::new(),
             max_keys: 100_000,
+            instances: 1,
         }
     }
 }
