@@ -17,6 +17,13 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // chromedriver and the browsers it started share a process group: end them all, so a
+        // failed test leaves no Chromium behind.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
         let _ = self.child.start_kill();
     }
 }
@@ -25,6 +32,7 @@ async fn chromedriver(path: PathBuf) -> Driver {
     let port = free_port();
     let child = tokio::process::Command::new(path)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
