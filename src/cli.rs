@@ -60,6 +60,10 @@ pub enum StoreCommand {
         /// stay valid.
         #[arg(long)]
         keys_dir: Option<PathBuf>,
+        /// Copy even into a database that instances have already served from (their newer
+        /// changes would be overwritten by the sled state), or without signing keys.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -147,13 +151,22 @@ async fn copy_store(
     from: &std::path::Path,
     to: &str,
     keys_dir: &std::path::Path,
+    force: bool,
     config: &Config,
 ) -> Result<String, CliError> {
     let err = |e: crate::store::StoreError| CliError::Account(e.to_string());
     let source = crate::store::Store::open(from, config.store.cache_mb.saturating_mul(1 << 20))
         .map_err(|e| CliError::Account(format!("{}: {e}", from.display())))?;
     let mut export = source.export().await.map_err(err)?;
-    for (kid, record) in crate::tokens::key_records_in_dir(keys_dir)? {
+    let keys = crate::tokens::key_records_in_dir(keys_dir)?;
+    if keys.is_empty() && !force {
+        return Err(CliError::Account(format!(
+            "no signing keys in {}: every token the sled deployment issued would be refused. \
+             Pass --keys-dir (its tokens.keys_dir), or --force to copy without them",
+            keys_dir.display()
+        )));
+    }
+    for (kid, record) in keys {
         if !export.signing_keys.iter().any(|(k, _)| *k == kid) {
             export.signing_keys.push((kid, record));
         }
@@ -166,6 +179,15 @@ async fn copy_store(
     };
     crate::store::Store::migrate(&opts).await.map_err(err)?;
     let dest = crate::store::Store::connect(&opts).await.map_err(err)?;
+    // Instances have served from it: copying the sled state again would undo their changes
+    // (passwords, blocks, sign-outs) and replace the secrets their codes depend on.
+    if dest.session_events_head().await.map_err(err)? > 0 && !force {
+        return Err(CliError::Account(
+            "the destination has been served from (it records sign-ins): copying again would \
+             overwrite newer changes. Pass --force to copy anyway"
+                .into(),
+        ));
+    }
     dest.import(&export).await.map_err(err)?;
     let want = export.counts();
     let got = dest.counts().await.map_err(err)?;
@@ -191,9 +213,15 @@ async fn copy_store(
 
 /// Runs an admin command and returns what to print.
 pub async fn run_admin(config: Config, command: Command) -> Result<String, CliError> {
-    if let Command::Store(StoreCommand::Copy { from, to, keys_dir }) = command {
+    if let Command::Store(StoreCommand::Copy {
+        from,
+        to,
+        keys_dir,
+        force,
+    }) = command
+    {
         let keys_dir = keys_dir.unwrap_or_else(|| config.tokens.keys_dir.clone());
-        return copy_store(&from, &to, &keys_dir, &config).await;
+        return copy_store(&from, &to, &keys_dir, force, &config).await;
     }
     if let Command::Migrate = command {
         let Some(pg) = config.store.postgres() else {

@@ -172,7 +172,12 @@ impl Sessions {
             return Ok(0);
         }
         let cursor = self.feed_cursor.load(Ordering::Relaxed);
-        let (events, next) = self.store.session_events(cursor, FEED_OVERLAP).await?;
+        let (events, next, gap) = self.store.session_events(cursor, FEED_OVERLAP).await?;
+        if gap {
+            // Cut off for longer than the events are kept: start again from the sessions.
+            tracing::warn!("session events were missed; reloading every session");
+            return self.resync().await;
+        }
         let now = self.clock.now().unix_timestamp();
         for e in &events {
             if e.live {
@@ -194,6 +199,32 @@ impl Sessions {
         Ok(events.len())
     }
 
+    /// Rebuilds the live view from the store (after missing session events).
+    async fn resync(&self) -> Result<usize, StoreError> {
+        let head = self.store.session_events_head().await?;
+        let sessions = self.store.all_sessions().await?;
+        let ids: std::collections::HashSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+        let gone: Vec<String> = self
+            .live
+            .iter()
+            .filter(|e| !ids.contains(e.key().as_str()))
+            .map(|e| e.key().clone())
+            .collect();
+        for id in &gone {
+            self.ended.insert(id.clone(), ());
+            self.live.remove(id);
+        }
+        for s in &sessions {
+            self.live.entry(s.id.clone()).or_insert_with(|| Live {
+                user_id: s.user_id,
+                expires_at: s.expires_at.unix_timestamp(),
+                last_seen_written: AtomicI64::new(s.last_seen_at.unix_timestamp()),
+            });
+        }
+        self.feed_cursor.store(head, Ordering::Relaxed);
+        Ok(gone.len())
+    }
+
     /// [`Sessions::authenticate`], and on a shared store, a session this instance has not
     /// heard of yet (made by another instance a moment ago) is looked up once in the store.
     pub async fn authenticate_shared(&self, token: &str) -> Result<Arc<Verified>, SessionError> {
@@ -207,7 +238,11 @@ impl Sessions {
             return Err(SessionError::Unauthenticated);
         }
         let now = self.clock.now();
-        match self.store.session(sid).await? {
+        // Bounded: a slow database turns this rare lookup into a refusal, not a stalled request.
+        let found = tokio::time::timeout(Duration::from_millis(500), self.store.session(sid))
+            .await
+            .map_err(|_| SessionError::Unauthenticated)??;
+        match found {
             Some(s) if s.expires_at > now && s.user_id.to_string() == verified.identity.user_id => {
                 if self.ended.get(sid).is_none() {
                     self.live.entry(s.id.clone()).or_insert_with(|| Live {

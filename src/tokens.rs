@@ -403,7 +403,14 @@ impl Tokens {
     }
 
     fn retire_after(&self) -> Duration {
-        self.access_ttl + Duration::from_secs(u64::try_from(self.leeway).unwrap_or(30) + 60)
+        let base =
+            self.access_ttl + Duration::from_secs(u64::try_from(self.leeway).unwrap_or(30) + 60);
+        match self.source {
+            KeySource::Dir(_) => base,
+            // The old key keeps signing until the new one is active and every instance has
+            // reloaded it (30 s): its last tokens live that much longer.
+            KeySource::Store(_) => base + ACTIVATION_DELAY + Duration::from_secs(60),
+        }
     }
 
     /// Re-reads the keys (after `authgate keys rotate`); makes a key if none fits.

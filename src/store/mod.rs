@@ -438,23 +438,28 @@ impl Store {
     }
 
     /// Sessions made or ended since `cursor` (and in the last `overlap`, re-read because a
-    /// commit may land after a later one): apply them idempotently. Returns the new cursor.
+    /// commit may land after a later one): apply them idempotently. Returns the new cursor,
+    /// and whether events since `cursor` were pruned already (then reload the view).
     pub async fn session_events(
         &self,
         cursor: i64,
         overlap: std::time::Duration,
-    ) -> Result<(Vec<SessionEvent>, i64), StoreError> {
+    ) -> Result<(Vec<SessionEvent>, i64, bool), StoreError> {
         match &self.inner {
-            Backend::Sled(_) => Ok((Vec::new(), cursor)),
+            Backend::Sled(_) => Ok((Vec::new(), cursor, false)),
             Backend::Postgres(b) => b.session_events(cursor, overlap).await,
         }
     }
 
-    /// Forgets session events older than `keep`.
-    pub async fn prune_session_events(&self, keep: std::time::Duration) -> Result<u64, StoreError> {
+    /// Forgets session events older than `keep` and cooldowns that ended before `now`.
+    pub async fn prune(
+        &self,
+        keep: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
         match &self.inner {
             Backend::Sled(_) => Ok(0),
-            Backend::Postgres(b) => b.prune_session_events(keep).await,
+            Backend::Postgres(b) => b.prune(keep, now).await,
         }
     }
 }

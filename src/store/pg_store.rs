@@ -77,7 +77,8 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
 ];
 
 /// The database's clock in milliseconds: one clock for every instance.
-const NOW_MS: &str = "(extract(epoch from now()) * 1000)::BIGINT";
+/// `clock_timestamp()`, not `now()`: the time of the write, not of its transaction's start.
+const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::BIGINT";
 
 /// The newest schema version this build knows.
 pub(super) fn latest() -> u32 {
@@ -85,12 +86,24 @@ pub(super) fn latest() -> u32 {
 }
 
 /// How to reach the database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgOptions {
     pub url: String,
     pub pool_size: usize,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry the password.
+        f.debug_struct("PgOptions")
+            .field("url", &"<redacted>")
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
 }
 
 #[derive(Clone)]
@@ -148,6 +161,16 @@ fn retryable(e: &StoreError) -> bool {
     matches!(e, StoreError::Engine(m) if m.starts_with("postgres 40001") || m.starts_with("postgres 40P01"))
 }
 
+/// Tries of a transaction that keeps meeting serialization failures, before giving up.
+const TRIES: u32 = 8;
+
+/// A short randomized pause before trying a failed transaction again.
+async fn backoff(attempt: u32) {
+    let base = 5u64 << attempt.min(5);
+    let jitter = rand::random::<u64>() % base.max(1);
+    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+}
+
 fn search_text(u: &User) -> String {
     let mut s = u.email.clone();
     if let Some(n) = &u.username {
@@ -172,9 +195,11 @@ impl PgStore {
             .parse()
             .map_err(|_| StoreError::Engine("store.url is not a valid postgres:// URL".into()))?;
         cfg.connect_timeout(opts.connect_timeout);
+        // No statement, and no transaction left idle, outlives the timeout: the session feed's
+        // re-read window relies on commits landing within it.
+        let ms = opts.statement_timeout.as_millis().max(1);
         cfg.options(format!(
-            "-c statement_timeout={}",
-            opts.statement_timeout.as_millis().max(1)
+            "-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"
         ));
         cfg.application_name("authgate");
         let mut roots = rustls::RootCertStore::empty();
@@ -207,14 +232,14 @@ impl PgStore {
     /// The schema version in the database (0: none yet).
     pub(super) async fn schema_version(&self) -> Result<u32, StoreError> {
         let c = self.client().await?;
-        c.batch_execute("CREATE TABLE IF NOT EXISTS authgate_schema (version INT PRIMARY KEY)")
+        c.batch_execute("CREATE TABLE IF NOT EXISTS authgate_schema (version BIGINT PRIMARY KEY)")
             .await
             .map_err(db)?;
         let row = c
             .query_one("SELECT COALESCE(MAX(version), 0) FROM authgate_schema", &[])
             .await
             .map_err(db)?;
-        let v: i32 = row.get(0);
+        let v: i64 = row.get(0);
         Ok(u32::try_from(v).unwrap_or(0))
     }
 
@@ -236,7 +261,7 @@ impl PgStore {
             // tables included, rolls back.
             tx.execute(
                 "INSERT INTO authgate_schema (version) VALUES ($1)",
-                &[&i32::try_from(*version).unwrap_or(i32::MAX)],
+                &[&i64::from(*version)],
             )
             .await
             .map_err(db)?;
@@ -485,6 +510,7 @@ impl PgStore {
     {
         let key = id.to_string();
         let mut c = self.client().await?;
+        let mut tries = 0;
         loop {
             let attempt: Result<User, UpdateError<E>> = async {
                 let tx = c.transaction().await.map_err(db)?;
@@ -517,7 +543,10 @@ impl PgStore {
             }
             .await;
             match attempt {
-                Err(UpdateError::Store(e)) if retryable(&e) => continue,
+                Err(UpdateError::Store(e)) if retryable(&e) && tries < TRIES => {
+                    tries += 1;
+                    backoff(tries).await;
+                }
                 other => return other,
             }
         }
@@ -584,6 +613,7 @@ impl PgStore {
         let user = user.to_string();
         let purpose = purpose_key(purpose)?;
         let mut c = self.client().await?;
+        let mut tries = 0;
         loop {
             let attempt: Result<R, StoreError> = async {
                 // The row lock makes a code's tries count exactly, whichever instance
@@ -626,7 +656,10 @@ impl PgStore {
             }
             .await;
             match attempt {
-                Err(e) if retryable(&e) => continue,
+                Err(e) if retryable(&e) && tries < TRIES => {
+                    tries += 1;
+                    backoff(tries).await;
+                }
                 other => return other,
             }
         }
@@ -689,29 +722,53 @@ impl PgStore {
         tx.commit().await.map_err(db)
     }
 
-    /// Session events from `since_seq` on, plus those of the last `overlap` (a transaction
-    /// that took its sequence number earlier may commit later); the caller applies them
-    /// idempotently. Returns the events in order and the highest sequence number seen.
+    /// Session events after `since_seq` (at most 10 000; the caller comes back for more),
+    /// plus every event of the last `overlap` again (a transaction that took its sequence
+    /// number earlier may commit later); the caller applies them idempotently. Returns the
+    /// events, the highest sequence number seen, and whether events after `since_seq` were
+    /// already pruned (the caller must reload its view).
     pub(super) async fn session_events(
         &self,
         since_seq: i64,
         overlap: Duration,
-    ) -> Result<(Vec<SessionEvent>, i64), StoreError> {
+    ) -> Result<(Vec<SessionEvent>, i64, bool), StoreError> {
         let c = self.client().await?;
         let overlap = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
-        let rows = c
+        let select =
+            "SELECT seq, session_id, user_id, expires_at, live FROM authgate_session_events";
+        let again = c
             .query(
-                &format!(
-                    "SELECT seq, session_id, user_id, expires_at, live FROM authgate_session_events
-                     WHERE seq > $1 OR at_ms > {NOW_MS} - $2 ORDER BY seq LIMIT 10000"
-                ),
+                &format!("{select} WHERE seq <= $1 AND at_ms > {NOW_MS} - $2 ORDER BY seq"),
                 &[&since_seq, &overlap],
             )
             .await
             .map_err(db)?;
+        let fresh = c
+            .query(
+                &format!("{select} WHERE seq > $1 ORDER BY seq LIMIT 10000"),
+                &[&since_seq],
+            )
+            .await
+            .map_err(db)?;
+        let gap = match fresh.first() {
+            Some(first) if since_seq > 0 => {
+                let seq: i64 = first.get(0);
+                // Sequence numbers can skip (a rolled-back insert), so a gap is only certain
+                // when the event right after the cursor has been pruned away.
+                seq > since_seq + 1
+                    && c.query_opt(
+                        "SELECT 1 FROM authgate_session_events WHERE seq <= $1 LIMIT 1",
+                        &[&since_seq],
+                    )
+                    .await
+                    .map_err(db)?
+                    .is_none()
+            }
+            _ => false,
+        };
         let mut last = since_seq;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
+        let mut out = Vec::with_capacity(again.len() + fresh.len());
+        for r in again.iter().chain(fresh.iter()) {
             let seq: i64 = r.get(0);
             last = last.max(seq);
             let user: String = r.get(2);
@@ -724,7 +781,7 @@ impl PgStore {
                 live: r.get(4),
             });
         }
-        Ok((out, last))
+        Ok((out, last, gap))
     }
 
     /// The newest session event's sequence number (where a new follower starts).
@@ -740,16 +797,31 @@ impl PgStore {
         Ok(row.get(0))
     }
 
-    /// Forgets session events older than `keep`.
-    pub(super) async fn prune_session_events(&self, keep: Duration) -> Result<u64, StoreError> {
+    /// Forgets session events older than `keep` and cooldowns that ended before `now` (their
+    /// keys are addresses anyone may send: they must not pile up).
+    pub(super) async fn prune(
+        &self,
+        keep: Duration,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
         let c = self.client().await?;
         let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
-        c.execute(
-            &format!("DELETE FROM authgate_session_events WHERE at_ms < {NOW_MS} - $1"),
-            &[&keep],
-        )
-        .await
-        .map_err(db)
+        let events = c
+            .execute(
+                &format!("DELETE FROM authgate_session_events WHERE at_ms < {NOW_MS} - $1"),
+                &[&keep],
+            )
+            .await
+            .map_err(db)?;
+        let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let cooldowns = c
+            .execute(
+                "DELETE FROM authgate_cooldowns WHERE until_ms < $1",
+                &[&now_ms],
+            )
+            .await
+            .map_err(db)?;
+        Ok(events + cooldowns)
     }
 
     pub(super) async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
@@ -791,6 +863,7 @@ impl PgStore {
         F: Fn(&mut Session) -> Result<(), E>,
     {
         let mut c = self.client().await?;
+        let mut tries = 0;
         loop {
             let attempt: Result<Session, UpdateError<E>> = async {
                 // The row lock serializes refreshes of one session across instances: one
@@ -817,7 +890,10 @@ impl PgStore {
             }
             .await;
             match attempt {
-                Err(UpdateError::Store(e)) if retryable(&e) => continue,
+                Err(UpdateError::Store(e)) if retryable(&e) && tries < TRIES => {
+                    tries += 1;
+                    backoff(tries).await;
+                }
                 other => return other,
             }
         }
@@ -876,7 +952,7 @@ impl PgStore {
         tx.execute(
             &format!(
                 "INSERT INTO authgate_session_events (at_ms, session_id, user_id, expires_at, live)
-                 SELECT {NOW_MS}, id, $2, 0, FALSE FROM unnest($1::TEXT[]) AS id"
+                 SELECT {NOW_MS}, t.id, $2, 0, FALSE FROM unnest($1::TEXT[]) AS t(id)"
             ),
             &[&ids, &user.to_string()],
         )

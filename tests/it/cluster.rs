@@ -323,4 +323,17 @@ async fn store_copy_moves_a_sled_deployment_to_postgres() {
         .await;
     assert_eq!(s, 200, "a refresh token issued before the move");
     gw.stop().await;
+
+    // Once instances have served from it, another copy would undo their changes: refused.
+    let out = std::process::Command::new(bin_path())
+        .args(["store", "copy", "--from"])
+        .arg(dir.path().join("db"))
+        .arg("--keys-dir")
+        .arg(dir.path().join("keys"))
+        .env("AUTHGATE_STORE_COPY_TO", &url)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
 }

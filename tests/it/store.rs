@@ -378,3 +378,94 @@ async fn postgres_schema_is_migrated_and_checked() {
     let e = Store::connect(&bad).await.unwrap_err().to_string();
     assert!(!e.contains("s3cret-pw"), "{e}");
 }
+
+#[tokio::test]
+async fn postgres_session_events_are_complete_and_gaps_are_seen() {
+    let Some(pg) = PgCluster::start("postgres_session_events_are_complete_and_gaps_are_seen")
+    else {
+        return;
+    };
+    let s = Store::connect(&pg.migrated().await).await.unwrap();
+    assert!(s.is_shared());
+    let head = s.session_events_head().await.unwrap();
+    let u = uuid::Uuid::new_v4();
+    let t = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+    for id in ["e1", "e2"] {
+        s.insert_session(&Session {
+            v: RECORD_VERSION,
+            id: id.into(),
+            user_id: u,
+            created_at: t,
+            last_seen_at: t,
+            expires_at: t,
+            ip: "127.0.0.1".into(),
+            user_agent: "ua".into(),
+            device: "d".into(),
+            os: "o".into(),
+            refresh: None,
+        })
+        .await
+        .unwrap();
+    }
+    s.delete_sessions(&u, &["e1".into()]).await.unwrap();
+    let (events, cursor, gap) = s
+        .session_events(head, Duration::from_secs(0))
+        .await
+        .unwrap();
+    assert!(!gap);
+    let seen: Vec<(String, bool)> = events
+        .iter()
+        .map(|e| (e.session_id.clone(), e.live))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("e1".to_string(), true),
+            ("e2".to_string(), true),
+            ("e1".to_string(), false)
+        ]
+    );
+    assert_eq!(events[0].expires_at, t.unix_timestamp());
+    // Polled again: only the re-read window, nothing new.
+    let (again, same, _) = s
+        .session_events(cursor, Duration::from_secs(0))
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert_eq!(same, cursor);
+    let (window, _, _) = s
+        .session_events(cursor, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(window.len(), 3, "the last minute is read again");
+
+    // A follower that fell behind further than the events are kept is told so.
+    s.delete_sessions(&u, &["e2".into()]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.prune(Duration::from_secs(0), OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    s.delete_sessions_of(&u, None).await.unwrap();
+    let session = |id: &str| Session {
+        v: RECORD_VERSION,
+        id: id.into(),
+        user_id: u,
+        created_at: t,
+        last_seen_at: t,
+        expires_at: t,
+        ip: "127.0.0.1".into(),
+        user_agent: "ua".into(),
+        device: "d".into(),
+        os: "o".into(),
+        refresh: None,
+    };
+    s.insert_session(&session("e3")).await.unwrap();
+    let (_, _, gap) = s
+        .session_events(cursor, Duration::from_secs(0))
+        .await
+        .unwrap();
+    assert!(
+        gap,
+        "the sign-out of e2 was pruned before this follower read it"
+    );
+}
