@@ -201,6 +201,14 @@ fn spawn_follow(app: Arc<App>, shutdown: CancellationToken) {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
+                    let tokens = app.sessions.tokens();
+                    if tokens.take_reload_wanted() {
+                        match tokio::time::timeout(Duration::from_secs(2), tokens.reload_keys()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::warn!(error = %e, "cannot reload signing keys"),
+                            Err(_) => tracing::warn!("signing keys did not load within 2 s"),
+                        }
+                    }
                     let polled = tokio::time::timeout(Duration::from_secs(2), app.sessions.follow()).await;
                     match polled {
                         Ok(Ok(_)) => {

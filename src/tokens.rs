@@ -310,6 +310,8 @@ enum KeySource {
 pub struct Tokens {
     alg: TokenAlgorithm,
     source: KeySource,
+    /// Set when a token named a key id this instance does not know (shared store only).
+    reload_wanted: std::sync::atomic::AtomicBool,
     keys: RwLock<Arc<KeySet>>,
     validation: Validation,
     issuer: String,
@@ -385,6 +387,7 @@ impl Tokens {
         Ok(Tokens {
             alg: cfg.algorithm,
             source,
+            reload_wanted: std::sync::atomic::AtomicBool::new(false),
             keys: RwLock::new(Arc::new(KeySet {
                 keys: Vec::new(),
                 by_kid: HashMap::new(),
@@ -400,6 +403,12 @@ impl Tokens {
             seal: aead::LessSafeKey::new(unbound),
             clock,
         })
+    }
+
+    /// Whether a token named an unknown key id since the last call (then reload the keys).
+    pub fn take_reload_wanted(&self) -> bool {
+        self.reload_wanted
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     fn retire_after(&self) -> Duration {
@@ -540,7 +549,16 @@ impl Tokens {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         let keys = self.keyset();
         let kid = header.kid.as_deref().ok_or(TokenError::Invalid)?;
-        let idx = keys.by_kid.get(kid).ok_or(TokenError::Invalid)?;
+        let Some(idx) = keys.by_kid.get(kid) else {
+            // Another instance may have made a key this one has not loaded yet (two first
+            // starts at once): ask for an early reload. A forged kid costs one read at most
+            // per follow tick.
+            if matches!(self.source, KeySource::Store(_)) {
+                self.reload_wanted
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            return Err(TokenError::Invalid);
+        };
         let k = keys.keys.get(*idx).ok_or(TokenError::Invalid)?;
         let data = jsonwebtoken::decode::<Claims>(token, &k.decoding, &self.validation)
             .map_err(|_| TokenError::Invalid)?;

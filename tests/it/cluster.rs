@@ -178,16 +178,11 @@ async fn three_instances_behave_as_one() {
     )
     .await
     .unwrap();
-    for gw in [a, b, c] {
-        tokens(gw).reload_keys().await.unwrap();
-        let jwks = tokens(gw).jwks().to_string();
-        assert!(jwks.contains(&new_kid) && jwks.contains(&old_kid), "{jwks}");
-        assert_eq!(
-            tokens(gw).current_kid().unwrap(),
-            old_kid,
-            "not signing yet"
-        );
-    }
+    // Published at once where loaded, not signing yet.
+    tokens(a).reload_keys().await.unwrap();
+    let jwks = tokens(a).jwks().to_string();
+    assert!(jwks.contains(&new_kid) && jwks.contains(&old_kid), "{jwks}");
+    assert_eq!(tokens(a).current_kid().unwrap(), old_kid, "not signing yet");
     t.clock
         .advance(authgate::tokens::ACTIVATION_DELAY + Duration::from_secs(1));
     tokens(a).reload_keys().await.unwrap();
@@ -199,6 +194,19 @@ async fn three_instances_behave_as_one() {
         )
         .await;
     let new_token = v["data"]["access_token"].as_str().unwrap().to_string();
+    // The others have not reloaded (their 30 s tick has not come): a token with a key id they
+    // do not know makes them reload at once, so it is accepted within a moment.
+    let start = Instant::now();
+    for gw in [b, c] {
+        while me(gw, &new_token).await != 200 {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "the new key was not picked up"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    eprintln!("an unknown key id was loaded after {:?}", start.elapsed());
     for gw in [a, b, c] {
         assert_eq!(
             me(gw, &new_token).await,
@@ -207,6 +215,87 @@ async fn three_instances_behave_as_one() {
         );
         assert_eq!(me(gw, &old_token).await, 200, "the old key still verifies");
     }
+
+    // A password change on one instance ends the account's other sessions everywhere, and a
+    // block on another ends the rest: each refused by every instance within a second.
+    let login = |gw: &Gateway, pw: &'static str| {
+        let gw_client = gw.client.clone();
+        let url = gw.url("/auth/login");
+        async move {
+            let r = gw_client
+                .post(url)
+                .json(&json!({"login": "one@example.com", "password": pw}))
+                .send()
+                .await
+                .unwrap();
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["data"]["access_token"].as_str().unwrap().to_string()
+        }
+    };
+    let on_a = login(a, PW).await;
+    let on_b = login(b, PW).await;
+    let new_pw = "another correct horse battery";
+    let (s, v) = b
+        .call(
+            reqwest::Method::POST,
+            "/auth/password/change",
+            &on_b,
+            Some(json!({"current_password": PW, "new_password": new_pw})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let refused_everywhere = |token: String| async move {
+        let start = Instant::now();
+        loop {
+            let mut all = true;
+            for gw in [a, b, c] {
+                all &= me(gw, &token).await == 401;
+            }
+            if all {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "still accepted somewhere"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    let took = refused_everywhere(on_a).await;
+    eprintln!("password change honoured everywhere after {took:?}");
+    assert_eq!(me(a, &on_b).await, 200, "the changing session stays");
+    let user_id = {
+        let (_, v) = a.call(reqwest::Method::GET, "/auth/me", &on_b, None).await;
+        v["data"]["id"].as_str().unwrap().parse().unwrap()
+    };
+    c.running
+        .as_ref()
+        .unwrap()
+        .app
+        .accounts
+        .set_blocked(&user_id, true)
+        .await
+        .unwrap();
+    let took = refused_everywhere(on_b).await;
+    eprintln!("block honoured everywhere after {took:?}");
+    c.running
+        .as_ref()
+        .unwrap()
+        .app
+        .accounts
+        .set_blocked(&user_id, false)
+        .await
+        .unwrap();
+    let (s, _) = a
+        .post(
+            "/auth/login",
+            json!({"login": "one@example.com", "password": new_pw}),
+        )
+        .await;
+    assert_eq!(
+        s, 200,
+        "unblocked, the new password works on another instance"
+    );
 
     // A wrong-code guess on each instance counts against one shared try limit.
     let (s, _) = a
@@ -236,6 +325,43 @@ async fn three_instances_behave_as_one() {
         )
         .await;
     assert_ne!(s, 200, "a used-up code stays used up on every instance");
+
+    // A rotated refresh token presented again after the grace window, on a third instance,
+    // ends its session on every instance. (First, past the lockout the wrong codes caused.)
+    t.clock.advance(Duration::from_secs(16 * 60));
+    let (s, v) = a
+        .post(
+            "/auth/login",
+            json!({"login": "one@example.com", "password": "another correct horse battery"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let access = v["data"]["access_token"].as_str().unwrap().to_string();
+    let first = v["data"]["refresh_token"].as_str().unwrap().to_string();
+    let (s, _) = b
+        .post("/auth/token/refresh", json!({ "refresh_token": first }))
+        .await;
+    assert_eq!(s, 200);
+    t.clock.advance(Duration::from_secs(6));
+    let (s, _) = c
+        .post("/auth/token/refresh", json!({ "refresh_token": first }))
+        .await;
+    assert_eq!(s, 401, "reuse after the grace window");
+    let start = Instant::now();
+    loop {
+        let mut all = true;
+        for gw in [a, b, c] {
+            all &= me(gw, &access).await == 401;
+        }
+        if all {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "reuse did not end the session everywhere"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 
     for gw in t.gws {
         gw.stop().await;
