@@ -173,6 +173,7 @@ async fn copy_store(
     }
     let opts = crate::store::PgOptions {
         url: to.to_string(),
+        ca_file: config.store.ca_file.clone(),
         pool_size: 2,
         connect_timeout: config.store.connect_timeout,
         statement_timeout: std::time::Duration::from_secs(600),

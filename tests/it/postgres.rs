@@ -172,6 +172,7 @@ impl PgCluster {
     pub async fn migrated(&self) -> PgOptions {
         let opts = PgOptions {
             url: self.url(&self.database().await),
+            ca_file: None,
             pool_size: 8,
             connect_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(10),

@@ -337,6 +337,7 @@ async fn postgres_schema_is_migrated_and_checked() {
     };
     let opts = PgOptions {
         url: pg.url(&pg.database().await),
+        ca_file: None,
         pool_size: 2,
         connect_timeout: Duration::from_secs(10),
         statement_timeout: Duration::from_secs(10),
