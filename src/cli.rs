@@ -173,7 +173,7 @@ async fn copy_store(
     }
     let opts = crate::store::PgOptions {
         url: to.to_string(),
-        ca_file: config.store.ca_file.clone(),
+        tls_ca: config.store.tls_ca.clone(),
         pool_size: 2,
         connect_timeout: config.store.connect_timeout,
         statement_timeout: std::time::Duration::from_secs(600),

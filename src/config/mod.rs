@@ -89,7 +89,7 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// PostgreSQL: CA certificates (PEM) to trust for the database's TLS besides the
     /// webpki roots (a private CA, or a cloud provider's).
-    pub ca_file: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
     /// PostgreSQL: connections per instance.
     pub pool_size: usize,
     /// PostgreSQL: connecting (and waiting for a pooled connection) gives up after this.
@@ -114,7 +114,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("data/authgate.db"),
             cache_mb: 64,
             url: None,
-            ca_file: None,
+            tls_ca: None,
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
@@ -127,7 +127,7 @@ impl StoreConfig {
     pub fn postgres(&self) -> Option<crate::store::PgOptions> {
         (self.backend == StoreBackend::Postgres).then(|| crate::store::PgOptions {
             url: self.url.clone().unwrap_or_default(),
-            ca_file: self.ca_file.clone(),
+            tls_ca: self.tls_ca.clone(),
             pool_size: self.pool_size,
             connect_timeout: self.connect_timeout,
             statement_timeout: self.statement_timeout,

@@ -90,7 +90,7 @@ pub(super) fn latest() -> u32 {
 pub struct PgOptions {
     pub url: String,
     /// Extra CA certificates (PEM) for the database's TLS.
-    pub ca_file: Option<std::path::PathBuf>,
+    pub tls_ca: Option<std::path::PathBuf>,
     pub pool_size: usize,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
@@ -101,7 +101,7 @@ impl std::fmt::Debug for PgOptions {
         // The URL may carry the password.
         f.debug_struct("PgOptions")
             .field("url", &"<redacted>")
-            .field("ca_file", &self.ca_file)
+            .field("tls_ca", &self.tls_ca)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
@@ -207,10 +207,10 @@ impl PgStore {
         cfg.application_name("authgate");
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(ca) = &opts.ca_file {
+        if let Some(ca) = &opts.tls_ca {
             use rustls::pki_types::{CertificateDer, pem::PemObject};
             let bad = |e: &dyn std::fmt::Display| {
-                StoreError::Engine(format!("store.ca_file {}: {e}", ca.display()))
+                StoreError::Engine(format!("store.tls_ca {}: {e}", ca.display()))
             };
             for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
                 roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;

@@ -41,6 +41,12 @@ fn output(cmd: &mut Command) -> String {
 impl PgCluster {
     /// A running cluster, or `None` after saying loudly that `test` is skipped.
     pub fn start(test: &str) -> Option<PgCluster> {
+        Self::start_with(test, false)
+    }
+
+    /// With `tls`, the server also speaks TLS with a self-signed certificate for 127.0.0.1
+    /// and localhost, kept at [`PgCluster::cert`].
+    pub fn start_with(test: &str, tls: bool) -> Option<PgCluster> {
         let Some(bin) = bin_dir() else {
             crate::external::require("pg_ctl", test);
             return None;
@@ -76,12 +82,26 @@ impl PgCluster {
                 "--no-sync",
             ],
         );
+        let mut ssl = String::new();
+        if tls {
+            let cert = c.cert();
+            let key = c.dir.path().join("server.key");
+            authgate::tls::ensure_dev_certificate(&cert, &key).unwrap();
+            if as_postgres {
+                c.run_as_root_chown(&[&cert, &key]);
+            }
+            ssl = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            );
+        }
         // The port is chosen before the server binds it: retry on a collision.
         for _ in 0..5 {
             let port = free_port();
             let opts = format!(
                 "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200{ssl}",
                 c.dir.path().display()
             );
             let log = c.dir.path().join("log");
@@ -110,6 +130,23 @@ impl PgCluster {
             );
         }
         panic!("postgres did not start");
+    }
+
+    /// The server certificate of a TLS cluster.
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("server.crt")
+    }
+
+    fn run_as_root_chown(&self, files: &[&Path]) {
+        let uid: u32 = output(Command::new("id").args(["-u", "postgres"]))
+            .parse()
+            .unwrap();
+        let gid: u32 = output(Command::new("id").args(["-g", "postgres"]))
+            .parse()
+            .unwrap();
+        for f in files {
+            std::os::unix::fs::chown(f, Some(uid), Some(gid)).unwrap();
+        }
     }
 
     fn command(&self, program: &str) -> Command {
@@ -172,7 +209,7 @@ impl PgCluster {
     pub async fn migrated(&self) -> PgOptions {
         let opts = PgOptions {
             url: self.url(&self.database().await),
-            ca_file: None,
+            tls_ca: None,
             pool_size: 8,
             connect_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(10),

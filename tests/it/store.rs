@@ -337,7 +337,7 @@ async fn postgres_schema_is_migrated_and_checked() {
     };
     let opts = PgOptions {
         url: pg.url(&pg.database().await),
-        ca_file: None,
+        tls_ca: None,
         pool_size: 2,
         connect_timeout: Duration::from_secs(10),
         statement_timeout: Duration::from_secs(10),
@@ -468,5 +468,38 @@ async fn postgres_session_events_are_complete_and_gaps_are_seen() {
     assert!(
         gap,
         "the sign-out of e2 was pruned before this follower read it"
+    );
+}
+
+#[tokio::test]
+async fn postgres_over_tls_trusts_the_configured_ca_only() {
+    let Some(pg) = PgCluster::start_with("postgres_over_tls_trusts_the_configured_ca_only", true)
+    else {
+        return;
+    };
+    let db = pg.database().await;
+    let url = pg.url(&db).replace("sslmode=disable", "sslmode=require");
+    let opts = PgOptions {
+        url,
+        tls_ca: Some(pg.cert()),
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(10),
+        statement_timeout: Duration::from_secs(10),
+    };
+    assert_eq!(Store::migrate(&opts).await.unwrap(), vec![1, 2, 3]);
+    let s = Store::connect(&opts).await.unwrap();
+    s.insert_user(&user("tls@x.test", None, None))
+        .await
+        .unwrap();
+    assert!(s.user_by_email("tls@x.test").await.unwrap().is_some());
+    // Without the CA, the self-signed server is not trusted: no connection.
+    let untrusted = PgOptions {
+        tls_ca: None,
+        ..opts.clone()
+    };
+    let e = Store::connect(&untrusted).await.unwrap_err().to_string();
+    assert!(
+        e.contains("certificate") || e.contains("tls") || e.contains("TLS"),
+        "{e}"
     );
 }
