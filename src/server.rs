@@ -310,6 +310,13 @@ pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, Start
     let app = build_app(config.clone(), &deps, &metrics).await?;
 
     let shutdown = CancellationToken::new();
+    if app.accounts.store().is_shared() && app.config.rate_limit.instances <= 1 {
+        tracing::warn!(
+            "store.backend is postgres and rate_limit.instances is 1: with several instances \
+             each enforces the whole quota, so the deployment allows that many times more; set \
+             rate_limit.instances to the number of instances"
+        );
+    }
     spawn_upkeep(app.clone(), shutdown.clone());
     let limits = Limits {
         handshake_timeout: s.handshake_timeout,
