@@ -290,6 +290,15 @@ async fn dispatch<'a>(
     }
 }
 
+/// A query parameter's first value, percent-decoded.
+pub fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
+    uri.query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
 /// The optional plain-HTTP listener: every request is sent to the same path on `public_url`.
 pub fn redirect_to_https(public_url: &url::Url, req: &Request<Incoming>) -> Response<Body> {
     let pq = req

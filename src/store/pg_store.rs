@@ -164,14 +164,39 @@ fn retryable(e: &StoreError) -> bool {
     matches!(e, StoreError::Engine(m) if m.starts_with("postgres 40001") || m.starts_with("postgres 40P01"))
 }
 
+/// The errors a transaction may end with, as far as retrying is concerned.
+trait Failure {
+    fn retryable(&self) -> bool;
+}
+
+impl Failure for StoreError {
+    fn retryable(&self) -> bool {
+        retryable(self)
+    }
+}
+
+impl<E> Failure for UpdateError<E> {
+    fn retryable(&self) -> bool {
+        matches!(self, UpdateError::Store(e) if retryable(e))
+    }
+}
+
 /// Tries of a transaction that keeps meeting serialization failures, before giving up.
 const TRIES: u32 = 8;
 
-/// A short randomized pause before trying a failed transaction again.
-async fn backoff(attempt: u32) {
-    let base = 5u64 << attempt.min(5);
-    let jitter = rand::random::<u64>() % base.max(1);
-    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+/// Whether to run a transaction again: after a serialization failure or deadlock, at most
+/// [`TRIES`] times, each after a short randomized pause.
+async fn again<T, E: Failure>(attempt: &Result<T, E>, tries: &mut u32) -> bool {
+    match attempt {
+        Err(e) if e.retryable() && *tries < TRIES => {
+            *tries += 1;
+            let base = 5u64 << (*tries).min(5);
+            let jitter = rand::random::<u64>() % base;
+            tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+            true
+        }
+        _ => false,
+    }
 }
 
 fn search_text(u: &User) -> String {
@@ -554,12 +579,8 @@ impl PgStore {
                 Ok(next)
             }
             .await;
-            match attempt {
-                Err(UpdateError::Store(e)) if retryable(&e) && tries < TRIES => {
-                    tries += 1;
-                    backoff(tries).await;
-                }
-                other => return other,
+            if !again(&attempt, &mut tries).await {
+                return attempt;
             }
         }
     }
@@ -667,12 +688,8 @@ impl PgStore {
                 Ok(result)
             }
             .await;
-            match attempt {
-                Err(e) if retryable(&e) && tries < TRIES => {
-                    tries += 1;
-                    backoff(tries).await;
-                }
-                other => return other,
+            if !again(&attempt, &mut tries).await {
+                return attempt;
             }
         }
     }
@@ -901,12 +918,8 @@ impl PgStore {
                 Ok(next)
             }
             .await;
-            match attempt {
-                Err(UpdateError::Store(e)) if retryable(&e) && tries < TRIES => {
-                    tries += 1;
-                    backoff(tries).await;
-                }
-                other => return other,
+            if !again(&attempt, &mut tries).await {
+                return attempt;
             }
         }
     }

@@ -107,11 +107,7 @@ struct Page {
 }
 
 fn query_param(parts: &Parts, name: &str) -> Option<String> {
-    parts.uri.query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    })
+    crate::http::query_param(&parts.uri, name)
 }
 
 impl Page {

@@ -107,11 +107,7 @@ pub async fn validate(app: &App, ctx: &RequestCtx, parts: &Parts) -> Result<Resp
 /// for a browser navigation or when `?rd=` asks for one (Traefik and Caddy pass redirects on;
 /// nginx never gets one).
 fn unauthenticated(app: &App, parts: &Parts, orig: &Original, e: ApiError) -> Response<Body> {
-    let rd_param = parts.uri.query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "rd")
-            .map(|(_, v)| v.into_owned())
-    });
+    let rd_param = crate::http::query_param(&parts.uri, "rd");
     let back = match &rd_param {
         Some(rd) => app.login_page.policy().allowed(rd).then(|| rd.clone()),
         None => orig.host.as_ref().and_then(|host| {
