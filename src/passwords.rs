@@ -1,18 +1,23 @@
-//! Passwords: argon2id hashing and verification on a bounded pool, so a login storm cannot
-//! starve the runtime that serves proxied traffic; the strength policy; and the dummy
-//! verification that makes an unknown login cost the same as a wrong password.
+//! Passwords: argon2id hashing and verification on a bounded pool of threads of its own, run
+//! at a lower CPU priority than the serving threads, so a login storm cannot starve proxied
+//! traffic; the strength policy; and the dummy verification that makes an unknown login cost
+//! the same as a wrong password.
 
 use crate::config::PasswordsConfig;
 use crate::secret::Secret;
 use crate::store::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::sync::{OnceCell, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
-    /// The pool and its queue are full: answer 503 with Retry-After.
+    /// The queue is full, or no hashing thread came free within `max_wait`: answer 503 with
+    /// Retry-After.
     #[error("the password hashing pool is busy")]
     Busy,
     #[error("{0}")]
@@ -21,11 +26,16 @@ pub enum PasswordError {
     Internal(String),
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 #[derive(Debug)]
 struct Inner {
     params: Params,
+    /// Feeds the hashing threads; they end when it is dropped with the last clone of us.
+    jobs: mpsc::Sender<Job>,
     workers: Arc<Semaphore>,
     queue: Arc<Semaphore>,
+    max_wait: Duration,
     dummy: OnceCell<PasswordHash>,
     min_length: usize,
     max_length: usize,
@@ -50,8 +60,11 @@ impl Passwords {
                 .unwrap_or(2),
             n => n,
         };
+        let jobs = spawn_threads(workers, cfg.nice)?;
         Ok(Passwords(Arc::new(Inner {
             params,
+            jobs,
+            max_wait: cfg.max_wait,
             workers: Arc::new(Semaphore::new(workers)),
             queue: Arc::new(Semaphore::new(match cfg.max_queue {
                 0 => 8 * workers,
@@ -64,8 +77,10 @@ impl Passwords {
         })))
     }
 
-    /// Runs `job` on the blocking pool, at most `workers` at once, at most `max_queue`
-    /// waiting or running; beyond that the caller gets `Busy` at once.
+    /// Runs `job` on a hashing thread, at most `workers` at once, at most `max_queue` waiting
+    /// or running; beyond that the caller gets `Busy` at once, and a caller that waits
+    /// `max_wait` for a thread without getting one gets `Busy` then (the threads yield the CPU
+    /// to proxied traffic, so under a heavy load a hash can wait; the client must not).
     async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
@@ -76,23 +91,24 @@ impl Passwords {
             .clone()
             .try_acquire_owned()
             .map_err(|_| PasswordError::Busy)?;
-        let worker = self
-            .0
-            .workers
-            .clone()
-            .acquire_owned()
+        let worker = tokio::time::timeout(self.0.max_wait, self.0.workers.clone().acquire_owned())
             .await
+            .map_err(|_| PasswordError::Busy)?
             .map_err(|_| PasswordError::Busy)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
         // The permits travel with the job: a client that hangs up drops this future, but the
         // hash runs on, and must keep its slot until it ends (else disconnecting clients get
         // unbounded hashes at ~19 MiB each).
-        tokio::task::spawn_blocking(move || {
-            let out = job();
-            drop((worker, queued));
-            out
-        })
-        .await
-        .map_err(|e| PasswordError::Internal(e.to_string()))
+        self.0
+            .jobs
+            .send(Box::new(move || {
+                let out = job();
+                drop((worker, queued));
+                let _ = tx.send(out);
+            }))
+            .map_err(|_| PasswordError::Internal("the hashing threads have stopped".into()))?;
+        rx.await
+            .map_err(|_| PasswordError::Internal("a hashing job failed".into()))
     }
 
     /// The whole policy without hashing: length, then strength (on the pool: zxcvbn on a long
@@ -197,6 +213,46 @@ impl Passwords {
     }
 }
 
+/// Starts the hashing threads. Each lowers its own scheduling priority to `nice`: when the
+/// cores are contended the kernel runs the serving threads first, so hashes slow down instead
+/// of proxied requests (with idle cores, hashing runs at full speed all the same).
+fn spawn_threads(n: usize, nice: i32) -> Result<mpsc::Sender<Job>, PasswordError> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..n {
+        let rx = rx.clone();
+        std::thread::Builder::new()
+            .name(format!("authgate-hash-{i}"))
+            .spawn(move || {
+                lower_priority(nice);
+                loop {
+                    // The lock is held only while waiting for the next job, never while hashing.
+                    let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    let Ok(job) = next else { break };
+                    // A panicking job drops its answer channel (its caller gets an error); the
+                    // thread stays, so the pool keeps its size.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                }
+            })
+            .map_err(|e| PasswordError::Internal(format!("cannot start a hashing thread: {e}")))?;
+    }
+    Ok(tx)
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // On Linux a thread id names one thread to setpriority(2): only this thread changes.
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
+        tracing::warn!(error = %e, nice, "cannot lower the hashing threads' priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_nice: i32) {}
+
 fn strength_ok(pw: &Secret, user_inputs: &[String], min_strength: u8) -> Result<(), PasswordError> {
     let inputs: Vec<&str> = user_inputs.iter().map(String::as_str).collect();
     let score = u8::from(zxcvbn::zxcvbn(pw.expose(), &inputs).score());
@@ -276,6 +332,53 @@ mod tests {
             p.verify(&pw, None).await,
             Err(PasswordError::Busy)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_a_thread_ends_in_busy_after_max_wait() {
+        let p = Passwords::new(&PasswordsConfig {
+            workers: 1,
+            max_queue: 4,
+            max_wait: std::time::Duration::from_millis(200),
+            memory_kib: 1024,
+            iterations: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        // The only thread is taken: a caller waits out max_wait, then hears Busy.
+        let held = p.0.workers.clone().try_acquire_owned().unwrap();
+        let start = std::time::Instant::now();
+        assert!(matches!(
+            p.verify(&Secret::new("whatever12"), None).await,
+            Err(PasswordError::Busy)
+        ));
+        assert!(start.elapsed() >= std::time::Duration::from_millis(200));
+        drop(held);
+        assert!(!p.verify(&Secret::new("whatever12"), None).await.unwrap());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_at_the_configured_priority() {
+        let own = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+        // The test may itself run niced (then only a higher nice is allowed without privilege).
+        let inherited = own().unwrap();
+        for (nice, want) in [
+            (0, inherited),
+            (inherited.max(7), inherited.max(7)),
+            (19, 19),
+        ] {
+            let p = Passwords::new(&PasswordsConfig {
+                workers: 2,
+                nice,
+                ..Default::default()
+            })
+            .unwrap();
+            let seen = p.run(own).await.unwrap().unwrap();
+            assert_eq!(seen, want, "nice = {nice}");
+        }
+        // The calling thread is left alone.
+        assert_eq!(own().unwrap(), inherited);
     }
 
     #[tokio::test]

@@ -182,6 +182,12 @@ pub struct PasswordsConfig {
     /// worker, so a queued request waits at most ~8 hash times (~0.2-0.3 s), never a client
     /// timeout.
     pub max_queue: usize,
+    /// Longest a hash request waits for a free hashing thread before 503 SERVICE_BUSY.
+    #[serde(with = "duration::serde_str")]
+    pub max_wait: Duration,
+    /// Scheduling priority (nice, 0-19) of the hashing threads (Linux): above 0 they yield
+    /// contended cores to the serving threads, so a login storm cannot slow proxied traffic.
+    pub nice: i32,
     pub min_length: usize,
     pub max_length: usize,
     /// Minimum zxcvbn score (0-4) a new password needs; 2 refuses common and guessable ones.
@@ -196,6 +202,8 @@ impl Default for PasswordsConfig {
             parallelism: 1,
             workers: 0,
             max_queue: 0,
+            max_wait: Duration::from_secs(1),
+            nice: 19,
             min_length: 8,
             max_length: 128,
             min_strength: 2,
@@ -415,6 +423,12 @@ pub struct RateLimitConfig {
     /// quota in its own memory (no database round trip per request), so the whole deployment
     /// allows about the configured rate.
     pub instances: u32,
+    /// How long the account endpoints hold a 429 or 503 before answering it (never longer
+    /// than its Retry-After): a client retrying at once is slowed to one try per delay per
+    /// connection, and a flood costs a timer instead of CPU. Applies with `enabled = false`
+    /// too (a full hashing queue, a code resent too soon).
+    #[serde(with = "duration::serde_str")]
+    pub refusal_delay: Duration,
 }
 
 impl Default for RateLimitConfig {
@@ -431,6 +445,7 @@ impl Default for RateLimitConfig {
             proxy_per_ip: Vec::new(),
             max_keys: 100_000,
             instances: 1,
+            refusal_delay: Duration::from_secs(1),
         }
     }
 }
@@ -847,6 +862,21 @@ impl Config {
         }
         if p.min_strength > 4 {
             return Err(ConfigError::key("passwords.min_strength", "must be 0 to 4"));
+        }
+        if !(0..=19).contains(&p.nice) {
+            return Err(ConfigError::key("passwords.nice", "must be 0 to 19"));
+        }
+        if p.max_wait.is_zero() || p.max_wait > Duration::from_secs(30) {
+            return Err(ConfigError::key(
+                "passwords.max_wait",
+                "must be more than 0 and at most 30s",
+            ));
+        }
+        if self.rate_limit.refusal_delay > Duration::from_secs(10) {
+            return Err(ConfigError::key(
+                "rate_limit.refusal_delay",
+                "must be at most 10s (clients time out)",
+            ));
         }
         if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(ConfigError::key(

@@ -215,7 +215,7 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
     async move {
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let (mut resp, metrics, route) = dispatch(&app, &ctx, req).await;
+        let (mut resp, metrics, route) = dispatch(&app, &ctx, req, start).await;
         resp.headers_mut().insert(
             crate::proxy::headers::X_REQUEST_ID.clone(),
             ctx.request_id.clone(),
@@ -244,6 +244,7 @@ async fn dispatch<'a>(
     app: &'a App,
     ctx: &RequestCtx,
     req: Request<Incoming>,
+    start: Instant,
 ) -> (Response<Body>, &'a RouteMetrics, &'a str) {
     let s = &app.config.server;
     if let Err(e) = security::check_header_limits(req.headers(), s.max_headers, s.max_header_bytes)
@@ -271,6 +272,7 @@ async fn dispatch<'a>(
     if path::under_prefix(&path, &s.auth_prefix) {
         let rest = path.get(s.auth_prefix.len()..).unwrap_or("");
         let resp = handlers::handle(app, ctx, rest, req).await;
+        pace_refusal(start, app.config.rate_limit.refusal_delay, &resp).await;
         return (
             security::own_headers(resp, ctx.scheme),
             &app.own.auth,
@@ -288,6 +290,31 @@ async fn dispatch<'a>(
             "-",
         ),
     }
+}
+
+/// Holds a refusal (429, 503) of the account endpoints until `delay` after the request
+/// began (a sign-in that waited for a hashing thread has waited already), never past its
+/// Retry-After. A client that retries at once, as credential stuffers and floods do, gets one
+/// try per delay per connection, and its waiting costs us a timer, not the CPU that proxied
+/// traffic needs; a person who meets a refusal loses a second at most.
+async fn pace_refusal(start: Instant, delay: std::time::Duration, resp: &Response<Body>) {
+    use http::StatusCode;
+    if delay.is_zero()
+        || !matches!(
+            resp.status(),
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        )
+    {
+        return;
+    }
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_secs);
+    let hold = retry_after.map_or(delay, |r| r.min(delay));
+    tokio::time::sleep_until((start + hold).into()).await;
 }
 
 /// A query parameter's first value, percent-decoded.

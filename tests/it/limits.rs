@@ -248,3 +248,71 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     );
     gw.stop().await;
 }
+
+/// A refusal is held for `refusal_delay` (counted from the request's start, never past its
+/// Retry-After), so a client that retries at once gets one try per delay per connection;
+/// answers that are not refusals, and the proxied routes, are not held.
+#[tokio::test]
+async fn refusals_of_the_account_endpoints_are_paced() {
+    let up = Upstream::start().await;
+    let toml = format!(
+        "[rate_limit]\nlogin_per_ip = [\"1/1m\"]\nproxy_per_ip = [\"1/1m\"]\n\
+         refusal_delay = \"2s\"\n\
+         [[routes]]\nupstream = \"{}\"\naccess = \"public\"\n",
+        up.url()
+    );
+    let gw = Gateway::start(&toml).await;
+    let body = json!({"login": "nobody@example.com", "password": "whatever it is"});
+    let timed = |path: &'static str| {
+        let gw = &gw;
+        let body = body.clone();
+        async move {
+            let start = std::time::Instant::now();
+            let r = hit(gw, path, body, None).await;
+            (r, start.elapsed())
+        }
+    };
+    let (first, _) = timed("/auth/login").await;
+    assert_eq!(first.status(), 401);
+    // Three refusals at once from one client: each is held, none is answered early.
+    let refusals = futures_util::future::join_all((0..3).map(|_| timed("/auth/login"))).await;
+    for (r, took) in refusals {
+        assert!(took >= Duration::from_secs(2), "answered after {took:?}");
+        assert_rate_limited(r, "1").await;
+    }
+    // A proxied route's refusal is not held (it guards the upstream, not credentials); both
+    // answers must come back before the delay would have ended.
+    let start = std::time::Instant::now();
+    assert_eq!(
+        gw.client.get(gw.url("/a")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        gw.client.get(gw.url("/a")).send().await.unwrap().status(),
+        429
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// `refusal_delay = "0"` answers refusals at once (the setting's documented off switch).
+#[tokio::test]
+async fn a_zero_refusal_delay_answers_at_once() {
+    let gw =
+        Gateway::start("[rate_limit]\nlogin_per_ip = [\"1/1m\"]\nrefusal_delay = \"0\"\n").await;
+    let body = json!({"login": "nobody@example.com", "password": "whatever it is"});
+    assert_eq!(
+        hit(&gw, "/auth/login", body.clone(), None).await.status(),
+        401
+    );
+    let start = std::time::Instant::now();
+    assert_rate_limited(hit(&gw, "/auth/login", body, None).await, "1").await;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
