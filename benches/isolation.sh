@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Isolation benchmark: can a flood of wrong-password sign-ins slow the proxy down?
 #
-# authgate verifies passwords (argon2id, tens of milliseconds each) on a bounded pool
-# ([passwords] workers = cores, max_queue = 64, past the queue 503 SERVICE_BUSY), off the
-# request threads. This measures proxied GET / throughput and p99 through authgate alone, then
-# again while a second wrk floods POST /auth/login with a wrong password at full concurrency,
-# and counts how the flood was answered (the target: 401/429/503 only, never a timeout or
-# another 5xx; a 403 USER_BLOCKED is the account lockout, see the notes in the table).
+# authgate verifies passwords (argon2id, tens of milliseconds each) on threads of its own at
+# nice 19 ([passwords] workers = cores, max_queue = 8 per worker, max_wait = 1s; past them 503
+# SERVICE_BUSY), off the request threads, and holds the account endpoints' refusals (429, 503)
+# for [rate_limit] refusal_delay = 1s. This measures proxied GET / throughput and p99 through
+# authgate alone, then again while a second wrk floods POST /auth/login with a wrong password
+# at full concurrency, and counts how the flood was answered (the target: 401/429/503 only,
+# never a timeout or another 5xx; a 403 USER_BLOCKED is the account lockout, see the notes in
+# the table). Rounds alternate alone/flood per variant; the table gives medians.
 #
 # Two gateways, the same public route to the same nginx upstream, one variant each:
 #   open:    [rate_limit] enabled = false, so every flood request reaches the hashing pool;
@@ -21,10 +23,10 @@
 #
 # Environment (defaults in brackets):
 #   WRK_THREADS [1]  WRK_CONNECTIONS [32]     the proxied load
-#   FLOOD_THREADS [1]  FLOOD_CONNECTIONS [64] the sign-in flood (64 = max_queue: the queue is
-#                                             exactly full, so 503s need more connections)
+#   FLOOD_THREADS [1]  FLOOD_CONNECTIONS [64] the sign-in flood (more than the queue holds on
+#                                             2 cores, so some are answered 503)
 #   FLOOD_TIMEOUT [2s]   wrk --timeout of the flood: a sign-in slower than this is a timeout
-#   WRK_DURATION [15s]  WRK_WARMUP [3s]
+#   WRK_DURATION [15s]  WRK_WARMUP [3s]  BENCH_ROUNDS [3]
 #   AUTHGATE_BIN     use this binary instead of `cargo build --release`
 #   BENCH_QUIET_WAIT seconds to wait for other rustc/cargo processes to finish before
 #                    measuring [0]; whether the machine was quiet is recorded either way
@@ -39,6 +41,7 @@ FTIMEOUT=${FLOOD_TIMEOUT:-2s}
 DURATION=${WRK_DURATION:-15s}
 WARMUP=${WRK_WARMUP:-3s}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
+ROUNDS=${BENCH_ROUNDS:-3}
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/common.sh
@@ -271,21 +274,20 @@ errs_of() {
 
 # Runs the proxied load (and the flood when asked) and waits; notes whether the machine was
 # shared with a compiler or another benchmark meanwhile.
-measure() { # variant phase(alone|flood)
-    local v=$1 phase=$2 url="http://127.0.0.1:${port[$1]}/" busy
-    local out=$results/isolation-$v-$phase-proxy.txt
-    quiet["$v-$phase"]=yes
+measure() { # variant phase(alone|flood) round
+    local v=$1 phase=$2 r=$3 url="http://127.0.0.1:${port[$1]}/" busy
+    local out=$results/isolation-$v-$phase-proxy-$r.txt
     if [[ $phase == flood ]]; then
         wrk -t"$FTHREADS" -c"$FCONNS" -d"${FLOOD_S}s" --timeout "$FTIMEOUT" --latency \
             -s "$tmp/flood.lua" "http://127.0.0.1:${port[$v]}/auth/login" \
-            >"$results/isolation-$v-flood-login.txt" &
+            >"$results/isolation-$v-flood-login-$r.txt" &
         flood_pid=$!
         sleep "$LEAD"
     fi
     wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$url" >"$out" &
     wrk_pid=$!
     while kill -0 "$wrk_pid" 2>/dev/null; do
-        busy=$(others_busy) && quiet["$v-$phase"]="no ($busy running)"
+        busy=$(others_busy) && quiet["$v-$phase"]="no ($busy running)" && echo "   (not quiet: $busy)" >&2
         sleep 1
     done
     wait "$wrk_pid"
@@ -294,28 +296,55 @@ measure() { # variant phase(alone|flood)
         wait "$flood_pid"
         flood_pid=
     fi
-    rps["$v-$phase"]=$(rps_of "$out")
-    p99["$v-$phase"]=$(p99_of "$out")
-    errs["$v-$phase"]=$(errs_of "$out")
-    echo "   $v $phase: ${rps["$v-$phase"]} req/s, p99 ${p99["$v-$phase"]} ms, errors ${errs["$v-$phase"]}" >&2
+    runs_rps["$v-$phase"]+=" $(rps_of "$out")"
+    runs_p99["$v-$phase"]+=" $(p99_of "$out")"
+    errs["$v-$phase"]=$(( ${errs["$v-$phase"]:-0} + $(errs_of "$out") ))
+    echo "   $v $phase round $r: $(rps_of "$out") req/s, p99 $(p99_of "$out") ms, errors $(errs_of "$out")" >&2
 }
 
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
+
 mkdir -p "$results"
-declare -A rps p99 errs quiet flood
+declare -A rps p99 errs quiet flood runs_rps runs_p99 runs_frps runs_fp99 runs_fmax
 for v in "${variants[@]}"; do
-    echo "== $v (http://127.0.0.1:${port[$v]}/)" >&2
+    quiet["$v-alone"]=yes
+    quiet["$v-flood"]=yes
+    echo "== $v (http://127.0.0.1:${port[$v]}/): warm-up" >&2
     wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:${port[$v]}/" >/dev/null
-    measure "$v" alone
-    measure "$v" flood
-    line=$(grep '^FLOOD ' "$results/isolation-$v-flood-login.txt") ||
-        { echo "isolation.sh: the $v flood printed no summary" >&2; exit 1; }
-    for kv in ${line#FLOOD }; do flood["$v-${kv%%=*}"]=${kv#*=}; done
-    flood["$v-rps"]=$(rps_of "$results/isolation-$v-flood-login.txt")
-    flood["$v-p99"]=$(p99_of "$results/isolation-$v-flood-login.txt")
-    flood["$v-max"]=$(to_ms "$(awk '$1 == "Latency" { print $4; exit }' "$results/isolation-$v-flood-login.txt")")
-    echo "   $v flood: ${flood["$v-rps"]} sign-ins/s, 401 ${flood["$v-s401"]}, 403 ${flood["$v-s403"]}," \
-        "429 ${flood["$v-s429"]}, 503 ${flood["$v-s503"]}, other 5xx ${flood["$v-s5xx"]}," \
-        "other ${flood["$v-sother"]}, timeouts ${flood["$v-timeout"]}" >&2
+done
+for ((round = 1; round <= ROUNDS; round++)); do
+    for v in "${variants[@]}"; do
+        measure "$v" alone "$round"
+        measure "$v" flood "$round"
+        f=$results/isolation-$v-flood-login-$round.txt
+        line=$(grep '^FLOOD ' "$f") ||
+            { echo "isolation.sh: the $v flood printed no summary" >&2; exit 1; }
+        # Answer counts add up over the rounds; rates and latencies are per round.
+        for kv in ${line#FLOOD }; do
+            flood["$v-${kv%%=*}"]=$(( ${flood["$v-${kv%%=*}"]:-0} + ${kv#*=} ))
+        done
+        runs_frps[$v]+=" $(rps_of "$f")"
+        runs_fp99[$v]+=" $(p99_of "$f")"
+        runs_fmax[$v]+=" $(to_ms "$(awk '$1 == "Latency" { print $4; exit }' "$f")")"
+        echo "   $v flood round $round: $(rps_of "$f") sign-ins/s; so far 401 ${flood["$v-s401"]}," \
+            "403 ${flood["$v-s403"]}, 429 ${flood["$v-s429"]}, 503 ${flood["$v-s503"]}," \
+            "other 5xx ${flood["$v-s5xx"]}, other ${flood["$v-sother"]}, timeouts ${flood["$v-timeout"]}" >&2
+    done
+done
+for v in "${variants[@]}"; do
+    for phase in alone flood; do
+        # shellcheck disable=SC2086 # word splitting of the per-round lists is the point
+        rps["$v-$phase"]=$(median ${runs_rps["$v-$phase"]})
+        # shellcheck disable=SC2086
+        p99["$v-$phase"]=$(median ${runs_p99["$v-$phase"]})
+    done
+    # shellcheck disable=SC2086
+    flood["$v-rps"]=$(median ${runs_frps[$v]})
+    # shellcheck disable=SC2086
+    flood["$v-p99"]=$(maximum ${runs_fp99[$v]})
+    # shellcheck disable=SC2086
+    flood["$v-max"]=$(maximum ${runs_fmax[$v]})
 done
 
 # The proxy must still be healthy after the floods.
@@ -339,9 +368,10 @@ flood_ok() { # variant: only 401/403/429/503 answers, no timeout, no socket erro
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), repo at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$([[ -n ${AUTHGATE_BIN:-} ]] && echo ' (authgate prebuilt, not necessarily from it)')"
     echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "- $(nginx -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), authgate $bin"
+    echo "- $ROUNDS rounds, each: alone then during the flood, per variant; req/s and p99 are medians over the rounds, the flood's answers are summed, its p99 and max are the worst round's"
     echo "- proxied load: wrk -t$THREADS -c$CONNS -d$DURATION --latency (warm-up $WARMUP), GET / of a 6-byte body on a public route, plain HTTP"
     echo "- flood: wrk -t$FTHREADS -c$FCONNS -d${FLOOD_S}s --timeout $FTIMEOUT, POST /auth/login {\"login\":\"$EMAIL\",\"password\":\"$WRONG\"} to a verified account; it starts ${LEAD} s before the proxied load and stops ${LEAD} s after it"
-    echo "- [passwords] defaults: argon2id 19456 KiB, 2 passes, workers = cores ($(nproc)), max_queue = 64 (waiting + running; $FCONNS flood connections$( ((FCONNS <= 64)) && echo ' never overflow it, so no 503 is expected' || echo ' overflow it: 503 SERVICE_BUSY expected'))"
+    echo "- [passwords] defaults: argon2id 19456 KiB, 2 passes, workers = cores ($(nproc)), max_queue = $((8 * $(nproc))) (waiting + running; $FCONNS flood connections$( ((FCONNS <= 8 * $(nproc))) && echo ' never overflow it' || echo ' overflow it: 503 SERVICE_BUSY expected')), max_wait = 1s, nice = 19; [rate_limit] refusal_delay = 1s"
     echo "- **open**: \`[rate_limit] enabled = false\`, so every flood request reaches the hashing pool; **limited**: the default rate limits (login 20/1m per IP, 10/1m per account), so the flood should mostly get 429"
     echo "- 403 = USER_BLOCKED: the account locks after 10 failures ([otp] lockout_threshold); a locked sign-in still verifies a dummy hash, so it costs the pool as much as a wrong password"
     echo "- everything (authgate, the nginx upstream, both wrk processes) shares the same $(nproc) cores: the flood's own wrk takes CPU from the proxied load too, so a ratio below 1 is not all authgate's doing"

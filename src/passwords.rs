@@ -6,8 +6,9 @@
 use crate::config::PasswordsConfig;
 use crate::secret::Secret;
 use crate::store::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::phc::{self, Output, ParamsString, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -48,6 +49,84 @@ pub struct Passwords(Arc<Inner>);
 
 fn argon2(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+thread_local! {
+    /// This hashing thread's argon2 memory, kept from one hash to the next. Allocating it per
+    /// hash (~19 MiB) faults in ~5 000 fresh pages and unmaps them afterwards, and each unmap
+    /// interrupts every core running one of our threads (a TLB shootdown): the serving threads
+    /// paid for every hash of a sign-in flood.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `blocks` blocks of this thread's argon2 memory, wiped afterwards (nothing
+/// derived from a password outlives its hash). `keep` is the most this thread keeps between
+/// hashes: a hash made with a larger memory cost (before a configuration change) gets memory
+/// of its own.
+fn with_memory<R>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
+    if blocks > keep {
+        return f(&mut vec![Block::new(); blocks]);
+    }
+    MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::new());
+        }
+        let used = memory.get_mut(..blocks).unwrap_or_default();
+        let out = f(used);
+        used.fill(Block::new());
+        out
+    })
+}
+
+/// A new argon2id hash of `password` with `params` and a fresh 128-bit salt, as a PHC string
+/// (what the crate's `hash_password` makes, on this thread's memory).
+fn hash_phc(params: &Params, password: &[u8]) -> Result<PasswordHash, PasswordError> {
+    let internal = |e: &dyn std::fmt::Display| PasswordError::Internal(e.to_string());
+    let mut salt = [0u8; 16];
+    rand::fill(&mut salt);
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    let a = argon2(params);
+    with_memory(params.block_count(), params.block_count(), |memory| {
+        a.hash_password_into_with_memory(password, &salt, &mut out, memory)
+    })
+    .map_err(|e| internal(&e))?;
+    let hash = phc::PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| internal(&e))?,
+        salt: Some(Salt::new(&salt).map_err(|e| internal(&e))?),
+        hash: Some(Output::new(&out).map_err(|e| internal(&e))?),
+    };
+    Ok(PasswordHash(hash.to_string()))
+}
+
+/// Whether `password` matches the PHC string `stored` (any argon2 variant, version and cost
+/// it names), compared in constant time; an unreadable hash matches nothing.
+fn verify_phc(stored: &str, password: &[u8], keep: usize) -> bool {
+    use subtle::ConstantTimeEq;
+    let Ok(hash) = phc::PasswordHash::new(stored) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(version), Ok(params)) = (
+        Algorithm::try_from(hash.algorithm.as_str()),
+        hash.version
+            .map_or(Ok(Version::default()), Version::try_from),
+        Params::try_from(&hash),
+    ) else {
+        return false;
+    };
+    let a = Argon2::new(algorithm, version, params.clone());
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    let done = with_memory(params.block_count(), keep, |memory| {
+        a.hash_password_into_with_memory(password, salt.as_ref(), out, memory)
+    });
+    done.is_ok() && bool::from(out.ct_eq(expected.as_ref()))
 }
 
 impl Passwords {
@@ -138,10 +217,7 @@ impl Passwords {
         let pw = password.clone();
         self.run(move || {
             strength_ok(&pw, &user_inputs, min_strength)?;
-            argon2(&params)
-                .hash_password(pw.expose().as_bytes())
-                .map(|h| PasswordHash(h.to_string()))
-                .map_err(|e| PasswordError::Internal(e.to_string()))
+            hash_phc(&params, pw.expose().as_bytes())
         })
         .await?
     }
@@ -185,9 +261,7 @@ impl Passwords {
                 } else {
                     pw.expose().as_bytes()
                 };
-                argon2(&params)
-                    .verify_password(candidate, hash.0.as_str())
-                    .is_ok()
+                verify_phc(&hash.0, candidate, params.block_count())
             })
             .await?;
         Ok(ok && real && !too_long)
@@ -200,13 +274,7 @@ impl Passwords {
             .get_or_try_init(|| async {
                 let mut random = [0u8; 24];
                 rand::fill(&mut random);
-                self.run(move || {
-                    argon2(&params)
-                        .hash_password(&random)
-                        .map(|h| PasswordHash(h.to_string()))
-                        .map_err(|e| PasswordError::Internal(e.to_string()))
-                })
-                .await?
+                self.run(move || hash_phc(&params, &random)).await?
             })
             .await
             .cloned()
@@ -290,6 +358,61 @@ mod tests {
                 .unwrap()
         );
         assert!(!p.verify(&pw, None).await.unwrap(), "dummy never matches");
+    }
+
+    #[test]
+    fn hashes_are_the_crates_phc_strings_both_ways() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let params = Params::new(1024, 1, 1, None).unwrap();
+        let pw = b"correct horse battery staple";
+        // Ours verifies with the crate's verifier (the format stored for years to come)...
+        let ours = hash_phc(&params, pw).unwrap();
+        assert!(ours.0.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
+        let a = argon2(&params);
+        assert!(a.verify_password(pw, ours.0.as_str()).is_ok());
+        assert!(a.verify_password(b"wrong", ours.0.as_str()).is_err());
+        // ...and hashes the crate made (argon2id and others) verify with ours.
+        let keep = params.block_count();
+        let theirs = a.hash_password(pw).unwrap().to_string();
+        assert!(verify_phc(&theirs, pw, keep));
+        assert!(!verify_phc(&theirs, b"wrong", keep));
+        let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x10, params.clone())
+            .hash_password(pw)
+            .unwrap()
+            .to_string();
+        assert!(argon2i.starts_with("$argon2i$v=16$"), "{argon2i}");
+        assert!(verify_phc(&argon2i, pw, keep));
+        // A hash with more memory than this thread keeps still verifies (on memory of its own).
+        let bigger = argon2(&Params::new(4096, 1, 1, None).unwrap())
+            .hash_password(pw)
+            .unwrap()
+            .to_string();
+        assert!(verify_phc(&bigger, pw, keep));
+        // Tampered or unreadable hashes match nothing.
+        let mut tampered = ours.0.clone();
+        tampered.pop();
+        tampered.push(if ours.0.ends_with('A') { 'B' } else { 'A' });
+        assert!(!verify_phc(&tampered, pw, keep));
+        assert!(!verify_phc(
+            "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ",
+            pw,
+            keep
+        ));
+        assert!(!verify_phc("not a hash", pw, keep));
+        assert!(!verify_phc("", pw, keep));
+    }
+
+    #[test]
+    fn thread_memory_is_kept_and_wiped() {
+        let params = Params::new(1024, 1, 1, None).unwrap();
+        hash_phc(&params, b"correct horse battery staple").unwrap();
+        MEMORY.with_borrow(|m| {
+            assert_eq!(m.len(), params.block_count(), "kept for the next hash");
+            assert!(
+                m.iter().all(|b| b.as_ref().iter().all(|w| *w == 0)),
+                "wiped"
+            );
+        });
     }
 
     #[tokio::test]
