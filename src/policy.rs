@@ -60,6 +60,8 @@ pub struct Route {
     pub preserve_host: bool,
     pub upstream_scheme: http::uri::Scheme,
     pub upstream_authority: Authority,
+    /// The upstream's authority as a Host header value, made once.
+    pub upstream_host: Option<http::HeaderValue>,
     /// The upstream URL's path without its trailing '/', prepended to the forwarded path.
     pub upstream_base: String,
     pub metrics: RouteMetrics,
@@ -145,6 +147,7 @@ impl RouteTable {
                 strip_prefix: c.strip_prefix,
                 preserve_host: c.preserve_host,
                 upstream_scheme: scheme,
+                upstream_host: http::HeaderValue::from_str(authority.as_str()).ok(),
                 upstream_authority: authority,
                 upstream_base: c.upstream.path().trim_end_matches('/').to_string(),
             }));

@@ -213,8 +213,9 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
         .map(|v| v.get(..v.len().min(128)).unwrap_or(""));
     let span = tracing::info_span!("request", id = ?ctx.request_id, client = %ctx.client_ip, ua);
     async move {
-        let method = req.method().clone();
-        let uri = req.uri().clone();
+        // The access log's fields, kept only when it is on (it is off at "warn").
+        let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
+            .then(|| (req.method().clone(), req.uri().clone()));
         let (mut resp, metrics, route) = dispatch(&app, &ctx, req, start).await;
         resp.headers_mut().insert(
             crate::proxy::headers::X_REQUEST_ID.clone(),
@@ -225,15 +226,17 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
         metrics.observe(status, elapsed);
         // The access log: never headers (Authorization, Cookie), never the query string,
         // which may carry a token or a code.
-        tracing::info!(
-            target: "access",
-            method = %method,
-            path = uri.path(),
-            status,
-            route,
-            micros = elapsed.as_micros() as u64,
-            "request"
-        );
+        if let Some((method, uri)) = logged {
+            tracing::info!(
+                target: "access",
+                method = %method,
+                path = uri.path(),
+                status,
+                route,
+                micros = elapsed.as_micros() as u64,
+                "request"
+            );
+        }
         resp
     }
     .instrument(span)

@@ -157,7 +157,7 @@ impl Proxy {
                         None => return ProxyError::Protocol.into_api().into_response(),
                     }
                 }
-                self.filter_response(ctx, resp, upgrade)
+                Self::filter_response(resp, upgrade)
             }
             Err(e) => {
                 route.metrics.upstream_error(match e {
@@ -229,8 +229,7 @@ impl Proxy {
             (Some(host), true) => Some(host.clone()),
             _ => None,
         };
-        let host =
-            host.or_else(|| http::HeaderValue::from_str(route.upstream_authority.as_str()).ok());
+        let host = host.or_else(|| route.upstream_host.clone());
         if let Some(host) = host {
             h.insert(header::HOST, host);
         }
@@ -264,18 +263,11 @@ impl Proxy {
     }
 
     /// Phase: filter response. Hop-by-hop headers out (bar a 101's upgrade), request id in.
-    fn filter_response(
-        &self,
-        ctx: &RequestCtx,
-        resp: Response<Incoming>,
-        upgrade: bool,
-    ) -> Response<Body> {
+    fn filter_response(resp: Response<Incoming>, upgrade: bool) -> Response<Body> {
         let (mut parts, body) = resp.into_parts();
         let switching = upgrade && parts.status == StatusCode::SWITCHING_PROTOCOLS;
         headers::remove_hop_by_hop(&mut parts.headers, switching);
-        parts
-            .headers
-            .insert(headers::X_REQUEST_ID.clone(), ctx.request_id.clone());
+        // X-Request-Id is set on every response in `http::handle`, this one included.
         Response::from_parts(parts, body.boxed())
     }
 }
