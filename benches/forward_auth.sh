@@ -17,6 +17,7 @@
 #
 # Environment (defaults in brackets):
 #   WRK_THREADS [2]  WRK_CONNECTIONS [64]  WRK_DURATION [15s]  WRK_WARMUP [3s]
+#   BENCH_ROUNDS [3]  rounds of all four targets in turn; the table gives medians
 #   AUTHGATE_BIN     use this binary instead of `cargo build --release`
 #   BENCH_QUIET_WAIT seconds to wait for other rustc/cargo processes to finish before
 #                    measuring [0]; whether the machine was quiet is recorded either way
@@ -28,6 +29,7 @@ CONNS=${WRK_CONNECTIONS:-64}
 DURATION=${WRK_DURATION:-15s}
 WARMUP=${WRK_WARMUP:-3s}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
+ROUNDS=${BENCH_ROUNDS:-3}
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/common.sh
@@ -354,17 +356,22 @@ auth_accepts() { # target
 # wrk prints latencies as 812.00us, 1.23ms, 1.05s or 2.00m; the table wants milliseconds.
 
 mkdir -p "$results"
-declare -A rps p99 errs conns aconns quiet_at
+declare -A rps p99 errs conns aconns quiet_at runs_rps runs_p99
 for t in "${targets[@]}"; do
-    echo "== $t (${url[$t]})" >&2
+    echo "== $t (${url[$t]}): warm-up" >&2
     wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "${auth[$t]}" "${url[$t]}" >/dev/null
+    quiet_at[$t]=yes
+    errs[$t]=0
+done
+# Rounds take the targets in turn, so a slow spell of the machine hits them all alike.
+for ((round = 1; round <= ROUNDS; round++)); do
+  for t in "${targets[@]}"; do
     before=$(upstream_accepts)
     abefore=$(auth_accepts "$t")
     wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "${auth[$t]}" "${url[$t]}" \
-        >"$results/forward_auth-$t.txt" &
+        >"$results/forward_auth-$t-$round.txt" &
     wrk_pid=$!
     # A compiler starting mid-run skews that target's figures: note it.
-    quiet_at[$t]=yes
     while kill -0 "$wrk_pid" 2>/dev/null; do
         others_compiling && quiet_at[$t]="no (rustc/cargo running)"
         sleep 2
@@ -377,13 +384,22 @@ for t in "${targets[@]}"; do
         fwd-*) aconns[$t]=$(awk -v a="$(auth_accepts "$t")" -v b="$abefore" 'BEGIN { print a - b - 1 }') ;;
         *) aconns[$t]=- ;;
     esac
-    out=$results/forward_auth-$t.txt
-    rps[$t]=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-    p99[$t]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
-    errs[$t]=$(awk '/^ *Non-2xx or 3xx responses:/ { n += $NF }
+    out=$results/forward_auth-$t-$round.txt
+    r=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+    p=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+    runs_rps[$t]+=" $r"
+    runs_p99[$t]+=" $p"
+    errs[$t]=$((errs[$t] + $(awk '/^ *Non-2xx or 3xx responses:/ { n += $NF }
         /^ *Socket errors:/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 }
-        END { print n + 0 }' "$out")
-    echo "   ${rps[$t]} req/s, p99 ${p99[$t]} ms" >&2
+        END { print n + 0 }' "$out")))
+    echo "   round $round $t: $r req/s, p99 $p ms" >&2
+  done
+done
+for t in "${targets[@]}"; do
+    # shellcheck disable=SC2086 # the per-round lists are meant to split
+    rps[$t]=$(median ${runs_rps[$t]})
+    # shellcheck disable=SC2086
+    p99[$t]=$(median ${runs_p99[$t]})
 done
 
 # authgate's own warnings (per-connection ones would show here) go with the figures.
@@ -399,6 +415,7 @@ row() { # label target reference goal
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), repo at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$([[ -n ${AUTHGATE_BIN:-} ]] && echo ' (authgate prebuilt, not necessarily from it)')"
     echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "- $(nginx -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), authgate $bin"
+    echo "- $ROUNDS rounds of the four targets in turn; req/s and p99 are medians over the rounds (each round's figures: forward_auth-<target>-<round>.txt); conns are the last round's, errors the sum"
     echo "- wrk -t$THREADS -c$CONNS -d$DURATION --latency (warm-up $WARMUP), GET / of a 6-byte body, plain HTTP, a valid \`Authorization: Bearer\` access token (EdDSA) on every request; everything shares the same cores"
     echo "- nginx-proxy: nginx proxy_pass to the upstream, no authentication; authgate-route: authgate's proxy on an \`access = \"authenticated\"\` route"
     echo "- fwd-*: nginx auth_request (README snippet, keep-alive to both upstreams) then proxy_pass; the auth subrequest goes to a stub nginx answering 200 (fwd-stub) or to authgate /auth/validate (fwd-authgate)"

@@ -302,7 +302,6 @@ measure() { # variant phase(alone|flood) round
     echo "   $v $phase round $r: $(rps_of "$out") req/s, p99 $(p99_of "$out") ms, errors $(errs_of "$out")" >&2
 }
 
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
 
 mkdir -p "$results"

@@ -545,6 +545,7 @@ where
         .name(format!("authgate-serve-{worker}"))
         .spawn(move || {
             runtime.block_on(async move {
+                tokio::spawn(keep_a_timer_pending());
                 tokio::select! {
                     () = serve(listener) => {},
                     () = stop.cancelled() => {},
@@ -560,6 +561,20 @@ where
         let _abort = abort.drop_guard();
         let _ = done_rx.await;
     })
+}
+
+/// Keeps a timer pending on this serving thread. tokio wakes its own driver (an eventfd
+/// write, then an extra trip through epoll) whenever a timer is registered earlier than the
+/// driver's next wake, and with no timer pending that is every timer: between requests none
+/// was, so each request's header-read timer cost two needless system calls. A near timer
+/// that never stops makes every per-request timer (header read, upstream response: a
+/// second or more) later than the next wake.
+async fn keep_a_timer_pending() {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
