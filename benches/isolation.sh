@@ -2,8 +2,8 @@
 # Isolation benchmark: can a flood of wrong-password sign-ins slow the proxy down?
 #
 # authgate verifies passwords (argon2id, tens of milliseconds each) on threads of its own at
-# nice 19 ([passwords] workers = cores, max_queue = 8 per worker, max_wait = 1s; past them 503
-# SERVICE_BUSY), off the request threads, and holds the account endpoints' refusals (429, 503)
+# SCHED_IDLE ([passwords] priority = "idle", workers = cores, max_queue = 8 per worker,
+# max_wait = 500ms; past them 503 SERVICE_BUSY), off the request threads, and holds the account endpoints' refusals (429, 503)
 # for [rate_limit] refusal_delay = 1s. This measures proxied GET / throughput and p99 through
 # authgate alone, then again while a second wrk floods POST /auth/login with a wrong password
 # at full concurrency, and counts how the flood was answered (the target: 401/429/503 only,
@@ -370,7 +370,7 @@ flood_ok() { # variant: only 401/403/429/503 answers, no timeout, no socket erro
     echo "- $ROUNDS rounds, each: alone then during the flood, per variant; req/s and p99 are medians over the rounds, the flood's answers are summed, its p99 and max are the worst round's"
     echo "- proxied load: wrk -t$THREADS -c$CONNS -d$DURATION --latency (warm-up $WARMUP), GET / of a 6-byte body on a public route, plain HTTP"
     echo "- flood: wrk -t$FTHREADS -c$FCONNS -d${FLOOD_S}s --timeout $FTIMEOUT, POST /auth/login {\"login\":\"$EMAIL\",\"password\":\"$WRONG\"} to a verified account; it starts ${LEAD} s before the proxied load and stops ${LEAD} s after it"
-    echo "- [passwords] defaults: argon2id 19456 KiB, 2 passes, workers = cores ($(nproc)), max_queue = $((8 * $(nproc))) (waiting + running; $FCONNS flood connections$( ((FCONNS <= 8 * $(nproc))) && echo ' never overflow it' || echo ' overflow it: 503 SERVICE_BUSY expected')), max_wait = 1s, nice = 19; [rate_limit] refusal_delay = 1s"
+    echo "- [passwords] defaults: argon2id 19456 KiB, 2 passes, workers = cores ($(nproc)), max_queue = $((8 * $(nproc))) (waiting + running; $FCONNS flood connections$( ((FCONNS <= 8 * $(nproc))) && echo ' never overflow it' || echo ' overflow it: 503 SERVICE_BUSY expected')), max_wait = 500ms, priority = idle (SCHED_IDLE); [rate_limit] refusal_delay = 1s"
     echo "- **open**: \`[rate_limit] enabled = false\`, so every flood request reaches the hashing pool; **limited**: the default rate limits (login 20/1m per IP, 10/1m per account), so the flood should mostly get 429"
     echo "- 403 = USER_BLOCKED: the account locks after 10 failures ([otp] lockout_threshold); a locked sign-in still verifies a dummy hash, so it costs the pool as much as a wrong password"
     echo "- everything (authgate, the nginx upstream, both wrk processes) shares the same $(nproc) cores: the flood's own wrk takes CPU from the proxied load too, so a ratio below 1 is not all authgate's doing"

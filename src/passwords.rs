@@ -3,7 +3,7 @@
 //! traffic; the strength policy; and the dummy verification that makes an unknown login cost
 //! the same as a wrong password.
 
-use crate::config::PasswordsConfig;
+use crate::config::{HashPriority, PasswordsConfig};
 use crate::secret::Secret;
 use crate::store::PasswordHash;
 use argon2::password_hash::phc::{self, Output, ParamsString, Salt};
@@ -139,7 +139,7 @@ impl Passwords {
                 .unwrap_or(2),
             n => n,
         };
-        let jobs = spawn_threads(workers, cfg.nice)?;
+        let jobs = spawn_threads(workers, cfg.priority)?;
         Ok(Passwords(Arc::new(Inner {
             params,
             jobs,
@@ -281,10 +281,10 @@ impl Passwords {
     }
 }
 
-/// Starts the hashing threads. Each lowers its own scheduling priority to `nice`: when the
+/// Starts the hashing threads. Each lowers its own scheduling priority to `priority`: when the
 /// cores are contended the kernel runs the serving threads first, so hashes slow down instead
 /// of proxied requests (with idle cores, hashing runs at full speed all the same).
-fn spawn_threads(n: usize, nice: i32) -> Result<mpsc::Sender<Job>, PasswordError> {
+fn spawn_threads(n: usize, priority: HashPriority) -> Result<mpsc::Sender<Job>, PasswordError> {
     let (tx, rx) = mpsc::channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..n {
@@ -292,7 +292,7 @@ fn spawn_threads(n: usize, nice: i32) -> Result<mpsc::Sender<Job>, PasswordError
         std::thread::Builder::new()
             .name(format!("authgate-hash-{i}"))
             .spawn(move || {
-                lower_priority(nice);
+                lower_priority(priority);
                 loop {
                     // The lock is held only while waiting for the next job, never while hashing.
                     let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
@@ -308,18 +308,33 @@ fn spawn_threads(n: usize, nice: i32) -> Result<mpsc::Sender<Job>, PasswordError
 }
 
 #[cfg(target_os = "linux")]
-fn lower_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    // On Linux a thread id names one thread to setpriority(2): only this thread changes.
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
-        tracing::warn!(error = %e, nice, "cannot lower the hashing threads' priority");
+fn lower_priority(priority: HashPriority) {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, thread_native_id,
+    };
+    let done = match priority {
+        HashPriority::Normal => return,
+        // On Linux a thread id names one thread to setpriority(2): only this thread changes.
+        HashPriority::Low => {
+            rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
+                .map_err(|e| e.to_string())
+        }
+        // A nice value cannot do this: a thread at nice 19 still runs out its time slice
+        // before a woken serving thread gets the core back; a SCHED_IDLE one yields at once.
+        HashPriority::Idle => thread_priority::set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        )
+        .map_err(|e| e.to_string()),
+    };
+    if let Err(error) = done {
+        tracing::warn!(%error, ?priority, "cannot lower the hashing threads' priority");
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority(_nice: i32) {}
+fn lower_priority(_priority: HashPriority) {}
 
 fn strength_ok(pw: &Secret, user_inputs: &[String], min_strength: u8) -> Result<(), PasswordError> {
     let inputs: Vec<&str> = user_inputs.iter().map(String::as_str).collect();
@@ -483,25 +498,34 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn hashing_threads_run_at_the_configured_priority() {
-        let own = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
-        // The test may itself run niced (then only a higher nice is allowed without privilege).
-        let inherited = own().unwrap();
-        for (nice, want) in [
-            (0, inherited),
-            (inherited.max(7), inherited.max(7)),
-            (19, 19),
+        use thread_priority::{NormalThreadSchedulePolicy as N, ThreadSchedulePolicy as S};
+        let own = || {
+            (
+                rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap(),
+                thread_priority::thread_schedule_policy().unwrap(),
+            )
+        };
+        let (nice, policy) = own();
+        for (priority, want) in [
+            (HashPriority::Normal, (nice, policy)),
+            (HashPriority::Low, (19, policy)),
+            (HashPriority::Idle, (0, S::Normal(N::Idle))),
         ] {
             let p = Passwords::new(&PasswordsConfig {
                 workers: 2,
-                nice,
+                priority,
                 ..Default::default()
             })
             .unwrap();
-            let seen = p.run(own).await.unwrap().unwrap();
-            assert_eq!(seen, want, "nice = {nice}");
+            let (seen_nice, seen_policy) = p.run(own).await.unwrap();
+            assert_eq!(seen_policy, want.1, "{priority:?}");
+            // SCHED_IDLE ignores nice (and an unprivileged thread may keep a higher one).
+            if priority != HashPriority::Idle {
+                assert_eq!(seen_nice, want.0, "{priority:?}");
+            }
         }
         // The calling thread is left alone.
-        assert_eq!(own().unwrap(), inherited);
+        assert_eq!(own(), (nice, policy));
     }
 
     #[tokio::test]

@@ -185,9 +185,9 @@ pub struct PasswordsConfig {
     /// Longest a hash request waits for a free hashing thread before 503 SERVICE_BUSY.
     #[serde(with = "duration::serde_str")]
     pub max_wait: Duration,
-    /// Scheduling priority (nice, 0-19) of the hashing threads (Linux): above 0 they yield
-    /// contended cores to the serving threads, so a login storm cannot slow proxied traffic.
-    pub nice: i32,
+    /// CPU priority of the hashing threads (Linux), so a login storm cannot slow proxied
+    /// traffic.
+    pub priority: HashPriority,
     pub min_length: usize,
     pub max_length: usize,
     /// Minimum zxcvbn score (0-4) a new password needs; 2 refuses common and guessable ones.
@@ -202,13 +202,27 @@ impl Default for PasswordsConfig {
             parallelism: 1,
             workers: 0,
             max_queue: 0,
-            max_wait: Duration::from_secs(1),
-            nice: 19,
+            max_wait: Duration::from_millis(500),
+            priority: HashPriority::Idle,
             min_length: 8,
             max_length: 128,
             min_strength: 2,
         }
     }
+}
+
+/// How the hashing threads share contended cores with the serving threads (Linux; elsewhere
+/// they run at the process's priority).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashPriority {
+    /// SCHED_IDLE: hash only on cores that nothing else wants, and give them up at once when a
+    /// serving thread wakes.
+    Idle,
+    /// nice 19: a small share of contended cores.
+    Low,
+    /// The process's own priority.
+    Normal,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -862,9 +876,6 @@ impl Config {
         }
         if p.min_strength > 4 {
             return Err(ConfigError::key("passwords.min_strength", "must be 0 to 4"));
-        }
-        if !(0..=19).contains(&p.nice) {
-            return Err(ConfigError::key("passwords.nice", "must be 0 to 19"));
         }
         if p.max_wait.is_zero() || p.max_wait > Duration::from_secs(30) {
             return Err(ConfigError::key(
