@@ -348,7 +348,7 @@ auth_accepts() { # target
     case $1 in
         fwd-stub) curl -sS "http://127.0.0.1:$P_STUB/status" | awk 'NR == 3 { print $1 }' ;;
         fwd-authgate) curl -sS "http://127.0.0.1:$P_AGV/metrics" |
-            awk '$1 ~ /^authgate_connections(_total)?$/ { print $2; exit }' ;;
+            awk '!seen && $1 ~ /^authgate_connections(_total)?$/ { print $2; seen = 1 }' ;;
         *) echo 0 ;;
     esac
 }
