@@ -59,22 +59,36 @@ thread_local! {
     static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The largest memory cost a stored hash may name, as a multiple of the configured one: a
+/// corrupt or foreign record must not make one verification allocate gigabytes.
+const MAX_COST_FACTOR: usize = 16;
+
 /// Runs `f` on `blocks` blocks of this thread's argon2 memory, wiped afterwards (nothing
 /// derived from a password outlives its hash). `keep` is the most this thread keeps between
 /// hashes: a hash made with a larger memory cost (before a configuration change) gets memory
-/// of its own.
-fn with_memory<R>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
+/// of its own, up to [`MAX_COST_FACTOR`] times `keep`; beyond that, or when the memory cannot
+/// be had, `None`.
+fn with_memory<R>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> R) -> Option<R> {
     if blocks > keep {
-        return f(&mut vec![Block::new(); blocks]);
+        if blocks > keep.saturating_mul(MAX_COST_FACTOR) {
+            return None;
+        }
+        let mut own = Vec::new();
+        own.try_reserve_exact(blocks).ok()?;
+        own.resize(blocks, Block::new());
+        let out = f(&mut own);
+        own.fill(Block::new());
+        return Some(out);
     }
     MEMORY.with_borrow_mut(|memory| {
         if memory.len() < blocks {
+            memory.try_reserve_exact(blocks - memory.len()).ok()?;
             memory.resize(blocks, Block::new());
         }
-        let used = memory.get_mut(..blocks).unwrap_or_default();
+        let used = memory.get_mut(..blocks)?;
         let out = f(used);
         used.fill(Block::new());
-        out
+        Some(out)
     })
 }
 
@@ -89,6 +103,7 @@ fn hash_phc(params: &Params, password: &[u8]) -> Result<PasswordHash, PasswordEr
     with_memory(params.block_count(), params.block_count(), |memory| {
         a.hash_password_into_with_memory(password, &salt, &mut out, memory)
     })
+    .ok_or_else(|| internal(&"no memory for the hash"))?
     .map_err(|e| internal(&e))?;
     let hash = phc::PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
@@ -126,7 +141,7 @@ fn verify_phc(stored: &str, password: &[u8], keep: usize) -> bool {
     let done = with_memory(params.block_count(), keep, |memory| {
         a.hash_password_into_with_memory(password, salt.as_ref(), out, memory)
     });
-    done.is_ok() && bool::from(out.ct_eq(expected.as_ref()))
+    matches!(done, Some(Ok(()))) && bool::from(out.ct_eq(expected.as_ref()))
 }
 
 impl Passwords {
@@ -158,8 +173,10 @@ impl Passwords {
 
     /// Runs `job` on a hashing thread, at most `workers` at once, at most `max_queue` waiting
     /// or running; beyond that the caller gets `Busy` at once, and a caller that waits
-    /// `max_wait` for a thread without getting one gets `Busy` then (the threads yield the CPU
-    /// to proxied traffic, so under a heavy load a hash can wait; the client must not).
+    /// `max_wait` for a thread without getting one gets `Busy` then. The threads yield the CPU
+    /// to proxied traffic, so on a saturated machine a hash can be slow; the client must not
+    /// wait for it: past 3 × `max_wait` the caller gets `Busy` while the hash ends in the
+    /// background, still holding its slot.
     async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
@@ -170,6 +187,7 @@ impl Passwords {
             .clone()
             .try_acquire_owned()
             .map_err(|_| PasswordError::Busy)?;
+        let start = tokio::time::Instant::now();
         let worker = tokio::time::timeout(self.0.max_wait, self.0.workers.clone().acquire_owned())
             .await
             .map_err(|_| PasswordError::Busy)?
@@ -186,8 +204,11 @@ impl Passwords {
                 let _ = tx.send(out);
             }))
             .map_err(|_| PasswordError::Internal("the hashing threads have stopped".into()))?;
-        rx.await
-            .map_err(|_| PasswordError::Internal("a hashing job failed".into()))
+        match tokio::time::timeout_at(start + 3 * self.0.max_wait, rx).await {
+            Err(_) => Err(PasswordError::Busy),
+            Ok(Err(_)) => Err(PasswordError::Internal("a hashing job failed".into())),
+            Ok(Ok(out)) => Ok(out),
+        }
     }
 
     /// The whole policy without hashing: length, then strength (on the pool: zxcvbn on a long
@@ -493,6 +514,39 @@ mod tests {
         assert!(start.elapsed() >= std::time::Duration::from_millis(200));
         drop(held);
         assert!(!p.verify(&Secret::new("whatever12"), None).await.unwrap());
+    }
+
+    // The sleeping job runs on a hashing thread, never on the runtime's.
+    #[allow(clippy::disallowed_methods)]
+    #[tokio::test]
+    async fn a_slow_hash_answers_busy_and_keeps_its_slot() {
+        let p = Passwords::new(&PasswordsConfig {
+            workers: 1,
+            max_queue: 1,
+            max_wait: std::time::Duration::from_millis(100),
+            ..Default::default()
+        })
+        .unwrap();
+        let start = std::time::Instant::now();
+        let slow = p.run(|| std::thread::sleep(std::time::Duration::from_millis(800)));
+        assert!(matches!(slow.await, Err(PasswordError::Busy)));
+        let took = start.elapsed();
+        assert!(took >= std::time::Duration::from_millis(300), "{took:?}");
+        // The hash still runs and holds the only slot.
+        assert!(matches!(p.run(|| ()).await, Err(PasswordError::Busy)));
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        assert!(p.run(|| ()).await.is_ok());
+    }
+
+    #[test]
+    fn a_stored_hash_naming_a_huge_memory_cost_is_refused_without_allocating_it() {
+        // m = 4 GiB: 16 times the configured 1024 KiB at most is allowed.
+        let huge = "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdHNhbHRzYWx0$\
+                    AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let keep = Params::new(1024, 1, 1, None).unwrap().block_count();
+        assert!(!verify_phc(huge, b"anything", keep));
+        assert!(with_memory(keep * 17, keep, |_| ()).is_none());
+        assert!(with_memory(keep * 2, keep, |_| ()).is_some());
     }
 
     #[cfg(target_os = "linux")]
