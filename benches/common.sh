@@ -37,6 +37,16 @@ to_ms() {
     }'
 }
 
+# Figures from a wrk output file: req/s, p99 in milliseconds, and errors (non-2xx/3xx
+# answers plus socket errors).
+rps_of() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
+p99_of() { to_ms "$(awk '$1 == "99%" { print $2 }' "$1")"; }
+errs_of() {
+    awk '/^ *Non-2xx or 3xx responses:/ { n += $NF }
+        /^ *Socket errors:/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 }
+        END { print n + 0 }' "$1"
+}
+
 # The median of the numbers given as arguments.
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 

@@ -353,7 +353,6 @@ auth_accepts() { # target
     esac
 }
 
-# wrk prints latencies as 812.00us, 1.23ms, 1.05s or 2.00m; the table wants milliseconds.
 
 mkdir -p "$results"
 declare -A rps p99 errs conns aconns quiet_at runs_rps runs_p99
@@ -385,13 +384,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
         *) aconns[$t]=- ;;
     esac
     out=$results/forward_auth-$t-$round.txt
-    r=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-    p=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+    r=$(rps_of "$out")
+    p=$(p99_of "$out")
     runs_rps[$t]+=" $r"
     runs_p99[$t]+=" $p"
-    errs[$t]=$((errs[$t] + $(awk '/^ *Non-2xx or 3xx responses:/ { n += $NF }
-        /^ *Socket errors:/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 }
-        END { print n + 0 }' "$out")))
+    errs[$t]=$((errs[$t] + $(errs_of "$out")))
     echo "   round $round $t: $r req/s, p99 $p ms" >&2
   done
 done

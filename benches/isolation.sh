@@ -263,15 +263,6 @@ if ((QUIET_WAIT > 0)); then
     done
 fi
 
-# wrk prints latencies as 812.00us, 1.23ms, 1.05s or 2.00m; the table wants milliseconds.
-rps_of() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
-p99_of() { to_ms "$(awk '$1 == "99%" { print $2 }' "$1")"; }
-errs_of() {
-    awk '/^ *Non-2xx or 3xx responses:/ { n += $NF }
-        /^ *Socket errors:/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 }
-        END { print n + 0 }' "$1"
-}
-
 # Runs the proxied load (and the flood when asked) and waits; notes whether the machine was
 # shared with a compiler or another benchmark meanwhile.
 measure() { # variant phase(alone|flood) round
