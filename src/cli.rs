@@ -213,7 +213,7 @@ async fn copy_store(
 }
 
 /// Runs an admin command and returns what to print.
-pub async fn run_admin(config: Config, command: Command) -> Result<String, CliError> {
+pub async fn run_admin(mut config: Config, command: Command) -> Result<String, CliError> {
     if let Command::Store(StoreCommand::Copy {
         from,
         to,
@@ -261,6 +261,10 @@ pub async fn run_admin(config: Config, command: Command) -> Result<String, CliEr
             config.tokens.keys_dir.display()
         ));
     }
+    // An operator at the console is not a login storm: hash at normal priority and wait as long
+    // as it takes, even on a machine busy serving.
+    config.passwords.priority = crate::config::HashPriority::Normal;
+    config.passwords.max_wait = std::time::Duration::from_secs(60);
     let app = build_app(Arc::new(config), &Deps::default(), &Metrics::new()).await.map_err(|e| match e {
         crate::server::StartError::Store(s) if s.to_string().contains("lock") => CliError::Account(format!(
             "{s}: is the gateway running on this store? Stop it, or use the admin API (/auth/admin/)."

@@ -75,6 +75,16 @@ impl Gateway {
         if config.tokens.keys_dir == std::path::Path::new("data/keys") {
             config.tokens.keys_dir = dir.path().join("keys");
         }
+        // Tests run side by side on few cores: hashing threads at SCHED_IDLE would starve behind
+        // the other tests and answer 503 after max_wait, which is the isolation the gateway
+        // wants in production but noise here. Tests that mean to exercise either keep theirs.
+        let defaults = authgate::config::PasswordsConfig::default();
+        if config.passwords.priority == defaults.priority {
+            config.passwords.priority = authgate::config::HashPriority::Normal;
+        }
+        if config.passwords.max_wait == defaults.max_wait {
+            config.passwords.max_wait = Duration::from_secs(10);
+        }
         config.mail.outbox_dir = dir.path().join("outbox");
         if let Some(smtp) = smtp {
             config.mail.smtp_url = Some(
@@ -483,6 +493,9 @@ impl Binary {
             .arg(&file)
             .current_dir(dir)
             .env("RUST_LOG", "warn")
+            // As for in-process gateways: no SCHED_IDLE starvation behind the other tests.
+            .env("AUTHGATE_PASSWORDS__PRIORITY", "normal")
+            .env("AUTHGATE_PASSWORDS__MAX_WAIT", "10s")
             .kill_on_drop(true)
             .spawn()
             .unwrap();
