@@ -64,6 +64,9 @@ pub struct Route {
     pub upstream_host: Option<http::HeaderValue>,
     /// The upstream URL's path without its trailing '/', prepended to the forwarded path.
     pub upstream_base: String,
+    /// Index of this route's upstream (scheme and authority) in [`RouteTable::origins`]:
+    /// routes to one upstream share its connections.
+    pub upstream: usize,
     pub metrics: RouteMetrics,
 }
 
@@ -103,6 +106,7 @@ impl Route {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
+    origins: Vec<http::Uri>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +122,7 @@ impl RouteTable {
         metrics: &crate::metrics::Metrics,
     ) -> Result<Self, RouteError> {
         let mut routes = Vec::with_capacity(configs.len());
+        let mut origins: Vec<http::Uri> = Vec::new();
         for (index, c) in configs.iter().enumerate() {
             let err = |message: String| RouteError { index, message };
             let authority: Authority = c
@@ -128,6 +133,19 @@ impl RouteTable {
             let scheme = match c.upstream.scheme() {
                 "https" => http::uri::Scheme::HTTPS,
                 _ => http::uri::Scheme::HTTP,
+            };
+            let origin = http::Uri::builder()
+                .scheme(scheme.clone())
+                .authority(authority.clone())
+                .path_and_query("/")
+                .build()
+                .map_err(|e| err(format!("bad upstream: {e}")))?;
+            let upstream = match origins.iter().position(|o| *o == origin) {
+                Some(i) => i,
+                None => {
+                    origins.push(origin);
+                    origins.len() - 1
+                }
             };
             let name = c.name.clone().unwrap_or_else(|| c.path_prefix.clone());
             routes.push(Arc::new(Route {
@@ -150,9 +168,15 @@ impl RouteTable {
                 upstream_host: http::HeaderValue::from_str(authority.as_str()).ok(),
                 upstream_authority: authority,
                 upstream_base: c.upstream.path().trim_end_matches('/').to_string(),
+                upstream,
             }));
         }
-        Ok(RouteTable { routes })
+        Ok(RouteTable { routes, origins })
+    }
+
+    /// The distinct upstreams (scheme and authority), indexed by [`Route::upstream`].
+    pub fn origins(&self) -> &[http::Uri] {
+        &self.origins
     }
 
     pub fn is_empty(&self) -> bool {

@@ -166,9 +166,10 @@ pub async fn build_app(
         metrics,
     ));
     let routes = RouteTable::new(&config.routes, metrics)?;
-    let clients = proxy::client::build_per_thread(&config.proxy, serving_threads())?;
+    let upstreams =
+        proxy::Upstreams::new(&config.proxy, serving_threads(), routes.origins().to_vec())?;
     let proxy = Proxy::new(
-        clients,
+        Arc::new(upstreams),
         IdentityNames::new(&config.identity_headers)?,
         config.proxy.response_timeout,
         sessions.clone(),
@@ -340,11 +341,13 @@ pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, Start
     }
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     for (worker, listener) in listeners.into_iter().enumerate() {
+        let upstreams = app.proxy.upstreams().clone();
         let app = app.clone();
         let make = move |conn: ConnInfo| {
             let app = app.clone();
             service_fn(move |req| {
                 let app = app.clone();
+                let conn = conn.clone();
                 async move { Ok::<_, Infallible>(gw::handle(app, conn, req).await) }
             })
         };
@@ -356,6 +359,7 @@ pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, Start
             metrics.clone(),
         );
         tasks.spawn(spawn_worker(worker, listener, move |listener| {
+            tokio::spawn(upstreams.sweep_forever(worker));
             accept_loop(
                 listener, acceptor, scheme, worker, builder, make, limits, shutdown, metrics,
             )
@@ -646,6 +650,7 @@ async fn accept_loop<M, S>(
         metrics.open_connections().inc();
         let service = make_service(ConnInfo {
             peer,
+            peer_ip: crate::proxy::headers::ip_value(peer.ip()),
             scheme,
             worker,
         });

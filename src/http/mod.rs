@@ -32,9 +32,12 @@ use std::time::Instant;
 use tracing::Instrument;
 
 /// How a connection reached us.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's address as a header value (X-Forwarded-For, X-Real-IP), formatted once per
+    /// connection rather than per request.
+    pub peer_ip: HeaderValue,
     pub scheme: &'static str,
     /// The serving thread that accepted the connection (picks its upstream pool).
     pub worker: usize,
@@ -45,6 +48,8 @@ pub struct ConnInfo {
 pub struct RequestCtx {
     pub request_id: HeaderValue,
     pub peer: SocketAddr,
+    /// See [`ConnInfo::peer_ip`].
+    pub peer_ip: HeaderValue,
     pub peer_trusted: bool,
     pub client_ip: IpAddr,
     pub scheme: &'static str,
@@ -56,7 +61,7 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    fn new(app: &App, conn: &ConnInfo, req: &Request<Incoming>) -> Self {
+    fn new(app: &App, conn: ConnInfo, req: &Request<Incoming>) -> Self {
         let peer_trusted = app.trusted.contains(conn.peer.ip());
         let client_ip = app.trusted.client_ip(conn.peer.ip(), req.headers());
         // A request id from a trusted proxy joins our logs to theirs; from anyone else it is
@@ -77,6 +82,7 @@ impl RequestCtx {
         RequestCtx {
             request_id,
             peer: conn.peer,
+            peer_ip: conn.peer_ip,
             peer_trusted,
             client_ip,
             scheme: conn.scheme,
@@ -205,7 +211,7 @@ impl App {
 /// Entry point for every request on the main listener.
 pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
-    let ctx = RequestCtx::new(&app, &conn, &req);
+    let ctx = RequestCtx::new(&app, conn, &req);
     let ua = req
         .headers()
         .get(header::USER_AGENT)

@@ -176,9 +176,20 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` are put back afterwards.
 pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none (h2 cannot): one pass over the names instead of nine lookups.
-    // `Connection` is in the list, so the headers it names are never missed.
-    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // One pass over the names finds which of the nine are there: most requests carry none
+    // (h2 cannot), and most upstream responses only `Connection: keep-alive`, so the lookups
+    // that would miss are never made.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut any = false;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            if let Some(p) = present.get_mut(i) {
+                *p = true;
+                any = true;
+            }
+        }
+    }
+    if !any {
         return;
     }
     let upgrade = if keep_upgrade {
@@ -186,18 +197,29 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     } else {
         None
     };
+    // `Connection` is in the list, so the headers it names are never missed. Its usual
+    // tokens (close, keep-alive, upgrade) name nothing to remove beyond the list itself.
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| {
+            !t.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|n| t.eq_ignore_ascii_case(n.as_str()))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for n in named {
         h.remove(n);
     }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
+    for (n, here) in HOP_BY_HOP.iter().zip(present) {
+        if here {
+            h.remove(n);
+        }
     }
     if let Some(u) = upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -209,6 +231,8 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 #[derive(Debug)]
 pub struct Forwarding<'a> {
     pub peer_ip: std::net::IpAddr,
+    /// `peer_ip` as a header value ([`ip_value`]).
+    pub peer_value: &'a HeaderValue,
     pub client_ip: std::net::IpAddr,
     pub peer_trusted: bool,
     pub scheme: &'static str,
@@ -220,10 +244,9 @@ pub struct Forwarding<'a> {
 /// Sets X-Forwarded-For/-Proto/-Host, X-Real-IP and X-Request-Id. What an untrusted client
 /// sent under these names (and `Forwarded`) is replaced, never passed on.
 pub fn set_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
-    let peer = ip_value(f.peer_ip);
     let xff = match (f.peer_trusted, joined(h, &X_FORWARDED_FOR)) {
         (true, Some(prev)) => HeaderValue::from_str(&format!("{prev}, {}", f.peer_ip)).ok(),
-        _ => peer.clone(),
+        _ => Some(f.peer_value.clone()),
     };
     if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR.clone(), v);
@@ -248,24 +271,17 @@ pub fn set_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
         h.remove(header::FORWARDED);
     }
     let real = if f.client_ip == f.peer_ip {
-        peer
+        f.peer_value.clone()
     } else {
         ip_value(f.client_ip)
     };
-    if let Some(v) = real {
-        h.insert(X_REAL_IP.clone(), v);
-    }
+    h.insert(X_REAL_IP.clone(), real);
     h.insert(X_REQUEST_ID.clone(), f.request_id.clone());
 }
 
-/// An IP address as a header value, formatted on the stack (one allocation, no copies).
-fn ip_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
-    use std::io::Write;
-    let mut buf = [0u8; 48];
-    let mut w = buf.as_mut_slice();
-    write!(w, "{ip}").ok()?;
-    let len = 48 - w.len();
-    HeaderValue::from_bytes(buf.get(..len)?).ok()
+/// An IP address as a header value (digits, dots, colons and hex: always a valid one).
+pub fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Several header lines of one name, as one comma-separated value.
@@ -296,6 +312,18 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+
+        // The usual upstream response: only `Connection` itself goes, and what it names.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "Keep-Alive, close, X-A".parse().unwrap(),
+        );
+        h.insert("x-a", "1".parse().unwrap());
+        h.insert("x-b", "1".parse().unwrap());
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-b"));
     }
 
     #[test]
@@ -343,6 +371,7 @@ mod tests {
         let id = HeaderValue::from_static("rid");
         let f = Forwarding {
             peer_ip: "8.8.8.8".parse().unwrap(),
+            peer_value: &HeaderValue::from_static("8.8.8.8"),
             client_ip: "8.8.8.8".parse().unwrap(),
             peer_trusted: false,
             scheme: "https",
@@ -365,6 +394,7 @@ mod tests {
         let id = HeaderValue::from_static("rid");
         let f = Forwarding {
             peer_ip: "10.0.0.1".parse().unwrap(),
+            peer_value: &HeaderValue::from_static("10.0.0.1"),
             client_ip: "1.1.1.1".parse().unwrap(),
             peer_trusted: true,
             scheme: "http",

@@ -2,8 +2,8 @@
 //! match route → authenticate → rate-limit → authorize → rewrite headers → forward → filter
 //! response. The forward-auth endpoint runs the same authenticate and authorize phases.
 
-pub mod client;
 pub mod headers;
+pub mod upstream;
 
 use crate::http::RequestCtx;
 use crate::http::body::Body;
@@ -18,14 +18,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 
-pub use client::UpstreamClient;
 pub use headers::IdentityNames;
+pub use upstream::Upstreams;
 
 /// What the proxy needs from the gateway.
 #[derive(Debug)]
 pub struct Proxy {
-    /// One per serving thread, indexed by [`RequestCtx::worker`]; never empty.
-    clients: Vec<UpstreamClient>,
+    /// Connections to the upstreams, per serving thread ([`RequestCtx::worker`]).
+    upstreams: Arc<Upstreams>,
     identity_names: IdentityNames,
     response_timeout: std::time::Duration,
     sessions: Arc<Sessions>,
@@ -67,7 +67,7 @@ impl ProxyError {
 
 impl Proxy {
     pub fn new(
-        clients: Vec<UpstreamClient>,
+        upstreams: Arc<Upstreams>,
         identity_names: IdentityNames,
         response_timeout: std::time::Duration,
         sessions: Arc<Sessions>,
@@ -75,13 +75,17 @@ impl Proxy {
         login_page: crate::http::redirect::LoginPage,
     ) -> Self {
         Proxy {
-            clients,
+            upstreams,
             identity_names,
             response_timeout,
             sessions,
             limits,
             login_page,
         }
+    }
+
+    pub fn upstreams(&self) -> &Arc<Upstreams> {
+        &self.upstreams
     }
 
     pub fn identity_names(&self) -> &IdentityNames {
@@ -149,7 +153,10 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => return e.into_api().into_response(),
         };
-        match self.forward(ctx.worker, upstream_req).await {
+        match self
+            .forward(ctx.worker, route.upstream, upstream_req, upgrade)
+            .await
+        {
             Ok(mut resp) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     match client_upgrade {
@@ -195,11 +202,9 @@ impl Proxy {
             pq.push('?');
             pq.push_str(q);
         }
-        parts.uri = Uri::builder()
-            .scheme(route.upstream_scheme.clone())
-            .authority(route.upstream_authority.clone())
-            .path_and_query(pq)
-            .build()
+        // Origin form: the connection is already to the upstream.
+        parts.uri = http::uri::PathAndQuery::try_from(pq)
+            .map(Uri::from)
             .map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))?;
         parts.version = Version::HTTP_11;
         let h = &mut parts.headers;
@@ -218,6 +223,7 @@ impl Proxy {
             h,
             &headers::Forwarding {
                 peer_ip: ctx.peer.ip(),
+                peer_value: &ctx.peer_ip,
                 client_ip: ctx.client_ip,
                 peer_trusted: ctx.peer_trusted,
                 scheme: ctx.scheme,
@@ -243,46 +249,25 @@ impl Proxy {
     async fn forward(
         &self,
         worker: usize,
+        upstream: usize,
         req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        let Some(client) = self.clients.get(worker).or_else(|| self.clients.first()) else {
-            return Err(ProxyError::Connect);
-        };
-        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
+        upgrade: bool,
+    ) -> Result<Response<upstream::ReturnOnEnd>, ProxyError> {
+        let send = self.upstreams.send(worker, upstream, req, upgrade);
+        match tokio::time::timeout(self.response_timeout, send).await {
             Err(_) => Err(ProxyError::Timeout),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => {
-                if source_is_timeout(&e) {
-                    Err(ProxyError::Timeout)
-                } else {
-                    Err(ProxyError::Connect)
-                }
-            }
-            Ok(Err(_)) => Err(ProxyError::Protocol),
+            Ok(result) => result,
         }
     }
 
     /// Phase: filter response. Hop-by-hop headers out (bar a 101's upgrade), request id in.
-    fn filter_response(resp: Response<Incoming>, upgrade: bool) -> Response<Body> {
+    fn filter_response(resp: Response<upstream::ReturnOnEnd>, upgrade: bool) -> Response<Body> {
         let (mut parts, body) = resp.into_parts();
         let switching = upgrade && parts.status == StatusCode::SWITCHING_PROTOCOLS;
         headers::remove_hop_by_hop(&mut parts.headers, switching);
         // X-Request-Id is set on every response in `http::handle`, this one included.
         Response::from_parts(parts, body.boxed())
     }
-}
-
-fn source_is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        cur = s.source();
-    }
-    false
 }
 
 /// Joins the client's and the upstream's upgraded connections and copies bytes both ways.

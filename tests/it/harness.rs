@@ -234,9 +234,12 @@ fn full(b: impl Into<Bytes>) -> UpBody {
 /// - `/upload`: counts the request body, answers `{"bytes": n}`
 /// - `/slow?ms=N`: answers after N ms
 /// - `/hop`: answers with hop-by-hop headers that must not reach the client
+/// - `/close`: answers, then closes the connection (`Connection: close`)
 /// - `/ws`: WebSocket echo
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// Connections accepted so far: tells whether the gateway reuses its connections.
+    pub accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -250,11 +253,14 @@ impl Upstream {
     pub async fn start() -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(upstream_handle);
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -264,11 +270,19 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, task }
+        Upstream {
+            addr,
+            accepted,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -349,6 +363,10 @@ async fn upstream_handle(mut req: Request<Incoming>) -> Result<Response<UpBody>,
             tokio::time::sleep(Duration::from_millis(query_num(&req, "ms"))).await;
             Response::new(full("slow done"))
         }
+        "/close" => Response::builder()
+            .header("connection", "close")
+            .body(full("closing"))
+            .unwrap(),
         "/hop" => Response::builder()
             .header("connection", "x-up-hop")
             .header("x-up-hop", "secret")

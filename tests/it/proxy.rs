@@ -440,3 +440,70 @@ async fn strip_prefix_and_upstream_base_path() {
     );
     gw.stop().await;
 }
+
+/// One client connection lands on one serving thread, whose pool keeps one upstream
+/// connection busy for every kind of response: sized, chunked, empty (HEAD). A connection
+/// the upstream closes is replaced without the client seeing an error, and idle ones are
+/// closed after `pool_idle_timeout`.
+#[tokio::test]
+async fn upstream_connections_are_reused_replaced_and_closed_when_idle() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&format!(
+        "[proxy]\npool_idle_timeout = \"2s\"\n{}",
+        routes(&up)
+    ))
+    .await;
+    let client = gw.client_builder().http1_only().build().unwrap();
+    let upstreams = gw.running.as_ref().unwrap().app.proxy.upstreams().clone();
+    for i in 0..10 {
+        let r = client
+            .get(gw.url(&format!("/echo/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        let r = client
+            .get(gw.url("/stream?bytes=200000"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.bytes().await.unwrap().len(),
+            200_000,
+            "chunked body whole"
+        );
+        let r = client.head(gw.url("/echo")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        up.accepted(),
+        1,
+        "30 sequential exchanges on one upstream connection"
+    );
+    assert_eq!(upstreams.idle_connections(), 1);
+
+    // The upstream closes after answering: the next request goes on a new connection.
+    for _ in 0..3 {
+        let r = client.get(gw.url("/close")).send().await.unwrap();
+        assert_eq!(r.text().await.unwrap(), "closing");
+        let r = client.get(gw.url("/after-close")).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "a closed pooled connection is never the client's error"
+        );
+    }
+    assert_eq!(up.accepted(), 4);
+
+    // Idle past pool_idle_timeout (2 s; swept every second): closed by the gateway.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while upstreams.idle_connections() > 0 {
+        assert!(std::time::Instant::now() < deadline, "idle connection kept");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = client.get(gw.url("/again")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.accepted(), 5);
+    gw.stop().await;
+}

@@ -1,0 +1,306 @@
+//! Keep-alive HTTP/1.1 connections to the upstreams (TLS for `https://`), pooled per serving
+//! thread and per upstream.
+//!
+//! Built on hyper's connection API rather than hyper-util's pooled client: the gateway knows
+//! at start-up every upstream it will ever call and which thread is calling, so a pool is a
+//! list indexed by (thread, upstream), never a hash of the URI's scheme and authority, and a
+//! connection goes back to its list when the response body ends, with no task spawned to
+//! watch it. On the proxy's hot path that halved the client's share of the instructions.
+
+use super::ProxyError;
+use crate::config::ProxyConfig;
+use crate::tls::{self, TlsError};
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tower_service::Service;
+
+/// Every upstream's connections, one set per serving thread.
+#[derive(Debug)]
+pub struct Upstreams {
+    connector: HttpsConnector<HttpConnector>,
+    /// Scheme and authority of each upstream, indexed by `Route::upstream`.
+    origins: Vec<Uri>,
+    /// Indexed by serving thread; never empty.
+    threads: Vec<Arc<ThreadPool>>,
+    idle_timeout: Duration,
+}
+
+/// One serving thread's idle connections. Only that thread takes and returns them, so the
+/// lock is never contended; it is there because the pool is shared through the app.
+#[derive(Debug)]
+struct ThreadPool {
+    /// Indexed by upstream; the most recently returned connection is at the end.
+    idle: Mutex<Vec<Vec<Idle>>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<Incoming>,
+    since: Instant,
+}
+
+impl Upstreams {
+    pub fn new(cfg: &ProxyConfig, threads: usize, origins: Vec<Uri>) -> Result<Self, TlsError> {
+        let tls = tls::client_config(cfg.upstream_ca.as_deref())?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let threads = (0..threads.max(1))
+            .map(|_| {
+                Arc::new(ThreadPool {
+                    idle: Mutex::new(origins.iter().map(|_| Vec::new()).collect()),
+                    max_idle: cfg.pool_max_idle_per_host,
+                    idle_timeout: cfg.pool_idle_timeout,
+                })
+            })
+            .collect();
+        Ok(Upstreams {
+            connector,
+            origins,
+            threads,
+            idle_timeout: cfg.pool_idle_timeout,
+        })
+    }
+
+    /// Sends `req` (origin-form URI, Host set) to upstream `upstream` from serving thread
+    /// `worker`, on an idle connection when there is one. A request that an idle connection
+    /// could not take (closed by the upstream meanwhile) comes back unsent and goes on the
+    /// next one, or on a new connection. Upgrade requests always get a connection of their
+    /// own, which the upgrade then owns.
+    pub async fn send(
+        &self,
+        worker: usize,
+        upstream: usize,
+        mut req: Request<Incoming>,
+        upgrade: bool,
+    ) -> Result<Response<ReturnOnEnd>, ProxyError> {
+        let pool = self.thread(worker).ok_or(ProxyError::Connect)?;
+        if !upgrade {
+            while let Some(mut sender) = pool.checkout(upstream) {
+                if sender.ready().await.is_err() {
+                    continue;
+                }
+                match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok(pool.return_on_end(resp, sender, upstream)),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(ProxyError::Protocol),
+                    },
+                }
+            }
+        }
+        let mut sender = self.connect(upstream).await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|_| ProxyError::Protocol)?;
+        Ok(if upgrade {
+            resp.map(ReturnOnEnd::last)
+        } else {
+            pool.return_on_end(resp, sender, upstream)
+        })
+    }
+
+    /// A new connection, its I/O driven by a task on the calling (serving) thread.
+    async fn connect(&self, upstream: usize) -> Result<SendRequest<Incoming>, ProxyError> {
+        let origin = self.origins.get(upstream).ok_or(ProxyError::Connect)?;
+        let io = self
+            .connector
+            .clone()
+            .call(origin.clone())
+            .await
+            .map_err(|e| {
+                if is_timeout(&*e) {
+                    ProxyError::Timeout
+                } else {
+                    ProxyError::Connect
+                }
+            })?;
+        let (sender, conn) = http1::handshake(io)
+            .await
+            .map_err(|_| ProxyError::Connect)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn thread(&self, worker: usize) -> Option<&Arc<ThreadPool>> {
+        // `threads` is never empty (see `new`).
+        self.threads.get(worker).or_else(|| self.threads.first())
+    }
+
+    /// Closes thread `worker`'s connections idle past `pool_idle_timeout`, every half of it,
+    /// so a quiet upstream does not keep sockets open forever. Runs on that thread.
+    pub async fn sweep_forever(self: Arc<Self>, worker: usize) {
+        let period = (self.idle_timeout / 2).max(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Some(pool) = self.thread(worker) {
+                pool.sweep(Instant::now());
+            }
+        }
+    }
+
+    /// Idle connections held across all threads (for tests and metrics).
+    pub fn idle_connections(&self) -> usize {
+        self.threads
+            .iter()
+            .map(|t| t.lock().iter().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+}
+
+impl ThreadPool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Idle>>> {
+        // Nothing is left half-done under this lock: a poisoned list is still a list.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently used live connection to `upstream`, dropping dead and stale ones.
+    fn checkout(&self, upstream: usize) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(upstream)?;
+        while let Some(c) = list.pop() {
+            if !c.sender.is_closed() && c.since.elapsed() < self.idle_timeout {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, upstream: usize, sender: SendRequest<Incoming>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        if let Some(list) = idle.get_mut(upstream) {
+            if list.len() < self.max_idle {
+                list.push(Idle {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    fn sweep(&self, now: Instant) {
+        for list in self.lock().iter_mut() {
+            list.retain(|c| !c.sender.is_closed() && now - c.since < self.idle_timeout);
+        }
+    }
+
+    fn return_on_end(
+        self: &Arc<Self>,
+        resp: Response<Incoming>,
+        sender: SendRequest<Incoming>,
+        upstream: usize,
+    ) -> Response<ReturnOnEnd> {
+        resp.map(|body| ReturnOnEnd {
+            body,
+            back: Some(Back {
+                pool: self.clone(),
+                sender,
+                upstream,
+            }),
+        })
+    }
+}
+
+/// Has a connection error a timeout among its causes?
+pub(super) fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// A proxied response body that gives its connection back to the pool once read to the
+/// end. Dropped before the end (the client went away), it drops the connection instead:
+/// hyper closes a connection whose response was not read out.
+#[derive(Debug)]
+pub struct ReturnOnEnd {
+    body: Incoming,
+    back: Option<Back>,
+}
+
+#[derive(Debug)]
+struct Back {
+    pool: Arc<ThreadPool>,
+    sender: SendRequest<Incoming>,
+    upstream: usize,
+}
+
+impl ReturnOnEnd {
+    /// A body whose connection is not reused (an upgrade takes it over).
+    fn last(body: Incoming) -> Self {
+        ReturnOnEnd { body, back: None }
+    }
+
+    fn give_back(&mut self) {
+        if let Some(b) = self.back.take() {
+            b.pool.put(b.upstream, b.sender);
+        }
+    }
+}
+
+impl HttpBody for ReturnOnEnd {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.give_back();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for ReturnOnEnd {
+    fn drop(&mut self) {
+        // A body with a known length (or none) is often not polled past its last byte.
+        if self.body.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
