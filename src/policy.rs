@@ -16,6 +16,33 @@ pub struct Identity {
     pub session_id: String,
 }
 
+/// An identity as the values of its headers (user id, email, name, roles, session id), made
+/// once when its token is first verified, then shared by every request that token makes.
+/// A value that cannot be a header value is absent, never mangled.
+#[derive(Debug, Clone)]
+pub struct IdentityValues {
+    pub user_id: Option<http::HeaderValue>,
+    pub email: Option<http::HeaderValue>,
+    /// The username, or the email for accounts without one (Authelia-style apps read
+    /// Remote-User as the login).
+    pub name: Option<http::HeaderValue>,
+    pub roles: Option<http::HeaderValue>,
+    pub session_id: Option<http::HeaderValue>,
+}
+
+impl IdentityValues {
+    pub fn new(id: &Identity) -> Self {
+        let v = |s: &str| http::HeaderValue::from_str(s).ok();
+        IdentityValues {
+            user_id: v(&id.user_id),
+            email: v(&id.email),
+            name: v(id.username.as_deref().unwrap_or(&id.email)),
+            roles: v(&id.roles.join(",")),
+            session_id: v(&id.session_id),
+        }
+    }
+}
+
 /// Who may pass: the access rule of a route.
 #[derive(Debug, Clone)]
 pub struct Rule {

@@ -51,6 +51,8 @@ pub struct Claims {
 #[derive(Debug)]
 pub struct Verified {
     pub identity: Identity,
+    /// The identity's header values (see [`IdentityValues`]).
+    pub values: crate::policy::IdentityValues,
     pub nbf: i64,
     pub exp: i64,
 }
@@ -566,14 +568,16 @@ impl Tokens {
         let user_id = uuid::Uuid::parse_str(&c.sub)
             .map_err(|_| TokenError::Invalid)?
             .to_string();
+        let identity = Identity {
+            user_id,
+            email: c.email,
+            username: c.username,
+            roles: c.roles,
+            session_id: c.sid,
+        };
         let verified = Arc::new(Verified {
-            identity: Identity {
-                user_id,
-                email: c.email,
-                username: c.username,
-                roles: c.roles,
-                session_id: c.sid,
-            },
+            values: crate::policy::IdentityValues::new(&identity),
+            identity,
             nbf: c.nbf,
             exp: c.exp,
         });

@@ -3,7 +3,7 @@
 
 use crate::config::IdentityHeaders;
 
-use crate::policy::Identity;
+use crate::policy::IdentityValues;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1), plus the
@@ -111,23 +111,23 @@ impl IdentityNames {
         .chain(self.access_token.as_ref())
     }
 
-    /// Adds the identity of the signed-in caller.
-    pub fn insert(&self, h: &mut HeaderMap, id: &Identity, access_token: Option<&str>) {
-        let mut put = |n: &HeaderName, v: &str| {
-            // Values come from our own store; anything not representable is left out, not mangled.
-            if let Ok(v) = HeaderValue::from_str(v) {
+    /// Adds the identity of the signed-in caller (values made once per token).
+    pub fn insert(&self, h: &mut HeaderMap, id: &IdentityValues, access_token: Option<&str>) {
+        for (n, v) in [
+            (&self.user_id, &id.user_id),
+            (&self.email, &id.email),
+            (&self.name, &id.name),
+            (&self.roles, &id.roles),
+            (&self.session_id, &id.session_id),
+        ] {
+            if let Some(v) = v {
+                h.insert(n.clone(), v.clone());
+            }
+        }
+        if let (Some(n), Some(t)) = (&self.access_token, access_token) {
+            if let Ok(v) = HeaderValue::from_str(t) {
                 h.insert(n.clone(), v);
             }
-        };
-        put(&self.user_id, &id.user_id);
-        put(&self.email, &id.email);
-        // The name header carries the username, or the email for accounts without one
-        // (Authelia-style apps read Remote-User as the login).
-        put(&self.name, id.username.as_deref().unwrap_or(&id.email));
-        put(&self.roles, &id.roles.join(","));
-        put(&self.session_id, &id.session_id);
-        if let (Some(n), Some(t)) = (&self.access_token, access_token) {
-            put(n, t);
         }
     }
 }

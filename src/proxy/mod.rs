@@ -9,7 +9,7 @@ use crate::http::RequestCtx;
 use crate::http::body::Body;
 use crate::http::error::ApiError;
 use crate::metrics::UpstreamError;
-use crate::policy::{Denied, Identity, Route, Rule};
+use crate::policy::{Denied, Route, Rule};
 use crate::sessions::{SessionError, Sessions};
 use crate::tokens::Verified;
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version, header};
@@ -146,7 +146,7 @@ impl Proxy {
             }
             Err(e) => return e.into_response(),
         };
-        let identity = verified.as_ref().map(|v| &v.identity);
+        let identity = verified.as_deref();
         let upgrade = headers::is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let upstream_req = match self.rewrite(ctx, route, path, identity, upgrade, req) {
@@ -185,7 +185,7 @@ impl Proxy {
         ctx: &RequestCtx,
         route: &Route,
         path: &str,
-        identity: Option<&Identity>,
+        identity: Option<&Verified>,
         upgrade: bool,
         req: Request<Incoming>,
     ) -> Result<Request<Incoming>, ProxyError> {
@@ -240,7 +240,7 @@ impl Proxy {
             h.insert(header::HOST, host);
         }
         if let Some(id) = identity {
-            self.identity_names.insert(h, id, token.as_deref());
+            self.identity_names.insert(h, &id.values, token.as_deref());
         }
         Ok(Request::from_parts(parts, body))
     }

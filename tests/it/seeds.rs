@@ -415,6 +415,19 @@ async fn seed_003_jwt_otp() {
     assert_eq!(r.headers()["x-auth-user-email"], email);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["data"]["email"], email);
+    // HEAD (nginx's auth_request subrequest): the same verdict and identity, no body.
+    let r = gw
+        .client
+        .head(gw.url("/auth/validate"))
+        .bearer_auth(&fresh)
+        .header("x-original-uri", "/api/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-auth-user-email"], email);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert!(r.bytes().await.unwrap().is_empty());
     let r = gw
         .client
         .get(gw.url("/auth/validate"))
@@ -423,6 +436,18 @@ async fn seed_003_jwt_otp() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    let r = gw
+        .client
+        .head(gw.url("/auth/validate"))
+        .header("x-original-uri", "/api/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers().contains_key("location"),
+        "for nginx's error_page"
+    );
 
     // LOGOUT loginId=[second]; then userId (all).
     let second = sessions[1]["session_id"].as_str().unwrap();

@@ -7,10 +7,14 @@ use crate::http::body::{self, Body};
 use crate::http::error::{ApiError, success};
 use crate::http::{App, RequestCtx, path};
 use crate::policy::Rule;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header, request::Parts};
+use crate::proxy::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header, request::Parts,
+};
 use serde_json::json;
+use std::borrow::Cow;
 
-fn h<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn h<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -18,47 +22,55 @@ fn h<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The original request as the front proxy describes it.
-struct Original {
+// Parsed once: a `&str` name is parsed again at every lookup.
+static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+
+/// The original request as the front proxy describes it (borrowed from the headers where
+/// they say it outright).
+struct Original<'a> {
     method: Method,
-    proto: String,
-    host: Option<String>,
+    proto: Cow<'a, str>,
+    host: Option<Cow<'a, str>>,
     /// Path and query, as received.
-    uri: String,
+    uri: Cow<'a, str>,
 }
 
-fn original(parts: &Parts, our_scheme: &str) -> Original {
+fn original<'a>(parts: &'a Parts, our_scheme: &'static str) -> Original<'a> {
     let hs = &parts.headers;
-    let full = h(hs, "x-original-url").and_then(|u| url::Url::parse(u).ok());
-    let method = h(hs, "x-forwarded-method")
-        .or_else(|| h(hs, "x-original-method"))
+    let full = h(hs, &X_ORIGINAL_URL).and_then(|u| url::Url::parse(u).ok());
+    let method = h(hs, &X_FORWARDED_METHOD)
+        .or_else(|| h(hs, &X_ORIGINAL_METHOD))
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
         .unwrap_or(Method::GET);
-    let proto = h(hs, "x-forwarded-proto")
-        .map(str::to_string)
-        .or_else(|| full.as_ref().map(|u| u.scheme().to_string()))
-        .unwrap_or_else(|| our_scheme.to_string());
-    let host = h(hs, "x-forwarded-host")
-        .map(str::to_string)
+    let proto = h(hs, &X_FORWARDED_PROTO)
+        .map(Cow::Borrowed)
+        .or_else(|| full.as_ref().map(|u| Cow::Owned(u.scheme().to_string())))
+        .unwrap_or(Cow::Borrowed(our_scheme));
+    let host = h(hs, &X_FORWARDED_HOST)
+        .map(Cow::Borrowed)
         .or_else(|| {
             full.as_ref().and_then(|u| {
                 u.host_str().map(|host| match u.port() {
-                    Some(p) => format!("{host}:{p}"),
-                    None => host.to_string(),
+                    Some(p) => Cow::Owned(format!("{host}:{p}")),
+                    None => Cow::Owned(host.to_string()),
                 })
             })
         })
-        .or_else(|| h(hs, "host").map(str::to_string));
-    let uri = h(hs, "x-forwarded-uri")
-        .or_else(|| h(hs, "x-original-uri"))
-        .map(str::to_string)
+        .or_else(|| h(hs, &header::HOST).map(Cow::Borrowed));
+    let uri = h(hs, &X_FORWARDED_URI)
+        .or_else(|| h(hs, &X_ORIGINAL_URI))
+        .map(Cow::Borrowed)
         .or_else(|| {
             full.as_ref().map(|u| match u.query() {
-                Some(q) => format!("{}?{q}", u.path()),
-                None => u.path().to_string(),
+                Some(q) => Cow::Owned(format!("{}?{q}", u.path())),
+                None => Cow::Owned(u.path().to_string()),
             })
         })
-        .unwrap_or_else(|| "/".into());
+        .unwrap_or(Cow::Borrowed("/"));
     Original {
         method,
         proto,
@@ -80,6 +92,18 @@ pub async fn validate(app: &App, ctx: &RequestCtx, parts: &Parts) -> Result<Resp
         .unwrap_or(&fallback);
     match app.proxy.check_access(rule, &parts.headers).await {
         Ok(verified) => {
+            // nginx asks with HEAD (so that it can keep the connection): only the headers
+            // are read, and the body would be dropped unwritten.
+            if parts.method == Method::HEAD {
+                let mut resp = Response::new(body::empty());
+                resp.headers_mut().reserve(16);
+                if let Some(v) = &verified {
+                    app.proxy
+                        .identity_names()
+                        .insert(resp.headers_mut(), &v.values, None);
+                }
+                return Ok(resp);
+            }
             let data = match &verified {
                 Some(v) => json!({
                     "id": v.identity.user_id,
@@ -94,7 +118,7 @@ pub async fn validate(app: &App, ctx: &RequestCtx, parts: &Parts) -> Result<Resp
             if let Some(v) = &verified {
                 app.proxy
                     .identity_names()
-                    .insert(resp.headers_mut(), &v.identity, None);
+                    .insert(resp.headers_mut(), &v.values, None);
             }
             Ok(resp)
         }
@@ -112,7 +136,7 @@ fn unauthenticated(app: &App, parts: &Parts, orig: &Original, e: ApiError) -> Re
         Some(rd) => app.login_page.policy().allowed(rd).then(|| rd.clone()),
         None => orig.host.as_ref().and_then(|host| {
             app.login_page
-                .back_url(Some(&orig.proto), Some(host), &orig.uri)
+                .back_url(Some(&orig.proto), Some(host.as_ref()), &orig.uri)
         }),
     };
     let login = app.login_page.url(back.as_deref());
@@ -124,7 +148,7 @@ fn unauthenticated(app: &App, parts: &Parts, orig: &Original, e: ApiError) -> Re
     // nginx's auth_request (and ingress-nginx, which sends X-Original-URL) treats anything but
     // 2xx, 401 and 403 as an error: it always gets the 401, with the Location to use.
     let hs = &parts.headers;
-    let nginx = h(hs, "x-original-uri").is_some() || h(hs, "x-original-url").is_some();
+    let nginx = h(hs, &X_ORIGINAL_URI).is_some() || h(hs, &X_ORIGINAL_URL).is_some();
     let mut resp = if !nginx && (rd_param.is_some() || wants_html) {
         let mut r = Response::new(body::empty());
         *r.status_mut() = StatusCode::FOUND;
