@@ -85,7 +85,14 @@ pub struct Sessions {
     /// Sessions known to have ended, or not to exist: a replayed token costs no second store
     /// lookup, and an event re-read from the feed cannot bring an ended session back.
     ended: quick_cache::sync::Cache<String, ()>,
+    /// Last-seen writes in flight. Past this many, a touch is skipped (last seen is
+    /// approximate anyway): a burst of sessions coming back at once cannot pile up tasks
+    /// and store writes without bound.
+    touches: Arc<tokio::sync::Semaphore>,
 }
+
+/// See [`Sessions::touches`].
+const MAX_TOUCHES_IN_FLIGHT: usize = 64;
 
 /// How far back each poll of the session events looks again, for transactions that commit
 /// after a later one (a little more than the statement timeout bounds).
@@ -161,6 +168,7 @@ impl Sessions {
             grace: cfg.refresh_reuse_grace,
             feed_cursor,
             ended: quick_cache::sync::Cache::new(100_000),
+            touches: Arc::new(tokio::sync::Semaphore::new(MAX_TOUCHES_IN_FLIGHT)),
         })
     }
 
@@ -342,7 +350,7 @@ impl Sessions {
         let verified = self.tokens.verify_access(token)?;
         let now = self.clock.now().unix_timestamp();
         match self.live.get(&verified.identity.session_id) {
-            Some(l) if l.expires_at > now && l.user_id.to_string() == verified.identity.user_id => {
+            Some(l) if l.expires_at > now && l.user_id == verified.user_uuid => {
                 // Throttled last-seen write, off the request path.
                 let last = l.last_seen_written.load(Ordering::Relaxed);
                 if now - last >= LAST_SEEN_EVERY
@@ -359,6 +367,10 @@ impl Sessions {
     }
 
     fn touch_later(&self, sid: String) {
+        let Ok(permit) = self.touches.clone().try_acquire_owned() else {
+            tracing::debug!("last-seen write skipped: {MAX_TOUCHES_IN_FLIGHT} in flight");
+            return;
+        };
         let store = self.store.clone();
         let now = self.clock.now();
         tokio::spawn(async move {
@@ -368,6 +380,7 @@ impl Sessions {
                     Ok::<(), ()>(())
                 })
                 .await;
+            drop(permit);
         });
     }
 

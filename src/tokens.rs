@@ -51,7 +51,9 @@ pub struct Claims {
 #[derive(Debug)]
 pub struct Verified {
     pub identity: Identity,
-    /// The identity's header values (see [`IdentityValues`]).
+    /// `identity.user_id` parsed, for comparisons without formatting.
+    pub user_uuid: uuid::Uuid,
+    /// The identity's header values (see [`crate::policy::IdentityValues`]).
     pub values: crate::policy::IdentityValues,
     pub nbf: i64,
     pub exp: i64,
@@ -565,9 +567,8 @@ impl Tokens {
         let data = jsonwebtoken::decode::<Claims>(token, &k.decoding, &self.validation)
             .map_err(|_| TokenError::Invalid)?;
         let c = data.claims;
-        let user_id = uuid::Uuid::parse_str(&c.sub)
-            .map_err(|_| TokenError::Invalid)?
-            .to_string();
+        let user_uuid = uuid::Uuid::parse_str(&c.sub).map_err(|_| TokenError::Invalid)?;
+        let user_id = user_uuid.to_string();
         let identity = Identity {
             user_id,
             email: c.email,
@@ -576,6 +577,7 @@ impl Tokens {
             session_id: c.sid,
         };
         let verified = Arc::new(Verified {
+            user_uuid,
             values: crate::policy::IdentityValues::new(&identity),
             identity,
             nbf: c.nbf,
