@@ -51,3 +51,17 @@ errs_of() {
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
+
+# Round by round ratios of two per-round lists ("a1 a2 ..." over "b1 b2 ..."), as
+# "median (min-max)". Each round's two runs met the same spell of the machine, so this
+# paired figure is steadier than the ratio of the two medians.
+paired() {
+    local -a a b r=()
+    read -ra a <<<"$1"
+    read -ra b <<<"$2"
+    local i
+    for i in "${!a[@]}"; do r+=("$(ratio "${a[$i]}" "${b[$i]:-0}")"); done
+    local sorted
+    sorted=$(printf '%s\n' "${r[@]}" | sort -g)
+    printf '%s (%s-%s)' "$(median "${r[@]}")" "$(head -1 <<<"$sorted")" "$(tail -1 <<<"$sorted")"
+}

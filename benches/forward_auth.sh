@@ -403,7 +403,7 @@ done
 for name in ag-route ag-validate; do cp "$tmp/$name.log" "$results/forward_auth-$name.log"; done
 
 row() { # label target reference goal
-    echo "| $1 | $(ratio "${rps[$2]}" "${rps[$3]}") | $4 |" \
+    echo "| $1 | $(ratio "${rps[$2]}" "${rps[$3]}") | $(paired "${runs_rps[$2]}" "${runs_rps[$3]}") | $4 |" \
         "$(ratio "${p99[$2]}" "${p99[$3]}") (${p99[$2]} / ${p99[$3]}) |"
 }
 {
@@ -425,8 +425,8 @@ row() { # label target reference goal
         echo "| $t | ${rps[$t]} | ${p99[$t]} | ${errs[$t]} | ${conns[$t]} | ${aconns[$t]} | ${quiet_at[$t]} |"
     done
     echo
-    echo "| comparison | req/s ratio | target | p99 ratio (ms / ms) |"
-    echo "|---|---:|---:|---:|"
+    echo "| comparison | req/s ratio | per-round ratio, median (range) | target | p99 ratio (ms / ms) |"
+    echo "|---|---:|---:|---:|---:|"
     row "authgate-route / nginx-proxy" authgate-route nginx-proxy "≥ 1.00"
     row "fwd-authgate / fwd-stub" fwd-authgate fwd-stub "≥ 0.95"
 } | tee "$results/forward_auth.md"

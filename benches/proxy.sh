@@ -266,10 +266,11 @@ for name in authgate-plain authgate-tls; do cp "$tmp/$name.log" "$results/proxy-
         echo "| $t | ${rps[$t]} | ${p99[$t]} | ${errs[$t]} | ${conns[$t]} | ${quiet_at[$t]} |"
     done
     echo
-    echo "| authgate / nginx | req/s ratio | p99 ratio (authgate ms / nginx ms) |"
-    echo "|---|---:|---:|"
+    echo "| authgate / nginx | req/s ratio | per-round ratio, median (range) | p99 ratio (authgate ms / nginx ms) |"
+    echo "|---|---:|---:|---:|"
     for mode in plain tls; do
         echo "| $mode | $(ratio "${rps[authgate-$mode]}" "${rps[nginx-$mode]}") |" \
+            "$(paired "${runs_rps[authgate-$mode]}" "${runs_rps[nginx-$mode]}") |" \
             "$(ratio "${p99[authgate-$mode]}" "${p99[nginx-$mode]}") (${p99[authgate-$mode]} / ${p99[nginx-$mode]}) |"
     done
 } | tee "$results/proxy.md"
