@@ -564,6 +564,7 @@ pub struct ProxyConfig {
     pub response_timeout: Duration,
     #[serde(with = "duration::serde_str")]
     pub pool_idle_timeout: Duration,
+    /// Idle connections kept per upstream by each serving thread.
     pub pool_max_idle_per_host: usize,
     /// Extra CA certificates (PEM) trusted for `https://` upstreams, besides the webpki roots.
     pub upstream_ca: Option<PathBuf>,
