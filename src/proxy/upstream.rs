@@ -95,9 +95,6 @@ impl Upstreams {
         let pool = self.thread(worker).ok_or(ProxyError::Connect)?;
         if !upgrade {
             while let Some(mut sender) = pool.checkout(upstream) {
-                if sender.ready().await.is_err() {
-                    continue;
-                }
                 match sender.try_send_request(req).await {
                     Ok(resp) => return Ok(pool.return_on_end(resp, sender, upstream)),
                     Err(mut e) => match e.take_message() {
@@ -179,22 +176,43 @@ impl ThreadPool {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The most recently used live connection to `upstream`, dropping dead and stale ones.
+    /// The most recently used connection to `upstream` that can take a request now,
+    /// dropping dead and stale ones.
     fn checkout(&self, upstream: usize) -> Option<SendRequest<Incoming>> {
         let mut idle = self.lock();
         let list = idle.get_mut(upstream)?;
         while let Some(c) = list.pop() {
-            if !c.sender.is_closed() && c.since.elapsed() < self.idle_timeout {
+            if c.sender.is_ready() && c.since.elapsed() < self.idle_timeout {
                 return Some(c.sender);
             }
         }
         None
     }
 
-    fn put(&self, upstream: usize, sender: SendRequest<Incoming>) {
+    /// Pools a connection whose response has been read. One still sending its request body
+    /// (an upstream may answer before reading all of an upload) is pooled only once that
+    /// ends, by a task that waits for it: pooled at once, it would hold the next request
+    /// until the upload finished.
+    fn put(self: &Arc<Self>, upstream: usize, mut sender: SendRequest<Incoming>) {
         if sender.is_closed() {
             return;
         }
+        if !sender.is_ready() {
+            // Dropped outside a runtime (at shutdown) there is nothing to wait on.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let pool = self.clone();
+                rt.spawn(async move {
+                    if sender.ready().await.is_ok() {
+                        pool.keep(upstream, sender);
+                    }
+                });
+            }
+            return;
+        }
+        self.keep(upstream, sender);
+    }
+
+    fn keep(&self, upstream: usize, sender: SendRequest<Incoming>) {
         let mut idle = self.lock();
         if let Some(list) = idle.get_mut(upstream) {
             if list.len() < self.max_idle {

@@ -235,6 +235,8 @@ fn full(b: impl Into<Bytes>) -> UpBody {
 /// - `/slow?ms=N`: answers after N ms
 /// - `/hop`: answers with hop-by-hop headers that must not reach the client
 /// - `/close`: answers, then closes the connection (`Connection: close`)
+/// - `/early`: answers at once, then reads the request body to its end (a server that
+///   refuses or accepts an upload before it has arrived)
 /// - `/ws`: WebSocket echo
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -362,6 +364,11 @@ async fn upstream_handle(mut req: Request<Incoming>) -> Result<Response<UpBody>,
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(query_num(&req, "ms"))).await;
             Response::new(full("slow done"))
+        }
+        "/early" => {
+            let mut body = req.into_body();
+            tokio::spawn(async move { while body.frame().await.is_some() {} });
+            Response::new(full("early"))
         }
         "/close" => Response::builder()
             .header("connection", "close")

@@ -507,3 +507,63 @@ async fn upstream_connections_are_reused_replaced_and_closed_when_idle() {
     assert_eq!(up.accepted(), 5);
     gw.stop().await;
 }
+
+/// An upstream that answers before it has read the whole upload keeps its connection busy
+/// until the upload ends: that connection must not serve the next request meanwhile.
+#[tokio::test]
+async fn a_connection_still_uploading_is_not_handed_to_the_next_request() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&format!(
+        "[proxy]\nresponse_timeout = \"1s\"\n{}",
+        routes(&up)
+    ))
+    .await;
+    // One HTTP/2 connection: both requests are served by the same thread, so by its pool.
+    let client = gw.client_builder().build().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    let upload = tokio::spawn({
+        let client = client.clone();
+        let url = gw.url("/early");
+        async move {
+            client
+                .post(url)
+                .body(reqwest::Body::wrap_stream(futures_util::stream::unfold(
+                    rx,
+                    |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+                )))
+                .send()
+                .await
+        }
+    });
+    tx.send(Ok(bytes::Bytes::from_static(b"first part")))
+        .await
+        .unwrap();
+    let r = upload.await.unwrap().unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.text().await.unwrap(), "early");
+    // The upload goes on for three seconds; the next request must not wait for it.
+    let trickle = tokio::spawn(async move {
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if tx
+                .send(Ok(bytes::Bytes::from_static(b"more")))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    for i in 0..3 {
+        let started = std::time::Instant::now();
+        let r = client
+            .get(gw.url(&format!("/next/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        assert!(started.elapsed() < Duration::from_millis(900));
+    }
+    trickle.await.unwrap();
+    gw.stop().await;
+}
