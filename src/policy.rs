@@ -85,8 +85,6 @@ pub struct Route {
     methods: Vec<Method>,
     pub strip_prefix: bool,
     pub preserve_host: bool,
-    pub upstream_scheme: http::uri::Scheme,
-    pub upstream_authority: Authority,
     /// The upstream's authority as a Host header value, made once.
     pub upstream_host: Option<http::HeaderValue>,
     /// The upstream URL's path without its trailing '/', prepended to the forwarded path.
@@ -162,7 +160,7 @@ impl RouteTable {
                 _ => http::uri::Scheme::HTTP,
             };
             let origin = http::Uri::builder()
-                .scheme(scheme.clone())
+                .scheme(scheme)
                 .authority(authority.clone())
                 .path_and_query("/")
                 .build()
@@ -191,9 +189,7 @@ impl RouteTable {
                     .collect(),
                 strip_prefix: c.strip_prefix,
                 preserve_host: c.preserve_host,
-                upstream_scheme: scheme,
                 upstream_host: http::HeaderValue::from_str(authority.as_str()).ok(),
-                upstream_authority: authority,
                 upstream_base: c.upstream.path().trim_end_matches('/').to_string(),
                 upstream,
             }));
