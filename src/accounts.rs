@@ -180,7 +180,21 @@ pub struct Accounts {
     cfg: AccountsConfig,
     otp: OtpConfig,
     reveal: bool,
+    /// Failed sign-ins against logins that match no account, paced and locked exactly like a
+    /// real account's, so that USER_BLOCKED does not tell an attacker which logins exist.
+    /// In memory and bounded: a login sprayed out of it starts again from zero.
+    phantoms: quick_cache::sync::Cache<String, LockState>,
 }
+
+/// A failure counter and lock, as kept on a user record (or for a phantom login).
+#[derive(Debug, Clone, Copy, Default)]
+struct LockState {
+    failed_attempts: u32,
+    locked_until: Option<OffsetDateTime>,
+}
+
+/// Phantom logins remembered at most (about 100 bytes each).
+const MAX_PHANTOMS: usize = 100_000;
 
 impl std::fmt::Debug for Accounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,6 +227,7 @@ impl Accounts {
             cfg,
             otp,
             reveal,
+            phantoms: quick_cache::sync::Cache::new(MAX_PHANTOMS),
         }
     }
 
@@ -295,8 +310,12 @@ impl Accounts {
     }
 
     fn check_lock(&self, user: &User) -> Result<(), AccountError> {
+        self.check_locked_until(user.locked_until)
+    }
+
+    fn check_locked_until(&self, locked_until: Option<OffsetDateTime>) -> Result<(), AccountError> {
         let now = self.now();
-        match user.locked_until {
+        match locked_until {
             Some(t) if t > now => Err(AccountError::Blocked {
                 retry_after: Some(Duration::try_from(t - now).unwrap_or(Duration::from_secs(1))),
             }),
@@ -310,29 +329,54 @@ impl Accounts {
     /// failure that locks it is answered USER_BLOCKED.
     async fn record_failure(&self, user: &User) -> Result<(), AccountError> {
         let now = self.now();
-        let threshold = self.otp.lockout_threshold.max(1);
-        let soft_from = (threshold / 2).max(2);
-        let duration = self.otp.lockout_duration;
         let updated = self
             .store
             .update_user(&user.id, |u| {
-                u.failed_attempts += 1;
-                if u.failed_attempts >= threshold {
-                    u.failed_attempts = 0;
-                    u.locked_until = Some(now + duration);
-                } else if u.failed_attempts >= soft_from {
-                    let step = (u.failed_attempts - soft_from).min(20);
-                    let pause = Duration::from_secs(1u64 << step).min(duration);
-                    // Never shortens a lock already in place (in-flight failures after a lockout).
-                    u.locked_until = u.locked_until.max(Some(now + pause));
-                }
+                let mut state = LockState {
+                    failed_attempts: u.failed_attempts,
+                    locked_until: u.locked_until,
+                };
+                self.count_failure(&mut state, now);
+                u.failed_attempts = state.failed_attempts;
+                u.locked_until = state.locked_until;
                 Ok::<(), std::convert::Infallible>(())
             })
             .await?;
         if updated.failed_attempts == 0 && updated.locked_until.is_some_and(|t| t > now) {
-            tracing::warn!(target: "audit", event = "lockout", user_id = %user.id, until = %crate::clock::rfc3339(now + duration), "account locked after repeated failures");
+            tracing::warn!(target: "audit", event = "lockout", user_id = %user.id, until = %crate::clock::rfc3339(now + self.otp.lockout_duration), "account locked after repeated failures");
             return Err(AccountError::Blocked {
-                retry_after: Some(duration),
+                retry_after: Some(self.otp.lockout_duration),
+            });
+        }
+        Ok(())
+    }
+
+    /// One more failure: the pause or lock it earns (see [`Accounts::record_failure`]).
+    fn count_failure(&self, s: &mut LockState, now: OffsetDateTime) {
+        let threshold = self.otp.lockout_threshold.max(1);
+        let soft_from = (threshold / 2).max(2);
+        let duration = self.otp.lockout_duration;
+        s.failed_attempts += 1;
+        if s.failed_attempts >= threshold {
+            s.failed_attempts = 0;
+            s.locked_until = Some(now + duration);
+        } else if s.failed_attempts >= soft_from {
+            let step = (s.failed_attempts - soft_from).min(20);
+            let pause = Duration::from_secs(1u64 << step).min(duration);
+            // Never shortens a lock already in place (in-flight failures after a lockout).
+            s.locked_until = s.locked_until.max(Some(now + pause));
+        }
+    }
+
+    /// A failed sign-in for a login that matches no account, answered as a real account's
+    /// would be: the same pauses, the same lock, the same USER_BLOCKED.
+    fn record_phantom_failure(&self, key: &str, mut state: LockState) -> Result<(), AccountError> {
+        let now = self.now();
+        self.count_failure(&mut state, now);
+        self.phantoms.insert(key.to_string(), state);
+        if state.failed_attempts == 0 && state.locked_until.is_some_and(|t| t > now) {
+            return Err(AccountError::Blocked {
+                retry_after: Some(self.otp.lockout_duration),
             });
         }
         Ok(())
@@ -562,17 +606,32 @@ impl Accounts {
         if login.is_empty() {
             return Err(AccountError::field("login", "is required"));
         }
-        let user = if login.contains('@') {
+        let (user, key) = if login.contains('@') {
             match normalize_email(login) {
-                Ok(e) => self.store.user_by_email(&e).await?,
-                Err(_) => None,
+                Ok(e) => (self.store.user_by_email(&e).await?, format!("email:{e}")),
+                Err(_) => (None, format!("email:{}", login.to_lowercase())),
             }
         } else {
-            self.store.user_by_username(&login.to_lowercase()).await?
+            let name = login.to_lowercase();
+            (
+                self.store.user_by_username(&name).await?,
+                format!("username:{name}"),
+            )
         };
         let Some(user) = user else {
-            self.passwords.verify(password, None).await?;
             tracing::info!(target: "audit", event = "login_failed", reason = "unknown", "sign-in failed");
+            if self.reveal {
+                self.passwords.verify(password, None).await?;
+                return Err(AccountError::InvalidCredentials);
+            }
+            // The same steps, and the same answers, as for an account below.
+            let state = self.phantoms.get(&key).unwrap_or_default();
+            if let Err(e) = self.check_locked_until(state.locked_until) {
+                self.passwords.verify(password, None).await?;
+                return Err(e);
+            }
+            self.passwords.verify(password, None).await?;
+            self.record_phantom_failure(&key, state)?;
             return Err(AccountError::InvalidCredentials);
         };
         if let Err(e) = self.check_lock(&user) {

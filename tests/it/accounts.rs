@@ -524,6 +524,68 @@ async fn failures_add_escalating_pauses_before_the_lock() {
     gw.stop().await;
 }
 
+/// The pauses and the lock give nothing away: a login that matches no account gets the
+/// same answers, in the same order, with the same Retry-After, as a real account's.
+#[tokio::test]
+async fn unknown_logins_are_paced_and_locked_like_real_ones() {
+    let smtp = Smtp::start();
+    let clock = ManualClock::starting_now();
+    let gw = Gateway::start_with(
+        "[otp]\nlockout_threshold = 6\nlockout_duration = \"10m\"\n[rate_limit]\nenabled = false\n",
+        Some(&smtp),
+        Some(&clock),
+    )
+    .await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "real@example.com", "password": PW, "username": "realname"}),
+    )
+    .await;
+    let mut answers = Vec::new();
+    for login in [
+        "real@example.com",
+        "ghost@example.com",
+        "realname",
+        "ghostname",
+    ] {
+        let mut seen = Vec::new();
+        for step in 0..12 {
+            let r = gw
+                .client
+                .post(gw.url("/auth/login"))
+                .json(&json!({"login": login, "password": "not the password at all"}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let v: serde_json::Value = r.json().await.unwrap();
+            seen.push((status, v["code"].as_str().unwrap_or("").to_string(), retry));
+            // Sit out every other pause, so both pauses and the lock are met.
+            if step % 2 == 1 {
+                clock.advance(Duration::from_secs(4));
+            }
+        }
+        clock.advance(Duration::from_secs(601));
+        answers.push((login, seen));
+    }
+    let (_, first) = &answers[0];
+    assert!(
+        first
+            .iter()
+            .any(|(s, c, _)| *s == 403 && c == "USER_BLOCKED"),
+        "the sequence reaches a pause or the lock: {first:?}"
+    );
+    for (login, seen) in &answers[1..] {
+        assert_eq!(seen, first, "{login} answers like real@example.com");
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_squatters_password_does_not_survive_the_owners_code_sign_in() {
     let smtp = Smtp::start();
