@@ -288,6 +288,11 @@ impl Passwords {
         Ok(ok && real && !too_long)
     }
 
+    /// Makes the dummy hash ahead of the first unknown login.
+    pub async fn warm_up(&self) -> Result<(), PasswordError> {
+        self.dummy().await.map(drop)
+    }
+
     async fn dummy(&self) -> Result<PasswordHash, PasswordError> {
         let params = self.0.params.clone();
         self.0

@@ -149,6 +149,16 @@ pub async fn build_app(
     let codes = Codes::new(&store.secret("otp-hmac").await?, &config.otp);
     let mailer = Mailer::start(&config.mail, metrics)?;
     let passwords = Passwords::new(&config.passwords)?;
+    // The dummy hash (for unknown logins) is made now rather than by the first sign-in:
+    // callers waiting for it are not counted by `passwords.max_queue`.
+    tokio::spawn({
+        let passwords = passwords.clone();
+        async move {
+            if let Err(e) = passwords.warm_up().await {
+                tracing::warn!(error = %e, "could not make the dummy password hash yet");
+            }
+        }
+    });
     let accounts = Arc::new(Accounts::new(
         store,
         passwords,
