@@ -104,17 +104,29 @@ pub async fn validate(app: &App, ctx: &RequestCtx, parts: &Parts) -> Result<Resp
                 }
                 return Ok(resp);
             }
-            let data = match &verified {
-                Some(v) => json!({
-                    "id": v.identity.user_id,
-                    "email": v.identity.email,
-                    "username": v.identity.username,
-                    "roles": v.identity.roles,
-                    "session_id": v.identity.session_id,
-                }),
-                None => json!({}),
+            // Serialized straight from the identity (no JSON tree built per request).
+            #[derive(serde::Serialize)]
+            struct Allowed<'a> {
+                id: &'a str,
+                email: &'a str,
+                username: Option<&'a str>,
+                roles: &'a [String],
+                session_id: &'a str,
+            }
+            let mut resp = match &verified {
+                Some(v) => {
+                    let id = &v.identity;
+                    let data = Allowed {
+                        id: &id.user_id,
+                        email: &id.email,
+                        username: id.username.as_deref(),
+                        roles: &id.roles,
+                        session_id: &id.session_id,
+                    };
+                    success(StatusCode::OK, "Allowed.", &data)
+                }
+                None => success(StatusCode::OK, "Allowed.", &json!({})),
             };
-            let mut resp = success(StatusCode::OK, "Allowed.", &data);
             if let Some(v) = &verified {
                 app.proxy
                     .identity_names()
