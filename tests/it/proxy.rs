@@ -554,15 +554,14 @@ async fn a_connection_still_uploading_is_not_handed_to_the_next_request() {
             }
         }
     });
+    // Waiting on the busy connection would outlast the 1 s response timeout: a 504.
     for i in 0..3 {
-        let started = std::time::Instant::now();
         let r = client
             .get(gw.url(&format!("/next/{i}")))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "{:?}", r.text().await);
-        assert!(started.elapsed() < Duration::from_millis(900));
     }
     trickle.await.unwrap();
     gw.stop().await;
