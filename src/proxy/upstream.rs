@@ -31,7 +31,6 @@ pub struct Upstreams {
     origins: Vec<Uri>,
     /// Indexed by serving thread; never empty.
     threads: Vec<Arc<ThreadPool>>,
-    idle_timeout: Duration,
 }
 
 /// One serving thread's idle connections. Only that thread takes and returns them, so the
@@ -76,7 +75,6 @@ impl Upstreams {
             connector,
             origins,
             threads,
-            idle_timeout: cfg.pool_idle_timeout,
         })
     }
 
@@ -150,14 +148,15 @@ impl Upstreams {
     /// Closes thread `worker`'s connections idle past `pool_idle_timeout`, every half of it,
     /// so a quiet upstream does not keep sockets open forever. Runs on that thread.
     pub async fn sweep_forever(self: Arc<Self>, worker: usize) {
-        let period = (self.idle_timeout / 2).max(Duration::from_secs(1));
+        let Some(pool) = self.thread(worker) else {
+            return;
+        };
+        let period = (pool.idle_timeout / 2).max(Duration::from_secs(1));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Some(pool) = self.thread(worker) {
-                pool.sweep(Instant::now());
-            }
+            pool.sweep(Instant::now());
         }
     }
 
@@ -248,7 +247,7 @@ impl ThreadPool {
 }
 
 /// Has a connection error a timeout among its causes?
-pub(super) fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {

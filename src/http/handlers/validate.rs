@@ -79,6 +79,28 @@ fn original<'a>(parts: &'a Parts, our_scheme: &'static str) -> Original<'a> {
     }
 }
 
+/// The identity in a 200 answer, serialized straight from it (no JSON tree per request).
+#[derive(serde::Serialize)]
+struct Allowed<'a> {
+    id: &'a str,
+    email: &'a str,
+    username: Option<&'a str>,
+    roles: &'a [String],
+    session_id: &'a str,
+}
+
+impl<'a> Allowed<'a> {
+    fn of(id: &'a crate::policy::Identity) -> Self {
+        Allowed {
+            id: &id.user_id,
+            email: &id.email,
+            username: id.username.as_deref(),
+            roles: &id.roles,
+            session_id: &id.session_id,
+        }
+    }
+}
+
 pub async fn validate(app: &App, ctx: &RequestCtx, parts: &Parts) -> Result<Response<Body>> {
     let orig = original(parts, ctx.scheme);
     let raw_path = orig.uri.split('?').next().unwrap_or("/");
@@ -92,40 +114,17 @@ pub async fn validate(app: &App, ctx: &RequestCtx, parts: &Parts) -> Result<Resp
         .unwrap_or(&fallback);
     match app.proxy.check_access(rule, &parts.headers).await {
         Ok(verified) => {
-            // nginx asks with HEAD (so that it can keep the connection): only the headers
-            // are read, and the body would be dropped unwritten.
-            if parts.method == Method::HEAD {
-                let mut resp = Response::new(body::empty());
-                resp.headers_mut().reserve(16);
-                if let Some(v) = &verified {
-                    app.proxy
-                        .identity_names()
-                        .insert(resp.headers_mut(), &v.values, None);
+            let mut resp = if parts.method == Method::HEAD {
+                // nginx asks with HEAD (so that it can keep the connection): only the headers
+                // are read, and a body would be dropped unwritten.
+                let mut r = Response::new(body::empty());
+                r.headers_mut().reserve(16);
+                r
+            } else {
+                match &verified {
+                    Some(v) => success(StatusCode::OK, "Allowed.", &Allowed::of(&v.identity)),
+                    None => success(StatusCode::OK, "Allowed.", &json!({})),
                 }
-                return Ok(resp);
-            }
-            // Serialized straight from the identity (no JSON tree built per request).
-            #[derive(serde::Serialize)]
-            struct Allowed<'a> {
-                id: &'a str,
-                email: &'a str,
-                username: Option<&'a str>,
-                roles: &'a [String],
-                session_id: &'a str,
-            }
-            let mut resp = match &verified {
-                Some(v) => {
-                    let id = &v.identity;
-                    let data = Allowed {
-                        id: &id.user_id,
-                        email: &id.email,
-                        username: id.username.as_deref(),
-                        roles: &id.roles,
-                        session_id: &id.session_id,
-                    };
-                    success(StatusCode::OK, "Allowed.", &data)
-                }
-                None => success(StatusCode::OK, "Allowed.", &json!({})),
             };
             if let Some(v) = &verified {
                 app.proxy
