@@ -47,6 +47,41 @@ errs_of() {
         END { print n + 0 }' "$1"
 }
 
+# The next two work on the calling script's associative arrays quiet_at, runs_rps, runs_p99,
+# errs, rps and p99 (keyed by target).
+
+# Waits for the wrk run with pid $1 for target $2; a compiler starting meanwhile skews the
+# figures, so it is noted in quiet_at[$2].
+await_wrk() {
+    while kill -0 "$1" 2>/dev/null; do
+        others_compiling && quiet_at[$2]="no (rustc/cargo running)"
+        sleep 2
+    done
+    wait "$1"
+}
+
+# Adds round $3's figures for target $1 (wrk output file $2) to its lists and prints them.
+record_round() {
+    local r p
+    r=$(rps_of "$2")
+    p=$(p99_of "$2")
+    runs_rps[$1]+=" $r"
+    runs_p99[$1]+=" $p"
+    errs[$1]=$((errs[$1] + $(errs_of "$2")))
+    echo "   round $3 $1: $r req/s, p99 $p ms" >&2
+}
+
+# rps and p99 of each target named: the medians over its rounds.
+take_medians() {
+    local t
+    for t in "$@"; do
+        # shellcheck disable=SC2086 # the per-round lists are meant to split
+        rps[$t]=$(median ${runs_rps[$t]})
+        # shellcheck disable=SC2086
+        p99[$t]=$(median ${runs_p99[$t]})
+    done
+}
+
 # The median of the numbers given as arguments.
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 

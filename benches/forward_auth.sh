@@ -370,12 +370,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "${auth[$t]}" "${url[$t]}" \
         >"$results/forward_auth-$t-$round.txt" &
     wrk_pid=$!
-    # A compiler starting mid-run skews that target's figures: note it.
-    while kill -0 "$wrk_pid" 2>/dev/null; do
-        others_compiling && quiet_at[$t]="no (rustc/cargo running)"
-        sleep 2
-    done
-    wait "$wrk_pid"
+    await_wrk "$wrk_pid" "$t"
     wrk_pid=
     # minus one: the second status request counts itself
     conns[$t]=$(($(upstream_accepts) - before - 1))
@@ -383,21 +378,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
         fwd-*) aconns[$t]=$(awk -v a="$(auth_accepts "$t")" -v b="$abefore" 'BEGIN { print a - b - 1 }') ;;
         *) aconns[$t]=- ;;
     esac
-    out=$results/forward_auth-$t-$round.txt
-    r=$(rps_of "$out")
-    p=$(p99_of "$out")
-    runs_rps[$t]+=" $r"
-    runs_p99[$t]+=" $p"
-    errs[$t]=$((errs[$t] + $(errs_of "$out")))
-    echo "   round $round $t: $r req/s, p99 $p ms" >&2
+    record_round "$t" "$results/forward_auth-$t-$round.txt" "$round"
   done
 done
-for t in "${targets[@]}"; do
-    # shellcheck disable=SC2086 # the per-round lists are meant to split
-    rps[$t]=$(median ${runs_rps[$t]})
-    # shellcheck disable=SC2086
-    p99[$t]=$(median ${runs_p99[$t]})
-done
+take_medians "${targets[@]}"
 
 # authgate's own warnings (per-connection ones would show here) go with the figures.
 for name in ag-route ag-validate; do cp "$tmp/$name.log" "$results/forward_auth-$name.log"; done

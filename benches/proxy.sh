@@ -221,30 +221,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
     before=$(upstream_accepts)
     wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${url[$t]}" >"$results/proxy-$t-$round.txt" &
     wrk_pid=$!
-    # A compiler starting mid-run skews that target's figures: note it.
-    while kill -0 "$wrk_pid" 2>/dev/null; do
-        others_compiling && quiet_at[$t]="no (rustc/cargo running)"
-        sleep 2
-    done
-    wait "$wrk_pid"
+    await_wrk "$wrk_pid" "$t"
     wrk_pid=
     # minus one: the second status request counts itself
     conns[$t]=$(($(upstream_accepts) - before - 1))
-    out=$results/proxy-$t-$round.txt
-    r=$(rps_of "$out")
-    p=$(p99_of "$out")
-    runs_rps[$t]+=" $r"
-    runs_p99[$t]+=" $p"
-    errs[$t]=$((errs[$t] + $(errs_of "$out")))
-    echo "   round $round $t: $r req/s, p99 $p ms" >&2
+    record_round "$t" "$results/proxy-$t-$round.txt" "$round"
   done
 done
-for t in "${targets[@]}"; do
-    # shellcheck disable=SC2086 # the per-round lists are meant to split
-    rps[$t]=$(median ${runs_rps[$t]})
-    # shellcheck disable=SC2086
-    p99[$t]=$(median ${runs_p99[$t]})
-done
+take_medians "${targets[@]}"
 
 # authgate's own warnings (per-connection ones would show here) go with the figures.
 for name in authgate-plain authgate-tls; do cp "$tmp/$name.log" "$results/proxy-$name.log"; done
