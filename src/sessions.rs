@@ -186,7 +186,7 @@ impl Sessions {
             tracing::warn!("session events were missed; reloading every session");
             return self.resync().await;
         }
-        let now = self.clock.now().unix_timestamp();
+        let now = self.clock.unix_now();
         for e in &events {
             if e.live {
                 if e.expires_at > now && self.ended.get(&e.session_id).is_none() {
@@ -348,7 +348,7 @@ impl Sessions {
     /// The hot-path check: a valid access token whose session is live. No disk access.
     pub fn authenticate(&self, token: &str) -> Result<Arc<Verified>, SessionError> {
         let verified = self.tokens.verify_access(token)?;
-        let now = self.clock.now().unix_timestamp();
+        let now = self.clock.unix_now();
         match self.live.get(&verified.identity.session_id) {
             Some(l) if l.expires_at > now && l.user_id == verified.user_uuid => {
                 // Throttled last-seen write, off the request path.
@@ -559,7 +559,7 @@ impl Sessions {
 
     /// Removes sessions past their absolute lifetime (run periodically).
     pub async fn sweep(&self) -> Result<usize, StoreError> {
-        let now = self.clock.now().unix_timestamp();
+        let now = self.clock.unix_now();
         let expired: Vec<(String, UserId)> = self
             .live
             .iter()

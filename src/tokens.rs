@@ -521,7 +521,7 @@ impl Tokens {
             .keys
             .get(keys.signing)
             .ok_or_else(|| TokenError::Key("no signing key".into()))?;
-        let now = self.clock.now().unix_timestamp();
+        let now = self.clock.unix_now();
         let claims = Claims {
             sub: user.id.to_string(),
             sid: sid.to_string(),
@@ -546,7 +546,7 @@ impl Tokens {
         let digest = digest::digest(&digest::SHA256, token.as_bytes());
         let mut key = [0u8; 32];
         key.copy_from_slice(digest.as_ref());
-        let now = self.clock.now().unix_timestamp();
+        let now = self.clock.unix_now();
         if let Some(v) = self.cache.get(&key) {
             return self.check_times(v, now);
         }
