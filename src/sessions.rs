@@ -237,9 +237,18 @@ impl Sessions {
     /// heard of yet (made by another instance a moment ago) is looked up once in the store.
     pub async fn authenticate_shared(&self, token: &str) -> Result<Arc<Verified>, SessionError> {
         match self.authenticate(token) {
-            Err(SessionError::Unauthenticated) if self.store.is_shared() => {}
-            other => return other,
+            // Boxed: the store query's future is kilobytes, and this one is part of every
+            // authenticated request's.
+            Err(SessionError::Unauthenticated) if self.store.is_shared() => {
+                Box::pin(self.look_up_unknown_session(token)).await
+            }
+            other => other,
         }
+    }
+
+    /// A valid token whose session this instance has not seen: made by another instance
+    /// since the last `follow`, or ended long ago.
+    async fn look_up_unknown_session(&self, token: &str) -> Result<Arc<Verified>, SessionError> {
         let verified = self.tokens.verify_access(token)?;
         let sid = &verified.identity.session_id;
         if self.live.contains_key(sid) || self.ended.get(sid).is_some() {

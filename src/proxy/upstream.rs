@@ -102,7 +102,9 @@ impl Upstreams {
                 }
             }
         }
-        let mut sender = self.connect(upstream).await?;
+        // Boxed: a connection being set up (TLS state included) is kilobytes, and inline it
+        // would grow every proxied request's future by as much.
+        let mut sender = Box::pin(self.connect(upstream)).await?;
         let resp = sender
             .send_request(req)
             .await

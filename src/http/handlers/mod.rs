@@ -31,12 +31,32 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let m = parts.method.clone();
     let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    // Forward-auth, on every request behind nginx or Traefik, is answered here. The other
+    // flows go through a box: their futures (a password hash awaited, store writes, mail)
+    // are kilobytes, and unboxed they would make this future, and every proxied request's
+    // that contains it, as large, to be copied on every request.
+    if let ["validate"] = segs.as_slice() {
+        return validate::validate(app, ctx, &parts)
+            .await
+            .unwrap_or_else(ApiError::into_response);
+    }
+    Box::pin(flows(app, ctx, &segs, parts, body)).await
+}
+
+/// The account, session, admin and page endpoints.
+async fn flows(
+    app: &App,
+    ctx: &RequestCtx,
+    segs: &[&str],
+    parts: http::request::Parts,
+    body: Incoming,
+) -> Response<Body> {
+    let m = parts.method.clone();
     // The hosted pages: everything under `ui/`, and the login page at its short address.
-    let page = match (segs.as_slice(), &m) {
+    let page = match (segs, &m) {
         (["ui", page @ ..], _) => Some(page),
-        (["login"], &Method::GET | &Method::HEAD) => Some(&segs[..]),
+        (["login"], &Method::GET | &Method::HEAD) => Some(segs),
         _ => None,
     };
     if let Some(page) = page {
@@ -44,7 +64,7 @@ pub async fn handle(
             .await
             .unwrap_or_else(|| ApiError::not_found().into_response());
     }
-    let result = match (segs.as_slice(), &m) {
+    let result = match (segs, &m) {
         (["register"], &Method::POST) => account::register(app, ctx, &parts, body).await,
         (["verify"], &Method::POST) => account::verify(app, ctx, &parts, body).await,
         (["verify", "resend"], &Method::POST) => account::resend(app, ctx, &parts, body).await,
@@ -67,7 +87,6 @@ pub async fn handle(
         (["logout"], &Method::POST) => session::logout(app, &parts, body).await,
         (["sessions"], &Method::GET) => session::list(app, &parts).await,
         (["sessions", id], &Method::DELETE) => session::delete(app, &parts, id).await,
-        (["validate"], _) => validate::validate(app, ctx, &parts).await,
         (["jwks.json"], &Method::GET) => Ok(jwks(app)),
         (["admin", rest @ ..], _) => admin::handle(app, &parts, body, rest).await,
         (path, _) if known(path) => Err(ApiError::method_not_allowed()),
