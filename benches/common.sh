@@ -47,8 +47,26 @@ errs_of() {
         END { print n + 0 }' "$1"
 }
 
+# User plus system CPU time, in clock ticks, that process $1 and its children (nginx's
+# workers) have used so far. Throughput on a shared VM swings with the neighbours; the CPU a
+# proxy spends per request is its own cost, and far steadier.
+cpu_ticks() {
+    local p t=0 s
+    for p in "$1" $(pgrep -P "$1"); do
+        s=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || s=0
+        t=$((t + ${s:-0}))
+    done
+    echo "$t"
+}
+
+# Microseconds of CPU per request: $1 clock ticks over the requests of wrk output file $2.
+cpu_per_request() {
+    awk -v t="$1" -v hz="$(getconf CLK_TCK)" '/ requests in / { n = $1 }
+        END { printf "%.1f", (n > 0) ? t * 1e6 / hz / n : 0 }' "$2"
+}
+
 # The next two work on the calling script's associative arrays quiet_at, runs_rps, runs_p99,
-# errs, rps and p99 (keyed by target).
+# runs_cpu, errs, rps, p99 and cpu (keyed by target).
 
 # Waits for the wrk run with pid $1 for target $2; a compiler starting meanwhile skews the
 # figures, so it is noted in quiet_at[$2].
@@ -60,15 +78,18 @@ await_wrk() {
     wait "$1"
 }
 
-# Adds round $3's figures for target $1 (wrk output file $2) to its lists and prints them.
+# Adds round $3's figures for target $1 (wrk output file $2; $4 the serving process's CPU
+# ticks during the run) to its lists and prints them.
 record_round() {
-    local r p
+    local r p c
     r=$(rps_of "$2")
     p=$(p99_of "$2")
+    c=$(cpu_per_request "$4" "$2")
     runs_rps[$1]+=" $r"
     runs_p99[$1]+=" $p"
+    runs_cpu[$1]+=" $c"
     errs[$1]=$((errs[$1] + $(errs_of "$2")))
-    echo "   round $3 $1: $r req/s, p99 $p ms" >&2
+    echo "   round $3 $1: $r req/s, p99 $p ms, $c us CPU/request" >&2
 }
 
 # rps and p99 of each target named: the medians over its rounds.
@@ -79,6 +100,8 @@ take_medians() {
         rps[$t]=$(median ${runs_rps[$t]})
         # shellcheck disable=SC2086
         p99[$t]=$(median ${runs_p99[$t]})
+        # shellcheck disable=SC2086
+        cpu[$t]=$(median ${runs_cpu[$t]})
     done
 }
 

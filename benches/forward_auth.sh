@@ -287,11 +287,18 @@ login() { # port -> access token on stdout
 
 # RUST_LOG would override [log] level and could turn the access log back on.
 unset RUST_LOG
+# The process whose CPU per request is measured for each target: the proxy (front nginx or
+# authgate), or the one answering the auth subrequest (stub nginx or authgate).
+declare -A proc
 start upstream "$P_UP" nginx -p "$tmp" -e "$tmp/upstream.err" -c "$tmp/upstream.conf"
 start stub "$P_STUB" nginx -p "$tmp" -e "$tmp/stub.err" -c "$tmp/stub.conf"
+proc[fwd-stub]=${pids[-1]}
 start ag-route "$P_AG" "$bin" serve --config "$tmp/ag-route.toml"
+proc[authgate-route]=${pids[-1]}
 start ag-validate "$P_AGV" "$bin" serve --config "$tmp/ag-validate.toml"
+proc[fwd-authgate]=${pids[-1]}
 start front "$P_NGX" nginx -p "$tmp" -e "$tmp/front.err" -c "$tmp/front.conf"
+proc[nginx-proxy]=${pids[-1]}
 
 declare -A token
 token[ag-route]=$(login "$P_AG") || { echo "forward_auth.sh: sign-in to ag-route failed" >&2; exit 1; }
@@ -355,7 +362,7 @@ auth_accepts() { # target
 
 
 mkdir -p "$results"
-declare -A rps p99 errs conns aconns quiet_at runs_rps runs_p99
+declare -A rps p99 cpu errs conns aconns quiet_at runs_rps runs_p99 runs_cpu
 for t in "${targets[@]}"; do
     echo "== $t (${url[$t]}): warm-up" >&2
     wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "${auth[$t]}" "${url[$t]}" >/dev/null
@@ -367,18 +374,20 @@ for ((round = 1; round <= ROUNDS; round++)); do
   for t in "${targets[@]}"; do
     before=$(upstream_accepts)
     abefore=$(auth_accepts "$t")
+    ticks=$(cpu_ticks "${proc[$t]}")
     wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "${auth[$t]}" "${url[$t]}" \
         >"$results/forward_auth-$t-$round.txt" &
     wrk_pid=$!
     await_wrk "$wrk_pid" "$t"
     wrk_pid=
+    ticks=$(($(cpu_ticks "${proc[$t]}") - ticks))
     # minus one: the second status request counts itself
     conns[$t]=$(($(upstream_accepts) - before - 1))
     case $t in
         fwd-*) aconns[$t]=$(awk -v a="$(auth_accepts "$t")" -v b="$abefore" 'BEGIN { print a - b - 1 }') ;;
         *) aconns[$t]=- ;;
     esac
-    record_round "$t" "$results/forward_auth-$t-$round.txt" "$round"
+    record_round "$t" "$results/forward_auth-$t-$round.txt" "$round" "$ticks"
   done
 done
 take_medians "${targets[@]}"
@@ -388,7 +397,8 @@ for name in ag-route ag-validate; do cp "$tmp/$name.log" "$results/forward_auth-
 
 row() { # label target reference goal
     echo "| $1 | $(ratio "${rps[$2]}" "${rps[$3]}") | $(paired "${runs_rps[$2]}" "${runs_rps[$3]}") | $4 |" \
-        "$(ratio "${p99[$2]}" "${p99[$3]}") (${p99[$2]} / ${p99[$3]}) |"
+        "$(ratio "${p99[$2]}" "${p99[$3]}") (${p99[$2]} / ${p99[$3]}) |" \
+        "$(ratio "${cpu[$3]}" "${cpu[$2]}") (${cpu[$3]} / ${cpu[$2]}) |"
 }
 {
     echo "# authgate on signed-in requests: authenticated route and forward-auth"
@@ -402,15 +412,16 @@ row() { # label target reference goal
     echo "- fwd-*: nginx auth_request (README snippet, keep-alive to both upstreams) then proxy_pass; the auth subrequest goes to a stub nginx answering 200 (fwd-stub) or to authgate /auth/validate (fwd-authgate)"
     echo "- upstream conns = connections the upstream accepted during the measured run; auth conns = connections the stub / authgate accepted (keep-alive reuse checks)"
     echo "- quiet machine = no rustc/cargo process seen during the measured run"
+    echo "- CPU/request = user + system CPU time during the run, over the requests wrk counted, median of the rounds, of: the proxy (nginx-proxy: the front nginx; authgate-route: authgate), or what answers the auth subrequest (fwd-stub: the stub nginx; fwd-authgate: authgate)"
     echo
-    echo "| target | req/s | p99 (ms) | errors | upstream conns | auth conns | quiet machine |"
-    echo "|---|---:|---:|---:|---:|---:|---|"
+    echo "| target | req/s | p99 (ms) | CPU/request (us) | errors | upstream conns | auth conns | quiet machine |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---|"
     for t in "${targets[@]}"; do
-        echo "| $t | ${rps[$t]} | ${p99[$t]} | ${errs[$t]} | ${conns[$t]} | ${aconns[$t]} | ${quiet_at[$t]} |"
+        echo "| $t | ${rps[$t]} | ${p99[$t]} | ${cpu[$t]} | ${errs[$t]} | ${conns[$t]} | ${aconns[$t]} | ${quiet_at[$t]} |"
     done
     echo
-    echo "| comparison | req/s ratio | per-round ratio, median (range) | target | p99 ratio (ms / ms) |"
-    echo "|---|---:|---:|---:|---:|"
+    echo "| comparison | req/s ratio | per-round ratio, median (range) | target | p99 ratio (ms / ms) | CPU/request ratio (reference us / authgate us) |"
+    echo "|---|---:|---:|---:|---:|---:|"
     row "authgate-route / nginx-proxy" authgate-route nginx-proxy "≥ 1.00"
     row "fwd-authgate / fwd-stub" fwd-authgate fwd-stub "≥ 0.95"
 } | tee "$results/forward_auth.md"

@@ -175,10 +175,16 @@ done
 # under ./data by default, and two instances cannot share one store.
 # RUST_LOG would override [log] level and could turn the access log back on.
 unset RUST_LOG
+# The process serving each target, whose CPU per request is measured.
+declare -A proc
 start upstream "$P_UP" nginx -p "$tmp" -e "$tmp/upstream.err" -c "$tmp/upstream.conf"
+proc[upstream]=${pids[-1]}
 start nginx "$P_NGX" nginx -p "$tmp" -e "$tmp/proxy.err" -c "$tmp/proxy.conf"
+proc[nginx-plain]=${pids[-1]} proc[nginx-tls]=${pids[-1]}
 start authgate-plain "$P_AG" "$bin" serve --config "$tmp/authgate-plain.toml"
+proc[authgate-plain]=${pids[-1]}
 start authgate-tls "$P_AGS" "$bin" serve --config "$tmp/authgate-tls.toml"
+proc[authgate-tls]=${pids[-1]}
 
 targets=(upstream nginx-plain authgate-plain nginx-tls authgate-tls)
 declare -A url=(
@@ -208,7 +214,7 @@ upstream_accepts() {
 
 
 mkdir -p "$results"
-declare -A rps p99 errs conns quiet_at runs_rps runs_p99
+declare -A rps p99 cpu errs conns quiet_at runs_rps runs_p99 runs_cpu
 for t in "${targets[@]}"; do
     echo "== $t (${url[$t]}): warm-up" >&2
     wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "${url[$t]}" >/dev/null
@@ -219,13 +225,15 @@ done
 for ((round = 1; round <= ROUNDS; round++)); do
   for t in "${targets[@]}"; do
     before=$(upstream_accepts)
+    ticks=$(cpu_ticks "${proc[$t]}")
     wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${url[$t]}" >"$results/proxy-$t-$round.txt" &
     wrk_pid=$!
     await_wrk "$wrk_pid" "$t"
     wrk_pid=
+    ticks=$(($(cpu_ticks "${proc[$t]}") - ticks))
     # minus one: the second status request counts itself
     conns[$t]=$(($(upstream_accepts) - before - 1))
-    record_round "$t" "$results/proxy-$t-$round.txt" "$round"
+    record_round "$t" "$results/proxy-$t-$round.txt" "$round" "$ticks"
   done
 done
 take_medians "${targets[@]}"
@@ -243,18 +251,20 @@ for name in authgate-plain authgate-tls; do cp "$tmp/$name.log" "$results/proxy-
     echo "- wrk -t$THREADS -c$CONNS -d$DURATION --latency (warm-up $WARMUP), GET / of a 6-byte body; everything shares the same cores"
     echo "- upstream conns = connections the upstream accepted during the measured run (keep-alive reuse check)"
     echo "- quiet machine = no rustc/cargo process seen during the measured run"
+    echo "- CPU/request = user + system CPU time of the serving process (nginx: master and workers) during the run, over the requests wrk counted; median of the rounds"
     echo
-    echo "| target | req/s | p99 (ms) | errors | upstream conns | quiet machine |"
-    echo "|---|---:|---:|---:|---:|---|"
+    echo "| target | req/s | p99 (ms) | CPU/request (us) | errors | upstream conns | quiet machine |"
+    echo "|---|---:|---:|---:|---:|---:|---|"
     for t in "${targets[@]}"; do
-        echo "| $t | ${rps[$t]} | ${p99[$t]} | ${errs[$t]} | ${conns[$t]} | ${quiet_at[$t]} |"
+        echo "| $t | ${rps[$t]} | ${p99[$t]} | ${cpu[$t]} | ${errs[$t]} | ${conns[$t]} | ${quiet_at[$t]} |"
     done
     echo
-    echo "| authgate / nginx | req/s ratio | per-round ratio, median (range) | p99 ratio (authgate ms / nginx ms) |"
-    echo "|---|---:|---:|---:|"
+    echo "| authgate / nginx | req/s ratio | per-round ratio, median (range) | p99 ratio (authgate ms / nginx ms) | CPU/request ratio (nginx us / authgate us) |"
+    echo "|---|---:|---:|---:|---:|"
     for mode in plain tls; do
         echo "| $mode | $(ratio "${rps[authgate-$mode]}" "${rps[nginx-$mode]}") |" \
             "$(paired "${runs_rps[authgate-$mode]}" "${runs_rps[nginx-$mode]}") |" \
-            "$(ratio "${p99[authgate-$mode]}" "${p99[nginx-$mode]}") (${p99[authgate-$mode]} / ${p99[nginx-$mode]}) |"
+            "$(ratio "${p99[authgate-$mode]}" "${p99[nginx-$mode]}") (${p99[authgate-$mode]} / ${p99[nginx-$mode]}) |" \
+            "$(ratio "${cpu[nginx-$mode]}" "${cpu[authgate-$mode]}") (${cpu[nginx-$mode]} / ${cpu[authgate-$mode]}) |"
     done
 } | tee "$results/proxy.md"
