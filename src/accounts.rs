@@ -184,6 +184,16 @@ pub struct Accounts {
     /// real account's, so that USER_BLOCKED does not tell an attacker which logins exist.
     /// In memory and bounded: a login sprayed out of it starts again from zero.
     phantoms: quick_cache::sync::Cache<String, LockState>,
+    /// Codes "sent" to addresses that got none (no account, blocked, already verified), by
+    /// purpose and address: guessing at one runs out of tries and expires like a real code,
+    /// so ATTEMPTS_EXCEEDED does not tell which addresses have an account. Bounded likewise.
+    phantom_codes: quick_cache::sync::Cache<(Purpose, String), PhantomCode>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PhantomCode {
+    tries_left: u32,
+    expires_at: OffsetDateTime,
 }
 
 /// A failure counter and lock, as kept on a user record (or for a phantom login).
@@ -228,6 +238,7 @@ impl Accounts {
             otp,
             reveal,
             phantoms: quick_cache::sync::Cache::new(MAX_PHANTOMS),
+            phantom_codes: quick_cache::sync::Cache::new(MAX_PHANTOMS),
         }
     }
 
@@ -287,6 +298,7 @@ impl Accounts {
             .codes
             .issue(&self.store, &user.id, purpose, self.now())
             .await?;
+        self.phantom_codes.remove(&(purpose, user.email.clone()));
         self.mailer.send_code(CodeMail {
             to: user.email.clone(),
             purpose,
@@ -412,8 +424,14 @@ impl Accounts {
             CodeOutcome::Valid => self.record_success(user).await,
             CodeOutcome::Expired => Err(AccountError::OtpExpired),
             // No live code: nothing to guess, so nothing counted (else anyone could lock any
-            // account by posting codes for it).
-            CodeOutcome::Missing => Err(AccountError::InvalidOtp),
+            // account by posting codes for it), unless a code was pretended sent.
+            CodeOutcome::Missing => match self.guess_phantom_code(purpose, &user.email) {
+                None => Err(AccountError::InvalidOtp),
+                Some(outcome) => {
+                    self.record_failure(user).await?;
+                    Err(outcome)
+                }
+            },
             CodeOutcome::Wrong => {
                 self.record_failure(user).await?;
                 tracing::info!(target: "audit", event = "code_failed", user_id = %user.id, purpose = purpose.as_str(), "wrong one-time code");
@@ -429,20 +447,68 @@ impl Accounts {
         }
     }
 
-    /// The account for a code-checking flow; unknown addresses look like a wrong code unless
-    /// existence may be revealed.
-    async fn account_for_code(&self, email: &str) -> Result<User, AccountError> {
+    /// The account for a code-checking flow. An unknown address answers as an account would
+    /// (see [`Accounts::phantom_code_failure`]) unless existence may be revealed.
+    async fn account_for_code(&self, email: &str, purpose: Purpose) -> Result<User, AccountError> {
         match self.store.user_by_email(email).await? {
             Some(u) => Ok(u),
             None if self.reveal => Err(AccountError::UserDoesNotExist),
-            None => Err(AccountError::InvalidOtp),
+            None => Err(self.phantom_code_failure(purpose, email)),
         }
     }
 
+    /// A code checked for an address with no account: the steps of `consume_code` for an
+    /// account, with the lock and failure count kept as for a phantom sign-in.
+    fn phantom_code_failure(&self, purpose: Purpose, email: &str) -> AccountError {
+        let key = format!("email:{email}");
+        let state = self.phantoms.get(&key).unwrap_or_default();
+        if let Err(e) = self.check_locked_until(state.locked_until) {
+            return e;
+        }
+        match self.guess_phantom_code(purpose, email) {
+            None => AccountError::InvalidOtp,
+            Some(outcome) => match self.record_phantom_failure(&key, state) {
+                Err(blocked) => blocked,
+                Ok(()) => outcome,
+            },
+        }
+    }
+
+    /// A wrong guess at a code pretended sent to `email`, if there is a live one: the answer
+    /// a real code would give (INVALID_OTP, ATTEMPTS_EXCEEDED on its last try, OTP_EXPIRED).
+    fn guess_phantom_code(&self, purpose: Purpose, email: &str) -> Option<AccountError> {
+        let key = (purpose, email.to_string());
+        let code = self.phantom_codes.get(&key)?;
+        if code.expires_at <= self.now() {
+            self.phantom_codes.remove(&key);
+            return Some(AccountError::OtpExpired);
+        }
+        // As a real code: the last try kills it, and it stays dead until it expires.
+        let tries_left = code.tries_left.saturating_sub(1);
+        self.phantom_codes
+            .insert(key, PhantomCode { tries_left, ..code });
+        Some(if tries_left == 0 {
+            AccountError::AttemptsExceeded {
+                retry_after: self.otp.resend_cooldown,
+            }
+        } else {
+            AccountError::InvalidOtp
+        })
+    }
+
     /// The answer for an address that gets no code (unknown, blocked, already verified):
-    /// the same shape as a sent one, so the answer says nothing about the account.
-    fn pretend_sent(&self) -> Result<OffsetDateTime, AccountError> {
-        Ok(self.now() + self.codes.ttl())
+    /// the same shape as a sent one, and guesses at the code it did not get are answered as
+    /// guesses at a real one, so neither says anything about the account.
+    fn pretend_sent(&self, purpose: Purpose, email: &str) -> Result<OffsetDateTime, AccountError> {
+        let expires_at = self.now() + self.codes.ttl();
+        self.phantom_codes.insert(
+            (purpose, email.to_string()),
+            PhantomCode {
+                tries_left: self.codes.max_attempts(),
+                expires_at,
+            },
+        );
+        Ok(expires_at)
     }
 
     // The flows.
@@ -550,7 +616,7 @@ impl Accounts {
     pub async fn verify_email(&self, email: &str, code: &str) -> Result<User, AccountError> {
         let email = self.email(email)?;
         self.check_code_format(code)?;
-        let user = self.account_for_code(&email).await?;
+        let user = self.account_for_code(&email, Purpose::VerifyEmail).await?;
         if user.email_verified && self.reveal {
             return Err(AccountError::AlreadyVerified);
         }
@@ -591,7 +657,7 @@ impl Accounts {
             Some(u) if !u.email_verified && !u.blocked => {
                 self.send_code(&u, Purpose::VerifyEmail).await
             }
-            _ => self.pretend_sent(),
+            _ => self.pretend_sent(Purpose::VerifyEmail, &email),
         }
     }
 
@@ -669,7 +735,7 @@ impl Accounts {
         self.take_cooldown(&email, Purpose::Login).await?;
         match user {
             Some(u) if !u.blocked => self.send_code(&u, Purpose::Login).await,
-            _ => self.pretend_sent(),
+            _ => self.pretend_sent(Purpose::Login, &email),
         }
     }
 
@@ -677,7 +743,7 @@ impl Accounts {
     pub async fn finish_code_login(&self, email: &str, code: &str) -> Result<User, AccountError> {
         let email = self.email(email)?;
         self.check_code_format(code)?;
-        let user = self.account_for_code(&email).await?;
+        let user = self.account_for_code(&email, Purpose::Login).await?;
         let user = self.consume_code(&user, Purpose::Login, code).await?;
         if user.blocked {
             return Err(AccountError::Blocked { retry_after: None });
@@ -716,7 +782,7 @@ impl Accounts {
         self.take_cooldown(&email, Purpose::ResetPassword).await?;
         match user {
             Some(u) if !u.blocked => self.send_code(&u, Purpose::ResetPassword).await,
-            _ => self.pretend_sent(),
+            _ => self.pretend_sent(Purpose::ResetPassword, &email),
         }
     }
 
@@ -733,7 +799,9 @@ impl Accounts {
         self.passwords
             .check_policy(new_password, vec![email.clone()])
             .await?;
-        let user = self.account_for_code(&email).await?;
+        let user = self
+            .account_for_code(&email, Purpose::ResetPassword)
+            .await?;
         let user = self
             .consume_code(&user, Purpose::ResetPassword, code)
             .await?;
@@ -748,7 +816,9 @@ impl Accounts {
     ) -> Result<(Secret, OffsetDateTime), AccountError> {
         let email = self.email(email)?;
         self.check_code_format(code)?;
-        let user = self.account_for_code(&email).await?;
+        let user = self
+            .account_for_code(&email, Purpose::ResetPassword)
+            .await?;
         let user = self
             .consume_code(&user, Purpose::ResetPassword, code)
             .await?;

@@ -44,6 +44,11 @@ impl Codes {
         self.ttl
     }
 
+    /// Wrong answers a code takes before it dies.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
     /// A fresh code of `length` decimal digits, each uniform from the thread CSPRNG.
     pub fn generate(&self) -> Secret {
         let code: String = (0..self.length)

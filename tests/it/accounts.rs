@@ -587,6 +587,88 @@ async fn unknown_logins_are_paced_and_locked_like_real_ones() {
 }
 
 #[tokio::test]
+async fn guessing_a_mailed_code_answers_alike_for_real_and_unknown_addresses() {
+    let smtp = Smtp::start();
+    let clock = ManualClock::starting_now();
+    let gw = Gateway::start_with(
+        "[otp]\nmax_attempts = 3\nlockout_threshold = 6\nlockout_duration = \"10m\"\n[rate_limit]\nenabled = false\n",
+        Some(&smtp),
+        Some(&clock),
+    )
+    .await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "real@example.com", "password": PW}),
+    )
+    .await;
+    let mut answers = Vec::new();
+    for (email, flow) in [
+        ("real@example.com", "/auth/login/code"),
+        ("ghost@example.com", "/auth/login/code"),
+        ("real@example.com", "/auth/password/forgot"),
+        ("ghost@example.com", "/auth/password/forgot"),
+    ] {
+        let (status, _) = gw.post(flow, json!({"email": email})).await;
+        assert_eq!(status, 200, "{flow} for {email}");
+        // Never the mailed code: a guess must be wrong for the real address too.
+        let mailed = if email.starts_with("real") {
+            let n = if flow.ends_with("code") { 2 } else { 3 };
+            Some(smtp.code(email, n).await)
+        } else {
+            None
+        };
+        let wrong = if mailed.as_deref() == Some("000000") {
+            "111111"
+        } else {
+            "000000"
+        };
+        let verify = if flow.ends_with("code") {
+            "/auth/login/code/verify"
+        } else {
+            "/auth/password/reset/verify"
+        };
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let (status, v) = gw
+                .post(verify, json!({"email": email, "code": wrong}))
+                .await;
+            seen.push((status, v["code"].as_str().unwrap_or("").to_string()));
+            // Past the pauses a failure earns, not past the code's lifetime.
+            clock.advance(Duration::from_secs(20));
+        }
+        // Past the lock and the code's lifetime: the next address starts afresh.
+        clock.advance(Duration::from_secs(601));
+        answers.push((email, flow, seen));
+    }
+    for pair in answers.chunks(2) {
+        let [(_, flow, real), (_, _, ghost)] = pair else {
+            panic!("pairs of real and unknown addresses")
+        };
+        let codes: Vec<&str> = real.iter().map(|(_, c)| c.as_str()).collect();
+        assert_eq!(
+            &codes[..4],
+            [
+                "INVALID_OTP",
+                "INVALID_OTP",
+                "ATTEMPTS_EXCEEDED",
+                "ATTEMPTS_EXCEEDED"
+            ],
+            "{flow}: two wrong tries, then the code is dead: {real:?}"
+        );
+        assert!(
+            codes.contains(&"USER_BLOCKED"),
+            "{flow}: six failures lock the account: {real:?}"
+        );
+        assert_eq!(
+            ghost, real,
+            "{flow}: the unknown address answers like the real one"
+        );
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_squatters_password_does_not_survive_the_owners_code_sign_in() {
     let smtp = Smtp::start();
     let gw = Gateway::start_with("", Some(&smtp), None).await;
