@@ -188,12 +188,23 @@ pub struct Accounts {
     /// purpose and address: guessing at one runs out of tries and expires like a real code,
     /// so ATTEMPTS_EXCEEDED does not tell which addresses have an account. Bounded likewise.
     phantom_codes: quick_cache::sync::Cache<(Purpose, String), PhantomCode>,
+    /// Held across each read-modify-write of the two tables above, so that parallel
+    /// failures are all counted, as the store's transactions count a real account's.
+    phantom_update: std::sync::Mutex<()>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct PhantomCode {
     tries_left: u32,
     expires_at: OffsetDateTime,
+}
+
+/// A guess at a code pretended sent: past its lifetime (not counted, as for a real code), or
+/// wrong (counted), with the answer a real code would give.
+#[derive(Debug)]
+enum Guess {
+    Expired,
+    Wrong(AccountError),
 }
 
 /// A failure counter and lock, as kept on a user record (or for a phantom login).
@@ -239,6 +250,7 @@ impl Accounts {
             reveal,
             phantoms: quick_cache::sync::Cache::new(MAX_PHANTOMS),
             phantom_codes: quick_cache::sync::Cache::new(MAX_PHANTOMS),
+            phantom_update: std::sync::Mutex::new(()),
         }
     }
 
@@ -380,12 +392,25 @@ impl Accounts {
         }
     }
 
+    fn phantom_serial(&self) -> std::sync::MutexGuard<'_, ()> {
+        // It guards no data of its own: a poisoned lock still serializes.
+        self.phantom_update
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A failed sign-in for a login that matches no account, answered as a real account's
     /// would be: the same pauses, the same lock, the same USER_BLOCKED.
-    fn record_phantom_failure(&self, key: &str, mut state: LockState) -> Result<(), AccountError> {
+    fn record_phantom_failure(&self, key: &str) -> Result<(), AccountError> {
         let now = self.now();
-        self.count_failure(&mut state, now);
-        self.phantoms.insert(key.to_string(), state);
+        let state = {
+            let _serial = self.phantom_serial();
+            // Read afresh: other failures may have been counted meanwhile.
+            let mut state = self.phantoms.get(key).unwrap_or_default();
+            self.count_failure(&mut state, now);
+            self.phantoms.insert(key.to_string(), state);
+            state
+        };
         if state.failed_attempts == 0 && state.locked_until.is_some_and(|t| t > now) {
             return Err(AccountError::Blocked {
                 retry_after: Some(self.otp.lockout_duration),
@@ -427,8 +452,10 @@ impl Accounts {
             // account by posting codes for it), unless a code was pretended sent.
             CodeOutcome::Missing => match self.guess_phantom_code(purpose, &user.email) {
                 None => Err(AccountError::InvalidOtp),
-                Some(outcome) => {
+                Some(Guess::Expired) => Err(AccountError::OtpExpired),
+                Some(Guess::Wrong(outcome)) => {
                     self.record_failure(user).await?;
+                    tracing::info!(target: "audit", event = "code_failed", user_id = %user.id, purpose = purpose.as_str(), "wrong one-time code (none was sent)");
                     Err(outcome)
                 }
             },
@@ -467,39 +494,51 @@ impl Accounts {
         }
         match self.guess_phantom_code(purpose, email) {
             None => AccountError::InvalidOtp,
-            Some(outcome) => match self.record_phantom_failure(&key, state) {
+            Some(Guess::Expired) => AccountError::OtpExpired,
+            Some(Guess::Wrong(outcome)) => match self.record_phantom_failure(&key) {
                 Err(blocked) => blocked,
                 Ok(()) => outcome,
             },
         }
     }
 
-    /// A wrong guess at a code pretended sent to `email`, if there is a live one: the answer
-    /// a real code would give (INVALID_OTP, ATTEMPTS_EXCEEDED on its last try, OTP_EXPIRED).
-    fn guess_phantom_code(&self, purpose: Purpose, email: &str) -> Option<AccountError> {
+    /// A guess at a code pretended sent to `email`, if there is one: what a real code would
+    /// answer (see `Codes::check`).
+    fn guess_phantom_code(&self, purpose: Purpose, email: &str) -> Option<Guess> {
         let key = (purpose, email.to_string());
+        let _serial = self.phantom_serial();
         let code = self.phantom_codes.get(&key)?;
         if code.expires_at <= self.now() {
             self.phantom_codes.remove(&key);
-            return Some(AccountError::OtpExpired);
+            return Some(Guess::Expired);
         }
         // As a real code: the last try kills it, and it stays dead until it expires.
         let tries_left = code.tries_left.saturating_sub(1);
         self.phantom_codes
             .insert(key, PhantomCode { tries_left, ..code });
-        Some(if tries_left == 0 {
+        Some(Guess::Wrong(if tries_left == 0 {
             AccountError::AttemptsExceeded {
                 retry_after: self.otp.resend_cooldown,
             }
         } else {
             AccountError::InvalidOtp
-        })
+        }))
     }
 
     /// The answer for an address that gets no code (unknown, blocked, already verified):
     /// the same shape as a sent one, and guesses at the code it did not get are answered as
     /// guesses at a real one, so neither says anything about the account.
-    fn pretend_sent(&self, purpose: Purpose, email: &str) -> Result<OffsetDateTime, AccountError> {
+    async fn pretend_sent(
+        &self,
+        purpose: Purpose,
+        email: &str,
+        account: Option<&User>,
+    ) -> Result<OffsetDateTime, AccountError> {
+        // A real code still alive from before (an account blocked or verified since) would
+        // answer in its place, with its spent tries and its earlier expiry.
+        if let Some(user) = account {
+            self.codes.withdraw(&self.store, &user.id, purpose).await?;
+        }
         let expires_at = self.now() + self.codes.ttl();
         self.phantom_codes.insert(
             (purpose, email.to_string()),
@@ -657,7 +696,10 @@ impl Accounts {
             Some(u) if !u.email_verified && !u.blocked => {
                 self.send_code(&u, Purpose::VerifyEmail).await
             }
-            _ => self.pretend_sent(Purpose::VerifyEmail, &email),
+            other => {
+                self.pretend_sent(Purpose::VerifyEmail, &email, other.as_ref())
+                    .await
+            }
         }
     }
 
@@ -697,7 +739,7 @@ impl Accounts {
                 return Err(e);
             }
             self.passwords.verify(password, None).await?;
-            self.record_phantom_failure(&key, state)?;
+            self.record_phantom_failure(&key)?;
             return Err(AccountError::InvalidCredentials);
         };
         if let Err(e) = self.check_lock(&user) {
@@ -735,7 +777,10 @@ impl Accounts {
         self.take_cooldown(&email, Purpose::Login).await?;
         match user {
             Some(u) if !u.blocked => self.send_code(&u, Purpose::Login).await,
-            _ => self.pretend_sent(Purpose::Login, &email),
+            other => {
+                self.pretend_sent(Purpose::Login, &email, other.as_ref())
+                    .await
+            }
         }
     }
 
@@ -782,7 +827,10 @@ impl Accounts {
         self.take_cooldown(&email, Purpose::ResetPassword).await?;
         match user {
             Some(u) if !u.blocked => self.send_code(&u, Purpose::ResetPassword).await,
-            _ => self.pretend_sent(Purpose::ResetPassword, &email),
+            other => {
+                self.pretend_sent(Purpose::ResetPassword, &email, other.as_ref())
+                    .await
+            }
         }
     }
 

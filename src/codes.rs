@@ -92,6 +92,21 @@ impl Codes {
     }
 
     /// Checks `code` atomically: a right code is consumed, a wrong one spends a try.
+    /// Ends `user`'s live code for `purpose`, if any.
+    pub async fn withdraw(
+        &self,
+        store: &Store,
+        user: &UserId,
+        purpose: Purpose,
+    ) -> Result<(), StoreError> {
+        store
+            .update_code(user, purpose, |stored| match stored {
+                None => (CodeChange::Keep, ()),
+                Some(_) => (CodeChange::Delete, ()),
+            })
+            .await
+    }
+
     pub async fn check(
         &self,
         store: &Store,
