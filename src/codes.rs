@@ -91,7 +91,6 @@ impl Codes {
         Ok((code, expires_at))
     }
 
-    /// Checks `code` atomically: a right code is consumed, a wrong one spends a try.
     /// Ends `user`'s live code for `purpose`, if any.
     pub async fn withdraw(
         &self,
@@ -107,6 +106,7 @@ impl Codes {
             .await
     }
 
+    /// Checks `code` atomically: a right code is consumed, a wrong one spends a try.
     pub async fn check(
         &self,
         store: &Store,
@@ -206,6 +206,33 @@ mod tests {
                 .await
                 .unwrap(),
             CodeOutcome::Missing
+        );
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_code_is_gone_and_others_stay() {
+        let (_d, store, codes) = setup();
+        let u = uuid::Uuid::new_v4();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let (login, _) = codes.issue(&store, &u, Purpose::Login, now).await.unwrap();
+        let (reset, _) = codes
+            .issue(&store, &u, Purpose::ResetPassword, now)
+            .await
+            .unwrap();
+        codes.withdraw(&store, &u, Purpose::Login).await.unwrap();
+        // Withdrawing what is not there is no error.
+        codes.withdraw(&store, &u, Purpose::Login).await.unwrap();
+        let check = |purpose, code: String| {
+            let (store, codes) = (store.clone(), codes.clone());
+            async move { codes.check(&store, &u, purpose, &code, now).await.unwrap() }
+        };
+        assert_eq!(
+            check(Purpose::Login, login.expose().to_string()).await,
+            CodeOutcome::Missing
+        );
+        assert_eq!(
+            check(Purpose::ResetPassword, reset.expose().to_string()).await,
+            CodeOutcome::Valid
         );
     }
 
