@@ -427,6 +427,7 @@ async fn seed_003_jwt_otp() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-auth-user-email"], email);
     assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["content-type"], "application/json");
     assert!(r.bytes().await.unwrap().is_empty());
     let r = gw
         .client

@@ -116,9 +116,14 @@ pub async fn validate(app: &App, ctx: &RequestCtx, parts: &Parts) -> Result<Resp
         Ok(verified) => {
             let mut resp = if parts.method == Method::HEAD {
                 // nginx asks with HEAD (so that it can keep the connection): only the headers
-                // are read, and a body would be dropped unwritten.
+                // are read, and a body would be dropped unwritten. Its type is still the GET
+                // answer's (RFC 9110, 9.3.2).
                 let mut r = Response::new(body::empty());
                 r.headers_mut().reserve(16);
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
                 r
             } else {
                 match &verified {
