@@ -214,6 +214,12 @@ struct LockState {
     locked_until: Option<OffsetDateTime>,
 }
 
+/// The phantom table's key for an email address: the same for a sign-in by password and a
+/// guess at a code, so both count towards one lock, as they do on an account.
+fn phantom_key_email(email: &str) -> String {
+    format!("email:{email}")
+}
+
 /// Phantom logins remembered at most (about 100 bytes each).
 const MAX_PHANTOMS: usize = 100_000;
 
@@ -487,7 +493,7 @@ impl Accounts {
     /// A code checked for an address with no account: the steps of `consume_code` for an
     /// account, with the lock and failure count kept as for a phantom sign-in.
     fn phantom_code_failure(&self, purpose: Purpose, email: &str) -> AccountError {
-        let key = format!("email:{email}");
+        let key = phantom_key_email(email);
         let state = self.phantoms.get(&key).unwrap_or_default();
         if let Err(e) = self.check_locked_until(state.locked_until) {
             return e;
@@ -716,8 +722,8 @@ impl Accounts {
         }
         let (user, key) = if login.contains('@') {
             match normalize_email(login) {
-                Ok(e) => (self.store.user_by_email(&e).await?, format!("email:{e}")),
-                Err(_) => (None, format!("email:{}", login.to_lowercase())),
+                Ok(e) => (self.store.user_by_email(&e).await?, phantom_key_email(&e)),
+                Err(_) => (None, phantom_key_email(&login.to_lowercase())),
             }
         } else {
             let name = login.to_lowercase();

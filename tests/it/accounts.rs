@@ -629,12 +629,15 @@ async fn guessing_a_mailed_code_answers_alike_for_real_and_unknown_addresses() {
         } else {
             "/auth/password/reset/verify"
         };
+        // Status and error code of one answer.
+        let answer = |path: &'static str, body: serde_json::Value| async {
+            let (status, v) = gw.post(path, body).await;
+            (status, v["code"].as_str().unwrap_or("").to_string())
+        };
+        let guess = || answer(verify, json!({"email": email, "code": wrong}));
         let mut seen = Vec::new();
         for _ in 0..8 {
-            let (status, v) = gw
-                .post(verify, json!({"email": email, "code": wrong}))
-                .await;
-            seen.push((status, v["code"].as_str().unwrap_or("").to_string()));
+            seen.push(guess().await);
             // Past the pauses a failure earns, not past the code's lifetime.
             clock.advance(Duration::from_secs(20));
         }
@@ -647,19 +650,11 @@ async fn guessing_a_mailed_code_answers_alike_for_real_and_unknown_addresses() {
         // Two failures short of a pause: were the expired guess counted, the next answer
         // would be USER_BLOCKED.
         for _ in 0..2 {
-            let (status, v) = gw
-                .post(
-                    "/auth/login",
-                    json!({"login": email, "password": "not the password at all"}),
-                )
-                .await;
-            seen.push((status, v["code"].as_str().unwrap_or("").to_string()));
+            let wrong_password = json!({"login": email, "password": "not the password at all"});
+            seen.push(answer("/auth/login", wrong_password).await);
         }
         for _ in 0..2 {
-            let (status, v) = gw
-                .post(verify, json!({"email": email, "code": wrong}))
-                .await;
-            seen.push((status, v["code"].as_str().unwrap_or("").to_string()));
+            seen.push(guess().await);
         }
         clock.advance(Duration::from_secs(601));
         answers.push((email, flow, seen));
