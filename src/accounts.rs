@@ -46,6 +46,8 @@ pub enum AccountError {
     InvalidResetToken,
     #[error("reset token expired")]
     ResetTokenExpired,
+    #[error("sign in again first")]
+    ReauthRequired,
     #[error("busy")]
     Busy,
     #[error(transparent)]
@@ -446,10 +448,21 @@ impl Accounts {
         purpose: Purpose,
         code: &str,
     ) -> Result<User, AccountError> {
+        self.consume_code_bound(user, purpose, "", code).await
+    }
+
+    /// [`Accounts::consume_code`] for a code bound to a value (see [`Codes::issue_bound`]).
+    async fn consume_code_bound(
+        &self,
+        user: &User,
+        purpose: Purpose,
+        bound: &str,
+        code: &str,
+    ) -> Result<User, AccountError> {
         self.check_lock(user)?;
         match self
             .codes
-            .check(&self.store, &user.id, purpose, code, self.now())
+            .check_bound(&self.store, &user.id, purpose, bound, code, self.now())
             .await?
         {
             CodeOutcome::Valid => self.record_success(user).await,
@@ -978,6 +991,118 @@ impl Accounts {
             .await?;
         let revoked = self.sessions.revoke_all(&user.id, keep).await?;
         tracing::info!(target: "audit", event = "password_changed", user_id = %user.id, sessions_revoked = revoked.len(), "password set");
+        Ok(updated)
+    }
+
+    /// Email change, step 1: the caller proves it is the account's owner (the current
+    /// password, or for an account without one a sign-in within `accounts.recent_sign_in`),
+    /// then a code bound to the new address is mailed to that address.
+    pub async fn start_email_change(
+        &self,
+        user_id: &UserId,
+        session_id: &str,
+        new_email: &str,
+        current_password: Option<&Secret>,
+    ) -> Result<OffsetDateTime, AccountError> {
+        let new_email = self.email(new_email)?;
+        let user = self
+            .store
+            .user(user_id)
+            .await?
+            .ok_or(AccountError::UserDoesNotExist)?;
+        self.check_lock(&user)?;
+        if new_email == user.email {
+            return Err(AccountError::field("email", "is already your address"));
+        }
+        match (&user.password, current_password) {
+            (Some(_), None) => {
+                return Err(AccountError::field("current_password", "is required"));
+            }
+            (Some(hash), Some(given)) => {
+                if !self.passwords.verify(given, Some(hash)).await? {
+                    self.record_failure(&user).await?;
+                    return Err(AccountError::InvalidCredentials);
+                }
+            }
+            // Nothing to type: a stolen access token alone must not move the account to an
+            // address its thief reads, so the sign-in itself has to be recent.
+            (None, _) => {
+                let signed_in = self
+                    .store
+                    .session(session_id)
+                    .await?
+                    .map(|s| s.created_at)
+                    .ok_or(AccountError::ReauthRequired)?;
+                if self.now() - signed_in > self.cfg.recent_sign_in {
+                    return Err(AccountError::ReauthRequired);
+                }
+            }
+        }
+        // The store decides uniqueness again when the change is confirmed; this look spares
+        // a mail that could never be used.
+        if self.store.user_by_email(&new_email).await?.is_some() {
+            return Err(AccountError::AlreadyExists(UniqueField::Email));
+        }
+        self.take_cooldown(&new_email, Purpose::ChangeEmail).await?;
+        let (code, expires_at) = self
+            .codes
+            .issue_bound(
+                &self.store,
+                &user.id,
+                Purpose::ChangeEmail,
+                &new_email,
+                self.now(),
+            )
+            .await?;
+        self.mailer.send_code(CodeMail {
+            to: new_email,
+            purpose: Purpose::ChangeEmail,
+            code,
+            ttl: self.codes.ttl(),
+        });
+        tracing::info!(target: "audit", event = "email_change_requested", user_id = %user.id, "code sent to a new address");
+        Ok(expires_at)
+    }
+
+    /// Email change, step 2: the code mailed to the new address makes it the account's
+    /// (verified) address. Other sessions end, since their tokens name the old address, and
+    /// the old address is told.
+    pub async fn finish_email_change(
+        &self,
+        user_id: &UserId,
+        keep_session: &str,
+        new_email: &str,
+        code: &str,
+    ) -> Result<User, AccountError> {
+        let new_email = self.email(new_email)?;
+        self.check_code_format(code)?;
+        let user = self
+            .store
+            .user(user_id)
+            .await?
+            .ok_or(AccountError::UserDoesNotExist)?;
+        let user = self
+            .consume_code_bound(&user, Purpose::ChangeEmail, &new_email, code)
+            .await?;
+        let now = self.now();
+        let updated = self
+            .store
+            .update_user(&user.id, |u| {
+                u.email = new_email.clone();
+                u.email_verified = true;
+                u.security_version += 1;
+                u.updated_at = now;
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await?;
+        let revoked = self
+            .sessions
+            .revoke_all(&user.id, Some(keep_session))
+            .await?;
+        if user.email != updated.email {
+            self.mailer.send_email_changed(&user.email);
+        }
+        tracing::info!(target: "audit", event = "email_changed", user_id = %user.id, sessions_revoked = revoked.len(), "email address changed");
         Ok(updated)
     }
 

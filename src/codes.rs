@@ -58,13 +58,21 @@ impl Codes {
     }
 
     /// The keyed hash that is stored: a code for one account and purpose hashes differently
-    /// from the same digits for another.
-    fn digest(&self, user: &UserId, purpose: Purpose, code: &str) -> Vec<u8> {
+    /// from the same digits for another. `bound` ties it to one value more (the new address
+    /// of an email change), so that the value need not be stored: a code sent for one
+    /// address does not confirm another. Empty for the other purposes, whose hashes it leaves
+    /// as they were.
+    fn digest(&self, user: &UserId, purpose: Purpose, bound: &str, code: &str) -> Vec<u8> {
         let mut ctx = hmac::Context::with_key(&self.key);
         ctx.update(b"authgate-otp-v1");
         ctx.update(&[purpose.tag()]);
         ctx.update(user.as_bytes());
         ctx.update(code.as_bytes());
+        if !bound.is_empty() {
+            // Codes are digits and addresses have no NUL: the separator keeps the two apart.
+            ctx.update(&[0]);
+            ctx.update(bound.as_bytes());
+        }
         ctx.sign().as_ref().to_vec()
     }
 
@@ -76,13 +84,25 @@ impl Codes {
         purpose: Purpose,
         now: OffsetDateTime,
     ) -> Result<(Secret, OffsetDateTime), StoreError> {
+        self.issue_bound(store, user, purpose, "", now).await
+    }
+
+    /// [`Codes::issue`], the code also bound to `bound` (see [`Codes::digest`]).
+    pub async fn issue_bound(
+        &self,
+        store: &Store,
+        user: &UserId,
+        purpose: Purpose,
+        bound: &str,
+        now: OffsetDateTime,
+    ) -> Result<(Secret, OffsetDateTime), StoreError> {
         let code = self.generate();
         let expires_at = now + self.ttl;
         let record = Code {
             v: RECORD_VERSION,
             user_id: *user,
             purpose,
-            hash: self.digest(user, purpose, code.expose()),
+            hash: self.digest(user, purpose, bound, code.expose()),
             created_at: now,
             expires_at,
             attempts: 0,
@@ -115,8 +135,22 @@ impl Codes {
         code: &str,
         now: OffsetDateTime,
     ) -> Result<CodeOutcome, StoreError> {
+        self.check_bound(store, user, purpose, "", code, now).await
+    }
+
+    /// [`Codes::check`] for a code issued with [`Codes::issue_bound`]: a different `bound`
+    /// is a wrong code (and spends a try).
+    pub async fn check_bound(
+        &self,
+        store: &Store,
+        user: &UserId,
+        purpose: Purpose,
+        bound: &str,
+        code: &str,
+        now: OffsetDateTime,
+    ) -> Result<CodeOutcome, StoreError> {
         // Hash outside the store's retry loop; only the comparison depends on the record.
-        let candidate = self.digest(user, purpose, code.trim());
+        let candidate = self.digest(user, purpose, bound, code.trim());
         let max = self.max_attempts;
         store
             .update_code(user, purpose, |stored| match stored {
@@ -171,10 +205,16 @@ mod tests {
     fn digest_is_bound_to_user_and_purpose() {
         let c = Codes::new(&KeyBytes(vec![1; 32]), &OtpConfig::default());
         let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-        let d = c.digest(&a, Purpose::Login, "123456");
-        assert_ne!(d, c.digest(&b, Purpose::Login, "123456"));
-        assert_ne!(d, c.digest(&a, Purpose::ResetPassword, "123456"));
-        assert_eq!(d, c.digest(&a, Purpose::Login, "123456"));
+        let d = c.digest(&a, Purpose::Login, "", "123456");
+        assert_ne!(d, c.digest(&b, Purpose::Login, "", "123456"));
+        assert_ne!(d, c.digest(&a, Purpose::ResetPassword, "", "123456"));
+        assert_eq!(d, c.digest(&a, Purpose::Login, "", "123456"));
+        let to_x = c.digest(&a, Purpose::ChangeEmail, "x@example.com", "123456");
+        assert_ne!(
+            to_x,
+            c.digest(&a, Purpose::ChangeEmail, "y@example.com", "123456")
+        );
+        assert_ne!(to_x, c.digest(&a, Purpose::ChangeEmail, "", "123456"));
     }
 
     #[tokio::test]

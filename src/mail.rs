@@ -30,6 +30,33 @@ pub struct CodeMail {
     pub ttl: Duration,
 }
 
+/// What the queue carries: a code, or a notice that needs none.
+#[derive(Debug)]
+enum Mail {
+    Code(CodeMail),
+    /// To the old address, after the account's address was changed.
+    EmailChanged {
+        to: String,
+    },
+}
+
+impl Mail {
+    fn to(&self) -> &str {
+        match self {
+            Mail::Code(m) => &m.to,
+            Mail::EmailChanged { to } => to,
+        }
+    }
+
+    /// For the log and the audit trail: the code's purpose, or the notice's name.
+    fn kind(&self) -> &'static str {
+        match self {
+            Mail::Code(m) => m.purpose.as_str(),
+            Mail::EmailChanged { .. } => "email_changed",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
@@ -46,7 +73,7 @@ struct MailMetrics {
 /// The mail service: hands mails to a background sender through a bounded queue.
 #[derive(Debug, Clone)]
 pub struct Mailer {
-    queue: mpsc::Sender<CodeMail>,
+    queue: mpsc::Sender<Mail>,
     metrics: MailMetrics,
     log_codes: bool,
 }
@@ -64,6 +91,10 @@ fn render(product: &str, purpose: Purpose, code: &str, ttl: Duration) -> (String
             "Reset your password",
             "Use this code to reset your password",
         ),
+        Purpose::ChangeEmail => (
+            "Confirm your new email address",
+            "Use this code to make this the email address of your account",
+        ),
     };
     let subject = format!("{product}: {subject}");
     let text = format!(
@@ -78,6 +109,22 @@ fn render(product: &str, purpose: Purpose, code: &str, ttl: Duration) -> (String
          <p>The code expires in {minutes} minutes and works once.<br>\
          If you did not ask for it, ignore this mail: nothing changes without the code.</p>\
          <p>&mdash; {product_html}</p></body></html>"
+    );
+    (subject, text, html)
+}
+
+/// Subject and bodies of the notice to an account's old address. It does not name the new
+/// one: whoever reads the old mailbox need not learn it.
+fn render_email_changed(product: &str) -> (String, String, String) {
+    let subject = format!("{product}: your email address was changed");
+    let body = "The email address of your account was changed just now. Sign-in codes and \
+                password resets go to the new address from now on.";
+    let warning = "If you did not make this change, contact the administrators at once.";
+    let text = format!("{body}\n\n{warning}\n\n-- {product}\n");
+    let html = format!(
+        "<!doctype html><html><body style=\"font-family:sans-serif;line-height:1.5\">\
+         <p>{body}</p><p><strong>{warning}</strong></p><p>&mdash; {}</p></body></html>",
+        html_escape(product)
     );
     (subject, text, html)
 }
@@ -188,17 +235,23 @@ impl Mailer {
             // Development only (mail.log_codes): lets a newcomer sign in without a mail server.
             tracing::warn!(target: "authgate::mail", to = %mail.to, purpose = mail.purpose.as_str(), code = mail.code.expose(), "development mode: one-time code");
         }
-        match self.queue.try_send(mail) {
-            Ok(()) => {}
-            Err(e) => {
-                self.metrics.dropped.inc();
-                let to = match &e {
-                    mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => {
-                        m.to.clone()
-                    }
-                };
-                tracing::error!(target: "audit", event = "mail_dropped", %to, "mail queue full; code mail dropped");
-            }
+        self.queue(Mail::Code(mail));
+    }
+
+    /// Queues the notice to an account's old address that its address was changed.
+    pub fn send_email_changed(&self, old_address: &str) {
+        self.queue(Mail::EmailChanged {
+            to: old_address.to_string(),
+        });
+    }
+
+    fn queue(&self, mail: Mail) {
+        if let Err(e) = self.queue.try_send(mail) {
+            self.metrics.dropped.inc();
+            let m = match &e {
+                mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
+            };
+            tracing::error!(target: "audit", event = "mail_dropped", to = m.to(), kind = m.kind(), "mail queue full; mail dropped");
         }
     }
 }
@@ -216,7 +269,7 @@ struct Sender {
 const CONCURRENT_SENDS: usize = 4;
 
 impl Sender {
-    async fn run(self, mut rx: mpsc::Receiver<CodeMail>) {
+    async fn run(self, mut rx: mpsc::Receiver<Mail>) {
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(CONCURRENT_SENDS));
         while let Some(mail) = rx.recv().await {
@@ -231,12 +284,12 @@ impl Sender {
         }
     }
 
-    async fn deliver(&self, mail: CodeMail) {
+    async fn deliver(&self, mail: Mail) {
         let message = match self.message(&mail) {
             Ok(m) => m,
             Err(e) => {
                 self.metrics.failed.inc();
-                tracing::error!(target: "audit", event = "mail_failed", to = %mail.to, error = %e, "cannot build mail");
+                tracing::error!(target: "audit", event = "mail_failed", to = mail.to(), kind = mail.kind(), error = %e, "cannot build mail");
                 return;
             }
         };
@@ -257,26 +310,28 @@ impl Sender {
             match result {
                 Ok(()) => {
                     self.metrics.sent.inc();
-                    tracing::info!(target: "audit", event = "code_sent", to = %mail.to, purpose = mail.purpose.as_str(), "code mail sent");
+                    tracing::info!(target: "audit", event = "mail_sent", to = mail.to(), kind = mail.kind(), "mail sent");
                     return;
                 }
                 Err(e) if attempt < self.attempts => {
-                    tracing::warn!(to = %mail.to, attempt, error = %e, "mail delivery failed; retrying");
+                    tracing::warn!(to = mail.to(), attempt, error = %e, "mail delivery failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 4;
                 }
                 Err(e) => {
                     self.metrics.failed.inc();
-                    tracing::error!(target: "audit", event = "mail_failed", to = %mail.to, attempts = attempt, error = %e, "mail delivery failed");
+                    tracing::error!(target: "audit", event = "mail_failed", to = mail.to(), kind = mail.kind(), attempts = attempt, error = %e, "mail delivery failed");
                 }
             }
         }
     }
 
-    fn message(&self, mail: &CodeMail) -> Result<Message, String> {
-        let to: Mailbox = mail.to.parse().map_err(|e| format!("recipient: {e}"))?;
-        let (subject, text, html) =
-            render(&self.product, mail.purpose, mail.code.expose(), mail.ttl);
+    fn message(&self, mail: &Mail) -> Result<Message, String> {
+        let to: Mailbox = mail.to().parse().map_err(|e| format!("recipient: {e}"))?;
+        let (subject, text, html) = match mail {
+            Mail::Code(m) => render(&self.product, m.purpose, m.code.expose(), m.ttl),
+            Mail::EmailChanged { .. } => render_email_changed(&self.product),
+        };
         Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -292,7 +347,12 @@ mod tests {
 
     #[test]
     fn templates_name_the_code_and_expiry() {
-        for p in [Purpose::VerifyEmail, Purpose::Login, Purpose::ResetPassword] {
+        for p in [
+            Purpose::VerifyEmail,
+            Purpose::Login,
+            Purpose::ResetPassword,
+            Purpose::ChangeEmail,
+        ] {
             let (subject, text, html) = render("Acme <&>", p, "123456", Duration::from_secs(600));
             assert!(subject.starts_with("Acme <&>:"));
             assert!(text.contains("123456") && text.contains("10 minutes"));

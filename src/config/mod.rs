@@ -152,6 +152,10 @@ pub struct AccountsConfig {
     /// Time allowed to receive a request body (408 after).
     #[serde(with = "duration::serde_str")]
     pub body_timeout: Duration,
+    /// How recent the sign-in must be for an account without a password to change its email
+    /// address (accounts with one type it instead).
+    #[serde(with = "duration::serde_str")]
+    pub recent_sign_in: Duration,
 }
 
 impl Default for AccountsConfig {
@@ -163,6 +167,7 @@ impl Default for AccountsConfig {
             reset_token_ttl: Duration::from_secs(15 * 60),
             max_body_bytes: 64 * 1024,
             body_timeout: Duration::from_secs(10),
+            recent_sign_in: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -217,6 +217,11 @@ impl From<crate::accounts::AccountError> for ApiError {
                 "USER_DOES_NOT_EXIST",
                 "There is no account with this address.",
             ),
+            A::ReauthRequired => s(
+                StatusCode::FORBIDDEN,
+                "REAUTH_REQUIRED",
+                "Sign in again to do this: your sign-in is too old.",
+            ),
             A::AlreadyVerified => s(
                 StatusCode::CONFLICT,
                 "ALREADY_VERIFIED",

@@ -60,6 +60,8 @@ pub enum Purpose {
     VerifyEmail,
     Login,
     ResetPassword,
+    /// Confirms a new address for a signed-in account; the code is bound to that address.
+    ChangeEmail,
 }
 
 impl Purpose {
@@ -68,6 +70,7 @@ impl Purpose {
             Purpose::VerifyEmail => "verify_email",
             Purpose::Login => "login",
             Purpose::ResetPassword => "reset_password",
+            Purpose::ChangeEmail => "change_email",
         }
     }
 
@@ -76,6 +79,7 @@ impl Purpose {
             Purpose::VerifyEmail => 1,
             Purpose::Login => 2,
             Purpose::ResetPassword => 3,
+            Purpose::ChangeEmail => 4,
         }
     }
 }

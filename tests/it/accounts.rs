@@ -757,3 +757,186 @@ async fn posting_codes_for_an_account_without_one_does_not_lock_it() {
     login(&gw, "target@example.com", PW).await;
     gw.stop().await;
 }
+
+/// Email change: the current password (or, without one, a recent sign-in), then a code that
+/// only the new address receives and that confirms only that address; afterwards the old
+/// address is told, other devices are signed out, and only the new address signs in.
+#[tokio::test]
+async fn email_change_needs_proof_and_the_code_sent_to_the_new_address() {
+    let smtp = Smtp::start();
+    let clock = ManualClock::starting_now();
+    // More mails from one IP than its per-minute quota: the limits are tested elsewhere.
+    let gw =
+        Gateway::start_with("[rate_limit]\nenabled = false\n", Some(&smtp), Some(&clock)).await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "old@example.com", "password": PW}),
+    )
+    .await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "taken@example.com", "password": PW}),
+    )
+    .await;
+    let here = login(&gw, "old@example.com", PW).await;
+    let there = login(&gw, "old@example.com", PW).await;
+    let token = here["access_token"].as_str().unwrap();
+    let start = |body: serde_json::Value, token: String| {
+        let gw = &gw;
+        async move {
+            gw.call(reqwest::Method::POST, "/auth/me/email", &token, Some(body))
+                .await
+        }
+    };
+
+    let (status, _) = gw
+        .post("/auth/me/email", json!({"email": "new@example.com"}))
+        .await;
+    assert_eq!(status, 401, "not signed in");
+    let (status, v) = start(json!({"email": "new@example.com"}), token.into()).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["fields"]["current_password"].is_string(), "{v}");
+    let (status, v) = start(
+        json!({"email": "new@example.com", "current_password": "not it at all"}),
+        token.into(),
+    )
+    .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (401, Some("INVALID_CREDENTIALS"))
+    );
+    let (status, v) = start(
+        json!({"email": "Taken@example.com", "current_password": PW}),
+        token.into(),
+    )
+    .await;
+    assert_eq!((status, v["code"].as_str()), (409, Some("ALREADY_EXISTS")));
+    let (status, v) = start(
+        json!({"email": "old@example.com", "current_password": PW}),
+        token.into(),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        smtp.count_to("taken@example.com"),
+        1,
+        "only its own verification"
+    );
+
+    let (status, v) = start(
+        json!({"email": "new@example.com", "current_password": PW}),
+        token.into(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["data"]["otp_expires_at"].is_string(), "{v}");
+    let mail = smtp.nth_to("new@example.com", 1).await;
+    assert!(
+        mail.subject().contains("new email address"),
+        "{}",
+        mail.subject()
+    );
+    let code = mail.code();
+    assert_eq!(
+        smtp.count_to("old@example.com"),
+        1,
+        "no code to the old address"
+    );
+
+    // The code confirms the address it was sent to, and no other (a wrong try is counted).
+    let confirm = |email: &str, code: &str| {
+        let body = json!({"email": email, "code": code});
+        let gw = &gw;
+        async move {
+            gw.call(
+                reqwest::Method::POST,
+                "/auth/me/email/verify",
+                token,
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (status, v) = confirm("other@example.com", &code).await;
+    assert_eq!((status, v["code"].as_str()), (400, Some("INVALID_OTP")));
+    let (status, v) = confirm("new@example.com", &code).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["email"], "new@example.com");
+    assert_eq!(v["data"]["email_verified"], true);
+    let (status, v) = confirm("new@example.com", &code).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("INVALID_OTP")),
+        "single use"
+    );
+
+    // The old address is told, without the new one in the mail.
+    let notice = smtp.nth_to("old@example.com", 2).await;
+    assert!(
+        notice.subject().contains("was changed"),
+        "{}",
+        notice.subject()
+    );
+    assert!(!notice.data.contains("new@example.com"));
+
+    // This device stays signed in; the other one's token names the old address: it is out.
+    let (status, v) = gw.call(reqwest::Method::GET, "/auth/me", token, None).await;
+    assert_eq!(
+        (status, v["data"]["email"].as_str()),
+        (200, Some("new@example.com"))
+    );
+    let other = there["access_token"].as_str().unwrap();
+    let (status, _) = gw.call(reqwest::Method::GET, "/auth/me", other, None).await;
+    assert_eq!(status, 401, "the other device is signed out");
+    let (status, v) = gw
+        .post(
+            "/auth/login",
+            json!({"login": "old@example.com", "password": PW}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (401, Some("INVALID_CREDENTIALS"))
+    );
+    login(&gw, "new@example.com", PW).await;
+    // The old address is free again.
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "old@example.com", "password": PW}),
+    )
+    .await;
+
+    // An account without a password: a fresh sign-in is the proof, a stale one is not.
+    register_verified(&gw, &smtp, json!({"email": "nopw@example.com"})).await;
+    gw.post("/auth/login/code", json!({"email": "nopw@example.com"}))
+        .await;
+    let code = smtp.code("nopw@example.com", 2).await;
+    let (status, v) = gw
+        .post(
+            "/auth/login/code/verify",
+            json!({"email": "nopw@example.com", "code": code}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let nopw = v["data"]["access_token"].as_str().unwrap().to_string();
+    let refresh = v["data"]["refresh_token"].as_str().unwrap().to_string();
+    let (status, v) = start(json!({"email": "nopw2@example.com"}), nopw.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    smtp.nth_to("nopw2@example.com", 1).await;
+    clock.advance(Duration::from_secs(16 * 60));
+    let (status, v) = gw
+        .post("/auth/token/refresh", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let fresh_token = v["data"]["access_token"].as_str().unwrap().to_string();
+    let (status, v) = start(json!({"email": "nopw3@example.com"}), fresh_token).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (403, Some("REAUTH_REQUIRED")),
+        "{v}"
+    );
+    assert_eq!(smtp.count_to("nopw3@example.com"), 0);
+}

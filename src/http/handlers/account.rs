@@ -270,6 +270,70 @@ pub async fn me(app: &App, parts: &Parts) -> Result<Response<Body>> {
     Ok(success(StatusCode::OK, "Your profile.", &user_json(&user)))
 }
 
+#[derive(Deserialize)]
+struct EmailChangeBody {
+    email: String,
+    current_password: Option<Secret>,
+}
+
+/// Email change, step 1: a code to the new address (after the current password).
+pub async fn start_email_change(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
+    let c = caller(app, parts).await?;
+    let b: EmailChangeBody = body_json(app, parts, body, false).await?;
+    // The password check costs a hash and the mail goes to an address the caller names:
+    // limited per account like sign-ins, and per recipient like every code mail.
+    app.limits
+        .check(Class::Login, ctx.client_ip, Some(&c.identity.user_id))?;
+    app.limits
+        .check(Class::CodeSend, ctx.client_ip, Some(&b.email))?;
+    let expires = app
+        .accounts
+        .start_email_change(
+            &c.user_id,
+            &c.identity.session_id,
+            &b.email,
+            b.current_password.as_ref(),
+        )
+        .await?;
+    Ok(success(
+        StatusCode::OK,
+        "A code has been sent to the new address; confirm it there.",
+        &json!({ "otp_expires_at": rfc3339(expires) }),
+    ))
+}
+
+/// Email change, step 2: the code from the new address makes it the account's.
+pub async fn finish_email_change(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
+    let c = caller(app, parts).await?;
+    let b: EmailCode = body_json(app, parts, body, false).await?;
+    app.limits
+        .check(Class::CodeVerify, ctx.client_ip, Some(&c.identity.user_id))?;
+    let user = app
+        .accounts
+        .finish_email_change(
+            &c.user_id,
+            &c.identity.session_id,
+            &b.email,
+            b.code.expose(),
+        )
+        .await?;
+    Ok(success(
+        StatusCode::OK,
+        "Your email address has been changed. Other devices were signed out.",
+        &user_json(&user),
+    ))
+}
+
 /// `null` clears an optional field; absent leaves it.
 fn patch_field(
     map: &mut serde_json::Map<String, serde_json::Value>,
@@ -306,7 +370,7 @@ pub async fn update_me(app: &App, parts: &Parts, body: Incoming) -> Result<Respo
     }
     for key in map.keys() {
         let why = if key == "email" {
-            "cannot be changed here: email changes go through a code sent to the new address"
+            "cannot be changed here: POST /auth/me/email sends a code to the new address"
         } else {
             "is not a profile field (username, full_name, phone, profile)"
         };

@@ -83,6 +83,12 @@ async fn flows(
         }
         (["me"], &Method::GET) => account::me(app, &parts).await,
         (["me"], &Method::PATCH) => account::update_me(app, &parts, body).await,
+        (["me", "email"], &Method::POST) => {
+            account::start_email_change(app, ctx, &parts, body).await
+        }
+        (["me", "email", "verify"], &Method::POST) => {
+            account::finish_email_change(app, ctx, &parts, body).await
+        }
         (["token", "refresh"], &Method::POST) => session::refresh(app, ctx, &parts, body).await,
         (["logout"], &Method::POST) => session::logout(app, &parts, body).await,
         (["sessions"], &Method::GET) => session::list(app, &parts).await,
@@ -108,6 +114,8 @@ fn known(path: &[&str]) -> bool {
             | ["password", "forgot" | "reset" | "change"]
             | ["password", "reset", "verify"]
             | ["me"]
+            | ["me", "email"]
+            | ["me", "email", "verify"]
             | ["token", "refresh"]
             | ["logout"]
             | ["sessions"]
