@@ -901,6 +901,7 @@ impl Accounts {
             v: RECORD_VERSION,
             user_id: user.id,
             expires_at,
+            email: user.email.clone(),
         };
         self.store
             .put_reset_token(
@@ -935,6 +936,10 @@ impl Accounts {
             .user(&record.user_id)
             .await?
             .ok_or(AccountError::InvalidResetToken)?;
+        // Earned by reading a mailbox that is no longer the account's (email changed since).
+        if !record.email.is_empty() && record.email != user.email {
+            return Err(AccountError::InvalidResetToken);
+        }
         self.set_password(&user, new_password, None).await
     }
 
@@ -1065,12 +1070,11 @@ impl Accounts {
     }
 
     /// Email change, step 2: the code mailed to the new address makes it the account's
-    /// (verified) address. Other sessions end, since their tokens name the old address, and
-    /// the old address is told.
+    /// (verified) address. Every session ends, since their tokens name the old address (the
+    /// caller signs in anew), codes mailed to the old address die, and it is told.
     pub async fn finish_email_change(
         &self,
         user_id: &UserId,
-        keep_session: &str,
         new_email: &str,
         code: &str,
     ) -> Result<User, AccountError> {
@@ -1081,6 +1085,15 @@ impl Accounts {
             .user(user_id)
             .await?
             .ok_or(AccountError::UserDoesNotExist)?;
+        // Taken since step 1: answered before the code is spent (the store decides again).
+        if self
+            .store
+            .user_by_email(&new_email)
+            .await?
+            .is_some_and(|other| other.id != user.id)
+        {
+            return Err(AccountError::AlreadyExists(UniqueField::Email));
+        }
         let user = self
             .consume_code_bound(&user, Purpose::ChangeEmail, &new_email, code)
             .await?;
@@ -1095,10 +1108,12 @@ impl Accounts {
                 Ok::<(), std::convert::Infallible>(())
             })
             .await?;
-        let revoked = self
-            .sessions
-            .revoke_all(&user.id, Some(keep_session))
-            .await?;
+        // Whoever reads the old mailbox keeps nothing: the codes sent there die (a reset
+        // token earned there checks the address itself).
+        for purpose in [Purpose::VerifyEmail, Purpose::Login, Purpose::ResetPassword] {
+            self.codes.withdraw(&self.store, &user.id, purpose).await?;
+        }
+        let revoked = self.sessions.revoke_all(&user.id, None).await?;
         if user.email != updated.email {
             self.mailer.send_email_changed(&user.email);
         }

@@ -48,6 +48,14 @@ impl Mail {
         }
     }
 
+    /// The audit event for a delivery.
+    fn sent_event(&self) -> &'static str {
+        match self {
+            Mail::Code(_) => "code_sent",
+            Mail::EmailChanged { .. } => "notice_sent",
+        }
+    }
+
     /// For the log and the audit trail: the code's purpose, or the notice's name.
     fn kind(&self) -> &'static str {
         match self {
@@ -251,7 +259,7 @@ impl Mailer {
             let m = match &e {
                 mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
             };
-            tracing::error!(target: "audit", event = "mail_dropped", to = m.to(), kind = m.kind(), "mail queue full; mail dropped");
+            tracing::error!(target: "audit", event = "mail_dropped", to = m.to(), purpose = m.kind(), "mail queue full; mail dropped");
         }
     }
 }
@@ -289,7 +297,7 @@ impl Sender {
             Ok(m) => m,
             Err(e) => {
                 self.metrics.failed.inc();
-                tracing::error!(target: "audit", event = "mail_failed", to = mail.to(), kind = mail.kind(), error = %e, "cannot build mail");
+                tracing::error!(target: "audit", event = "mail_failed", to = mail.to(), purpose = mail.kind(), error = %e, "cannot build mail");
                 return;
             }
         };
@@ -310,7 +318,7 @@ impl Sender {
             match result {
                 Ok(()) => {
                     self.metrics.sent.inc();
-                    tracing::info!(target: "audit", event = "mail_sent", to = mail.to(), kind = mail.kind(), "mail sent");
+                    tracing::info!(target: "audit", event = mail.sent_event(), to = mail.to(), purpose = mail.kind(), "mail sent");
                     return;
                 }
                 Err(e) if attempt < self.attempts => {
@@ -320,7 +328,7 @@ impl Sender {
                 }
                 Err(e) => {
                     self.metrics.failed.inc();
-                    tracing::error!(target: "audit", event = "mail_failed", to = mail.to(), kind = mail.kind(), attempts = attempt, error = %e, "mail delivery failed");
+                    tracing::error!(target: "audit", event = "mail_failed", to = mail.to(), purpose = mail.kind(), attempts = attempt, error = %e, "mail delivery failed");
                 }
             }
         }

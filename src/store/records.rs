@@ -47,7 +47,8 @@ pub struct User {
     pub locked_until: Option<OffsetDateTime>,
     /// Failed code and password attempts since the last success or lockout.
     pub failed_attempts: u32,
-    /// Bumped when the password changes, the account is blocked or its roles change: a
+    /// Bumped when the password or the email address changes, the account is blocked or
+    /// its roles change: a
     /// sign-in that verified an older version is undone (the reset-while-signing-in race).
     #[serde(default)]
     pub security_version: u64,
@@ -145,6 +146,10 @@ pub struct ResetToken {
     pub user_id: UserId,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    /// The address whose code earned the token: it resets the password only while that
+    /// address is still the account's (empty in tokens made before this was kept).
+    #[serde(default)]
+    pub email: String,
 }
 
 /// A session made (`live`) or ended, as other instances sharing the store hear of it.

@@ -845,27 +845,47 @@ async fn email_change_needs_proof_and_the_code_sent_to_the_new_address() {
         "no code to the old address"
     );
 
-    // The code confirms the address it was sent to, and no other (a wrong try is counted).
-    let confirm = |email: &str, code: &str| {
+    // Whoever reads the old mailbox holds a reset token and a reset code by now.
+    gw.post("/auth/password/forgot", json!({"email": "old@example.com"}))
+        .await;
+    let code_a = smtp.code("old@example.com", 2).await;
+    let (status, v) = gw
+        .post(
+            "/auth/password/reset/verify",
+            json!({"email": "old@example.com", "code": code_a}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let reset_token = v["data"]["reset_token"].as_str().unwrap().to_string();
+    clock.advance(Duration::from_secs(61));
+    gw.post("/auth/password/forgot", json!({"email": "old@example.com"}))
+        .await;
+    let code_b = smtp.code("old@example.com", 3).await;
+
+    // The code confirms the address it was sent to, and no other.
+    let confirm = |email: &str, code: &str, token: &str| {
         let body = json!({"email": email, "code": code});
-        let gw = &gw;
+        let (gw, token) = (&gw, token.to_string());
         async move {
             gw.call(
                 reqwest::Method::POST,
                 "/auth/me/email/verify",
-                token,
+                &token,
                 Some(body),
             )
             .await
         }
     };
-    let (status, v) = confirm("other@example.com", &code).await;
+    let (status, v) = confirm("other@example.com", &code, token).await;
     assert_eq!((status, v["code"].as_str()), (400, Some("INVALID_OTP")));
-    let (status, v) = confirm("new@example.com", &code).await;
+    let (status, v) = confirm("new@example.com", &code, token).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["data"]["email"], "new@example.com");
-    assert_eq!(v["data"]["email_verified"], true);
-    let (status, v) = confirm("new@example.com", &code).await;
+    assert_eq!(v["data"]["user"]["email"], "new@example.com");
+    assert_eq!(v["data"]["user"]["email_verified"], true);
+    // Every token named the old address: this device gets a new pair, in a new session.
+    let renewed = v["data"]["access_token"].as_str().unwrap().to_string();
+    assert_ne!(v["data"]["session_id"], here["session_id"]);
+    let (status, v) = confirm("new@example.com", &code, &renewed).await;
     assert_eq!(
         (status, v["code"].as_str()),
         (400, Some("INVALID_OTP")),
@@ -873,7 +893,7 @@ async fn email_change_needs_proof_and_the_code_sent_to_the_new_address() {
     );
 
     // The old address is told, without the new one in the mail.
-    let notice = smtp.nth_to("old@example.com", 2).await;
+    let notice = smtp.nth_to("old@example.com", 4).await;
     assert!(
         notice.subject().contains("was changed"),
         "{}",
@@ -881,15 +901,43 @@ async fn email_change_needs_proof_and_the_code_sent_to_the_new_address() {
     );
     assert!(!notice.data.contains("new@example.com"));
 
-    // This device stays signed in; the other one's token names the old address: it is out.
-    let (status, v) = gw.call(reqwest::Method::GET, "/auth/me", token, None).await;
+    // What the old mailbox got no longer works.
+    let (status, v) = gw
+        .call(
+            reqwest::Method::POST,
+            "/auth/password/reset",
+            &reset_token,
+            Some(json!({"new_password": "another fine passphrase 9"})),
+        )
+        .await;
+    assert_eq!(status, 401, "reset token from the old address: {v}");
+    let (status, v) = gw
+        .post(
+            "/auth/password/reset",
+            json!({"email": "new@example.com", "code": code_b, "new_password": "another fine passphrase 9"}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("INVALID_OTP")),
+        "reset code sent to the old address"
+    );
+
+    // Only the new pair works; the old address no longer signs in, the new one does.
+    let (status, v) = gw
+        .call(reqwest::Method::GET, "/auth/me", &renewed, None)
+        .await;
     assert_eq!(
         (status, v["data"]["email"].as_str()),
         (200, Some("new@example.com"))
     );
-    let other = there["access_token"].as_str().unwrap();
-    let (status, _) = gw.call(reqwest::Method::GET, "/auth/me", other, None).await;
-    assert_eq!(status, 401, "the other device is signed out");
+    for (old, which) in [
+        (token, "this device's old token"),
+        (there["access_token"].as_str().unwrap(), "the other device"),
+    ] {
+        let (status, _) = gw.call(reqwest::Method::GET, "/auth/me", old, None).await;
+        assert_eq!(status, 401, "{which}");
+    }
     let (status, v) = gw
         .post(
             "/auth/login",

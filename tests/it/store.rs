@@ -220,6 +220,7 @@ async fn cooldowns_reset_tokens_and_secrets(s: &Store) {
         v: RECORD_VERSION,
         user_id: uuid::Uuid::new_v4(),
         expires_at: t0,
+        email: "r@example.com".into(),
     };
     s.put_reset_token(b"h", &tok).await.unwrap();
     assert_eq!(s.take_reset_token(b"h").await.unwrap(), Some(tok));

@@ -320,17 +320,18 @@ pub async fn finish_email_change(
         .check(Class::CodeVerify, ctx.client_ip, Some(&c.identity.user_id))?;
     let user = app
         .accounts
-        .finish_email_change(
-            &c.user_id,
-            &c.identity.session_id,
-            &b.email,
-            b.code.expose(),
-        )
+        .finish_email_change(&c.user_id, &b.email, b.code.expose())
         .await?;
-    Ok(success(
-        StatusCode::OK,
+    // Every session ended with the old address in its tokens; this device goes on in a new one.
+    let pair = app
+        .sessions
+        .sign_in(&user, &client_info(ctx, &parts.headers))
+        .await?;
+    Ok(tokens_response(
+        app,
         "Your email address has been changed. Other devices were signed out.",
-        &user_json(&user),
+        &pair,
+        &user,
     ))
 }
 
