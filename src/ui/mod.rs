@@ -375,6 +375,38 @@ pub fn devices(v: &View, email: &str, devices: &[Device]) -> Markup {
                 input type="hidden" name="all" value="1";
                 button.danger type="submit" { "Sign out everywhere" }
             }
+            nav { p { a href=(link(v, "email")) { "Change your email address" } } }
+        },
+    )
+}
+
+/// Email change, step 1: the new address, and the password when the account has one.
+pub fn email_change(v: &View, current: &str, new_email: &str, has_password: bool) -> Markup {
+    layout(
+        v,
+        "Change your email address",
+        html! {
+            p { "Your address is " strong { (current) } ". We will email a code to the new one." }
+            (form(v, "email", "Send me a code", html! {
+                (Field::new("email", "New email address", "email", "email").value(new_email).focus().render(v))
+                @if has_password {
+                    (Field::new("current_password", "Current password", "password", "current-password").render(v))
+                }
+            }))
+            nav { p { a href=(link(v, "devices")) { "Back to your devices" } } }
+        },
+    )
+}
+
+/// Email change, step 2: the code sent to the new address.
+pub fn email_confirm(v: &View, new_email: &str) -> Markup {
+    layout(
+        v,
+        "Confirm your new address",
+        html! {
+            (code_form(v, "email/verify", new_email, "Change my address", html! {}))
+            p { "Other devices will be signed out." }
+            nav { p { a href=(link(v, "email")) { "Use another address" } } }
         },
     )
 }

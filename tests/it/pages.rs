@@ -471,6 +471,83 @@ async fn forgotten_password_and_signing_out_another_device() {
     site.gw.stop().await;
 }
 
+/// Email change from the devices page, without script: the password, the code from the new
+/// address, then this browser carries on signed in as the new address and the other is out.
+#[tokio::test]
+async fn changing_the_email_address_from_the_pages() {
+    let site = site(None, "").await;
+    let mut phone = Web::new(&site);
+    sign_up(&site, &mut phone, "di@example.com").await;
+    let mut laptop = Web::new(&site);
+    laptop.get("/auth/login").await;
+    let p = laptop
+        .post(
+            "/auth/ui/login",
+            &[("login", "di@example.com"), ("password", PW)],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+
+    let p = laptop.get("/auth/ui/devices").await;
+    assert!(p.html.contains("/auth/ui/email"), "{}", p.html);
+    let p = laptop.get("/auth/ui/email").await;
+    assert_eq!(p.status, 200);
+    assert!(
+        p.html.contains("di@example.com") && p.html.contains("current_password"),
+        "{}",
+        p.html
+    );
+    let p = laptop
+        .post(
+            "/auth/ui/email",
+            &[
+                ("email", "dee@example.com"),
+                ("current_password", "wrong one"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 401, "{}", p.html);
+    assert!(p.html.contains("Change your email address"), "{}", p.html);
+    assert_eq!(
+        input_value(&p.html, "email").as_deref(),
+        Some("dee@example.com")
+    );
+    let p = laptop
+        .post(
+            "/auth/ui/email",
+            &[("email", "dee@example.com"), ("current_password", PW)],
+        )
+        .await;
+    assert_eq!(p.status, 200, "{}", p.html);
+    assert!(p.html.contains("Confirm your new address"), "{}", p.html);
+    let code = site.smtp.nth_to("dee@example.com", 1).await.code();
+    let p = laptop
+        .post(
+            "/auth/ui/email/verify",
+            &[("email", "dee@example.com"), ("code", &code)],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    assert_eq!(p.location.as_deref(), Some("/auth/ui/devices"));
+    let p = laptop.get("/auth/ui/devices").await;
+    assert!(p.html.contains("dee@example.com"), "{}", p.html);
+    let p = laptop.get("/app/page").await;
+    assert_eq!(p.status, 200);
+    let echo: serde_json::Value = serde_json::from_str(&p.html).unwrap();
+    assert_eq!(echo["headers"]["x-auth-user-email"][0], "dee@example.com");
+    assert_eq!(
+        phone.get("/app/page").await.status,
+        302,
+        "the other browser is out"
+    );
+    // Signed out, the page sends to the login page and back.
+    let mut stranger = Web::new(&site);
+    let p = stranger.get("/auth/ui/email").await;
+    assert_eq!(p.status, 303);
+    assert!(p.location.unwrap().contains("/auth/login?rd="));
+    site.gw.stop().await;
+}
+
 #[tokio::test]
 async fn open_redirects_and_forged_forms_are_refused() {
     let site = site(None, "").await;

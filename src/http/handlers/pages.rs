@@ -33,6 +33,8 @@ const PAGES: &[&str] = &[
     "reset",
     "devices",
     "devices/revoke",
+    "email",
+    "email/verify",
     "logout",
     "signed-out",
 ];
@@ -60,6 +62,7 @@ pub async fn handle(
         "signup" if get => p.render(|v| ui::sign_up(v, &Default::default())),
         "forgot" if get => p.render(|v| ui::forgot(v, "")),
         "devices" if get => p.devices(app, parts).await,
+        "email" if get => p.email_get(app, parts).await,
         "signed-out" if get => p.render(ui::signed_out),
         "style.css" | "devices" | "signed-out" => Err(ApiError::method_not_allowed()),
         _ if post => p.submit(app, ctx, name, parts, body).await,
@@ -322,6 +325,15 @@ impl Page {
         self.render(|v| ui::devices(v, &caller.identity.email, &rows))
     }
 
+    async fn email_get(&self, app: &App, parts: &Parts) -> Result<Response<Body>> {
+        let Some(caller) = signed_in_caller(app, &parts.headers).await else {
+            let back = self.page_url("email");
+            return Ok(see_other(app.login_page.url(Some(&back)).as_str()));
+        };
+        let user = app.accounts.profile(&caller_id(&caller)?).await?;
+        self.render(|v| ui::email_change(v, &user.email, "", user.password.is_some()))
+    }
+
     async fn submit(
         &mut self,
         app: &App,
@@ -496,6 +508,68 @@ impl Page {
                     Err(e) => Ok(self.render_error(&e, hint(&e), |v| ui::reset(v, &email))),
                 }
             }
+            "email" | "email/verify" => {
+                let Some(caller) = signed_in_caller(app, &parts.headers).await else {
+                    let back = self.page_url("email");
+                    return Ok(see_other(app.login_page.url(Some(&back)).as_str()));
+                };
+                let user_id = caller_id(&caller)?;
+                let account = &caller.identity.user_id;
+                if name == "email" {
+                    let password = form.optional("current_password").map(Secret::new);
+                    let r = async {
+                        app.limits.check(Class::Login, ip, Some(account))?;
+                        app.limits.check(Class::CodeSend, ip, Some(&email))?;
+                        let session = &caller.identity.session_id;
+                        Ok::<_, ApiError>(
+                            app.accounts
+                                .start_email_change(&user_id, session, &email, password.as_ref())
+                                .await?,
+                        )
+                    }
+                    .await;
+                    return match r {
+                        Ok(_) => self.notice("A code has been sent to the new address.", |v| {
+                            ui::email_confirm(v, &email)
+                        }),
+                        Err(e) => {
+                            let user = app.accounts.profile(&user_id).await?;
+                            let has_password = user.password.is_some();
+                            Ok(self.render_error(&e, None, |v| {
+                                ui::email_change(v, &user.email, &email, has_password)
+                            }))
+                        }
+                    };
+                }
+                let code = form.text("code").to_string();
+                let r = async {
+                    app.limits.check(Class::CodeVerify, ip, Some(account))?;
+                    Ok::<_, ApiError>(
+                        app.accounts
+                            .finish_email_change(&user_id, &email, &code)
+                            .await?,
+                    )
+                };
+                match r.await {
+                    // Every session ended with the old address in its tokens: a new one here.
+                    Ok(user) => {
+                        let pair = app
+                            .sessions
+                            .sign_in(&user, &client_info(ctx, &parts.headers))
+                            .await?;
+                        self.csrf = new_token();
+                        self.rotate_csrf = true;
+                        let mut r = see_other(&self.page_url("devices"));
+                        app.cookies.set_tokens(r.headers_mut(), &pair);
+                        Ok(r)
+                    }
+                    Err(e) => {
+                        // The hint for a taken address is about signing up, not this page.
+                        let h = hint(&e).filter(|h| matches!(h, Hint::NewCode));
+                        Ok(self.render_error(&e, h, |v| ui::email_confirm(v, &email)))
+                    }
+                }
+            }
             "devices/revoke" | "logout" => {
                 // Who is signing out: the access cookie, or (its token expired on a page left
                 // open) the refresh cookie, which still names the account and session.
@@ -572,6 +646,14 @@ fn hint(e: &ApiError) -> Option<Hint> {
         "OTP_EXPIRED" | "ATTEMPTS_EXCEEDED" => Some(Hint::NewCode),
         _ => None,
     }
+}
+
+fn caller_id(caller: &Verified) -> Result<crate::store::UserId> {
+    caller
+        .identity
+        .user_id
+        .parse()
+        .map_err(|_| ApiError::unauthenticated())
 }
 
 /// The signed-in caller by the access cookie (pages never take a Bearer header).
