@@ -340,6 +340,28 @@ async fn flows(site: &Site, driver: &Driver, js: bool) {
     submit(&c, "/login").await;
     expect_path(&c, "/app/after-reset").await;
 
+    // Change the email address from the devices page: the password, then the code that the
+    // new address receives.
+    c.goto(&format!("{base}/auth/ui/devices")).await.unwrap();
+    c.find(Locator::LinkText("Change your email address"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    expect_heading(&c, "Change your email address").await;
+    let moved = format!("moved-{tag}@example.com");
+    fill(&c, "email", &moved).await;
+    fill(&c, "current_password", &new_pw).await;
+    submit(&c, "/email").await;
+    expect_heading(&c, "Confirm your new address").await;
+    shot(&c, &format!("{tag}-09-email")).await;
+    let code = site.smtp.nth_to(&moved, 1).await.code();
+    fill(&c, "code", &code).await;
+    submit(&c, "/email/verify").await;
+    expect_heading(&c, "Your devices").await;
+    assert!(c.source().await.unwrap().contains(&moved));
+
     // An open redirect attempt: the foreign return URL is dropped, the browser stays here.
     forget_cookies(&c, &base).await;
     c.goto(&format!(
@@ -347,7 +369,7 @@ async fn flows(site: &Site, driver: &Driver, js: bool) {
     ))
     .await
     .unwrap();
-    fill(&c, "login", &email).await;
+    fill(&c, "login", &moved).await;
     fill(&c, "password", &new_pw).await;
     submit(&c, "/login").await;
     let u = c.current_url().await.unwrap();
