@@ -988,3 +988,77 @@ async fn email_change_needs_proof_and_the_code_sent_to_the_new_address() {
     );
     assert_eq!(smtp.count_to("nopw3@example.com"), 0);
 }
+
+/// A second request replaces the first (its code no longer confirms anything), and an address
+/// taken between the two steps is refused without spending the code: once it is free again,
+/// the same code still works.
+#[tokio::test]
+async fn email_change_latest_request_wins_and_a_taken_address_keeps_the_code() {
+    let smtp = Smtp::start();
+    let gw = Gateway::start_with("[rate_limit]\nenabled = false\n", Some(&smtp), None).await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "pa@example.com", "password": PW}),
+    )
+    .await;
+    let token = login(&gw, "pa@example.com", PW).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let call = |path: &'static str, body: serde_json::Value, token: String| {
+        let gw = &gw;
+        async move {
+            gw.call(reqwest::Method::POST, path, &token, Some(body))
+                .await
+        }
+    };
+    let ask = |email: &str, token: &str| {
+        call(
+            "/auth/me/email",
+            json!({"email": email, "current_password": PW}),
+            token.to_string(),
+        )
+    };
+    let confirm = |email: &str, code: &str, token: &str| {
+        call(
+            "/auth/me/email/verify",
+            json!({"email": email, "code": code}),
+            token.to_string(),
+        )
+    };
+
+    assert_eq!(ask("first@example.com", &token).await.0, 200);
+    let first = smtp.code("first@example.com", 1).await;
+    assert_eq!(ask("second@example.com", &token).await.0, 200);
+    let second = smtp.code("second@example.com", 1).await;
+    let (status, v) = confirm("first@example.com", &first, &token).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("INVALID_OTP")),
+        "replaced by the second request"
+    );
+
+    // Someone takes the address before the code comes back.
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "second@example.com", "password": PW}),
+    )
+    .await;
+    let (status, v) = confirm("second@example.com", &second, &token).await;
+    assert_eq!((status, v["code"].as_str()), (409, Some("ALREADY_EXISTS")));
+
+    // They move away from it; the code, not spent by the refusal, now goes through.
+    let squatter = login(&gw, "second@example.com", PW).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(ask("elsewhere@example.com", &squatter).await.0, 200);
+    let code = smtp.code("elsewhere@example.com", 1).await;
+    let (status, v) = confirm("elsewhere@example.com", &code, &squatter).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = confirm("second@example.com", &second, &token).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["user"]["email"], "second@example.com");
+}
