@@ -193,6 +193,18 @@ async fn codes_change_atomically(s: &Store) {
         .unwrap(),
         "codes are per purpose"
     );
+    // Every purpose has its own slot, the newest (email change) too.
+    let change = Code {
+        purpose: Purpose::ChangeEmail,
+        hash: vec![4, 5, 6],
+        ..code.clone()
+    };
+    s.put_code(&change).await.unwrap();
+    let stored = s
+        .update_code(&u, Purpose::ChangeEmail, |c| (CodeChange::Keep, c.cloned()))
+        .await
+        .unwrap();
+    assert_eq!(stored, Some(change));
     s.update_code(&u, Purpose::Login, |_| (CodeChange::Delete, ()))
         .await
         .unwrap();
