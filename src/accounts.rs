@@ -951,11 +951,7 @@ impl Accounts {
         new_password: &Secret,
         keep_session: &str,
     ) -> Result<User, AccountError> {
-        let user = self
-            .store
-            .user(user_id)
-            .await?
-            .ok_or(AccountError::UserDoesNotExist)?;
+        let user = self.profile(user_id).await?;
         self.check_lock(&user)?;
         if !self
             .passwords
@@ -1010,11 +1006,7 @@ impl Accounts {
         current_password: Option<&Secret>,
     ) -> Result<OffsetDateTime, AccountError> {
         let new_email = self.email(new_email)?;
-        let user = self
-            .store
-            .user(user_id)
-            .await?
-            .ok_or(AccountError::UserDoesNotExist)?;
+        let user = self.profile(user_id).await?;
         self.check_lock(&user)?;
         if new_email == user.email {
             return Err(AccountError::field("email", "is already your address"));
@@ -1080,11 +1072,7 @@ impl Accounts {
     ) -> Result<User, AccountError> {
         let new_email = self.email(new_email)?;
         self.check_code_format(code)?;
-        let user = self
-            .store
-            .user(user_id)
-            .await?
-            .ok_or(AccountError::UserDoesNotExist)?;
+        let user = self.profile(user_id).await?;
         // Taken since step 1: answered before the code is spent (the store decides again).
         if self
             .store
@@ -1159,11 +1147,7 @@ impl Accounts {
             return Err(AccountError::Invalid(fields));
         }
         let now = self.now();
-        let before = self
-            .store
-            .user(user_id)
-            .await?
-            .ok_or(AccountError::UserDoesNotExist)?;
+        let before = self.profile(user_id).await?;
         let updated = self
             .store
             .update_user(user_id, |u| {

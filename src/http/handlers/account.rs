@@ -276,6 +276,20 @@ struct EmailChangeBody {
     current_password: Option<Secret>,
 }
 
+/// The quotas of an email change's first step (the API's and the page's): the password check
+/// costs a hash and the mail goes to an address the caller names, so it is limited per
+/// account like sign-ins, and per recipient like every code mail.
+pub(super) fn email_change_limits(
+    app: &App,
+    ip: std::net::IpAddr,
+    account: &str,
+    new_email: &str,
+) -> Result<()> {
+    app.limits.check(Class::Login, ip, Some(account))?;
+    app.limits.check(Class::CodeSend, ip, Some(new_email))?;
+    Ok(())
+}
+
 /// Email change, step 1: a code to the new address (after the current password).
 pub async fn start_email_change(
     app: &App,
@@ -285,12 +299,7 @@ pub async fn start_email_change(
 ) -> Result<Response<Body>> {
     let c = caller(app, parts).await?;
     let b: EmailChangeBody = body_json(app, parts, body, false).await?;
-    // The password check costs a hash and the mail goes to an address the caller names:
-    // limited per account like sign-ins, and per recipient like every code mail.
-    app.limits
-        .check(Class::Login, ctx.client_ip, Some(&c.identity.user_id))?;
-    app.limits
-        .check(Class::CodeSend, ctx.client_ip, Some(&b.email))?;
+    email_change_limits(app, ctx.client_ip, &c.identity.user_id, &b.email)?;
     let expires = app
         .accounts
         .start_email_change(

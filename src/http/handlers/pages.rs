@@ -301,15 +301,9 @@ impl Page {
 
     async fn devices(&self, app: &App, parts: &Parts) -> Result<Response<Body>> {
         let Some(caller) = signed_in_caller(app, &parts.headers).await else {
-            let back = self.page_url("devices");
-            return Ok(see_other(app.login_page.url(Some(&back)).as_str()));
+            return Ok(self.sign_in_first(app, "devices"));
         };
-        let user_id = caller
-            .identity
-            .user_id
-            .parse()
-            .map_err(|_| ApiError::unauthenticated())?;
-        let sessions = app.sessions.list(&user_id).await?;
+        let sessions = app.sessions.list(&caller_id(&caller)?).await?;
         let rows: Vec<ui::Device> = sessions
             .iter()
             .map(|s| ui::Device {
@@ -325,10 +319,15 @@ impl Page {
         self.render(|v| ui::devices(v, &caller.identity.email, &rows))
     }
 
+    /// A signed-in page asked for without a session: the login page, then back to it.
+    fn sign_in_first(&self, app: &App, page: &str) -> Response<Body> {
+        let back = self.page_url(page);
+        see_other(app.login_page.url(Some(&back)).as_str())
+    }
+
     async fn email_get(&self, app: &App, parts: &Parts) -> Result<Response<Body>> {
         let Some(caller) = signed_in_caller(app, &parts.headers).await else {
-            let back = self.page_url("email");
-            return Ok(see_other(app.login_page.url(Some(&back)).as_str()));
+            return Ok(self.sign_in_first(app, "email"));
         };
         let user = app.accounts.profile(&caller_id(&caller)?).await?;
         self.render(|v| ui::email_change(v, &user.email, "", user.password.is_some()))
@@ -510,16 +509,14 @@ impl Page {
             }
             "email" | "email/verify" => {
                 let Some(caller) = signed_in_caller(app, &parts.headers).await else {
-                    let back = self.page_url("email");
-                    return Ok(see_other(app.login_page.url(Some(&back)).as_str()));
+                    return Ok(self.sign_in_first(app, "email"));
                 };
                 let user_id = caller_id(&caller)?;
                 let account = &caller.identity.user_id;
                 if name == "email" {
                     let password = form.optional("current_password").map(Secret::new);
                     let r = async {
-                        app.limits.check(Class::Login, ip, Some(account))?;
-                        app.limits.check(Class::CodeSend, ip, Some(&email))?;
+                        super::account::email_change_limits(app, ip, account, &email)?;
                         let session = &caller.identity.session_id;
                         Ok::<_, ApiError>(
                             app.accounts
