@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod codes;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod http;
 pub mod mail;

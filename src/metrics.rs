@@ -89,6 +89,13 @@ struct Inner {
     pub open_connections: Gauge,
     pub connections: Counter,
     pub tls_handshake_failures: Counter,
+    /// Connections closed by the gateway before or between requests, by reason.
+    connections_closed: Family<ClosedLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabel {
+    reason: &'static str,
 }
 
 /// The process's metrics registry.
@@ -112,6 +119,12 @@ impl Metrics {
         let open_connections = Gauge::default();
         let connections = Counter::default();
         let tls_handshake_failures = Counter::default();
+        let connections_closed = Family::<ClosedLabel, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Client connections the gateway closed: over the per-address cap, or idle past a deadline",
+            connections_closed.clone(),
+        );
         registry.register(
             "http_requests",
             "Requests answered, by route and status class",
@@ -155,6 +168,7 @@ impl Metrics {
             open_connections,
             connections,
             tls_handshake_failures,
+            connections_closed,
         }))
     }
 
@@ -201,6 +215,15 @@ impl Metrics {
 
     pub fn connection_accepted(&self) {
         self.0.connections.inc();
+    }
+
+    /// A connection the gateway closed: `per_ip` (over `server.max_connections_per_ip`) or
+    /// `idle` (no request within its deadline).
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.0
+            .connections_closed
+            .get_or_create(&ClosedLabel { reason })
+            .inc();
     }
 
     pub fn tls_handshake_failed(&self) {

@@ -5,6 +5,7 @@ use crate::accounts::Accounts;
 use crate::clock::{SharedClock, SystemClock};
 use crate::codes::Codes;
 use crate::config::Config;
+use crate::connections::{Activity, Counted, Deadlines, PerIp};
 use crate::http::{self as gw, App, ConnInfo};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
@@ -19,7 +20,6 @@ use crate::tokens::Tokens;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -91,6 +91,10 @@ struct Limits {
     handshake_timeout: Duration,
     grace: Duration,
     connections: Arc<Semaphore>,
+    /// Connections per client address (trusted proxies are not counted).
+    per_ip: Arc<PerIp>,
+    trusted: crate::http::client_ip::TrustedProxies,
+    deadlines: Deadlines,
 }
 
 /// What the gateway can be given instead of its defaults (tests inject a manual clock).
@@ -180,7 +184,15 @@ pub async fn build_app(
         proxy::Upstreams::new(&config.proxy, serving_threads(), routes.origins().to_vec())?;
     let proxy = Proxy::new(
         Arc::new(upstreams),
-        IdentityNames::new(&config.identity_headers)?,
+        IdentityNames::new(
+            &config.identity_headers,
+            &config
+                .proxy
+                .keep_override_headers
+                .iter()
+                .map(|n| http::HeaderName::from_bytes(n.as_bytes()))
+                .collect::<Result<Vec<_>, _>>()?,
+        )?,
         config.proxy.response_timeout,
         sessions.clone(),
         limits.clone(),
@@ -333,6 +345,12 @@ pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, Start
         handshake_timeout: s.handshake_timeout,
         grace: s.shutdown_grace,
         connections: Arc::new(Semaphore::new(s.max_connections)),
+        per_ip: PerIp::new(s.max_connections_per_ip),
+        trusted: app.trusted.clone(),
+        deadlines: Deadlines {
+            first: s.header_read_timeout,
+            idle: s.idle_timeout,
+        },
     };
     let builder = Arc::new(http_builder(&config));
     let mut tasks = JoinSet::new();
@@ -632,7 +650,7 @@ async fn accept_loop<M, S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         // Taking a permit before accepting means a full gateway stops accepting (the kernel
         // backlog holds the rest) instead of accepting and dropping.
@@ -655,6 +673,19 @@ async fn accept_loop<M, S>(
             },
             _ = shutdown.cancelled() => break,
         };
+        // One address may not hold every slot; a trusted proxy speaks for many clients.
+        let slot = if limits.trusted.contains(peer.ip()) {
+            None
+        } else {
+            match limits.per_ip.acquire(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics.connection_closed("per_ip");
+                    tracing::debug!(%peer, "connection refused: server.max_connections_per_ip reached");
+                    continue;
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         metrics.connection_accepted();
         metrics.open_connections().inc();
@@ -665,14 +696,17 @@ async fn accept_loop<M, S>(
             worker,
         });
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let handshake_timeout = limits.handshake_timeout;
+        let deadlines = limits.deadlines;
         let metrics = metrics.clone();
-        tokio::spawn(async move {
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             let _open = OpenConnection(metrics.clone());
-            match acceptor {
+            let idle = || metrics.connection_closed("idle");
+            let ended = match acceptor {
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
                         .await
@@ -689,26 +723,44 @@ async fn accept_loop<M, S>(
                             return;
                         }
                     };
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    // The first request's deadline counts from the end of the handshake.
+                    let activity = Activity::new();
+                    let service = Counted::new(service, activity.clone());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                    crate::connections::drive(
+                        conn,
+                        |c| c.graceful_shutdown(),
+                        &activity,
+                        deadlines,
+                        &shutdown,
+                        idle,
+                    )
+                    .await
                 }
                 None => {
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    let activity = Activity::new();
+                    let service = Counted::new(service, activity.clone());
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    crate::connections::drive(
+                        conn,
+                        |c| c.graceful_shutdown(),
+                        &activity,
+                        deadlines,
+                        &shutdown,
+                        idle,
+                    )
+                    .await
                 }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.grace, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(limits.grace, connections.wait())
         .await
         .is_err()
     {

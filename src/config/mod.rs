@@ -507,6 +507,13 @@ pub struct ServerConfig {
     #[serde(with = "duration::serde_str")]
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// Open connections one client address may hold (an IPv6 /64 counts as one address);
+    /// `server.trusted_proxies` are not counted. Past it, new connections are closed at once.
+    pub max_connections_per_ip: usize,
+    /// A connection with no request in flight for this long is closed (HTTP/2; an HTTP/1.1
+    /// connection waits at most `header_read_timeout` for its next request).
+    #[serde(with = "duration::serde_str")]
+    pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub h2_max_concurrent_streams: u32,
@@ -532,6 +539,8 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            max_connections_per_ip: 512,
+            idle_timeout: Duration::from_secs(60),
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             h2_max_concurrent_streams: 128,
@@ -573,6 +582,11 @@ pub struct ProxyConfig {
     pub pool_max_idle_per_host: usize,
     /// Extra CA certificates (PEM) trusted for `https://` upstreams, besides the webpki roots.
     pub upstream_ca: Option<PathBuf>,
+    /// Method- and URL-override headers (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+    /// `X-Method-Override`, `X-Original-URL`, `X-Rewrite-URL`) passed to upstreams. Removed by
+    /// default: an application that obeys one acts on another method or path than the one a
+    /// route rule was matched on.
+    pub keep_override_headers: Vec<String>,
 }
 
 impl Default for ProxyConfig {
@@ -583,6 +597,7 @@ impl Default for ProxyConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
             upstream_ca: None,
+            keep_override_headers: Vec::new(),
         }
     }
 }
@@ -833,6 +848,7 @@ impl Config {
         for (name, d) in [
             ("server.handshake_timeout", s.handshake_timeout),
             ("server.header_read_timeout", s.header_read_timeout),
+            ("server.idle_timeout", s.idle_timeout),
             ("proxy.connect_timeout", self.proxy.connect_timeout),
             ("proxy.response_timeout", self.proxy.response_timeout),
         ] {
@@ -843,6 +859,12 @@ impl Config {
         if s.max_connections == 0 {
             return Err(ConfigError::key(
                 "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if s.max_connections_per_ip == 0 {
+            return Err(ConfigError::key(
+                "server.max_connections_per_ip",
                 "must be at least 1",
             ));
         }
@@ -956,6 +978,18 @@ impl Config {
                 return Err(ConfigError::key(
                     format!("identity_headers.{field}"),
                     "not a valid header name",
+                ));
+            }
+        }
+        for name in &self.proxy.keep_override_headers {
+            let known = http::HeaderName::from_bytes(name.as_bytes())
+                .is_ok_and(|n| crate::proxy::headers::OVERRIDE_HEADERS.contains(&n));
+            if !known {
+                return Err(ConfigError::key(
+                    "proxy.keep_override_headers",
+                    format!(
+                        "{name:?} is not one of X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override, X-Original-URL, X-Rewrite-URL"
+                    ),
                 ));
             }
         }

@@ -17,6 +17,16 @@ pub const REFRESH_COOKIE: &str = "__Secure-authgate-refresh";
 /// The hosted pages' double-submit CSRF cookie: `__Host-` so no subdomain can plant one.
 pub const CSRF_COOKIE: &str = "__Host-authgate-csrf";
 
+/// Every cookie the gateway sets: removed from requests before they go upstream (they are
+/// the gateway's secrets, not the application's), and from upstream responses (an
+/// application must not be able to set, replace or clear them).
+pub const OWN_COOKIES: [&str; 4] = [
+    ACCESS_COOKIE,
+    SHARED_ACCESS_COOKIE,
+    REFRESH_COOKIE,
+    CSRF_COOKIE,
+];
+
 /// How a request presented its access token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {

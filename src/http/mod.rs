@@ -260,6 +260,19 @@ async fn dispatch<'a>(
     {
         return (e.into_response(), &app.own.unmatched, "-");
     }
+    if let Err(e) = security::check_method(req.method()) {
+        return (e.into_response(), &app.own.unmatched, "-");
+    }
+    // Userinfo in an absolute-form target or in Host would let a host rule and the
+    // upstream read two different hosts.
+    let named_host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+    });
+    if let Some(Err(e)) = named_host.map(security::check_host) {
+        return (e.into_response(), &app.own.unmatched, "-");
+    }
     let uri = req.uri().clone();
     let path = match path::normalize(uri.path()) {
         Ok(p) => p,
@@ -271,7 +284,7 @@ async fn dispatch<'a>(
             );
         }
     };
-    if let Some(resp) = ops::handle(app, &path, &req) {
+    if let Some(resp) = ops::handle(app, ctx, &path, &req) {
         return (
             security::own_headers(resp, ctx.scheme),
             &app.own.ops,

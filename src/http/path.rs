@@ -20,6 +20,10 @@ pub enum PathError {
     EscapesRoot,
     #[error("the path has parameters (';'), which upstreams disagree about")]
     Parameters,
+    #[error("the path is encoded twice over a '.', '/', '\\', '%' or control character")]
+    DoubleEncoded,
+    #[error("the path's percent-encoding is not UTF-8")]
+    NotUtf8,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -70,6 +74,9 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
+    }
+    if raw.contains('%') {
+        check_decodings(raw)?;
     }
     // Pass 1: escapes.
     let mut decoded = String::with_capacity(raw.len());
@@ -153,6 +160,53 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(path))
 }
 
+/// Every escape decoded once, as an upstream would decode the path (`None` for a bad escape,
+/// which pass 1 names).
+fn decode_once(s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        if b == b'%' {
+            let hi = s.get(i + 1).copied().and_then(hex)?;
+            let lo = s.get(i + 2).copied().and_then(hex)?;
+            out.push(hi * 16 + lo);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// What an upstream that decodes the path (once, or once more) would read must be what the
+/// rules were matched on: its once-decoded bytes are UTF-8, and a second decoding finds no
+/// `.`, `/`, `\`, `%` or control character (`%252e%252e`, `%252f`, `%255c`, `%2500`).
+fn check_decodings(raw: &str) -> Result<(), PathError> {
+    let Some(once) = decode_once(raw.as_bytes()) else {
+        return Err(PathError::BadEscape);
+    };
+    if std::str::from_utf8(&once).is_err() {
+        return Err(PathError::NotUtf8);
+    }
+    let mut i = 0;
+    while let Some(&b) = once.get(i) {
+        if b == b'%' {
+            let v = once
+                .get(i + 1)
+                .copied()
+                .and_then(hex)
+                .zip(once.get(i + 2).copied().and_then(hex))
+                .map(|(hi, lo)| hi * 16 + lo);
+            if v.is_some_and(|v| matches!(v, b'.' | b'/' | b'\\' | b'%') || v < 0x20 || v == 0x7f) {
+                return Err(PathError::DoubleEncoded);
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// True when `path` is `prefix` or lies under it on a segment boundary
 /// (`/api` covers `/api` and `/api/x`, not `/apix`).
 /// Case-insensitive: `/API` is under `/api`, since case-insensitive upstreams (IIS, some
@@ -230,6 +284,8 @@ mod tests {
             ("/a/..b", "/a/..b"),
             ("/.well-known/x", "/.well-known/x"),
             ("/a//../b", "/b"),
+            ("/100%25", "/100%25"),
+            ("/a%2541", "/a%2541"),
         ];
         for (input, want) in ok {
             assert_eq!(normalize(input).as_deref(), Ok(*want), "{input}");
@@ -252,6 +308,14 @@ mod tests {
             ("/public/.;x/admin", PathError::Parameters),
             ("/api;x/admin", PathError::Parameters),
             ("/a;v=1", PathError::Parameters),
+            ("/public/%252e%252e/admin", PathError::DoubleEncoded),
+            ("/public/%252E./admin", PathError::DoubleEncoded),
+            ("/a%252fb", PathError::DoubleEncoded),
+            ("/a%255cb", PathError::DoubleEncoded),
+            ("/a%2500", PathError::DoubleEncoded),
+            ("/a%25252e", PathError::DoubleEncoded),
+            ("/%C0%AE%C0%AE/admin", PathError::NotUtf8),
+            ("/a%FFb", PathError::NotUtf8),
         ];
         for (input, want) in bad {
             assert_eq!(normalize(input), Err(*want), "{input}");

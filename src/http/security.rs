@@ -44,3 +44,62 @@ pub fn own_headers(mut resp: Response<Body>, scheme: &str) -> Response<Body> {
     }
     resp
 }
+
+/// Methods are case-sensitive (RFC 9110, 9.1), but many frameworks upper-case what they
+/// receive: a `delete` that matched no DELETE rule would still run the DELETE handler. A
+/// method with a lower-case letter is refused, so the method a rule matched is the method
+/// the application acts on.
+pub fn check_method(m: &http::Method) -> Result<(), ApiError> {
+    if m.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(ApiError::bad_request(
+            "The request method must be upper-case (GET, POST, DELETE, ...).",
+        ));
+    }
+    Ok(())
+}
+
+/// A host as a request may name it: a name or address with an optional port, never with
+/// userinfo (`user@host`), which some parsers skip and others do not.
+pub fn check_host(host: &str) -> Result<(), ApiError> {
+    let ok = !host.is_empty()
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
+        });
+    if !ok {
+        return Err(ApiError::bad_request(
+            "The request's host is not a host name (user information and other characters are refused).",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_must_be_upper_case() {
+        for ok in ["GET", "DELETE", "PROPFIND", "M-SEARCH"] {
+            assert!(check_method(&http::Method::from_bytes(ok.as_bytes()).unwrap()).is_ok());
+        }
+        for bad in ["delete", "Delete", "dELETE", "get"] {
+            assert!(check_method(&http::Method::from_bytes(bad.as_bytes()).unwrap()).is_err());
+        }
+    }
+
+    #[test]
+    fn hosts_without_userinfo() {
+        for ok in [
+            "app.example",
+            "app.example:8443",
+            "127.0.0.1:1",
+            "[::1]:80",
+            "a_b.local",
+        ] {
+            assert!(check_host(ok).is_ok(), "{ok}");
+        }
+        for bad in ["user@secure.example", "a b", "", "x/y", "a\\b", "a%40b"] {
+            assert!(check_host(bad).is_err(), "{bad}");
+        }
+    }
+}

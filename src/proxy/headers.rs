@@ -9,8 +9,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1), plus the
 /// obsolete ones proxies still meet. A static, not a const: a const array would be built
 /// and dropped again at every use.
-static HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
+    // h2c's upgrade settings: meaningless without the upgrade, which is never tunnelled.
+    HeaderName::from_static("http2-settings"),
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
@@ -27,7 +29,19 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The identity header names, parsed once.
+/// Headers that make frameworks act on another method or path than the request's own
+/// (Symfony, Laravel and Rails read the method overrides, IIS and Symfony the URL ones): a
+/// rule matched on the request would not be the rule for what the application does. Removed
+/// from proxied requests unless `proxy.keep_override_headers` names them.
+pub static OVERRIDE_HEADERS: [HeaderName; 5] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
+
+/// The identity header names, parsed once, and the other names no client may send upstream.
 #[derive(Debug, Clone)]
 pub struct IdentityNames {
     user_id: HeaderName,
@@ -36,11 +50,16 @@ pub struct IdentityNames {
     roles: HeaderName,
     session_id: HeaderName,
     access_token: Option<HeaderName>,
+    /// Removed, never added: the override headers not kept by configuration.
+    strip_only: Vec<HeaderName>,
 }
 
 impl IdentityNames {
     /// Config validation has already checked every name.
-    pub fn new(cfg: &IdentityHeaders) -> Result<Self, http::header::InvalidHeaderName> {
+    pub fn new(
+        cfg: &IdentityHeaders,
+        keep_overrides: &[HeaderName],
+    ) -> Result<Self, http::header::InvalidHeaderName> {
         let names = cfg.resolve();
         let parse = |s: &str| HeaderName::from_bytes(s.as_bytes());
         Ok(IdentityNames {
@@ -50,6 +69,11 @@ impl IdentityNames {
             roles: parse(&names.roles)?,
             session_id: parse(&names.session_id)?,
             access_token: names.access_token.as_deref().map(parse).transpose()?,
+            strip_only: OVERRIDE_HEADERS
+                .iter()
+                .filter(|n| !keep_overrides.contains(n))
+                .cloned()
+                .collect(),
         })
     }
 
@@ -68,16 +92,7 @@ impl IdentityNames {
         {
             return;
         }
-        for n in [
-            &self.user_id,
-            &self.email,
-            &self.name,
-            &self.roles,
-            &self.session_id,
-        ] {
-            h.remove(n);
-        }
-        if let Some(n) = &self.access_token {
+        for n in self.all() {
             h.remove(n);
         }
         // CGI-style servers (Rack/Puma, some WSGI and PHP setups) read `X_Auth_User_Id` as
@@ -109,6 +124,7 @@ impl IdentityNames {
         ]
         .into_iter()
         .chain(self.access_token.as_ref())
+        .chain(self.strip_only.iter())
     }
 
     /// Adds the identity of the signed-in caller (values made once per token).
@@ -160,9 +176,53 @@ pub fn strip_own_cookies(h: &mut HeaderMap, names: &[&str]) {
     }
 }
 
-/// True when the request asks for a protocol upgrade (WebSocket and the like).
+/// Removes an upstream's `Set-Cookie` lines for the gateway's own cookie names (compared
+/// without regard to case, as browsers compare the `__Host-` and `__Secure-` prefixes).
+pub fn drop_own_set_cookies(h: &mut HeaderMap, names: &[&str]) {
+    let ours = |v: &HeaderValue| {
+        let name = v
+            .as_bytes()
+            .split(|&b| b == b'=')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        names
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+    };
+    if !h.get_all(header::SET_COOKIE).iter().any(ours) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !ours(v))
+        .cloned()
+        .collect();
+    h.remove(header::SET_COOKIE);
+    for v in kept {
+        h.append(header::SET_COOKIE, v);
+    }
+}
+
+/// True when the request asks for a WebSocket upgrade, the one upgrade the gateway tunnels:
+/// `Upgrade: websocket` alone (any case) with `Connection: upgrade`. Any other protocol
+/// (h2c above all: the client would then speak HTTP/2 to the upstream, past every rule) is
+/// not an upgrade here, and its headers are removed as hop-by-hop.
 pub fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE) && connection_has(h, "upgrade")
+    let mut values = h.get_all(header::UPGRADE).iter();
+    let websocket = match (values.next(), values.next()) {
+        (Some(v), None) => v
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("websocket")),
+        _ => false,
+    };
+    websocket && connection_has(h, "upgrade")
+}
+
+/// Whether an upstream's 101 switches to WebSocket (and to nothing else).
+pub fn is_websocket_switch(h: &HeaderMap) -> bool {
+    is_upgrade(h)
 }
 
 fn connection_has(h: &HeaderMap, token: &str) -> bool {

@@ -128,6 +128,10 @@ impl Proxy {
         path: &str,
         mut req: Request<Incoming>,
     ) -> Response<Body> {
+        // CONNECT would make the upstream a tunnel to anywhere, past every rule.
+        if req.method() == http::Method::CONNECT {
+            return ApiError::method_not_allowed().into_response();
+        }
         // Phase: rate-limit (per-IP proxy quota, when configured).
         if let Err(refused) = self.limits.check_proxy(ctx.client_ip) {
             return ApiError::from(refused).into_response();
@@ -159,9 +163,13 @@ impl Proxy {
         {
             Ok(mut resp) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    // Only to the WebSocket the client asked for; any other switch would
+                    // hand the client a raw channel to the upstream.
                     match client_upgrade {
-                        Some(client_side) => tunnel(client_side, hyper::upgrade::on(&mut resp)),
-                        None => return ProxyError::Protocol.into_api().into_response(),
+                        Some(client_side) if headers::is_websocket_switch(resp.headers()) => {
+                            tunnel(client_side, hyper::upgrade::on(&mut resp))
+                        }
+                        _ => return ProxyError::Protocol.into_api().into_response(),
                     }
                 }
                 Self::filter_response(resp, upgrade)
@@ -197,6 +205,11 @@ impl Proxy {
             }
             _ => None,
         };
+        // Our access token is a secret for the gateway, as its cookie is: it reaches the
+        // upstream only under `identity_headers.access_token`, when that asks for it.
+        if identity.is_some() && crate::http::auth::bearer(&parts.headers).is_some() {
+            parts.headers.remove(header::AUTHORIZATION);
+        }
         let mut pq = route.upstream_path(path);
         if let Some(q) = parts.uri.query() {
             pq.push('?');
@@ -210,15 +223,7 @@ impl Proxy {
         let h = &mut parts.headers;
         headers::remove_hop_by_hop(h, upgrade);
         self.identity_names.strip(h);
-        headers::strip_own_cookies(
-            h,
-            &[
-                crate::http::auth::ACCESS_COOKIE,
-                crate::http::auth::SHARED_ACCESS_COOKIE,
-                crate::http::auth::REFRESH_COOKIE,
-                crate::http::auth::CSRF_COOKIE,
-            ],
-        );
+        headers::strip_own_cookies(h, &crate::http::auth::OWN_COOKIES);
         headers::set_forwarding(
             h,
             &headers::Forwarding {
@@ -265,6 +270,7 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         let switching = upgrade && parts.status == StatusCode::SWITCHING_PROTOCOLS;
         headers::remove_hop_by_hop(&mut parts.headers, switching);
+        headers::drop_own_set_cookies(&mut parts.headers, &crate::http::auth::OWN_COOKIES);
         // X-Request-Id is set on every response in `http::handle`, this one included.
         Response::from_parts(parts, body.boxed())
     }

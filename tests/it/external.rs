@@ -56,3 +56,25 @@ pub async fn wait_port(port: u16, what: &str) {
     }
     panic!("{what} did not start listening on {port}");
 }
+
+/// A Python interpreter that can import `module` (a PyPI package CI installs), or `None`
+/// after saying loudly that the test is skipped.
+pub fn require_python_module(module: &str, test: &str) -> Option<PathBuf> {
+    let python = find("python3")?;
+    let ok = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(python);
+    }
+    if std::env::var("AUTHGATE_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!("{test}: Python module `{module}` not found and AUTHGATE_TEST_REQUIRE_ALL=1");
+    }
+    eprintln!(
+        "\n*** SKIPPED {test}: Python module `{module}` is not installed (pip install {module}); CI runs it ***\n"
+    );
+    None
+}

@@ -9,13 +9,15 @@ use serde_json::json;
 const PW: &str = "correct horse battery staple";
 
 /// authgate with the rules the front proxies ask about: /public open, /admin for admins,
-/// everything else signed in.
+/// /api/admin's DELETE for admins, everything else signed in. The front proxy (on loopback)
+/// is trusted, as README tells.
 async fn gateway(up: &Upstream, smtp: &Smtp) -> Gateway {
     let toml = format!(
         r#"
         [server]
         tls = false
         allowed_redirect_hosts = ["127.0.0.1"]
+        trusted_proxies = ["127.0.0.1/32"]
         [[routes]]
         path_prefix = "/"
         upstream = "{u}"
@@ -27,15 +29,57 @@ async fn gateway(up: &Upstream, smtp: &Smtp) -> Gateway {
         path_prefix = "/admin"
         upstream = "{u}"
         roles = ["admin"]
+        [[routes]]
+        path_prefix = "/api/admin"
+        methods = ["DELETE"]
+        upstream = "{u}"
+        roles = ["admin"]
         "#,
         u = up.url()
     );
     Gateway::start_with(&toml, Some(smtp), None).await
 }
 
-/// The README's nginx snippet, with ports filled in.
+/// The fenced block of `lang` in README.md that contains `marker`, exactly as printed.
+pub fn readme_block(lang: &str, marker: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let fence = format!("```{lang}\n");
+    readme
+        .split(fence.as_str())
+        .skip(1)
+        .filter_map(|rest| rest.split("\n```").next())
+        .find(|block| block.contains(marker))
+        .unwrap_or_else(|| panic!("README has no {lang} block with {marker:?}"))
+        .to_string()
+}
+
+/// Replaces `from` in `text`, insisting that it is there (so a README edit cannot silently
+/// make the test run something else).
+fn fill(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "README snippet lost {from:?}");
+    text.replace(from, to)
+}
+
+/// The README's nginx snippet, with ports filled in, inside the file nginx needs around it.
 pub fn nginx_conf(dir: &std::path::Path, listen: u16, authgate: u16, upstream: u16) -> String {
     let d = dir.display();
+    let snippet = readme_block("nginx", "auth_request");
+    let snippet = fill(
+        &snippet,
+        "server 127.0.0.1:8443;",
+        &format!("server 127.0.0.1:{authgate};"),
+    );
+    let snippet = fill(
+        &snippet,
+        "server 127.0.0.1:8080;",
+        &format!("server 127.0.0.1:{upstream};"),
+    );
+    let snippet = fill(
+        &snippet,
+        "listen 443 ssl;",
+        &format!("listen 127.0.0.1:{listen};"),
+    );
     format!(
         r#"
 worker_processes 1;
@@ -49,68 +93,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-
-    upstream app      {{ server 127.0.0.1:{upstream}; keepalive 16; }}
-    upstream authgate {{ server 127.0.0.1:{authgate}; keepalive 16; }}
-
-    server {{
-        listen 127.0.0.1:{listen};
-
-        # authgate's own endpoints (sign-in, tokens, pages) go straight to it.
-        location /auth/ {{
-            proxy_pass http://authgate;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-Proto $scheme;
-        }}
-
-        # The subrequest: authgate decides from the original method, host and URI.
-        location = /_authgate {{
-            internal;
-            proxy_pass http://authgate/auth/validate;
-            # HEAD: nginx keeps a connection only when the answer has no body to discard.
-            proxy_method HEAD;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Original-URI $request_uri;
-            proxy_set_header X-Original-Method $request_method;
-            proxy_set_header X-Forwarded-Host $http_host;   # with the port, if any
-            proxy_set_header X-Forwarded-Proto $scheme;
-        }}
-
-        location / {{
-            auth_request /_authgate;
-            # Identity from authgate's answer; these replace anything the client sent
-            # under the same names (an empty value drops the header).
-            auth_request_set $auth_user_id    $upstream_http_x_auth_user_id;
-            auth_request_set $auth_user_email $upstream_http_x_auth_user_email;
-            auth_request_set $auth_user_name  $upstream_http_x_auth_user_name;
-            auth_request_set $auth_user_roles $upstream_http_x_auth_user_roles;
-            auth_request_set $auth_session_id $upstream_http_x_auth_session_id;
-            proxy_set_header X-Auth-User-Id    $auth_user_id;
-            proxy_set_header X-Auth-User-Email $auth_user_email;
-            proxy_set_header X-Auth-User-Name  $auth_user_name;
-            proxy_set_header X-Auth-User-Roles $auth_user_roles;
-            proxy_set_header X-Auth-Session-Id $auth_session_id;
-            proxy_set_header Host $host;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass http://app;
-            # Not signed in: a browser goes to the login page that authgate named (with the
-            # return URL encoded in it); an API client keeps its 401.
-            auth_request_set $auth_location $upstream_http_location;
-            error_page 401 = @login;
-        }}
-        location @login {{
-            if ($http_accept ~* "text/html") {{
-                return 302 $auth_location;
-            }}
-            return 401;
-        }}
-    }}
+{snippet}
 }}
 "#
     )
@@ -118,27 +101,20 @@ http {{
 
 /// The README's Caddy snippet, with ports filled in.
 pub fn caddyfile(listen: u16, authgate: u16, upstream: u16) -> String {
+    let snippet = readme_block("caddy", "forward_auth");
+    let snippet = fill(
+        &snippet,
+        "app.example.com {",
+        &format!("http://127.0.0.1:{listen} {{"),
+    );
+    let snippet = fill(&snippet, "127.0.0.1:8443", &format!("127.0.0.1:{authgate}"));
+    let snippet = fill(&snippet, "127.0.0.1:8080", &format!("127.0.0.1:{upstream}"));
     format!(
         r#"{{
     admin off
     auto_https off
 }}
-http://127.0.0.1:{listen} {{
-    route {{
-        # Nothing the client sends under the identity names reaches the app.
-        request_header -X-Auth-User-Id
-        request_header -X-Auth-User-Email
-        request_header -X-Auth-User-Name
-        request_header -X-Auth-User-Roles
-        request_header -X-Auth-Session-Id
-        reverse_proxy /auth/* 127.0.0.1:{authgate}
-        forward_auth 127.0.0.1:{authgate} {{
-            uri /auth/validate
-            copy_headers X-Auth-User-Id X-Auth-User-Email X-Auth-User-Name X-Auth-User-Roles X-Auth-Session-Id
-        }}
-        reverse_proxy 127.0.0.1:{upstream}
-    }}
-}}
+{snippet}
 "#
     )
 }
@@ -269,6 +245,81 @@ async fn check_front(front: u16, smtp: &Smtp, redirects: bool) {
     );
 }
 
+/// A front proxy process, killed when dropped.
+pub struct Front {
+    pub port: u16,
+    child: tokio::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Front {
+    /// nginx with README's snippet in front of `gw` and `up`.
+    pub async fn nginx(nginx: &std::path::Path, gw: &Gateway, up: &Upstream) -> Front {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let port = free_port();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(
+            &conf,
+            nginx_conf(dir.path(), port, gw.addr.port(), up.addr.port()),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new(nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            // One process, so killing it leaves no orphaned worker behind.
+            .args(["-g", "daemon off; master_process off;"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        wait_port(port, "nginx").await;
+        Front { port, child, dir }
+    }
+
+    /// Caddy with README's snippet in front of `gw` and `up`.
+    pub async fn caddy(caddy: &std::path::Path, gw: &Gateway, up: &Upstream) -> Front {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let file = dir.path().join("Caddyfile");
+        std::fs::write(&file, caddyfile(port, gw.addr.port(), up.addr.port())).unwrap();
+        let child = tokio::process::Command::new(caddy)
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&file)
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        wait_port(port, "caddy").await;
+        Front { port, child, dir }
+    }
+
+    /// nginx's error log (empty for Caddy), for a failing test's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    pub async fn stop(mut self) {
+        self.child.kill().await.ok();
+    }
+}
+
+/// Runs `check` against `front`, showing nginx's error log if it fails.
+async fn with_log<F: std::future::Future<Output = ()> + Send + 'static>(front: &Front, check: F) {
+    if let Err(e) = tokio::spawn(check).await {
+        panic!("{e}\nfront proxy's error.log:\n{}", front.log());
+    }
+}
+
 #[tokio::test]
 async fn nginx_auth_request_in_front() {
     let Some(nginx) = require("nginx", "nginx_auth_request_in_front") else {
@@ -277,37 +328,10 @@ async fn nginx_auth_request_in_front() {
     let smtp = Smtp::start();
     let up = Upstream::start().await;
     let gw = gateway(&up, &smtp).await;
-    let dir = tempfile::tempdir().unwrap();
-    for sub in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-    }
-    let port = free_port();
-    let conf = dir.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        nginx_conf(dir.path(), port, gw.addr.port(), up.addr.port()),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(&nginx)
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(&conf)
-        // One process, so killing it leaves no orphaned worker behind.
-        .args(["-g", "daemon off; master_process off;"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_port(port, "nginx").await;
-    let log = dir.path().join("error.log");
-    let checked = tokio::spawn(async move { check_front(port, &smtp, true).await }).await;
-    if let Err(e) = checked {
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
-        panic!("{e}\nnginx error.log:\n{log}");
-    }
-    child.kill().await.ok();
+    let front = Front::nginx(&nginx, &gw, &up).await;
+    let port = front.port;
+    with_log(&front, async move { check_front(port, &smtp, true).await }).await;
+    front.stop().await;
     gw.stop().await;
 }
 
@@ -319,23 +343,252 @@ async fn caddy_forward_auth_in_front() {
     let smtp = Smtp::start();
     let up = Upstream::start().await;
     let gw = gateway(&up, &smtp).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let file = dir.path().join("Caddyfile");
-    std::fs::write(&file, caddyfile(port, gw.addr.port(), up.addr.port())).unwrap();
-    let mut child = tokio::process::Command::new(&caddy)
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(&file)
-        .env("HOME", dir.path())
-        .env("XDG_DATA_HOME", dir.path())
-        .env("XDG_CONFIG_HOME", dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
+    let front = Front::caddy(&caddy, &gw, &up).await;
+    check_front(front.port, &smtp, true).await;
+    front.stop().await;
+    gw.stop().await;
+}
+
+/// Signs `email` up and in through the front; returns the access token.
+async fn customer_through(front: u16, smtp: &Smtp, email: &str) -> String {
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{front}");
+    let r = client
+        .post(format!("{base}/auth/register"))
+        .json(&json!({"email": email, "password": PW}))
+        .send()
+        .await
         .unwrap();
-    wait_port(port, "caddy").await;
-    check_front(port, &smtp, true).await;
-    child.kill().await.ok();
+    assert_eq!(r.status(), 201);
+    let reg: serde_json::Value = r.json().await.unwrap();
+    let code = smtp.code(email, 1).await;
+    let mut verify = json!({"email": email, "code": code});
+    if let Some(t) = reg["data"]["signup_token"].as_str() {
+        verify["signup_token"] = json!(t);
+    }
+    let r = client
+        .post(format!("{base}/auth/verify"))
+        .json(&verify)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"login": email, "password": PW}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["data"]["access_token"].as_str().unwrap().to_string()
+}
+
+/// What a client may say about its own request to a front proxy, none of which may change
+/// the verdict: the other family's description of the path or method, a method override,
+/// a method in lower case.
+async fn spoofing_the_original_request_changes_nothing(front: u16, smtp: &Smtp) {
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{front}");
+    let status = |r: reqwest::Response| r.status().as_u16();
+    // Anonymous: naming a public path for a protected one.
+    for (name, value) in [
+        ("x-forwarded-uri", "/public/x".to_string()),
+        ("x-original-uri", "/public/x".to_string()),
+        ("x-original-url", format!("{base}/public/x")),
+        ("x-forwarded-host", "elsewhere.test".to_string()),
+    ] {
+        let r = client
+            .get(format!("{base}/app/page"))
+            .header(name, &value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(r), 401, "anonymous with {name}: {value}");
+    }
+    let token = customer_through(front, smtp, "spoof@example.com").await;
+    // A customer: a GET for a DELETE-only admin rule, another path for /admin.
+    for (method, path, name, value) in [
+        ("DELETE", "/api/admin/x", "x-forwarded-method", "GET"),
+        ("DELETE", "/api/admin/x", "x-original-method", "GET"),
+        ("GET", "/admin/panel", "x-forwarded-uri", "/app"),
+        ("GET", "/admin/panel", "x-original-uri", "/app"),
+    ] {
+        let r = client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{base}{path}"),
+            )
+            .bearer_auth(&token)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            status(r),
+            403,
+            "customer {method} {path} with {name}: {value}"
+        );
+    }
+    // A method override naming the admin rule's method: refused (nginx asks about it), or
+    // removed before the application could obey it (Caddy removes it first).
+    for (method, name) in [
+        ("GET", "x-http-method-override"),
+        ("POST", "x-method-override"),
+    ] {
+        let r = client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{base}/api/admin/x"),
+            )
+            .bearer_auth(&token)
+            .header(name, "DELETE")
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            403 => {}
+            200 => {
+                let echo: serde_json::Value = r.json().await.unwrap();
+                assert!(
+                    echo["headers"][name].is_null(),
+                    "{name} reached the application: {echo}"
+                );
+            }
+            other => panic!("customer {method} with {name}: DELETE answered {other}"),
+        }
+    }
+    // The controls: the same requests without the spoof.
+    let r = client
+        .get(format!("{base}/api/admin/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 200, "GET is not the admin rule's method");
+    let r = client
+        .delete(format!("{base}/api/admin/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 403);
+    // A method in lower case never reaches the application as the method it spells.
+    let r = client
+        .request(
+            reqwest::Method::from_bytes(b"delete").unwrap(),
+            format!("{base}/api/admin/x"),
+        )
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let code = status(r);
+    assert!(
+        code == 400 || code == 403 || code == 405,
+        "lower-case delete: {code}"
+    );
+    // The override headers do not reach the application either.
+    let r = client
+        .get(format!("{base}/public/x"))
+        .header("x-http-method-override", "DELETE")
+        .header("x-rewrite-url", "/admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    for h in ["x-http-method-override", "x-rewrite-url", "x-original-url"] {
+        let sent = echo["headers"][h]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| !x.as_str().unwrap_or("").is_empty()));
+        assert!(!sent, "{h} reached the application: {echo}");
+    }
+}
+
+#[tokio::test]
+async fn nginx_front_ignores_what_the_client_says_about_its_request() {
+    let Some(nginx) = require(
+        "nginx",
+        "nginx_front_ignores_what_the_client_says_about_its_request",
+    ) else {
+        return;
+    };
+    let smtp = Smtp::start();
+    let up = Upstream::start().await;
+    let gw = gateway(&up, &smtp).await;
+    let front = Front::nginx(&nginx, &gw, &up).await;
+    let port = front.port;
+    with_log(&front, async move {
+        spoofing_the_original_request_changes_nothing(port, &smtp).await
+    })
+    .await;
+    front.stop().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn caddy_front_ignores_what_the_client_says_about_its_request() {
+    let Some(caddy) = require(
+        "caddy",
+        "caddy_front_ignores_what_the_client_says_about_its_request",
+    ) else {
+        return;
+    };
+    let smtp = Smtp::start();
+    let up = Upstream::start().await;
+    let gw = gateway(&up, &smtp).await;
+    let front = Front::caddy(&caddy, &gw, &up).await;
+    spoofing_the_original_request_changes_nothing(front.port, &smtp).await;
+    front.stop().await;
+    gw.stop().await;
+}
+
+/// Behind README's nginx snippet, a forged X-Forwarded-For buys no quota of its own and is
+/// not what the devices list records: the client is the address nginx saw.
+#[tokio::test]
+async fn nginx_front_forged_forwarded_for_gets_no_quota_of_its_own() {
+    let Some(nginx) = require(
+        "nginx",
+        "nginx_front_forged_forwarded_for_gets_no_quota_of_its_own",
+    ) else {
+        return;
+    };
+    let smtp = Smtp::start();
+    let up = Upstream::start().await;
+    let gw = gateway(&up, &smtp).await;
+    let front = Front::nginx(&nginx, &gw, &up).await;
+    let port = front.port;
+    with_log(&front, async move {
+        let client = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let token = customer_through(port, &smtp, "xff@example.com").await;
+        let mut limited = 0;
+        // login_per_ip is 20 a minute: one client, forty forged addresses.
+        for i in 0..40 {
+            let r = client
+                .post(format!("{base}/auth/login"))
+                .header("x-forwarded-for", format!("198.51.100.{i}"))
+                .json(&json!({"login": format!("nobody{i}@example.com"), "password": "wrong password here"}))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 429 {
+                limited += 1;
+            }
+        }
+        assert!(limited >= 15, "forged addresses each got a quota: {limited} refusals of 40");
+        let r = client
+            .get(format!("{base}/auth/sessions"))
+            .bearer_auth(&token)
+            .header("x-forwarded-for", "203.0.113.9")
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["data"][0]["ip"], "127.0.0.1", "{v}");
+    })
+    .await;
+    front.stop().await;
     gw.stop().await;
 }

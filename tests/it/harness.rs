@@ -234,6 +234,7 @@ fn full(b: impl Into<Bytes>) -> UpBody {
 /// - `/upload`: counts the request body, answers `{"bytes": n}`
 /// - `/slow?ms=N`: answers after N ms
 /// - `/hop`: answers with hop-by-hop headers that must not reach the client
+/// - `/cookies`: sets the gateway's own cookie names, and one of its own
 /// - `/close`: answers, then closes the connection (`Connection: close`)
 /// - `/early`: answers at once, then reads the request body to its end (a server that
 ///   refuses or accepts an upload before it has arrived)
@@ -374,6 +375,19 @@ async fn upstream_handle(mut req: Request<Incoming>) -> Result<Response<UpBody>,
             .header("connection", "close")
             .body(full("closing"))
             .unwrap(),
+        "/cookies" => Response::builder()
+            .header(
+                "set-cookie",
+                "__Host-authgate-access=planted; Path=/; Secure; HttpOnly",
+            )
+            .header(
+                "set-cookie",
+                "__secure-authgate-refresh=planted; Path=/auth; Secure",
+            )
+            .header("set-cookie", "__Host-authgate-csrf=planted; Path=/; Secure")
+            .header("set-cookie", "app_session=kept; Path=/")
+            .body(full("cookies"))
+            .unwrap(),
         "/hop" => Response::builder()
             .header("connection", "x-up-hop")
             .header("x-up-hop", "secret")
@@ -438,7 +452,7 @@ pub async fn raw_request(addr: SocketAddr, request: &str) -> RawResponse {
     parse_raw(&buf)
 }
 
-fn parse_raw(buf: &[u8]) -> RawResponse {
+pub fn parse_raw(buf: &[u8]) -> RawResponse {
     let text = String::from_utf8_lossy(buf).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head

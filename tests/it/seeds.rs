@@ -323,7 +323,7 @@ async fn seed_003_jwt_otp() {
     let smtp = Smtp::start();
     let up = Upstream::start().await;
     let toml = format!(
-        "[security]\nreveal_account_existence = true\n[otp]\nlockout_threshold = 6\n{}",
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[security]\nreveal_account_existence = true\n[otp]\nlockout_threshold = 6\n{}",
         app_routes(&up)
     );
     let clock = authgate::clock::ManualClock::starting_now();

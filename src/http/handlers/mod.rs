@@ -36,8 +36,13 @@ pub async fn handle(
     // flows go through a box: their futures (a password hash awaited, store writes, mail)
     // are kilobytes, and unboxed they would make this future, and every proxied request's
     // that contains it, as large, to be copied on every request.
-    if let ["validate"] = segs.as_slice() {
-        return validate::validate(app, ctx, &parts)
+    let family = match segs.as_slice() {
+        ["validate"] => Some(validate::Family::Either),
+        ["validate", door] => validate::Family::from_segment(door),
+        _ => None,
+    };
+    if let Some(family) = family {
+        return validate::validate(app, ctx, &parts, family)
             .await
             .unwrap_or_else(ApiError::into_response);
     }

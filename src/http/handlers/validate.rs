@@ -1,6 +1,14 @@
-//! The forward-auth door: nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`,
-//! ingress-nginx `auth-url`. It reads the original request from the X-Forwarded-* /
-//! X-Original-* headers and runs the proxy's own authenticate and authorize phases.
+//! The forward-auth doors: nginx `auth_request` and ingress-nginx `auth-url`
+//! (`/validate/auth-request`), Traefik ForwardAuth and Caddy `forward_auth`
+//! (`/validate/forward-auth`), and `/validate`, which reads either family. Each runs the
+//! proxy's own authenticate and authorize phases on the original request as the front proxy
+//! describes it.
+//!
+//! Who may describe the original request: only a peer in `server.trusted_proxies`. From anyone
+//! else the description is ignored and the request is judged as itself. Each per-family door
+//! believes exactly one family of headers (Authelia's lesson: a front proxy passes the client's
+//! own headers of the other family through untouched); `/validate` reads both and refuses (400)
+//! a request whose families disagree on anything both of them state.
 
 use super::Result;
 use crate::http::body::{self, Body};
@@ -13,6 +21,28 @@ use http::{
 };
 use serde_json::json;
 use std::borrow::Cow;
+
+/// Which headers a door believes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// nginx and ingress-nginx: `X-Original-URL` or `X-Original-URI`, `X-Original-Method`.
+    AuthRequest,
+    /// Traefik and Caddy: `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri`.
+    ForwardAuth,
+    /// Either, but never two that disagree.
+    Either,
+}
+
+impl Family {
+    /// The door a path after `validate/` names.
+    pub fn from_segment(seg: &str) -> Option<Family> {
+        match seg {
+            "auth-request" => Some(Family::AuthRequest),
+            "forward-auth" => Some(Family::ForwardAuth),
+            _ => None,
+        }
+    }
+}
 
 fn h<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers
@@ -29,53 +59,213 @@ static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-metho
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 
-/// The original request as the front proxy describes it (borrowed from the headers where
-/// they say it outright).
+/// The method-override headers frameworks obey (Symfony, Laravel, Rails, IIS, Express's
+/// method-override): behind a front proxy they reach the application with the request, so
+/// the method they name must pass the rule too.
+static METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// What one family of headers says about the original request; `None` where it is silent.
+#[derive(Debug, Default)]
+struct Described<'a> {
+    method: Option<&'a str>,
+    proto: Option<Cow<'a, str>>,
+    host: Option<Cow<'a, str>>,
+    /// Path and query, as received.
+    uri: Option<Cow<'a, str>>,
+}
+
+impl Described<'_> {
+    fn is_empty(&self) -> bool {
+        self.method.is_none() && self.proto.is_none() && self.host.is_none() && self.uri.is_none()
+    }
+}
+
+/// A refusal of the description itself (400).
+fn bad(message: &'static str) -> ApiError {
+    ApiError::bad_request(message)
+}
+
+/// nginx's family. `X-Original-URL` is absolute (ingress-nginx, and README's snippet);
+/// `X-Original-URI` is a path and query (`$request_uri`). Both present must agree.
+fn auth_request_family(hs: &HeaderMap) -> Result<Described<'_>> {
+    let mut d = Described {
+        method: h(hs, &X_ORIGINAL_METHOD),
+        ..Described::default()
+    };
+    if let Some(full) = h(hs, &X_ORIGINAL_URL) {
+        let uri: http::Uri = full
+            .parse()
+            .map_err(|_| bad("X-Original-URL is not an absolute URL"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(bad("X-Original-URL is not an absolute URL"));
+        };
+        d.proto = Some(Cow::Owned(scheme.to_ascii_lowercase()));
+        d.host = Some(Cow::Owned(authority.as_str().to_string()));
+        d.uri = Some(Cow::Owned(
+            uri.path_and_query()
+                .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
+        ));
+    }
+    if let Some(pq) = h(hs, &X_ORIGINAL_URI) {
+        match &d.uri {
+            Some(from_url) if from_url != pq => {
+                return Err(bad("X-Original-URL and X-Original-URI disagree"));
+            }
+            Some(_) => {}
+            None => d.uri = Some(Cow::Borrowed(pq)),
+        }
+    }
+    Ok(d)
+}
+
+/// Traefik's and Caddy's family.
+fn forward_auth_family(hs: &HeaderMap) -> Described<'_> {
+    Described {
+        method: h(hs, &X_FORWARDED_METHOD),
+        proto: h(hs, &X_FORWARDED_PROTO).map(Cow::Borrowed),
+        host: h(hs, &X_FORWARDED_HOST).map(Cow::Borrowed),
+        uri: h(hs, &X_FORWARDED_URI).map(Cow::Borrowed),
+    }
+}
+
+/// `a` and `b` where both speak: they must say the same, or the request is refused.
+fn agree<'a>(a: Described<'a>, b: Described<'a>) -> Result<Described<'a>> {
+    fn one<T: AsRef<str>>(
+        x: Option<T>,
+        y: Option<T>,
+        same: fn(&str, &str) -> bool,
+        what: &'static str,
+    ) -> Result<Option<T>> {
+        match (x, y) {
+            (Some(x), Some(y)) if !same(x.as_ref(), y.as_ref()) => Err(bad(what)),
+            (x, y) => Ok(x.or(y)),
+        }
+    }
+    let exact = |x: &str, y: &str| x == y;
+    let nocase = |x: &str, y: &str| x.eq_ignore_ascii_case(y);
+    Ok(Described {
+        method: one(
+            a.method,
+            b.method,
+            exact,
+            "X-Original-Method and X-Forwarded-Method disagree",
+        )?,
+        proto: one(
+            a.proto,
+            b.proto,
+            nocase,
+            "the forwarded and the original scheme disagree",
+        )?,
+        host: one(
+            a.host,
+            b.host,
+            nocase,
+            "the forwarded and the original host disagree",
+        )?,
+        uri: one(
+            a.uri,
+            b.uri,
+            exact,
+            "X-Original-URI (or -URL) and X-Forwarded-Uri disagree",
+        )?,
+    })
+}
+
+/// The original request, as far as the door may believe its description.
 struct Original<'a> {
     method: Method,
     proto: Cow<'a, str>,
     host: Option<Cow<'a, str>>,
     /// Path and query, as received.
     uri: Cow<'a, str>,
+    /// The description came in nginx's family (whose `auth_request` takes only 2xx, 401 and
+    /// 403: it always gets the 401, with the login page in `Location`).
+    nginx: bool,
 }
 
-fn original<'a>(parts: &'a Parts, our_scheme: &'static str) -> Original<'a> {
+fn original<'a>(
+    app: &App,
+    ctx: &'a RequestCtx,
+    parts: &'a Parts,
+    family: Family,
+) -> Result<Original<'a>> {
     let hs = &parts.headers;
-    let full = h(hs, &X_ORIGINAL_URL).and_then(|u| url::Url::parse(u).ok());
-    let method = h(hs, &X_FORWARDED_METHOD)
-        .or_else(|| h(hs, &X_ORIGINAL_METHOD))
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or(Method::GET);
-    let proto = h(hs, &X_FORWARDED_PROTO)
-        .map(Cow::Borrowed)
-        .or_else(|| full.as_ref().map(|u| Cow::Owned(u.scheme().to_string())))
-        .unwrap_or(Cow::Borrowed(our_scheme));
-    let host = h(hs, &X_FORWARDED_HOST)
-        .map(Cow::Borrowed)
-        .or_else(|| {
-            full.as_ref().and_then(|u| {
-                u.host_str().map(|host| match u.port() {
-                    Some(p) => Cow::Owned(format!("{host}:{p}")),
-                    None => Cow::Owned(host.to_string()),
-                })
-            })
-        })
-        .or_else(|| h(hs, &header::HOST).map(Cow::Borrowed));
-    let uri = h(hs, &X_FORWARDED_URI)
-        .or_else(|| h(hs, &X_ORIGINAL_URI))
-        .map(Cow::Borrowed)
-        .or_else(|| {
-            full.as_ref().map(|u| match u.query() {
-                Some(q) => Cow::Owned(format!("{}?{q}", u.path())),
-                None => Cow::Owned(u.path().to_string()),
-            })
-        })
-        .unwrap_or(Cow::Borrowed("/"));
-    Original {
+    let (nginx, forward) = match family {
+        Family::AuthRequest => (auth_request_family(hs)?, Described::default()),
+        Family::ForwardAuth => (Described::default(), forward_auth_family(hs)),
+        Family::Either => (auth_request_family(hs)?, forward_auth_family(hs)),
+    };
+    let from_nginx = family == Family::AuthRequest || !nginx.is_empty();
+    let trusted = ctx.peer_trusted;
+    let described = if trusted {
+        agree(nginx, forward)?
+    } else {
+        if !(nginx.is_empty() && forward.is_empty()) {
+            warn_untrusted(app, ctx);
+        }
+        Described::default()
+    };
+    // A per-family door is only ever asked by its proxy, which always describes the method
+    // and the URI: a description without them is a misconfigured proxy, told so.
+    if trusted
+        && family != Family::Either
+        && (described.method.is_none() || described.uri.is_none())
+    {
+        return Err(bad(match family {
+            Family::AuthRequest => {
+                "this endpoint needs X-Original-Method and X-Original-URL (or X-Original-URI)"
+            }
+            _ => "this endpoint needs X-Forwarded-Method and X-Forwarded-Uri",
+        }));
+    }
+    // Judged as itself where the description is silent, or not believed. (A trusted proxy
+    // at `/validate` that names no method has always meant GET.)
+    let method = match described.method {
+        Some(m) => Method::from_bytes(m.as_bytes())
+            .map_err(|_| bad("the original method is not an HTTP method"))?,
+        None if trusted => Method::GET,
+        None => parts.method.clone(),
+    };
+    crate::http::security::check_method(&method)?;
+    let uri = match described.uri {
+        Some(u) if u.starts_with('/') => u,
+        Some(_) => return Err(bad("the original URI must be a path")),
+        None => Cow::Borrowed(parts.uri.path_and_query().map_or("/", |pq| pq.as_str())),
+    };
+    let host = described.host.or_else(|| ctx.host().map(Cow::Borrowed));
+    if let Some(host) = &host {
+        crate::http::security::check_host(host)?;
+    }
+    let proto = described.proto.unwrap_or(Cow::Borrowed(ctx.scheme));
+    if !matches!(proto.as_ref(), "http" | "https" | "ws" | "wss") {
+        return Err(bad("the original scheme is not http or https"));
+    }
+    Ok(Original {
         method,
         proto,
         host,
         uri,
+        nginx: from_nginx,
+    })
+}
+
+/// Tells the operator, at most once a minute, that a front proxy's description was ignored
+/// because the proxy is not in `server.trusted_proxies`.
+fn warn_untrusted(app: &App, ctx: &RequestCtx) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = app.accounts.clock().unix_now();
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 60
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(peer = %ctx.peer.ip(), "forward-auth headers from a peer that is not in server.trusted_proxies were ignored: the request was judged as itself (add the front proxy's address to server.trusted_proxies)");
     }
 }
 
@@ -101,18 +291,58 @@ impl<'a> Allowed<'a> {
     }
 }
 
-pub async fn validate(app: &App, ctx: &RequestCtx, parts: &Parts) -> Result<Response<Body>> {
-    let orig = original(parts, ctx.scheme);
+/// The rule for `method` on the original host and path. A request no route matches needs a
+/// signed-in user, and so does one for the gateway's own prefix: that is what a request
+/// judged as itself (its description not believed) asks about, and the prefix is never a
+/// route's, whatever route `/` is.
+fn rule_for<'a>(
+    app: &'a App,
+    host: Option<&str>,
+    norm: &str,
+    method: &Method,
+    fallback: &'a Rule,
+) -> &'a Rule {
+    if path::under_prefix(norm, &app.config.server.auth_prefix) {
+        return fallback;
+    }
+    app.routes
+        .find(host, norm, method)
+        .map(|r| &r.rule)
+        .unwrap_or(fallback)
+}
+
+pub async fn validate(
+    app: &App,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    family: Family,
+) -> Result<Response<Body>> {
+    let orig = original(app, ctx, parts, family)?;
     let raw_path = orig.uri.split('?').next().unwrap_or("/");
     let norm = path::normalize(raw_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let host = orig.host.as_deref().map(crate::policy::strip_port);
     let fallback = Rule::fallback();
-    let rule = app
-        .routes
-        .find(host, &norm, &orig.method)
-        .map(|r| &r.rule)
-        .unwrap_or(&fallback);
-    match app.proxy.check_access(rule, &parts.headers).await {
+    let rule = rule_for(app, host, &norm, &orig.method, &fallback);
+    let mut checked = app.proxy.check_access(rule, &parts.headers).await;
+    // A method override the application would obey must be allowed as well.
+    for name in &METHOD_OVERRIDES {
+        let Some(value) = h(&parts.headers, name) else {
+            continue;
+        };
+        if checked.is_err() {
+            break;
+        }
+        let m = Method::from_bytes(value.as_bytes())
+            .map_err(|_| bad("a method-override header does not name an HTTP method"))?;
+        crate::http::security::check_method(&m)?;
+        let other = rule_for(app, host, &norm, &m, &fallback);
+        if !std::ptr::eq(other, rule) {
+            if let Err(e) = app.proxy.check_access(other, &parts.headers).await {
+                checked = Err(e);
+            }
+        }
+    }
+    match checked {
         Ok(verified) => {
             let mut resp = if parts.method == Method::HEAD {
                 // nginx asks with HEAD (so that it can keep the connection): only the headers
@@ -161,11 +391,7 @@ fn unauthenticated(app: &App, parts: &Parts, orig: &Original, e: ApiError) -> Re
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
-    // nginx's auth_request (and ingress-nginx, which sends X-Original-URL) treats anything but
-    // 2xx, 401 and 403 as an error: it always gets the 401, with the Location to use.
-    let hs = &parts.headers;
-    let nginx = h(hs, &X_ORIGINAL_URI).is_some() || h(hs, &X_ORIGINAL_URL).is_some();
-    let mut resp = if !nginx && (rd_param.is_some() || wants_html) {
+    let mut resp = if !orig.nginx && (rd_param.is_some() || wants_html) {
         let mut r = Response::new(body::empty());
         *r.status_mut() = StatusCode::FOUND;
         r
