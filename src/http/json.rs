@@ -2,9 +2,9 @@
 //! type errors reported per field. Every refusal is a 4xx envelope.
 
 use super::error::ApiError;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -33,10 +33,48 @@ fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Reads the whole body, within `limit` bytes and `deadline`.
+/// How long, and how much, a refused body is still read after its 413 has been answered:
+/// closing a connection whose client is still sending makes the kernel reset it, and the
+/// client loses the answer with it (nginx's `lingering_close`, `lingering_time` and
+/// `lingering_timeout` do the same).
+const LINGER_TIME: Duration = Duration::from_secs(10);
+const LINGER_QUIET: Duration = Duration::from_secs(2);
+const LINGER_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads what is left of a refused body off the request path, discarding it, so that the
+/// 413 reaches the client; then the connection may even be kept.
+fn linger(mut body: Incoming) {
+    tokio::spawn(async move {
+        let mut read: u64 = 0;
+        let drain = async {
+            // Until the end, a broken body, a client gone quiet, or enough.
+            while let Ok(Some(Ok(frame))) = tokio::time::timeout(LINGER_QUIET, body.frame()).await {
+                if let Some(data) = frame.data_ref() {
+                    read += data.len() as u64;
+                }
+                if read > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    });
+}
+
+/// Whether the client waits for `100 Continue` before it sends the body: then a refusal
+/// before reading spares it the sending, and there is nothing to linger over.
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+}
+
+/// Reads the whole body, within `limit` bytes and `deadline`. A body past `limit` is
+/// answered 413 at once, and the rest is read and dropped in the background.
 pub async fn read_body(
     headers: &HeaderMap,
-    body: Incoming,
+    mut body: Incoming,
     limit: usize,
     deadline: Duration,
 ) -> Result<Bytes, ApiError> {
@@ -45,17 +83,38 @@ pub async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        if !expects_continue(headers) {
+            linger(body);
+        }
         return Err(payload_too_large(limit));
     }
-    match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
+    let mut buf = BytesMut::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|_| ApiError::bad_request("The request body could not be read."))?;
+            if let Some(data) = frame.data_ref() {
+                if buf.len() + data.len() > limit {
+                    return Err(payload_too_large(limit));
+                }
+                buf.extend_from_slice(data);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(deadline, read).await {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "REQUEST_TIMEOUT",
             "The request body did not arrive in time.",
         )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(payload_too_large(limit)),
-        Ok(Err(_)) => Err(ApiError::bad_request("The request body could not be read.")),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => {
+            if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+                linger(body);
+            }
+            Err(e)
+        }
+        Ok(Ok(())) => Ok(buf.freeze()),
     }
 }
 

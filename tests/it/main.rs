@@ -9,6 +9,7 @@
 )]
 
 mod accounts;
+mod bodies;
 mod browser;
 mod cli;
 mod cluster;
