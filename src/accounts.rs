@@ -222,6 +222,11 @@ fn phantom_key_email(email: &str) -> String {
     format!("email:{email}")
 }
 
+/// The store's key of the resend cooldown of `purpose` codes to `email`.
+fn cooldown_key(purpose: Purpose, email: &str) -> String {
+    format!("{}:{email}", purpose.as_str())
+}
+
 /// Phantom logins remembered at most (about 100 bytes each).
 const MAX_PHANTOMS: usize = 100_000;
 
@@ -329,16 +334,39 @@ impl Accounts {
     }
 
     /// The resend cooldown, kept per address and purpose whether or not an account exists.
-    async fn take_cooldown(&self, email: &str, purpose: Purpose) -> Result<(), AccountError> {
-        let key = format!("{}:{email}", purpose.as_str());
-        match self
-            .store
-            .take_cooldown(&key, self.now(), self.otp.resend_cooldown)
-            .await?
-        {
-            Ok(()) => Ok(()),
-            Err(left) => Err(AccountError::OtpStillValid { retry_after: left }),
+    /// It protects a live code from being replaced, nothing else: once the code is used, or
+    /// dead (expired, out of tries), a new one may be sent at once (the per-recipient quota
+    /// still counts it). A code pretended sent lives and dies the same way, so the answer
+    /// says nothing about the account.
+    async fn take_cooldown(
+        &self,
+        email: &str,
+        purpose: Purpose,
+        account: Option<&User>,
+    ) -> Result<(), AccountError> {
+        let key = cooldown_key(purpose, email);
+        let now = self.now();
+        let cooldown = self.otp.resend_cooldown;
+        let Err(left) = self.store.take_cooldown(&key, now, cooldown).await? else {
+            return Ok(());
+        };
+        let live = self.phantom_code_alive(purpose, email)
+            || match account {
+                Some(u) => self.codes.is_live(&self.store, &u.id, purpose, now).await?,
+                None => false,
+            };
+        if live {
+            return Err(AccountError::OtpStillValid { retry_after: left });
         }
+        self.store.set_cooldown(&key, now, cooldown).await?;
+        Ok(())
+    }
+
+    /// Whether a code pretended sent to `email` for `purpose` could still be guessed at.
+    fn phantom_code_alive(&self, purpose: Purpose, email: &str) -> bool {
+        self.phantom_codes
+            .get(&(purpose, email.to_string()))
+            .is_some_and(|c| c.expires_at > self.now() && c.tries_left > 0)
     }
 
     fn check_lock(&self, user: &User) -> Result<(), AccountError> {
@@ -665,7 +693,13 @@ impl Accounts {
         })?;
         tracing::info!(target: "audit", event = "registered", user_id = %user.id, "account created");
         // Registration sends the first code, so it starts the resend cooldown too.
-        let _ = self.take_cooldown(&user.email, Purpose::VerifyEmail).await;
+        self.store
+            .set_cooldown(
+                &cooldown_key(Purpose::VerifyEmail, &user.email),
+                now,
+                self.otp.resend_cooldown,
+            )
+            .await?;
         let expires = self.send_code(&user, Purpose::VerifyEmail).await?;
         Ok((user, expires))
     }
@@ -710,7 +744,8 @@ impl Accounts {
                 _ => {}
             }
         }
-        self.take_cooldown(&email, Purpose::VerifyEmail).await?;
+        self.take_cooldown(&email, Purpose::VerifyEmail, user.as_ref())
+            .await?;
         match user {
             Some(u) if !u.email_verified && !u.blocked => {
                 self.send_code(&u, Purpose::VerifyEmail).await
@@ -793,7 +828,8 @@ impl Accounts {
         if user.is_none() && self.reveal {
             return Err(AccountError::UserDoesNotExist);
         }
-        self.take_cooldown(&email, Purpose::Login).await?;
+        self.take_cooldown(&email, Purpose::Login, user.as_ref())
+            .await?;
         match user {
             Some(u) if !u.blocked => self.send_code(&u, Purpose::Login).await,
             other => {
@@ -843,7 +879,8 @@ impl Accounts {
         if user.is_none() && self.reveal {
             return Err(AccountError::UserDoesNotExist);
         }
-        self.take_cooldown(&email, Purpose::ResetPassword).await?;
+        self.take_cooldown(&email, Purpose::ResetPassword, user.as_ref())
+            .await?;
         match user {
             Some(u) if !u.blocked => self.send_code(&u, Purpose::ResetPassword).await,
             other => {
@@ -1040,7 +1077,8 @@ impl Accounts {
         if self.store.user_by_email(&new_email).await?.is_some() {
             return Err(AccountError::AlreadyExists(UniqueField::Email));
         }
-        self.take_cooldown(&new_email, Purpose::ChangeEmail).await?;
+        self.take_cooldown(&new_email, Purpose::ChangeEmail, Some(&user))
+            .await?;
         let (code, expires_at) = self
             .codes
             .issue_bound(

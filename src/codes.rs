@@ -126,6 +126,24 @@ impl Codes {
             .await
     }
 
+    /// Whether `user` has a code for `purpose` that could still be used: not used, not
+    /// expired, not out of tries.
+    pub async fn is_live(
+        &self,
+        store: &Store,
+        user: &UserId,
+        purpose: Purpose,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let max = self.max_attempts;
+        store
+            .update_code(user, purpose, |stored| {
+                let live = stored.is_some_and(|c| c.expires_at > now && c.attempts < max);
+                (CodeChange::Keep, live)
+            })
+            .await
+    }
+
     /// Checks `code` atomically: a right code is consumed, a wrong one spends a try.
     pub async fn check(
         &self,

@@ -322,6 +322,20 @@ impl Store {
         }
     }
 
+    /// Starts the cooldown for `key` at `now`, whatever was there (a new code replaces one
+    /// that is no longer alive).
+    pub async fn set_cooldown(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        cooldown: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        match &self.inner {
+            Backend::Sled(b) => b.set_cooldown(key, now, cooldown),
+            Backend::Postgres(b) => b.set_cooldown(key, now, cooldown).await,
+        }
+    }
+
     // Sessions.
 
     pub async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {

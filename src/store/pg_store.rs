@@ -729,6 +729,26 @@ impl PgStore {
         Ok(Err(Duration::from_millis(left.max(1))))
     }
 
+    pub(super) async fn set_cooldown(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        cooldown: Duration,
+    ) -> Result<(), StoreError> {
+        let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let until = now_ms.saturating_add(i64::try_from(cooldown.as_millis()).unwrap_or(i64::MAX));
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO authgate_cooldowns (key, until_ms) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET until_ms = excluded.until_ms",
+                &[&key, &until],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     pub(super) async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;

@@ -466,6 +466,21 @@ impl SledStore {
         }
     }
 
+    pub(super) fn set_cooldown(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        cooldown: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let until = now
+            .unix_timestamp_nanos()
+            .saturating_add(i128::try_from(cooldown.as_nanos()).unwrap_or(i128::MAX));
+        self.cooldowns
+            .insert(key.as_bytes(), until.to_be_bytes().as_slice())
+            .map_err(engine)?;
+        Ok(())
+    }
+
     pub(super) async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
         let bytes = encode(s)?;
         (&self.sessions, &self.user_sessions)

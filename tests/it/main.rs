@@ -13,6 +13,7 @@ mod bodies;
 mod browser;
 mod cli;
 mod cluster;
+mod code_cooldown;
 mod connections;
 mod durability;
 mod example;

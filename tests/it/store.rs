@@ -227,6 +227,15 @@ async fn cooldowns_reset_tokens_and_secrets(s: &Store) {
         .unwrap_err();
     assert_eq!(left, Duration::from_secs(50));
     assert_eq!(s.take_cooldown("k", t0 + cd, cd).await.unwrap(), Ok(()));
+    // Set over a running one: it runs from the new start.
+    let t1 = t0 + cd + Duration::from_secs(5);
+    s.set_cooldown("k", t1, cd).await.unwrap();
+    let left = s
+        .take_cooldown("k", t1 + Duration::from_secs(1), cd)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(left, Duration::from_secs(59));
 
     let tok = ResetToken {
         v: RECORD_VERSION,
