@@ -34,6 +34,12 @@ struct Inner {
     params: Params,
     /// Feeds the hashing threads; they end when it is dropped with the last clone of us.
     jobs: mpsc::Sender<Job>,
+    /// Jobs sent to the hashing threads and not yet taken by one (see [`Passwords::run`]).
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    /// The hashing threads (for `waiting`'s bound).
+    threads: usize,
+    /// The starved-job thread (with `passwords.priority = "idle"`): see [`Passwords::run`].
+    fallback: Option<mpsc::Sender<Job>>,
     workers: Arc<Semaphore>,
     queue: Arc<Semaphore>,
     max_wait: Duration,
@@ -73,12 +79,7 @@ fn with_memory<R>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> R)
         if blocks > keep.saturating_mul(MAX_COST_FACTOR) {
             return None;
         }
-        let mut own = Vec::new();
-        own.try_reserve_exact(blocks).ok()?;
-        own.resize(blocks, Block::new());
-        let out = f(&mut own);
-        own.fill(Block::new());
-        return Some(out);
+        return with_own_memory(blocks, f);
     }
     MEMORY.with_borrow_mut(|memory| {
         if memory.len() < blocks {
@@ -95,16 +96,41 @@ fn with_memory<R>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> R)
 /// A new argon2id hash of `password` with `params` and a fresh 128-bit salt, as a PHC string
 /// (what the crate's `hash_password` makes, on this thread's memory).
 fn hash_phc(params: &Params, password: &[u8]) -> Result<PasswordHash, PasswordError> {
+    hash_phc_in(params, password, true)
+}
+
+/// Runs `f` on `blocks` blocks of memory of its own, wiped and given back afterwards.
+fn with_own_memory<R>(blocks: usize, f: impl FnOnce(&mut [Block]) -> R) -> Option<R> {
+    let mut own = Vec::new();
+    own.try_reserve_exact(blocks).ok()?;
+    own.resize(blocks, Block::new());
+    let out = f(&mut own);
+    own.fill(Block::new());
+    Some(out)
+}
+
+/// [`hash_phc`], on this thread's kept memory (`keep`) or on memory of its own, given back
+/// at once (a thread that is not a hashing thread must not keep 19 MiB).
+fn hash_phc_in(
+    params: &Params,
+    password: &[u8],
+    keep: bool,
+) -> Result<PasswordHash, PasswordError> {
     let internal = |e: &dyn std::fmt::Display| PasswordError::Internal(e.to_string());
     let mut salt = [0u8; 16];
     rand::fill(&mut salt);
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     let a = argon2(params);
-    with_memory(params.block_count(), params.block_count(), |memory| {
-        a.hash_password_into_with_memory(password, &salt, &mut out, memory)
-    })
-    .ok_or_else(|| internal(&"no memory for the hash"))?
-    .map_err(|e| internal(&e))?;
+    let blocks = params.block_count();
+    let hash =
+        |memory: &mut [Block]| a.hash_password_into_with_memory(password, &salt, &mut out, memory);
+    let done = if keep {
+        with_memory(blocks, blocks, hash)
+    } else {
+        with_own_memory(blocks, hash)
+    };
+    done.ok_or_else(|| internal(&"no memory for the hash"))?
+        .map_err(|e| internal(&e))?;
     let hash = phc::PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
@@ -154,10 +180,23 @@ impl Passwords {
                 .unwrap_or(2),
             n => n,
         };
-        let jobs = spawn_threads(workers, cfg.priority)?;
+        let jobs = spawn_threads("authgate-hash", workers, cfg.priority)?;
+        // SCHED_IDLE threads get no CPU while anything else wants it; one thread at a small
+        // but fair share takes over a job they have left waiting (see `run`).
+        let fallback = match cfg.priority {
+            HashPriority::Idle => Some(spawn_threads(
+                "authgate-hash-starved",
+                1,
+                HashPriority::Fallback,
+            )?),
+            _ => None,
+        };
         Ok(Passwords(Arc::new(Inner {
             params,
             jobs,
+            waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            threads: workers,
+            fallback,
             max_wait: cfg.max_wait,
             workers: Arc::new(Semaphore::new(workers)),
             queue: Arc::new(Semaphore::new(match cfg.max_queue {
@@ -177,9 +216,19 @@ impl Passwords {
     /// to proxied traffic, so on a saturated machine a hash can be slow; the client must not
     /// wait for it: past 3 × `max_wait` the caller gets `Busy` while the hash ends in the
     /// background, still holding its slot.
+    ///
+    /// At SCHED_IDLE a hash gets no CPU at all while anything else on the machine wants it
+    /// (another process's busy loop, a backup, a build), and every sign-in would end in
+    /// `Busy`. So a job whose answer has not come after [`STARVED_AFTER`] is also given to
+    /// the starved-job thread, which runs at a small but fair share of a contended core
+    /// (nice 10: about a tenth of it): the first of the two answers is taken, and the other
+    /// thread skips the job, or drops its result; such a caller waits up to
+    /// [`STARVED_DEADLINE`]. One thread, so a sign-in flood that starves the idle threads
+    /// takes at most that share from proxied traffic. When the idle threads leave
+    /// `4 × threads` jobs untaken, new jobs go to the starved-job thread alone.
     async fn run<T: Send + 'static>(
         &self,
-        job: impl FnOnce() -> T + Send + 'static,
+        job: impl Fn() -> T + Send + Sync + 'static,
     ) -> Result<T, PasswordError> {
         let queued = self
             .0
@@ -192,22 +241,60 @@ impl Passwords {
             .await
             .map_err(|_| PasswordError::Busy)?
             .map_err(|_| PasswordError::Busy)?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // The permits travel with the job: a client that hangs up drops this future, but the
-        // hash runs on, and must keep its slot until it ends (else disconnecting clients get
-        // unbounded hashes at ~19 MiB each).
-        self.0
-            .jobs
-            .send(Box::new(move || {
-                let out = job();
-                drop((worker, queued));
-                let _ = tx.send(out);
-            }))
-            .map_err(|_| PasswordError::Internal("the hashing threads have stopped".into()))?;
-        match tokio::time::timeout_at(start + 3 * self.0.max_wait, rx).await {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        // The permits travel with the job: a client that hangs up drops this future, but a
+        // hash under way runs on, and keeps its slot until it ends (else disconnecting
+        // clients get unbounded hashes). They are given back by the first answer, or when
+        // the job is skipped (answered by the other thread, or its client gone).
+        let answer = Arc::new(Answer {
+            job,
+            state: Mutex::new(Some((tx, (worker, queued)))),
+        });
+        use std::sync::atomic::Ordering::Relaxed;
+        let starving = self
+            .0
+            .fallback
+            .as_ref()
+            .filter(|_| self.0.waiting.load(Relaxed) >= 4 * self.0.threads);
+        match starving {
+            // The idle threads have left this many jobs untaken: they are starved, and a job
+            // sent there would only wait (and be skipped later).
+            Some(fallback) => {
+                let again = answer.clone();
+                fallback
+                    .send(Box::new(move || again.run()))
+                    .map_err(|_| stopped())?;
+            }
+            None => {
+                let first = answer.clone();
+                let waiting = self.0.waiting.clone();
+                waiting.fetch_add(1, Relaxed);
+                self.0
+                    .jobs
+                    .send(Box::new(move || {
+                        waiting.fetch_sub(1, Relaxed);
+                        first.run();
+                    }))
+                    .map_err(|_| stopped())?;
+            }
+        }
+        let mut deadline = start + 3 * self.0.max_wait;
+        if let Some(fallback) = &self.0.fallback {
+            if starving.is_none() {
+                match tokio::time::timeout(STARVED_AFTER, &mut rx).await {
+                    Ok(out) => return out.map_err(|_| failed()),
+                    Err(_) => {
+                        let again = answer.clone();
+                        let _ = fallback.send(Box::new(move || again.run()));
+                    }
+                }
+            }
+            // At its small share the starved-job thread needs longer than an idle core.
+            deadline = deadline.max(start + STARVED_DEADLINE);
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(PasswordError::Busy),
-            Ok(Err(_)) => Err(PasswordError::Internal("a hashing job failed".into())),
-            Ok(Ok(out)) => Ok(out),
+            Ok(out) => out.map_err(|_| failed()),
         }
     }
 
@@ -288,9 +375,27 @@ impl Passwords {
         Ok(ok && real && !too_long)
     }
 
-    /// Makes the dummy hash ahead of the first unknown login.
+    /// Makes the dummy hash ahead of the first unknown login, and loads the strength
+    /// checker's dictionaries ahead of the first new password: once, at start-up, at the
+    /// process's own priority (the lowered hashing threads may have no CPU to spare for
+    /// either while the machine is busy).
     pub async fn warm_up(&self) -> Result<(), PasswordError> {
-        self.dummy().await.map(drop)
+        let params = self.0.params.clone();
+        // Through the cell: a sign-in that comes meanwhile waits for this one.
+        self.0
+            .dummy
+            .get_or_try_init(|| async {
+                tokio::task::spawn_blocking(move || {
+                    let _ = zxcvbn::zxcvbn("warm up the dictionaries", &[]);
+                    let mut random = [0u8; 24];
+                    rand::fill(&mut random);
+                    hash_phc_in(&params, &random, false)
+                })
+                .await
+                .map_err(|_| failed())?
+            })
+            .await
+            .map(drop)
     }
 
     async fn dummy(&self) -> Result<PasswordHash, PasswordError> {
@@ -307,16 +412,69 @@ impl Passwords {
     }
 }
 
+/// How long a job may go unanswered at SCHED_IDLE before the starved-job thread runs it too:
+/// a hash takes about 25 ms of CPU, so a job this late has been starved, or queued behind a
+/// flood that the idle threads are not keeping up with.
+pub const STARVED_AFTER: Duration = Duration::from_millis(150);
+
+/// How long a caller waits for a job the starved-job thread has taken: at a tenth of a
+/// contended core a hash takes a few hundred milliseconds, and a few behind one another
+/// longer.
+pub const STARVED_DEADLINE: Duration = Duration::from_secs(6);
+
+/// The pool's slots a job holds: a worker's and its place in the queue.
+type Permits = (
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
+/// A job that one or two threads may run, and the one answer that its caller takes.
+struct Answer<F, T> {
+    job: F,
+    /// Until the first answer (or a skip): where it goes, and the slots it holds.
+    state: Mutex<Option<(tokio::sync::oneshot::Sender<T>, Permits)>>,
+}
+
+impl<F: Fn() -> T, T> Answer<F, T> {
+    /// Runs the job unless it has been answered; the first answer gives the slots back. (A
+    /// job whose caller has gone still runs, holding its slots, as it would have once begun:
+    /// the pool's bounds stay those of its callers.)
+    fn run(&self) {
+        let lock = || self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if lock().is_none() {
+            return;
+        }
+        let out = (self.job)();
+        if let Some((tx, permits)) = lock().take() {
+            // The slots first: a caller woken by the answer may ask again at once.
+            drop(permits);
+            let _ = tx.send(out);
+        }
+    }
+}
+
+fn failed() -> PasswordError {
+    PasswordError::Internal("a hashing job failed".into())
+}
+
+fn stopped() -> PasswordError {
+    PasswordError::Internal("the hashing threads have stopped".into())
+}
+
 /// Starts the hashing threads. Each lowers its own scheduling priority to `priority`: when the
 /// cores are contended the kernel runs the serving threads first, so hashes slow down instead
 /// of proxied requests (with idle cores, hashing runs at full speed all the same).
-fn spawn_threads(n: usize, priority: HashPriority) -> Result<mpsc::Sender<Job>, PasswordError> {
+fn spawn_threads(
+    name: &str,
+    n: usize,
+    priority: HashPriority,
+) -> Result<mpsc::Sender<Job>, PasswordError> {
     let (tx, rx) = mpsc::channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..n {
         let rx = rx.clone();
         std::thread::Builder::new()
-            .name(format!("authgate-hash-{i}"))
+            .name(format!("{name}-{i}"))
             .spawn(move || {
                 lower_priority(priority);
                 loop {
@@ -338,13 +496,15 @@ fn lower_priority(priority: HashPriority) {
     use thread_priority::{
         NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, thread_native_id,
     };
+    // On Linux a thread id names one thread to setpriority(2): only this thread changes.
+    let nice = |n| {
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), n)
+            .map_err(|e| e.to_string())
+    };
     let done = match priority {
         HashPriority::Normal => return,
-        // On Linux a thread id names one thread to setpriority(2): only this thread changes.
-        HashPriority::Low => {
-            rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
-                .map_err(|e| e.to_string())
-        }
+        HashPriority::Low => nice(19),
+        HashPriority::Fallback => nice(10),
         // A nice value cannot do this: a thread at nice 19 still runs out its time slice
         // before a woken serving thread gets the core back; a SCHED_IDLE one yields at once.
         HashPriority::Idle => thread_priority::set_thread_priority_and_policy(
@@ -377,10 +537,13 @@ fn strength_ok(pw: &Secret, user_inputs: &[String], min_strength: u8) -> Result<
 mod tests {
     use super::*;
 
+    /// Cheap hashes at the process's priority: these tests are about the pool and the
+    /// policy, not about yielding the CPU, and must not depend on an idle machine.
     fn fast() -> Passwords {
         Passwords::new(&PasswordsConfig {
             memory_kib: 1024,
             iterations: 1,
+            priority: HashPriority::Normal,
             ..Default::default()
         })
         .unwrap()
@@ -483,6 +646,7 @@ mod tests {
         let p = Passwords::new(&PasswordsConfig {
             workers: 1,
             max_queue: 1,
+            priority: HashPriority::Normal,
             ..Default::default()
         })
         .unwrap();
@@ -506,6 +670,7 @@ mod tests {
             max_wait: std::time::Duration::from_millis(200),
             memory_kib: 1024,
             iterations: 1,
+            priority: HashPriority::Normal,
             ..Default::default()
         })
         .unwrap();
@@ -529,6 +694,7 @@ mod tests {
             workers: 1,
             max_queue: 1,
             max_wait: std::time::Duration::from_millis(100),
+            priority: HashPriority::Normal,
             ..Default::default()
         })
         .unwrap();
@@ -568,15 +734,17 @@ mod tests {
         for (priority, want) in [
             (HashPriority::Normal, (nice, policy)),
             (HashPriority::Low, (19, policy)),
+            (HashPriority::Fallback, (10, policy)),
             (HashPriority::Idle, (0, S::Normal(N::Idle))),
         ] {
-            let p = Passwords::new(&PasswordsConfig {
-                workers: 2,
-                priority,
-                ..Default::default()
-            })
+            // Straight to the threads (the pool's starved-job thread could answer instead).
+            let jobs = spawn_threads("test", 1, priority).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            jobs.send(Box::new(move || {
+                let _ = tx.send(own());
+            }))
             .unwrap();
-            let (seen_nice, seen_policy) = p.run(own).await.unwrap();
+            let (seen_nice, seen_policy) = rx.recv().unwrap();
             assert_eq!(seen_policy, want.1, "{priority:?}");
             // SCHED_IDLE ignores nice (and an unprivileged thread may keep a higher one).
             if priority != HashPriority::Idle {
@@ -587,6 +755,37 @@ mod tests {
         assert_eq!(own(), (nice, policy));
     }
 
+    #[test]
+    fn an_answered_job_is_skipped_and_the_first_answer_frees_its_slots() {
+        let sem = Arc::new(Semaphore::new(2));
+        let permits = || {
+            (
+                sem.clone().try_acquire_owned().unwrap(),
+                sem.clone().try_acquire_owned().unwrap(),
+            )
+        };
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = runs.clone();
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let a = Answer {
+            job: move || counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            state: Mutex::new(Some((tx, permits()))),
+        };
+        a.run();
+        assert_eq!(rx.try_recv().unwrap(), 0, "answered");
+        assert_eq!(
+            sem.available_permits(),
+            2,
+            "slots given back with the answer"
+        );
+        a.run();
+        assert_eq!(
+            runs.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "the second is skipped"
+        );
+    }
+
     #[tokio::test]
     async fn full_queue_answers_busy() {
         let p = Passwords::new(&PasswordsConfig {
@@ -594,6 +793,7 @@ mod tests {
             max_queue: 1,
             memory_kib: 1024,
             iterations: 1,
+            priority: HashPriority::Normal,
             ..Default::default()
         })
         .unwrap();

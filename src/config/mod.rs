@@ -228,6 +228,10 @@ pub enum HashPriority {
     Low,
     /// The process's own priority.
     Normal,
+    /// nice 10, for the one thread that takes over jobs the SCHED_IDLE threads have left
+    /// waiting (not a setting: `idle` brings it).
+    #[serde(skip)]
+    Fallback,
 }
 
 #[derive(Debug, Clone, Deserialize)]
