@@ -109,7 +109,7 @@ fn tokens(c: &mut Criterion) {
         Tokens::new(
             &cfg,
             "https://gw.test".into(),
-            &KeyBytes(vec![1; 32]),
+            std::sync::Arc::new(authgate::keyring::Keyring::new(&KeyBytes(vec![1; 32]))),
             clock.clone(),
         )
         .unwrap(),
@@ -141,7 +141,7 @@ fn tokens(c: &mut Criterion) {
         Tokens::new(
             &cfg,
             "https://gw.test".into(),
-            &KeyBytes(vec![1; 32]),
+            std::sync::Arc::new(authgate::keyring::Keyring::new(&KeyBytes(vec![1; 32]))),
             clock.clone(),
         )
         .unwrap(),

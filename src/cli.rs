@@ -119,6 +119,10 @@ pub enum KeysCommand {
     /// Make a new signing key: it signs from the gateway's next key reload (within 30 s);
     /// older keys keep verifying until their last token has expired.
     Rotate,
+    /// Print a new secret key (base64) for `tokens.secret_key_file`: the key outside the
+    /// store that protects codes and tokens in it. Give every instance of a PostgreSQL
+    /// deployment the same one, and keep it out of the database and its backups.
+    Secret,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +151,22 @@ impl From<AccountError> for CliError {
     }
 }
 
+/// The secret key of the PostgreSQL instances a copy is made for. Without one configured,
+/// the sled deployment's own file is taken, which the instances must then be given (codes
+/// and the refresh tokens' MACs depend on it).
+fn destination_keyring(
+    config: &Config,
+    keys_dir: &std::path::Path,
+) -> Result<crate::keyring::Keyring, CliError> {
+    crate::keyring::Keyring::load(config.tokens.secret_key.as_ref(), keys_dir, false).map_err(|e| {
+        CliError::Account(format!(
+            "{e}: the PostgreSQL instances' tokens.secret_key (or tokens.secret_key_file) is \
+             needed to seal the signing keys, or the sled deployment's {} to reuse",
+            crate::keyring::default_path(keys_dir).display()
+        ))
+    })
+}
+
 async fn copy_store(
     from: &std::path::Path,
     to: &str,
@@ -166,9 +186,14 @@ async fn copy_store(
             keys_dir.display()
         )));
     }
+    // The destination is a shared store: its signing keys are kept sealed with its
+    // instances' secret key (tokens.secret_key), which this copy is given too.
+    let keyring = destination_keyring(config, keys_dir)?;
     for (kid, record) in keys {
         if !export.signing_keys.iter().any(|(k, _)| *k == kid) {
-            export.signing_keys.push((kid, record));
+            export
+                .signing_keys
+                .push((kid, crate::tokens::seal_key_record(&record, &keyring)?));
         }
     }
     let opts = crate::store::PgOptions {
@@ -197,7 +222,6 @@ async fn copy_store(
         ("codes", want.codes, got.codes),
         ("sessions", want.sessions, got.sessions),
         ("reset tokens", want.reset_tokens, got.reset_tokens),
-        ("secrets", want.secrets, got.secrets),
         ("signing keys", want.signing_keys, got.signing_keys),
     ];
     let mut report = String::from("copied (source → destination):\n");
@@ -239,14 +263,23 @@ pub async fn run_admin(mut config: Config, command: Command) -> Result<String, C
             ),
         });
     }
+    if let Command::Keys(KeysCommand::Secret) = command {
+        return Ok(crate::keyring::generate());
+    }
     if let Command::Keys(KeysCommand::Rotate) = command {
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         if config.store.postgres().is_some() {
             let store = crate::server::open_store(&config)
                 .await
                 .map_err(|e| CliError::Account(e.to_string()))?;
-            let kid =
-                crate::tokens::generate_key_in_store(&store, config.tokens.algorithm, now).await?;
+            let keyring = destination_keyring(&config, &config.tokens.keys_dir)?;
+            let kid = crate::tokens::generate_key_in_store(
+                &store,
+                config.tokens.algorithm,
+                now,
+                &keyring,
+            )
+            .await?;
             return Ok(format!(
                 "new {:?} signing key {kid} in the shared store: every instance signs with it \
                  from its next key reload (within 30 s)",

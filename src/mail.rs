@@ -146,9 +146,11 @@ fn html_escape(s: &str) -> String {
 
 fn build_transport(cfg: &MailConfig) -> Result<Transport, MailError> {
     let Some(url) = &cfg.smtp_url else {
-        std::fs::create_dir_all(&cfg.outbox_dir).map_err(|e| {
-            MailError::Setup(format!("cannot create {}: {e}", cfg.outbox_dir.display()))
-        })?;
+        std::fs::create_dir_all(&cfg.outbox_dir)
+            .and_then(|()| crate::files::make_private(&cfg.outbox_dir))
+            .map_err(|e| {
+                MailError::Setup(format!("cannot create {}: {e}", cfg.outbox_dir.display()))
+            })?;
         return Ok(Transport::Outbox(AsyncFileTransport::new(&cfg.outbox_dir)));
     };
     let host = url

@@ -15,6 +15,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
+    // The store, the outbox, keys and certificates are this user's alone.
+    authgate::files::private_umask();
     let cli = Cli::parse();
     let mut config = match Config::load(cli.config.as_deref(), &ProcessEnv) {
         Ok(c) => c,

@@ -41,6 +41,8 @@ pub enum StartError {
     Tokens(#[from] crate::tokens::TokenError),
     #[error("mail: {0}")]
     Mail(#[from] crate::mail::MailError),
+    #[error("secret key: {0}")]
+    Keyring(#[from] crate::keyring::KeyringError),
     #[error("passwords: {0}")]
     Passwords(#[from] crate::passwords::PasswordError),
     #[error("cannot listen on {addr}: {source}")]
@@ -126,10 +128,14 @@ pub async fn open_store(config: &Config) -> Result<Store, crate::store::StoreErr
         std::fs::create_dir_all(dir)
             .map_err(|e| crate::store::StoreError::Engine(format!("{}: {e}", dir.display())))?;
     }
-    Store::open(
+    let store = Store::open(
         &config.store.path,
         config.store.cache_mb.saturating_mul(1024 * 1024),
-    )
+    )?;
+    crate::files::make_private(&config.store.path).map_err(|e| {
+        crate::store::StoreError::Engine(format!("{}: {e}", config.store.path.display()))
+    })?;
+    Ok(store)
 }
 
 /// Opens the store and builds the services the handlers call.
@@ -141,16 +147,32 @@ pub async fn build_app(
     let clock = deps.clock.clone();
     let store = open_store(&config).await?;
     let issuer = config.tokens.issuer(&config.server);
-    let seal = store.secret("refresh-seal").await?;
+    // The key outside the store: a single instance makes its own on first start; instances
+    // sharing a store are all given the same one (config validation insists).
+    let keyring = Arc::new(crate::keyring::Keyring::load(
+        config.tokens.secret_key.as_ref(),
+        &config.tokens.keys_dir,
+        !store.is_shared(),
+    )?);
     // Instances sharing a store share its signing keys; one instance keeps them as files.
     let tokens = Arc::new(if store.is_shared() {
-        Tokens::with_store(&config.tokens, issuer, &seal, clock.clone(), store.clone()).await?
+        Tokens::with_store(
+            &config.tokens,
+            issuer,
+            keyring.clone(),
+            clock.clone(),
+            store.clone(),
+        )
+        .await?
     } else {
-        Tokens::new(&config.tokens, issuer, &seal, clock.clone())?
+        Tokens::new(&config.tokens, issuer, keyring.clone(), clock.clone())?
     });
     let sessions =
         Arc::new(Sessions::new(store.clone(), tokens, clock.clone(), &config.tokens).await?);
-    let codes = Codes::new(&store.secret("otp-hmac").await?, &config.otp);
+    let codes = Codes::new(
+        &keyring.key(crate::keyring::KeyPurpose::OtpHmac),
+        &config.otp,
+    );
     let mailer = Mailer::start(&config.mail, metrics)?;
     let passwords = Passwords::new(&config.passwords)?;
     // The dummy hash (for unknown logins) is made now rather than by the first sign-in:

@@ -9,7 +9,7 @@ use crate::secret::Secret;
 use crate::store::{
     RECORD_VERSION, RefreshState, Session, Store, StoreError, UpdateError, User, UserId,
 };
-use crate::tokens::{TokenError, Tokens, Verified};
+use crate::tokens::{Issued, TokenError, Tokens, Verified};
 use dashmap::DashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -136,6 +136,8 @@ enum RefreshRefusal {
     Reused,
     Expired,
     Replay(Vec<u8>),
+    /// Not a token of this session (it changed between the first look and the update).
+    NotOurs,
 }
 
 impl Sessions {
@@ -396,10 +398,18 @@ impl Sessions {
     /// Rotates a refresh token. Within the grace window after a rotation, the rotated-away
     /// token gets the same new refresh token (parallel refreshes from one client); after it,
     /// presenting it again revokes the whole session.
+    ///
+    /// Only a token issued for the session can end it: a made-up one that merely names the
+    /// session (whose id the upstream sees) is refused like any unknown token, and changes
+    /// nothing.
     pub async fn refresh(&self, presented: &Secret) -> Result<(TokenPair, User), SessionError> {
         let sid = Tokens::refresh_session(presented.expose())
             .ok_or(SessionError::Unauthenticated)?
             .to_string();
+        let issued = self.tokens.issued(presented.expose());
+        if issued == Issued::No {
+            return Err(SessionError::Unauthenticated);
+        }
         let hash = Tokens::hash_refresh(presented.expose());
         let now = self.clock.now();
         let session = self
@@ -407,6 +417,16 @@ impl Sessions {
             .session(&sid)
             .await?
             .ok_or(SessionError::Unauthenticated)?;
+        // An old-format token carries no MAC: it is ours only if the session knows its hash.
+        let known = session.refresh.as_ref().is_some_and(|r| {
+            crate::secret::ct_eq(&r.current_hash, &hash)
+                || r.previous_hash
+                    .as_ref()
+                    .is_some_and(|p| crate::secret::ct_eq(p, &hash))
+        });
+        if issued == Issued::Unknown && !known {
+            return Err(SessionError::Unauthenticated);
+        }
         if session.expires_at <= now {
             self.revoke_ids(&session.user_id, &[sid]).await?;
             return Err(SessionError::Expired);
@@ -446,13 +466,18 @@ impl Sessions {
                     return Ok(());
                 }
                 let in_grace = r.rotated_at.is_some_and(|t| now < t + grace);
-                match (&r.previous_hash, &r.next_sealed) {
-                    (Some(prev), Some(sealed_next))
-                        if in_grace && crate::secret::ct_eq(prev, &hash) =>
-                    {
+                let previous = r
+                    .previous_hash
+                    .as_ref()
+                    .is_some_and(|p| crate::secret::ct_eq(p, &hash));
+                match &r.next_sealed {
+                    Some(sealed_next) if in_grace && previous => {
                         Err(RefreshRefusal::Replay(sealed_next.clone()))
                     }
-                    _ => Err(RefreshRefusal::Reused),
+                    // Issued for this session (its MAC says so, or it is the one rotated
+                    // away) and not the current one: a stolen copy is in use.
+                    _ if issued == Issued::Yes || previous => Err(RefreshRefusal::Reused),
+                    _ => Err(RefreshRefusal::NotOurs),
                 }
             })
             .await;
@@ -483,6 +508,9 @@ impl Sessions {
                 tracing::warn!(target: "audit", event = "refresh_reuse", user_id = %user.id, session_id = %sid, "refresh token reused after rotation; session revoked");
                 self.revoke_ids(&user.id, &[sid]).await?;
                 Err(SessionError::Reused)
+            }
+            Err(UpdateError::Rejected(RefreshRefusal::NotOurs)) => {
+                Err(SessionError::Unauthenticated)
             }
             Err(UpdateError::Store(StoreError::NotFound)) => Err(SessionError::Unauthenticated),
             Err(UpdateError::Store(e)) => Err(e.into()),

@@ -4,11 +4,12 @@
 
 use crate::clock::SharedClock;
 use crate::config::{TokenAlgorithm, TokensConfig};
+use crate::keyring::{KeyPurpose, Keyring};
 use crate::policy::Identity;
-use crate::secret::{KeyBytes, Secret};
+use crate::secret::Secret;
 use crate::store::Store;
 use crate::store::User;
-use aws_lc_rs::{aead, digest, rand as lc_rand, signature};
+use aws_lc_rs::{aead, digest, hmac, rand as lc_rand, signature};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -59,15 +60,84 @@ pub struct Verified {
     pub exp: i64,
 }
 
-/// One signing key as kept on disk.
+/// One signing key as kept on disk (and, sealed, in a shared store).
 #[derive(Serialize, Deserialize)]
 struct KeyFile {
     kid: String,
     alg: TokenAlgorithm,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
-    /// PKCS#8 (EdDSA, ES256) or the raw secret (HS256), base64url.
-    private: String,
+    /// PKCS#8 (EdDSA, ES256) or the raw secret (HS256), base64url. In a file in `keys_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    private: Option<String>,
+    /// `private` sealed with the key outside the store (AES-256-GCM, the kid as associated
+    /// data), base64url: in a shared store, whose dump must not give the keys away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed: Option<String>,
+}
+
+impl KeyFile {
+    /// The same key with its private part sealed for a shared store.
+    fn sealed_with(mut self, wrap: &aead::LessSafeKey) -> Result<KeyFile, TokenError> {
+        let Some(private) = self.private.take() else {
+            return Ok(self);
+        };
+        let mut nonce = [0u8; 12];
+        lc_rand::fill(&mut nonce).map_err(key_err)?;
+        let mut buf = private.into_bytes();
+        wrap.seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::from(self.kid.as_bytes()),
+            &mut buf,
+        )
+        .map_err(key_err)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        self.sealed = Some(B64.encode(out));
+        Ok(self)
+    }
+
+    /// The private part, unsealed if need be.
+    fn private(&self, wrap: Option<&aead::LessSafeKey>) -> Result<String, TokenError> {
+        if let Some(p) = &self.private {
+            return Ok(p.clone());
+        }
+        let (Some(sealed), Some(wrap)) = (&self.sealed, wrap) else {
+            return Err(TokenError::Key(format!(
+                "signing key {} has no private part",
+                self.kid
+            )));
+        };
+        let raw = B64.decode(sealed).map_err(key_err)?;
+        let (nonce, body) = raw
+            .split_at_checked(12)
+            .ok_or_else(|| TokenError::Key("sealed signing key too short".into()))?;
+        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(key_err)?;
+        let mut buf = body.to_vec();
+        let plain = wrap
+            .open_in_place(nonce, aead::Aad::from(self.kid.as_bytes()), &mut buf)
+            .map_err(|_| {
+                TokenError::Key(format!(
+                    "signing key {} does not open with tokens.secret_key: is every instance given the same key?",
+                    self.kid
+                ))
+            })?;
+        String::from_utf8(plain.to_vec()).map_err(key_err)
+    }
+}
+
+/// Seals the private part of a key file's record (JSON, as [`key_records_in_dir`] gives
+/// them) for a shared store; a record that is sealed already is left alone.
+pub fn seal_key_record(record: &[u8], keyring: &Keyring) -> Result<Vec<u8>, TokenError> {
+    let file: KeyFile = serde_json::from_slice(record).map_err(key_err)?;
+    let wrap = wrap_key(keyring)?;
+    serde_json::to_vec(&file.sealed_with(&wrap)?).map_err(key_err)
+}
+
+fn wrap_key(keyring: &Keyring) -> Result<aead::LessSafeKey, TokenError> {
+    let k = keyring.key(KeyPurpose::SigningKeyWrap);
+    let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, &k.0).map_err(key_err)?;
+    Ok(aead::LessSafeKey::new(unbound))
 }
 
 struct LoadedKey {
@@ -111,8 +181,8 @@ fn key_err(e: impl std::fmt::Display) -> TokenError {
     TokenError::Key(e.to_string())
 }
 
-fn load_key(file: KeyFile) -> Result<LoadedKey, TokenError> {
-    let private = B64.decode(&file.private).map_err(key_err)?;
+fn load_key(file: KeyFile, wrap: Option<&aead::LessSafeKey>) -> Result<LoadedKey, TokenError> {
+    let private = B64.decode(file.private(wrap)?).map_err(key_err)?;
     let (encoding, decoding, jwk) = match file.alg {
         TokenAlgorithm::EdDSA => {
             let pair = signature::Ed25519KeyPair::from_pkcs8(&private).map_err(key_err)?;
@@ -190,7 +260,8 @@ fn new_key(alg: TokenAlgorithm, now: OffsetDateTime) -> Result<KeyFile, TokenErr
         kid: B64.encode(id),
         alg,
         created_at: now,
-        private: B64.encode(&private),
+        private: Some(B64.encode(&private)),
+        sealed: None,
     })
 }
 
@@ -241,8 +312,9 @@ pub async fn generate_key_in_store(
     store: &Store,
     alg: TokenAlgorithm,
     now: OffsetDateTime,
+    keyring: &Keyring,
 ) -> Result<String, TokenError> {
-    let file = new_key(alg, now)?;
+    let file = new_key(alg, now)?.sealed_with(&wrap_key(keyring)?)?;
     let bytes = serde_json::to_vec(&file).map_err(key_err)?;
     store
         .put_signing_key(&file.kid, &bytes)
@@ -300,7 +372,16 @@ fn read_keys(
     for kid in retired {
         let _ = std::fs::remove_file(dir.join(format!("{kid}.json")));
     }
-    keep.into_iter().map(load_key).collect()
+    keep.into_iter().map(|f| load_key(f, None)).collect()
+}
+
+/// Whether a refresh token was issued here (see [`Tokens::issued`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issued {
+    Yes,
+    /// An old-format token: issued here, or made up; only its hash on the session can tell.
+    Unknown,
+    No,
 }
 
 /// Where the signing keys live: files (one instance) or the shared store (several).
@@ -325,6 +406,12 @@ pub struct Tokens {
     leeway: i64,
     cache: quick_cache::sync::Cache<[u8; 32], Arc<Verified>>,
     seal: aead::LessSafeKey,
+    /// Keys a refresh token's MAC: only a token made here verifies (see [`Tokens::issued`]).
+    refresh_mac: hmac::Key,
+    /// Seals the signing keys kept in a shared store.
+    wrap: aead::LessSafeKey,
+    /// The key outside the store, for keys this instance makes in a shared store.
+    keyring: Arc<Keyring>,
     clock: SharedClock,
 }
 
@@ -338,18 +425,19 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// Loads (or, on first start, makes) the signing keys in `keys_dir`; `seal_key` protects
-    /// refresh tokens kept for the reuse grace window.
+    /// Loads (or, on first start, makes) the signing keys in `keys_dir`; the keyring's keys
+    /// protect the refresh tokens (their MAC, and the copy sealed for the reuse grace
+    /// window).
     pub fn new(
         cfg: &TokensConfig,
         issuer: String,
-        seal_key: &KeyBytes,
+        keyring: Arc<Keyring>,
         clock: SharedClock,
     ) -> Result<Self, TokenError> {
         let t = Self::build(
             cfg,
             issuer,
-            seal_key,
+            keyring,
             clock,
             KeySource::Dir(cfg.keys_dir.clone()),
         )?;
@@ -357,16 +445,16 @@ impl Tokens {
         Ok(t)
     }
 
-    /// As [`Tokens::new`], with the keys in a store shared by several instances: every
-    /// instance signs and verifies with the same set and sees a rotation.
+    /// As [`Tokens::new`], with the keys in a store shared by several instances (sealed with
+    /// the keyring): every instance signs and verifies with the same set and sees a rotation.
     pub async fn with_store(
         cfg: &TokensConfig,
         issuer: String,
-        seal_key: &KeyBytes,
+        keyring: Arc<Keyring>,
         clock: SharedClock,
         store: Store,
     ) -> Result<Self, TokenError> {
-        let t = Self::build(cfg, issuer, seal_key, clock, KeySource::Store(store))?;
+        let t = Self::build(cfg, issuer, keyring, clock, KeySource::Store(store))?;
         t.reload_keys().await?;
         Ok(t)
     }
@@ -374,10 +462,11 @@ impl Tokens {
     fn build(
         cfg: &TokensConfig,
         issuer: String,
-        seal_key: &KeyBytes,
+        keyring: Arc<Keyring>,
         clock: SharedClock,
         source: KeySource,
     ) -> Result<Self, TokenError> {
+        let seal_key = keyring.key(KeyPurpose::RefreshSeal);
         let mut validation = Validation::new(jwt_alg(cfg.algorithm));
         validation.algorithms = vec![jwt_alg(cfg.algorithm)];
         // exp and nbf are checked against the injected clock, below.
@@ -405,6 +494,9 @@ impl Tokens {
             leeway: i64::try_from(cfg.leeway.as_secs()).unwrap_or(30),
             cache: quick_cache::sync::Cache::new(cfg.cache_entries.max(16)),
             seal: aead::LessSafeKey::new(unbound),
+            refresh_mac: hmac::Key::new(hmac::HMAC_SHA256, &keyring.key(KeyPurpose::RefreshMac).0),
+            wrap: wrap_key(&keyring)?,
+            keyring,
             clock,
         })
     }
@@ -436,7 +528,21 @@ impl Tokens {
         let read = || async {
             let mut files = Vec::new();
             for bytes in store.signing_keys().await.map_err(key_err)? {
-                files.push(serde_json::from_slice::<KeyFile>(&bytes).map_err(key_err)?);
+                let file = serde_json::from_slice::<KeyFile>(&bytes).map_err(key_err)?;
+                // Kept in the clear by builds before the key outside the store: sealed now,
+                // so that the database no longer holds a key that signs.
+                let file = if file.private.is_some() {
+                    let sealed = file.sealed_with(&self.wrap)?;
+                    let record = serde_json::to_vec(&sealed).map_err(key_err)?;
+                    store
+                        .put_signing_key(&sealed.kid, &record)
+                        .await
+                        .map_err(key_err)?;
+                    sealed
+                } else {
+                    file
+                };
+                files.push(file);
             }
             Ok::<_, TokenError>(select_keys(files, self.alg, now, self.retire_after()))
         };
@@ -447,12 +553,12 @@ impl Tokens {
         if keep.is_empty() {
             // Two instances starting at once may both make one: both keys verify, the newer
             // signs.
-            generate_key_in_store(store, self.alg, now).await?;
+            generate_key_in_store(store, self.alg, now, &self.keyring).await?;
             keep = read().await?.0;
         }
         let keys = keep
             .into_iter()
-            .map(load_key)
+            .map(|f| load_key(f, Some(&self.wrap)))
             .collect::<Result<Vec<_>, _>>()?;
         self.install(keys);
         Ok(())
@@ -623,24 +729,69 @@ impl Tokens {
             .collect()
     }
 
-    // Refresh tokens: "rt1.<session id>.<256 random bits>", stored as SHA-256.
+    // Refresh tokens: "rt2.<session id>.<256 random bits>.<MAC>", stored as SHA-256. The
+    // MAC (HMAC-SHA-256 over the session id and the random part, with a key from outside the
+    // store, 128 bits kept) tells a token this gateway issued from a guess: only an issued
+    // token that has been rotated away counts as a reuse. Builds before it issued
+    // "rt1.<session id>.<256 random bits>", still accepted while their session lives.
 
     pub fn new_refresh(&self, sid: &str) -> Result<Secret, TokenError> {
         let mut secret = [0u8; 32];
         lc_rand::fill(&mut secret).map_err(key_err)?;
-        Ok(Secret::new(format!("rt1.{sid}.{}", B64.encode(secret))))
+        let random = B64.encode(secret);
+        let mac = self.refresh_tag(sid, &random);
+        Ok(Secret::new(format!("rt2.{sid}.{random}.{mac}")))
+    }
+
+    fn refresh_tag(&self, sid: &str, random: &str) -> String {
+        let mut ctx = hmac::Context::with_key(&self.refresh_mac);
+        ctx.update(sid.as_bytes());
+        ctx.update(b".");
+        ctx.update(random.as_bytes());
+        let tag = ctx.sign();
+        B64.encode(tag.as_ref().get(..16).unwrap_or_default())
     }
 
     /// The session a refresh token names, if it is well formed.
     pub fn refresh_session(token: &str) -> Option<&str> {
         let mut parts = token.split('.');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("rt1"), Some(sid), Some(secret), None)
+        match (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
+            (Some("rt1"), Some(sid), Some(secret), None, None)
                 if !sid.is_empty() && secret.len() == 43 =>
             {
                 Some(sid)
             }
+            (Some("rt2"), Some(sid), Some(secret), Some(mac), None)
+                if !sid.is_empty() && secret.len() == 43 && mac.len() == 22 =>
+            {
+                Some(sid)
+            }
             _ => None,
+        }
+    }
+
+    /// Whether this gateway issued `token`: `Yes` for a current-format token whose MAC
+    /// verifies, `Unknown` for an old-format one (no MAC to tell), `No` for anything else.
+    pub fn issued(&self, token: &str) -> Issued {
+        let mut parts = token.split('.');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("rt2"), Some(sid), Some(random), Some(mac))
+                if Tokens::refresh_session(token).is_some() =>
+            {
+                if crate::secret::ct_eq(self.refresh_tag(sid, random).as_bytes(), mac.as_bytes()) {
+                    Issued::Yes
+                } else {
+                    Issued::No
+                }
+            }
+            (Some("rt1"), ..) if Tokens::refresh_session(token).is_some() => Issued::Unknown,
+            _ => Issued::No,
         }
     }
 
@@ -715,7 +866,7 @@ mod tests {
         Tokens::new(
             &cfg,
             "https://gw.test".into(),
-            &KeyBytes(vec![9; 32]),
+            Arc::new(Keyring::new(&crate::secret::KeyBytes(vec![9; 32]))),
             Arc::new(clock.clone()),
         )
         .unwrap()
@@ -815,7 +966,7 @@ mod tests {
                 ..Default::default()
             },
             "https://gw.test".into(),
-            &KeyBytes(vec![9; 32]),
+            Arc::new(Keyring::new(&crate::secret::KeyBytes(vec![9; 32]))),
             Arc::new(clock.clone()),
         )
         .unwrap();
@@ -836,6 +987,19 @@ mod tests {
         let r = t.new_refresh("abc").unwrap();
         assert_eq!(Tokens::refresh_session(r.expose()), Some("abc"));
         assert_eq!(Tokens::refresh_session("rt1.abc.short"), None);
+        assert_eq!(t.issued(r.expose()), Issued::Yes);
+        // A guess that names the session: well formed, but not ours.
+        let guess = format!("rt2.abc.{}.{}", "A".repeat(43), "B".repeat(22));
+        assert_eq!(Tokens::refresh_session(&guess), Some("abc"));
+        assert_eq!(t.issued(&guess), Issued::No);
+        // Another session's MAC does not carry over.
+        let parts: Vec<&str> = r.expose().split('.').collect();
+        assert_eq!(
+            t.issued(&format!("rt2.abd.{}.{}", parts[2], parts[3])),
+            Issued::No
+        );
+        let old = format!("rt1.abc.{}", "A".repeat(43));
+        assert_eq!(t.issued(&old), Issued::Unknown);
         let sealed = t.seal(&r).unwrap();
         assert_eq!(t.unseal(&sealed).unwrap().expose(), r.expose());
         let mut bad = sealed.clone();

@@ -359,6 +359,11 @@ pub struct TokensConfig {
     pub leeway: Duration,
     /// Verified access tokens remembered, so the common request costs a hash lookup.
     pub cache_entries: usize,
+    /// The key outside the store (base64 of at least 32 random bytes; usually given as
+    /// `secret_key_file`) from which the keys that protect codes and tokens in the store are
+    /// derived. Unset: `keys_dir/secrets.key`, made on first start (one instance only: a
+    /// PostgreSQL deployment must give every instance the same key).
+    pub secret_key: Option<crate::secret::Secret>,
 }
 
 impl Default for TokensConfig {
@@ -374,6 +379,7 @@ impl Default for TokensConfig {
             audience: "authgate".into(),
             leeway: Duration::from_secs(30),
             cache_entries: 100_000,
+            secret_key: None,
         }
     }
 }
@@ -960,6 +966,22 @@ impl Config {
                 "tokens.refresh_ttl",
                 "must not be above session_ttl",
             ));
+        }
+        match &self.tokens.secret_key {
+            Some(k) => {
+                if let Err(e) = crate::keyring::decode(k.expose()) {
+                    return Err(ConfigError::key("tokens.secret_key", e.to_string()));
+                }
+            }
+            None if self.store.backend == StoreBackend::Postgres => {
+                return Err(ConfigError::key(
+                    "tokens.secret_key",
+                    "instances sharing a PostgreSQL store need the same secret key: set \
+                     tokens.secret_key_file to a file holding it on every instance (`authgate \
+                     keys secret` makes one; keep it out of the database and its backups)",
+                ));
+            }
+            None => {}
         }
         if self.tokens.audience.is_empty() {
             return Err(ConfigError::key("tokens.audience", "must not be empty"));

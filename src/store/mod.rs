@@ -1,5 +1,5 @@
 //! The store boundary: a typed API for users (with unique email, username and phone), one-time
-//! codes, sessions, reset tokens, cooldowns and server secrets. Services never see the engine
+//! codes, sessions, reset tokens, cooldowns and (shared stores) signing keys. Services never see the engine
 //! behind it: sled (embedded, the default) or PostgreSQL (one database shared by several
 //! instances).
 //!
@@ -104,8 +104,6 @@ pub struct Export {
     pub sessions: Vec<Session>,
     /// (hash, token).
     pub reset_tokens: Vec<(Vec<u8>, ResetToken)>,
-    /// Server secrets by name (the code HMAC key, the refresh seal key).
-    pub secrets: Vec<(String, Vec<u8>)>,
     /// Signing key records (the same JSON as the key files).
     pub signing_keys: Vec<(String, Vec<u8>)>,
 }
@@ -117,7 +115,6 @@ pub struct Counts {
     pub codes: usize,
     pub sessions: usize,
     pub reset_tokens: usize,
-    pub secrets: usize,
     pub signing_keys: usize,
 }
 
@@ -128,7 +125,6 @@ impl Export {
             codes: self.codes.len(),
             sessions: self.sessions.len(),
             reset_tokens: self.reset_tokens.len(),
-            secrets: self.secrets.len(),
             signing_keys: self.signing_keys.len(),
         }
     }
@@ -186,11 +182,6 @@ impl Store {
             Backend::Sled(_) => "sled",
             Backend::Postgres(_) => "postgres",
         }
-    }
-
-    /// A named 32-byte server secret, made on first use and kept in the store.
-    pub async fn secret(&self, name: &str) -> Result<crate::secret::KeyBytes, StoreError> {
-        each!(self, b => b.secret(name).await)
     }
 
     // Token signing keys (kept here when instances share the store; a single instance

@@ -6,7 +6,6 @@
 
 use super::records::*;
 use super::{CodeChange, StoreError, UniqueField, UpdateError, decode, encode};
-use crate::secret::KeyBytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -73,6 +72,13 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
             kid TEXT PRIMARY KEY,
             record BYTEA NOT NULL
         );",
+    ),
+    (
+        4,
+        // The code HMAC key and the refresh seal key lived here, beside what they protect:
+        // a database dump gave both away. They come from the key outside the store now
+        // (tokens.secret_key), and the signing keys above are sealed with it.
+        "DROP TABLE authgate_secrets;",
     ),
 ];
 
@@ -330,27 +336,6 @@ impl PgStore {
         !self.pool.is_closed()
     }
 
-    pub(super) async fn secret(&self, name: &str) -> Result<KeyBytes, StoreError> {
-        let c = self.client().await?;
-        let mut fresh = vec![0u8; 32];
-        rand::fill(fresh.as_mut_slice());
-        // Two first uses at once (or two instances): the first insert wins, both read it.
-        c.execute(
-            "INSERT INTO authgate_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-            &[&name, &fresh],
-        )
-        .await
-        .map_err(db)?;
-        let row = c
-            .query_one(
-                "SELECT value FROM authgate_secrets WHERE name = $1",
-                &[&name],
-            )
-            .await
-            .map_err(db)?;
-        Ok(KeyBytes(row.get(0)))
-    }
-
     pub(super) async fn import(&self, e: &super::Export) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
@@ -404,17 +389,6 @@ impl PgStore {
             .await
             .map_err(db)?;
         }
-        // The secrets must be the copied ones (codes and sealed refresh tokens depend on
-        // them): replace any a first start may have made.
-        for (name, value) in &e.secrets {
-            tx.execute(
-                "INSERT INTO authgate_secrets (name, value) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                &[name, value],
-            )
-            .await
-            .map_err(db)?;
-        }
         for (kid, record) in &e.signing_keys {
             tx.execute(
                 "INSERT INTO authgate_signing_keys (kid, record) VALUES ($1, $2)
@@ -434,7 +408,6 @@ impl PgStore {
                 "SELECT (SELECT count(*) FROM authgate_users), (SELECT count(*) FROM authgate_codes),
                         (SELECT count(*) FROM authgate_sessions),
                         (SELECT count(*) FROM authgate_reset_tokens),
-                        (SELECT count(*) FROM authgate_secrets),
                         (SELECT count(*) FROM authgate_signing_keys)",
                 &[],
             )
@@ -446,8 +419,7 @@ impl PgStore {
             codes: n(1),
             sessions: n(2),
             reset_tokens: n(3),
-            secrets: n(4),
-            signing_keys: n(5),
+            signing_keys: n(4),
         })
     }
 

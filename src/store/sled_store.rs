@@ -2,7 +2,6 @@
 
 use super::records::*;
 use super::{CodeChange, SCHEMA_VERSION, StoreError, UniqueField, UpdateError, decode, encode};
-use crate::secret::KeyBytes;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::path::Path;
@@ -130,6 +129,20 @@ impl SledStore {
                 db.flush().map_err(engine)?;
             }
         }
+        // Builds before the key outside the store kept the code HMAC key and the refresh
+        // seal key here, beside what they protect: a copy of the store gave both away. They
+        // are gone (codes sent just before the upgrade must be asked for again).
+        let old_secrets: Vec<sled::IVec> = meta
+            .scan_prefix(b"secret:")
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(engine)?;
+        if !old_secrets.is_empty() {
+            for k in old_secrets {
+                meta.remove(k).map_err(engine)?;
+            }
+            db.flush().map_err(engine)?;
+        }
         let tree = |name: &str| db.open_tree(name).map_err(engine);
         Ok(SledStore {
             users: tree("users")?,
@@ -162,27 +175,6 @@ impl SledStore {
         self.meta.get(b"schema_version").is_ok()
     }
 
-    pub(super) async fn secret(&self, name: &str) -> Result<KeyBytes, StoreError> {
-        let key = format!("secret:{name}");
-        if let Some(v) = self.meta.get(key.as_bytes()).map_err(engine)? {
-            return Ok(KeyBytes(v.to_vec()));
-        }
-        let mut fresh = vec![0u8; 32];
-        rand::fill(fresh.as_mut_slice());
-        // Two first uses at once: whoever writes first wins, both read the winner.
-        let _ = self
-            .meta
-            .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(fresh.as_slice()))
-            .map_err(engine)?;
-        self.flush().await?;
-        let v = self
-            .meta
-            .get(key.as_bytes())
-            .map_err(engine)?
-            .ok_or(StoreError::NotFound)?;
-        Ok(KeyBytes(v.to_vec()))
-    }
-
     pub(super) fn export(&self) -> Result<super::Export, StoreError> {
         let values = |t: &sled::Tree| -> Result<Vec<sled::IVec>, StoreError> {
             t.iter().values().map(|v| v.map_err(engine)).collect()
@@ -202,11 +194,6 @@ impl SledStore {
         for item in self.reset_tokens.iter() {
             let (k, v) = item.map_err(engine)?;
             out.reset_tokens.push((k.to_vec(), decode(&v)?));
-        }
-        for item in self.meta.scan_prefix(b"secret:") {
-            let (k, v) = item.map_err(engine)?;
-            let name = String::from_utf8_lossy(k.get(7..).unwrap_or_default()).to_string();
-            out.secrets.push((name, v.to_vec()));
         }
         for item in self.meta.scan_prefix(b"signing-key:") {
             let (k, v) = item.map_err(engine)?;

@@ -15,6 +15,8 @@ struct Trio {
     smtp: Smtp,
     clock: ManualClock,
     opts: authgate::store::PgOptions,
+    /// The instances' shared tokens.secret_key.
+    keyring: authgate::keyring::Keyring,
     _pg: PgCluster,
 }
 
@@ -23,9 +25,12 @@ async fn trio(test: &str) -> Option<Trio> {
     let opts = pg.migrated().await;
     let smtp = Smtp::start();
     let clock = ManualClock::starting_now();
+    // One secret key for the three, as a deployment gives every instance the same file.
+    let key = authgate::keyring::generate();
+    let keyring = authgate::keyring::Keyring::new(&authgate::keyring::decode(&key).unwrap());
     let toml = format!(
-        "[server]\ntls = false\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 8\n",
-        opts.url
+        "[server]\ntls = false\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 8\n[tokens]\nsecret_key = \"{key}\"\n",
+        opts.url,
     );
     let mut gws = Vec::new();
     for _ in 0..3 {
@@ -36,6 +41,7 @@ async fn trio(test: &str) -> Option<Trio> {
         smtp,
         clock,
         opts,
+        keyring,
         _pg: pg,
     })
 }
@@ -175,9 +181,18 @@ async fn three_instances_behave_as_one() {
         &store,
         authgate::config::TokenAlgorithm::EdDSA,
         t.clock.now(),
+        &t.keyring,
     )
     .await
     .unwrap();
+    // The signing keys in the database are sealed with the instances' secret key: a dump of
+    // it alone signs nothing.
+    let records = store.signing_keys().await.unwrap();
+    assert!(records.len() >= 2);
+    for r in &records {
+        let v: serde_json::Value = serde_json::from_slice(r).unwrap();
+        assert!(v["private"].is_null() && v["sealed"].is_string(), "{v}");
+    }
     // Published at once where loaded, not signing yet.
     tokens(a).reload_keys().await.unwrap();
     let jwks = tokens(a).jwks().to_string();
@@ -434,7 +449,13 @@ async fn store_copy_moves_a_sled_deployment_to_postgres() {
 
     // An instance on PostgreSQL: the account signs in, and the session and tokens issued by
     // the sled deployment are still good.
-    let toml = format!("[server]\ntls = false\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n");
+    // The instances are given the sled deployment's secret key: its codes and refresh
+    // tokens depend on it.
+    let key_file = dir.path().join("keys/secrets.key");
+    let toml = format!(
+        "[server]\ntls = false\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n[tokens]\nsecret_key_file = \"{}\"\n",
+        key_file.display()
+    );
     let gw = Gateway::start_with(&toml, Some(&smtp), None).await;
     let (s, _) = gw
         .post(

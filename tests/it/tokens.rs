@@ -145,10 +145,9 @@ fn sign_with_gateway_key(
     let dir = gw.dir.path().join("keys");
     let file = std::fs::read_dir(&dir)
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
     let key: serde_json::Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
     let pkcs8 = B64.decode(key["private"].as_str().unwrap()).unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
