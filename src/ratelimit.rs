@@ -4,20 +4,26 @@
 //!
 //! Memory is bounded: idle keys are purged periodically (`retain_recent`), IPv6 clients are
 //! keyed by their /64 (one host gets a /64, so per-address keys would be free to mint), and a
-//! limiter that still holds `max_keys` keys refuses new keys until a purge makes room.
+//! limiter that holds `max_keys` keys takes no new key: keys it already tracks are served as
+//! before, and new ones share a coarser bucket (their network, or a hash of the account)
+//! with ten times the quota until a purge makes room. A flood of distinct clients then
+//! slows newcomers; it no longer locks everyone out.
 
 use crate::clock::SharedClock;
 use crate::config::{Rate, RateLimitConfig};
 use crate::metrics::Metrics;
 use governor::clock::Clock as _;
 use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DashMapStateStore;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::{Quota, RateLimiter};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -37,7 +43,68 @@ impl governor::clock::Clock for GovClock {
     }
 }
 
-type Limiter<K> = RateLimiter<K, DashMapStateStore<K>, GovClock, StateInformationMiddleware>;
+type Limiter<K> = RateLimiter<K, Tracked<K>, GovClock, StateInformationMiddleware>;
+
+/// governor's DashMap state store, shared with us so that we can ask whether a key is known
+/// (governor has no such call): a full limiter still serves the keys it tracks.
+struct Tracked<K: Hash + Eq + Clone>(Arc<DashMapStateStore<K>>);
+
+impl<K: Hash + Eq + Clone> StateStore for Tracked<K> {
+    type Key = K;
+
+    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        StateStore::measure_and_replace(&*self.0, key, f)
+    }
+}
+
+impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for Tracked<K> {
+    fn retain_recent(&self, drop_below: Nanos) {
+        ShrinkableKeyedStateStore::retain_recent(&*self.0, drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        ShrinkableKeyedStateStore::shrink_to_fit(&*self.0);
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The coarser key a new key shares a bucket under while its limiter is full: bounded in
+/// number (at most 2^17), so the overflow buckets cannot grow without bound either.
+trait Coarse {
+    fn coarse(&self) -> u32;
+}
+
+impl Coarse for IpAddr {
+    /// An IPv4 client's /16, an IPv6 client's /32 folded into 2^16 values.
+    fn coarse(&self) -> u32 {
+        match self {
+            IpAddr::V4(v4) => u32::from(v4.octets()[0]) << 8 | u32::from(v4.octets()[1]),
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                (1 << 16) | (u32::from(s[0] ^ s[1]))
+            }
+        }
+    }
+}
+
+impl Coarse for String {
+    fn coarse(&self) -> u32 {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(self);
+        (h & 0xffff) as u32
+    }
+}
 
 /// The endpoint classes with their own quotas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +139,10 @@ pub struct Refused {
 struct Bucket<K: Hash + Eq + Clone> {
     rate: Rate,
     limiter: Limiter<K>,
+    /// The limiter's keys, to tell a known one from a new one.
+    known: Arc<DashMapStateStore<K>>,
+    /// New keys while the limiter is full, by their coarser key.
+    overflow: Limiter<u32>,
 }
 
 /// One class's limiters for one kind of key, each a bucket.
@@ -82,21 +153,39 @@ struct Buckets<K: Hash + Eq + Clone> {
     clock: SharedClock,
 }
 
-impl<K: Hash + Eq + Clone> Buckets<K> {
+/// A limiter of `quota` over the store `known`.
+fn limiter<K: Hash + Eq + Clone>(
+    quota: Quota,
+    known: &Arc<DashMapStateStore<K>>,
+    clock: &GovClock,
+) -> Limiter<K> {
+    RateLimiter::<K, _, _, governor::middleware::NoOpMiddleware<Duration>>::new(
+        quota,
+        Tracked(known.clone()),
+        clock.clone(),
+    )
+    .with_middleware::<StateInformationMiddleware>()
+}
+
+/// How much more a coarser overflow bucket allows than one key's.
+const OVERFLOW_FACTOR: u32 = 10;
+
+impl<K: Hash + Eq + Clone + Coarse> Buckets<K> {
     fn new(rates: &[Rate], clock: &GovClock, max_keys: usize) -> Self {
         let buckets = rates
             .iter()
             .filter_map(|r| {
                 let burst = NonZeroU32::new(r.count)?;
                 let quota = Quota::with_period(r.per / r.count)?.allow_burst(burst);
-                let limiter: Limiter<K> =
-                    RateLimiter::<K, _, _, governor::middleware::NoOpMiddleware<Duration>>::new(
-                        quota,
-                        DashMapStateStore::default(),
-                        clock.clone(),
-                    )
-                    .with_middleware::<StateInformationMiddleware>();
-                Some(Bucket { rate: *r, limiter })
+                let wide = NonZeroU32::new(r.count.saturating_mul(OVERFLOW_FACTOR))?;
+                let wide = Quota::with_period(r.per / wide.get())?.allow_burst(wide);
+                let known = Arc::new(DashMapStateStore::default());
+                Some(Bucket {
+                    rate: *r,
+                    limiter: limiter(quota, &known, clock),
+                    known,
+                    overflow: limiter(wide, &Arc::new(DashMapStateStore::default()), clock),
+                })
             })
             .collect();
         Buckets {
@@ -110,19 +199,19 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
     fn check(&self, class: Class, key: &K) -> Result<(), Refused> {
         let mut refused: Option<Refused> = None;
         for b in &self.buckets {
-            if b.limiter.len() >= self.max_keys {
+            let mut full = b.limiter.len() >= self.max_keys && !b.known.contains_key(key);
+            if full {
                 self.purge_soon();
-                if b.limiter.len() >= self.max_keys {
-                    // Full of recently active keys: a flood of distinct clients. New keys wait
-                    // for the next purge rather than grow memory without bound.
-                    return Err(Refused {
-                        class,
-                        limit: b.rate.count,
-                        retry_after: Duration::from_secs(1),
-                    });
-                }
+                full = b.limiter.len() >= self.max_keys;
             }
-            if let Err(not_until) = b.limiter.check_key(key) {
+            // Full of recently active keys (a flood of distinct clients): a new key does not
+            // grow the table, it shares its coarser key's bucket until a purge makes room.
+            let verdict = if full {
+                b.overflow.check_key(&key.coarse()).map(drop)
+            } else {
+                b.limiter.check_key(key).map(drop)
+            };
+            if let Err(not_until) = verdict {
                 let wait = not_until.wait_time_from(b.limiter.clock().now());
                 let r = Refused {
                     class,
@@ -156,6 +245,8 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         for b in &self.buckets {
             b.limiter.retain_recent();
             b.limiter.shrink_to_fit();
+            b.overflow.retain_recent();
+            b.overflow.shrink_to_fit();
         }
     }
 
@@ -437,23 +528,35 @@ mod tests {
     }
 
     #[test]
-    fn keyed_state_is_bounded_and_purged() {
+    fn a_full_limiter_serves_known_keys_and_shares_new_ones_coarsely() {
         let (l, clock) = limits(RateLimitConfig {
             refresh_per_ip: vec![rate(10, 60)],
             max_keys: 50_000,
             ..Default::default()
         });
-        let mut refused = 0;
+        let ip = |i: u32| IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        // A flood of distinct clients fills the table...
         for i in 0..100_000u32 {
-            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            if l.check(Class::Refresh, ip, None).is_err() {
-                refused += 1;
-            }
+            let _ = l.check(Class::Refresh, ip(i), None);
         }
-        assert!(l.key_count() <= 50_000, "{}", l.key_count());
-        assert_eq!(refused, 50_000, "keys beyond the cap wait for a purge");
+        assert!(l.key_count() <= 50_000 + 2, "bounded: {}", l.key_count());
+        // ...a client it already tracks is served as before...
+        assert!(l.check(Class::Refresh, ip(7), None).is_ok(), "a known key");
+        // ...and a newcomer shares its /16's bucket (ten times a key's quota), rather than
+        // being refused outright.
+        let newcomer = |i: u32| IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, (i % 250) as u8));
+        let served = (0..200)
+            .filter(|i| l.check(Class::Refresh, newcomer(*i), None).is_ok())
+            .count();
+        assert_eq!(served, 100, "the coarse bucket's burst");
+        assert!(l.key_count() <= 50_000 + 3);
+        // Idle keys are purged, and a newcomer has its own bucket again.
         clock.advance(Duration::from_secs(61));
         l.purge();
         assert_eq!(l.key_count(), 0, "idle keys are dropped");
+        let served = (0..20)
+            .filter(|_| l.check(Class::Refresh, newcomer(1), None).is_ok())
+            .count();
+        assert_eq!(served, 10);
     }
 }
