@@ -864,7 +864,8 @@ impl Accounts {
                 .await?;
             self.sessions.revoke_all(&user.id, None).await?;
             tracing::warn!(target: "audit", event = "password_cleared", user_id = %user.id, "first sign-in by code on an unverified account: its password was cleared");
-            cleared
+            // As it is after the sessions ended: this sign-in goes on with it.
+            self.profile(&cleared.id).await?
         } else {
             self.mark_verified(&user).await?
         };
@@ -1144,7 +1145,8 @@ impl Accounts {
             self.mailer.send_email_changed(&user.email);
         }
         tracing::info!(target: "audit", event = "email_changed", user_id = %user.id, sessions_revoked = revoked.len(), "email address changed");
-        Ok(updated)
+        // As it is after the sessions ended: the device that confirmed signs in anew with it.
+        self.profile(&user.id).await
     }
 
     pub async fn profile(&self, user_id: &UserId) -> Result<User, AccountError> {

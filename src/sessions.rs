@@ -80,6 +80,8 @@ pub struct Sessions {
     clock: SharedClock,
     session_ttl: Duration,
     grace: Duration,
+    /// Sessions one account may have at once (the oldest end first).
+    max_sessions: usize,
     /// Where this instance is in the store's session events (a shared store only).
     feed_cursor: AtomicI64,
     /// Sessions known to have ended, or not to exist: a replayed token costs no second store
@@ -168,6 +170,7 @@ impl Sessions {
             clock,
             session_ttl: cfg.session_ttl,
             grace: cfg.refresh_reuse_grace,
+            max_sessions: cfg.max_sessions_per_account,
             feed_cursor,
             ended: quick_cache::sync::Cache::new(100_000),
             touches: Arc::new(tokio::sync::Semaphore::new(MAX_TOUCHES_IN_FLIGHT)),
@@ -326,9 +329,10 @@ impl Sessions {
                 last_seen_written: AtomicI64::new(now.unix_timestamp()),
             },
         );
-        // The sign-in verified `user`; if its password, block or roles changed meanwhile (a
-        // reset racing with this sign-in), the revocation that came with the change may have
-        // missed this session: undo it.
+        // The sign-in verified `user`; if its password, block or roles changed meanwhile, or
+        // its sessions were all ended (a reset or a "sign out everywhere" racing with this
+        // sign-in: each bumps the version), the revocation may have missed this session:
+        // undo it.
         match self.store.user(&user.id).await? {
             Some(fresh) if fresh.security_version == user.security_version && !fresh.blocked => {}
             _ => {
@@ -336,7 +340,27 @@ impl Sessions {
                 return Err(SessionError::Unauthenticated);
             }
         }
+        self.end_oldest_beyond_cap(&user.id).await?;
         self.pair(user, &session, refresh, refresh_expires)
+    }
+
+    /// Ends the oldest sessions of `user` past `tokens.max_sessions_per_account`: a client that
+    /// signs in over and over (a script, a leaked password) cannot grow the store without
+    /// bound, and the devices list stays readable.
+    async fn end_oldest_beyond_cap(&self, user: &UserId) -> Result<(), StoreError> {
+        let mut all = self.store.sessions_of(user).await?;
+        if all.len() <= self.max_sessions {
+            return Ok(());
+        }
+        all.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        let oldest: Vec<String> = all
+            .get(self.max_sessions..)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.id.clone())
+            .collect();
+        tracing::info!(target: "audit", event = "sessions_capped", user_id = %user, count = oldest.len(), "oldest sessions ended: too many at once");
+        self.revoke_ids(user, &oldest).await.map(drop)
     }
 
     fn pair(
@@ -576,12 +600,26 @@ impl Sessions {
         Ok(deleted)
     }
 
-    /// Revokes every session of `user` except `except`.
+    /// Revokes every session of `user` except `except`. The account's security version is
+    /// bumped first, so a sign-in that is under way (its password checked, its session not
+    /// yet written) undoes its own session when it looks again (see [`Sessions::sign_in`]).
     pub async fn revoke_all(
         &self,
         user: &UserId,
         except: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
+        match self
+            .store
+            .update_user(user, |u| {
+                u.security_version += 1;
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await
+        {
+            Ok(_) | Err(UpdateError::Store(StoreError::NotFound)) => {}
+            Err(UpdateError::Store(e)) => return Err(e),
+            Err(UpdateError::Rejected(never)) => match never {},
+        }
         self.live
             .retain(|id, l| l.user_id != *user || Some(id.as_str()) == except);
         let deleted = self.store.delete_sessions_of(user, except).await?;

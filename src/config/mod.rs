@@ -346,6 +346,9 @@ pub struct TokensConfig {
     /// Absolute lifetime of a session (a signed-in device), however active.
     #[serde(with = "duration::serde_str")]
     pub session_ttl: Duration,
+    /// Sessions (signed-in devices) one account may have at once; a sign-in past it ends the
+    /// oldest.
+    pub max_sessions_per_account: usize,
     /// A rotated refresh token presented again within this window gets the same new pair
     /// (parallel refreshes); after it, reuse revokes the whole session.
     #[serde(with = "duration::serde_str")]
@@ -374,6 +377,7 @@ impl Default for TokensConfig {
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 86_400),
             session_ttl: Duration::from_secs(90 * 86_400),
+            max_sessions_per_account: 50,
             refresh_reuse_grace: Duration::from_secs(5),
             issuer: String::new(),
             audience: "authgate".into(),
@@ -982,6 +986,12 @@ impl Config {
                 ));
             }
             None => {}
+        }
+        if self.tokens.max_sessions_per_account == 0 {
+            return Err(ConfigError::key(
+                "tokens.max_sessions_per_account",
+                "must be at least 1",
+            ));
         }
         if self.tokens.audience.is_empty() {
             return Err(ConfigError::key("tokens.audience", "must not be empty"));

@@ -31,6 +31,7 @@ mod proxy_attacks;
 mod refresh_tokens;
 mod seeds;
 mod server;
+mod session_limits;
 mod store;
 mod store_secrets;
 mod tokens;
