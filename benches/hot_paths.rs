@@ -43,6 +43,8 @@ fn user(i: usize) -> User {
         blocked: false,
         locked_until: None,
         failed_attempts: 0,
+        code_failed_attempts: 0,
+        code_locked_until: None,
         security_version: 0,
     }
 }

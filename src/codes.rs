@@ -153,11 +153,16 @@ impl Codes {
         code: &str,
         now: OffsetDateTime,
     ) -> Result<CodeOutcome, StoreError> {
-        self.check_bound(store, user, purpose, "", code, now).await
+        self.check_bound(store, user, purpose, "", code, now, true)
+            .await
     }
 
     /// [`Codes::check`] for a code issued with [`Codes::issue_bound`]: a different `bound`
-    /// is a wrong code (and spends a try).
+    /// is a wrong code (and spends a try). With `spend` false, a wrong guess spends none of
+    /// the code's tries and a code out of tries still takes the right one (a known device's
+    /// guesses, counted on that device instead: strangers who ran the code out of tries have
+    /// not killed it for its owner).
+    #[allow(clippy::too_many_arguments)]
     pub async fn check_bound(
         &self,
         store: &Store,
@@ -166,6 +171,7 @@ impl Codes {
         bound: &str,
         code: &str,
         now: OffsetDateTime,
+        spend: bool,
     ) -> Result<CodeOutcome, StoreError> {
         // Hash outside the store's retry loop; only the comparison depends on the record.
         let candidate = self.digest(user, purpose, bound, code.trim());
@@ -174,8 +180,9 @@ impl Codes {
             .update_code(user, purpose, |stored| match stored {
                 None => (CodeChange::Keep, CodeOutcome::Missing),
                 Some(c) if c.expires_at <= now => (CodeChange::Delete, CodeOutcome::Expired),
-                Some(c) if c.attempts >= max => (CodeChange::Keep, CodeOutcome::Exhausted),
+                Some(c) if spend && c.attempts >= max => (CodeChange::Keep, CodeOutcome::Exhausted),
                 Some(c) if ct_eq(&c.hash, &candidate) => (CodeChange::Delete, CodeOutcome::Valid),
+                Some(_) if !spend => (CodeChange::Keep, CodeOutcome::Wrong),
                 Some(c) => {
                     let mut next = c.clone();
                     next.attempts += 1;

@@ -31,6 +31,8 @@ pub enum KeyPurpose {
     SignupMac,
     /// AES-256-GCM of the signing keys kept in a shared store.
     SigningKeyWrap,
+    /// The decoy account ids of addresses that have no account.
+    Decoy,
 }
 
 impl KeyPurpose {
@@ -42,6 +44,7 @@ impl KeyPurpose {
             KeyPurpose::DeviceMac => b"authgate device mac v1",
             KeyPurpose::SignupMac => b"authgate signup mac v1",
             KeyPurpose::SigningKeyWrap => b"authgate signing key wrap v1",
+            KeyPurpose::Decoy => b"authgate decoy id v1",
         }
     }
 }
@@ -168,6 +171,7 @@ mod tests {
             KeyPurpose::DeviceMac,
             KeyPurpose::SignupMac,
             KeyPurpose::SigningKeyWrap,
+            KeyPurpose::Decoy,
         ];
         for (i, p) in all.iter().enumerate() {
             assert_eq!(a.key(*p).0, a.key(*p).0, "stable");

@@ -195,6 +195,7 @@ pub async fn build_app(
         config.accounts.clone(),
         config.otp.clone(),
         config.security.reveal_account_existence,
+        &keyring,
     ));
     let limits = Arc::new(RateLimits::new(
         &config.rate_limit,

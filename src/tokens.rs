@@ -853,6 +853,8 @@ mod tests {
             blocked: false,
             locked_until: None,
             failed_attempts: 0,
+            code_failed_attempts: 0,
+            code_locked_until: None,
             security_version: 0,
         }
     }

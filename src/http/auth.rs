@@ -17,15 +17,60 @@ pub const REFRESH_COOKIE: &str = "__Secure-authgate-refresh";
 /// The hosted pages' double-submit CSRF cookie: `__Host-` so no subdomain can plant one.
 pub const CSRF_COOKIE: &str = "__Host-authgate-csrf";
 
+/// "This browser has signed in to this account before": its own budget while strangers
+/// are locked out (see `accounts::bindings`). Long-lived; `__Host-` so no subdomain plants one.
+pub const DEVICE_COOKIE: &str = "__Host-authgate-device";
+/// "This browser chose the password at registration": verifying the address keeps it.
+pub const SIGNUP_COOKIE: &str = "__Host-authgate-signup";
+
 /// Every cookie the gateway sets: removed from requests before they go upstream (they are
 /// the gateway's secrets, not the application's), and from upstream responses (an
 /// application must not be able to set, replace or clear them).
-pub const OWN_COOKIES: [&str; 4] = [
+pub const OWN_COOKIES: [&str; 6] = [
     ACCESS_COOKIE,
     SHARED_ACCESS_COOKIE,
     REFRESH_COOKIE,
     CSRF_COOKIE,
+    DEVICE_COOKIE,
+    SIGNUP_COOKIE,
 ];
+
+/// How long a device cookie lasts (browsers keep none longer than 400 days).
+const DEVICE_COOKIE_AGE: i64 = 400 * 86_400;
+
+/// How long the sign-up cookie lasts: long enough to find the code in one's mail tomorrow.
+const SIGNUP_COOKIE_AGE: i64 = 7 * 86_400;
+
+/// Sets the device cookie.
+pub fn set_device_cookie(headers: &mut HeaderMap, token: &crate::secret::Secret) {
+    set_cookie(
+        headers,
+        build(
+            DEVICE_COOKIE,
+            token.expose().to_string(),
+            "/".into(),
+            DEVICE_COOKIE_AGE,
+        ),
+    );
+}
+
+/// Sets the sign-up cookie.
+pub fn set_signup_cookie(headers: &mut HeaderMap, token: &crate::secret::Secret) {
+    set_cookie(
+        headers,
+        build(
+            SIGNUP_COOKIE,
+            token.expose().to_string(),
+            "/".into(),
+            SIGNUP_COOKIE_AGE,
+        ),
+    );
+}
+
+/// Clears the sign-up cookie (its address is verified).
+pub fn clear_signup_cookie(headers: &mut HeaderMap) {
+    set_cookie(headers, build(SIGNUP_COOKIE, String::new(), "/".into(), 0));
+}
 
 /// How a request presented its access token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

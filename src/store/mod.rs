@@ -108,6 +108,12 @@ pub struct Export {
     pub signing_keys: Vec<(String, Vec<u8>)>,
 }
 
+/// Lock records untouched this long are pruned.
+pub const LOCK_RECORD_KEEP: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// Codes expired this long are pruned.
+pub const CODE_KEEP: std::time::Duration = std::time::Duration::from_secs(3_600);
+
 /// How many records of each kind a store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counts {
@@ -327,6 +333,17 @@ impl Store {
         }
     }
 
+    // Lock records of logins that match no account.
+
+    /// Looks at the lock record for `key` and changes it atomically (`None` from `f` leaves
+    /// it as it was); `f` may be called more than once under contention.
+    pub async fn update_lock<R, F>(&self, key: &str, f: F) -> Result<R, StoreError>
+    where
+        F: Fn(Option<&LockRecord>) -> (Option<LockRecord>, R),
+    {
+        each!(self, b => b.update_lock(key, f).await)
+    }
+
     // Sessions.
 
     pub async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
@@ -456,14 +473,16 @@ impl Store {
         }
     }
 
-    /// Forgets session events older than `keep` and cooldowns that ended before `now`.
+    /// Forgets session events older than `keep`, cooldowns that ended before `now`, codes
+    /// expired an hour or more, and lock records untouched for a day (whatever the lockout
+    /// duration: a lock never outlives the failures it counts by a day).
     pub async fn prune(
         &self,
         keep: std::time::Duration,
         now: OffsetDateTime,
     ) -> Result<u64, StoreError> {
         match &self.inner {
-            Backend::Sled(_) => Ok(0),
+            Backend::Sled(b) => b.prune(now),
             Backend::Postgres(b) => b.prune(keep, now).await,
         }
     }

@@ -80,6 +80,18 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
         // (tokens.secret_key), and the signing keys above are sealed with it.
         "DROP TABLE authgate_secrets;",
     ),
+    (
+        5,
+        // Failures against logins that match no account, kept as an account's are; codes'
+        // expiry in a column, for pruning (codes pretended sent to unknown addresses are
+        // real records too).
+        "CREATE TABLE authgate_locks (
+            key TEXT PRIMARY KEY,
+            record BYTEA NOT NULL,
+            updated_ms BIGINT NOT NULL
+        );
+        ALTER TABLE authgate_codes ADD COLUMN expires_ms BIGINT NOT NULL DEFAULT 0;",
+    ),
 ];
 
 /// The database's clock in milliseconds: one clock for every instance.
@@ -216,6 +228,11 @@ fn search_text(u: &User) -> String {
         s.push_str(&n.to_lowercase());
     }
     s
+}
+
+/// Milliseconds since the epoch, as the columns keep time.
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 fn purpose_key(p: Purpose) -> Result<String, StoreError> {
@@ -360,12 +377,15 @@ impl PgStore {
         }
         for code in &e.codes {
             tx.execute(
-                "INSERT INTO authgate_codes (user_id, purpose, record) VALUES ($1, $2, $3)
-                 ON CONFLICT (user_id, purpose) DO UPDATE SET record = excluded.record",
+                "INSERT INTO authgate_codes (user_id, purpose, record, expires_ms)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (user_id, purpose) DO UPDATE SET record = excluded.record,
+                   expires_ms = excluded.expires_ms",
                 &[
                     &code.user_id.to_string(),
                     &purpose_key(code.purpose)?,
                     &encode(code)?,
+                    &unix_ms(code.expires_at),
                 ],
             )
             .await
@@ -593,12 +613,14 @@ impl PgStore {
     pub(super) async fn put_code(&self, code: &Code) -> Result<(), StoreError> {
         let c = self.client().await?;
         c.execute(
-            "INSERT INTO authgate_codes (user_id, purpose, record) VALUES ($1, $2, $3)
-             ON CONFLICT (user_id, purpose) DO UPDATE SET record = excluded.record",
+            "INSERT INTO authgate_codes (user_id, purpose, record, expires_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id, purpose) DO UPDATE SET record = excluded.record,
+               expires_ms = excluded.expires_ms",
             &[
                 &code.user_id.to_string(),
                 &purpose_key(code.purpose)?,
                 &encode(code)?,
+                &unix_ms(code.expires_at),
             ],
         )
         .await
@@ -639,10 +661,11 @@ impl PgStore {
                     CodeChange::Keep => {}
                     CodeChange::Put(code) => {
                         tx.execute(
-                            "INSERT INTO authgate_codes (user_id, purpose, record)
-                             VALUES ($1, $2, $3)
-                             ON CONFLICT (user_id, purpose) DO UPDATE SET record = excluded.record",
-                            &[&user, &purpose, &encode(&code)?],
+                            "INSERT INTO authgate_codes (user_id, purpose, record, expires_ms)
+                             VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (user_id, purpose) DO UPDATE SET record = excluded.record,
+                               expires_ms = excluded.expires_ms",
+                            &[&user, &purpose, &encode(&code)?, &unix_ms(code.expires_at)],
                         )
                         .await
                         .map_err(db)?;
@@ -655,6 +678,55 @@ impl PgStore {
                         .await
                         .map_err(db)?;
                     }
+                }
+                tx.commit().await.map_err(db)?;
+                Ok(result)
+            }
+            .await;
+            if !again(&attempt, &mut tries).await {
+                return attempt;
+            }
+        }
+    }
+
+    pub(super) async fn update_lock<R, F>(&self, key: &str, f: F) -> Result<R, StoreError>
+    where
+        F: Fn(Option<&LockRecord>) -> (Option<LockRecord>, R),
+    {
+        let mut c = self.client().await?;
+        let mut tries = 0;
+        loop {
+            let attempt: Result<R, StoreError> = async {
+                let tx = c.transaction().await.map_err(db)?;
+                // The row lock makes failures count exactly, whichever instance each
+                // reaches; the row is made first so that two first failures lock one row.
+                tx.execute(
+                    "INSERT INTO authgate_locks (key, record, updated_ms) VALUES ($1, $2, 0)
+                     ON CONFLICT (key) DO NOTHING",
+                    &[&key, &encode(&LockRecord::default())?],
+                )
+                .await
+                .map_err(db)?;
+                let row = tx
+                    .query_one(
+                        "SELECT record, updated_ms FROM authgate_locks WHERE key = $1 FOR UPDATE",
+                        &[&key],
+                    )
+                    .await
+                    .map_err(db)?;
+                let current: Option<LockRecord> = match row.get::<_, i64>(1) {
+                    0 => None,
+                    _ => Some(decode(row.get::<_, &[u8]>(0))?),
+                };
+                let (change, result) = f(current.as_ref());
+                if let Some(new) = change {
+                    let at = new.updated_at.map_or(1, unix_ms).max(1);
+                    tx.execute(
+                        "UPDATE authgate_locks SET record = $2, updated_ms = $3 WHERE key = $1",
+                        &[&key, &encode(&new)?, &at],
+                    )
+                    .await
+                    .map_err(db)?;
                 }
                 tx.commit().await.map_err(db)?;
                 Ok(result)
@@ -842,7 +914,21 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
-        Ok(events + cooldowns)
+        let codes = c
+            .execute(
+                "DELETE FROM authgate_codes WHERE expires_ms > 0 AND expires_ms < $1",
+                &[&unix_ms(now - super::CODE_KEEP)],
+            )
+            .await
+            .map_err(db)?;
+        let locks = c
+            .execute(
+                "DELETE FROM authgate_locks WHERE updated_ms < $1",
+                &[&unix_ms(now - super::LOCK_RECORD_KEEP)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(events + cooldowns + codes + locks)
     }
 
     pub(super) async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {

@@ -42,11 +42,18 @@ pub struct User {
     pub updated_at: OffsetDateTime,
     /// Blocked by an administrator until unblocked.
     pub blocked: bool,
-    /// Temporarily locked after repeated failures.
+    /// Temporarily locked after repeated password failures (see `failed_attempts`).
     #[serde(with = "time::serde::rfc3339::option")]
     pub locked_until: Option<OffsetDateTime>,
-    /// Failed code and password attempts since the last success or lockout.
+    /// Failed password attempts by clients without a device token of this account, since
+    /// the last success or lockout (`locked_until` is their lock).
     pub failed_attempts: u32,
+    /// The same for one-time codes: a mailbox's proof is refused only because of failed
+    /// codes, never because of failed passwords.
+    #[serde(default)]
+    pub code_failed_attempts: u32,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub code_locked_until: Option<OffsetDateTime>,
     /// Bumped when the password or the email address changes, the account is blocked or
     /// its roles change: a
     /// sign-in that verified an older version is undone (the reset-while-signing-in race).
@@ -160,4 +167,18 @@ pub struct SessionEvent {
     /// Unix seconds (0 for an ended session).
     pub expires_at: i64,
     pub live: bool,
+}
+
+/// Failures counted against a login that matches no account, kept as an account's are (in
+/// the store, written and flushed the same way), so that neither the answers nor their
+/// timing tell the two apart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct LockRecord {
+    pub v: u32,
+    pub failed_attempts: u32,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub locked_until: Option<OffsetDateTime>,
+    /// Last change, for pruning.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub updated_at: Option<OffsetDateTime>,
 }

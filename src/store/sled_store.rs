@@ -27,6 +27,7 @@ pub(super) struct SledStore {
     user_sessions: sled::Tree,
     reset_tokens: sled::Tree,
     cooldowns: sled::Tree,
+    locks: sled::Tree,
 }
 
 fn engine(e: sled::Error) -> StoreError {
@@ -154,6 +155,7 @@ impl SledStore {
             user_sessions: tree("idx_user_sessions")?,
             reset_tokens: tree("reset_tokens")?,
             cooldowns: tree("cooldowns")?,
+            locks: tree("locks")?,
             meta,
             db,
         })
@@ -453,6 +455,65 @@ impl SledStore {
         }
     }
 
+    pub(super) async fn update_lock<R, F>(&self, key: &str, f: F) -> Result<R, StoreError>
+    where
+        F: Fn(Option<&LockRecord>) -> (Option<LockRecord>, R),
+    {
+        loop {
+            let old = self.locks.get(key.as_bytes()).map_err(engine)?;
+            let current: Option<LockRecord> = old.as_ref().map(|b| decode(b)).transpose()?;
+            let (change, result) = f(current.as_ref());
+            let Some(new) = change else {
+                return Ok(result);
+            };
+            let swapped = self
+                .locks
+                .compare_and_swap(key.as_bytes(), old, Some(encode(&new)?))
+                .map_err(engine)?;
+            if swapped.is_ok() {
+                // Flushed as an account's failure is: the two cost the same time.
+                self.flush().await?;
+                return Ok(result);
+            }
+        }
+    }
+
+    /// See [`super::Store::prune`].
+    pub(super) fn prune(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut gone = 0u64;
+        let now_ns = now.unix_timestamp_nanos();
+        for item in self.cooldowns.iter() {
+            let (k, v) = item.map_err(engine)?;
+            let until = <[u8; 16]>::try_from(v.as_ref())
+                .map(i128::from_be_bytes)
+                .unwrap_or(0);
+            if until <= now_ns {
+                self.cooldowns.remove(k).map_err(engine)?;
+                gone += 1;
+            }
+        }
+        for item in self.codes.iter() {
+            let (k, v) = item.map_err(engine)?;
+            let code: Code = decode(&v)?;
+            if code.expires_at + super::CODE_KEEP < now {
+                self.codes.remove(k).map_err(engine)?;
+                gone += 1;
+            }
+        }
+        for item in self.locks.iter() {
+            let (k, v) = item.map_err(engine)?;
+            let lock: LockRecord = decode(&v)?;
+            if lock
+                .updated_at
+                .is_none_or(|t| t + super::LOCK_RECORD_KEEP < now)
+            {
+                self.locks.remove(k).map_err(engine)?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
     pub(super) fn set_cooldown(
         &self,
         key: &str,
@@ -616,6 +677,8 @@ mod tests {
             blocked: false,
             locked_until: None,
             failed_attempts: 0,
+            code_failed_attempts: 0,
+            code_locked_until: None,
             security_version: 0,
         }
     }

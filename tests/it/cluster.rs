@@ -60,7 +60,7 @@ async fn three_instances_behave_as_one() {
     let [a, b, c] = [&t.gws[0], &t.gws[1], &t.gws[2]];
 
     // Register on the first, verify on the third, log in on the second.
-    let (s, _) = a
+    let (s, reg) = a
         .post(
             "/auth/register",
             json!({"email": "one@example.com", "password": PW}),
@@ -71,7 +71,7 @@ async fn three_instances_behave_as_one() {
     let (s, v) = c
         .post(
             "/auth/verify",
-            json!({"email": "one@example.com", "code": code}),
+            json!({"email": "one@example.com", "code": code, "signup_token": reg["data"]["signup_token"]}),
         )
         .await;
     assert_eq!(s, 200, "{v}");
@@ -391,7 +391,7 @@ async fn store_copy_moves_a_sled_deployment_to_postgres() {
     let smtp = Smtp::start();
     // A sled deployment with an account and a signed-in session.
     let sled = Gateway::start_with("[server]\ntls = false\n", Some(&smtp), None).await;
-    let (s, _) = sled
+    let (s, reg) = sled
         .post(
             "/auth/register",
             json!({"email": "moved@example.com", "password": PW}),
@@ -401,7 +401,7 @@ async fn store_copy_moves_a_sled_deployment_to_postgres() {
     let code = smtp.code("moved@example.com", 1).await;
     sled.post(
         "/auth/verify",
-        json!({"email": "moved@example.com", "code": code}),
+        json!({"email": "moved@example.com", "code": code, "signup_token": reg["data"]["signup_token"]}),
     )
     .await;
     let (s, v) = sled

@@ -18,6 +18,7 @@ async fn registration_survives_sigkill() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    let reg: serde_json::Value = r.json().await.unwrap();
     gw.signal("-KILL");
     let mut gw = gw;
     let status = gw.child.wait().await.unwrap();
@@ -59,7 +60,7 @@ async fn registration_survives_sigkill() {
     let code = code.expect("verification mail in the outbox: the account survived");
     let r = client
         .post(format!("{base}/auth/verify"))
-        .json(&json!({"email": "durable@example.com", "code": code}))
+        .json(&json!({"email": "durable@example.com", "code": code, "signup_token": reg["data"]["signup_token"]}))
         .send()
         .await
         .unwrap();

@@ -135,10 +135,11 @@ async fn check_front(front: u16, smtp: &Smtp, redirects: bool) {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    let reg: serde_json::Value = r.json().await.unwrap();
     let code = smtp.code("front@example.com", 1).await;
     let r = client
         .post(format!("{base}/auth/verify"))
-        .json(&json!({"email": "front@example.com", "code": code}))
+        .json(&json!({"email": "front@example.com", "code": code, "signup_token": reg["data"]["signup_token"]}))
         .send()
         .await
         .unwrap();

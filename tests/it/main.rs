@@ -23,6 +23,7 @@ mod forward_auth;
 mod frontends;
 mod harness;
 mod limits;
+mod lockout;
 mod mail;
 mod pages;
 mod postgres;

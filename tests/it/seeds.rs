@@ -38,8 +38,12 @@ pub async fn register_verified(
     let (status, reg) = gw.post("/auth/register", body).await;
     assert_eq!(status, 201, "{reg}");
     let code = smtp.code(&email, before + 1).await;
+    // The sign-up token says this client chose the password: it keeps it.
     let (status, v) = gw
-        .post("/auth/verify", json!({"email": email, "code": code}))
+        .post(
+            "/auth/verify",
+            json!({"email": email, "code": code, "signup_token": reg["data"]["signup_token"]}),
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"]["user"]["email_verified"], true);
@@ -554,6 +558,8 @@ async fn seed_004_spare_parts() {
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["status"], "success");
     assert_eq!(v["data"]["user"]["roles"], json!(["customer"]));
+    // What says, when the code comes back, that this client chose the password.
+    let signup = v["data"]["signup_token"].clone();
     assert!(v["data"]["otp_expires_at"].as_str().unwrap().ends_with('Z'));
     assert!(v["data"]["user"].get("password").is_none());
 
@@ -595,11 +601,17 @@ async fn seed_004_spare_parts() {
 
     let code = smtp.code(email, 1).await;
     let (status, v) = gw
-        .post("/auth/verify", json!({"email": email, "code": code}))
+        .post(
+            "/auth/verify",
+            json!({"email": email, "code": code, "signup_token": signup}),
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     let (status, v) = gw
-        .post("/auth/verify", json!({"email": email, "code": code}))
+        .post(
+            "/auth/verify",
+            json!({"email": email, "code": code, "signup_token": signup}),
+        )
         .await;
     assert_eq!(
         (status, v["code"].as_str()),

@@ -103,6 +103,14 @@ async fn the_store_outbox_and_keys_are_private_files() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    // The mail is written off the request path: wait for it.
+    let outbox = dir.path().join("outbox");
+    for _ in 0..200 {
+        if std::fs::read_dir(&outbox).is_ok_and(|d| d.count() > 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     drop(gw);
     fn check(path: &std::path::Path, bad: &mut Vec<String>) {
         let meta = std::fs::symlink_metadata(path).unwrap();

@@ -1,7 +1,7 @@
 //! Account endpoints: register, verify, sign in by password or code, password reset and
 //! change, profile.
 
-use super::{Result, body_json, caller, client_info, tokens_response, user_json};
+use super::{Result, body_json, caller, client_info, presented, tokens_response, user_json};
 use crate::accounts::{ProfilePatch, Registration};
 use crate::clock::rfc3339;
 use crate::http::body::Body;
@@ -41,18 +41,37 @@ pub async fn register(
         phone: b.phone,
         profile: b.profile,
     };
-    let (user, expires) = app.accounts.register(reg).await?;
-    Ok(success(
+    let (user, expires, signup) = app.accounts.register(reg).await?;
+    // The sign-up token keeps the password when this client verifies the address: as a
+    // cookie for browsers and clients with a cookie jar, in the body for the others.
+    let mut resp = success(
         StatusCode::CREATED,
         "Account created. A verification code was sent to your email address.",
-        &json!({ "user": user_json(&user), "otp_expires_at": rfc3339(expires) }),
-    ))
+        &json!({
+            "user": user_json(&user),
+            "otp_expires_at": rfc3339(expires),
+            "signup_token": signup.expose(),
+        }),
+    );
+    auth::set_signup_cookie(resp.headers_mut(), &signup);
+    Ok(resp)
 }
 
 #[derive(Deserialize)]
 struct EmailCode {
     email: String,
     code: Secret,
+    /// From an earlier sign-in (else the device cookie).
+    device_token: Option<Secret>,
+}
+
+#[derive(Deserialize)]
+struct VerifyBody {
+    email: String,
+    code: Secret,
+    /// From the registration (else the sign-up cookie).
+    signup_token: Option<Secret>,
+    device_token: Option<Secret>,
 }
 
 #[derive(Deserialize)]
@@ -66,15 +85,39 @@ pub async fn verify(
     parts: &Parts,
     body: Incoming,
 ) -> Result<Response<Body>> {
-    let b: EmailCode = body_json(app, parts, body, false).await?;
+    let b: VerifyBody = body_json(app, parts, body, false).await?;
     app.limits
         .check(Class::CodeVerify, ctx.client_ip, Some(&b.email))?;
-    let user = app.accounts.verify_email(&b.email, b.code.expose()).await?;
-    Ok(success(
-        StatusCode::OK,
-        "Your email address is verified.",
-        &json!({ "user": user_json(&user) }),
-    ))
+    let signup = presented(&parts.headers, b.signup_token.as_ref(), auth::SIGNUP_COOKIE);
+    let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
+    let v = app
+        .accounts
+        .verify_email(
+            &b.email,
+            b.code.expose(),
+            signup.as_deref(),
+            device.as_deref(),
+        )
+        .await?;
+    let mut resp = match &v.reset {
+        None => success(
+            StatusCode::OK,
+            "Your email address is verified.",
+            &json!({ "user": user_json(&v.user) }),
+        ),
+        Some((token, expires)) => success(
+            StatusCode::OK,
+            "Your email address is verified. The password given when the account was created was not chosen by this device, so it was removed: choose one now with this reset token (POST /password/reset with Authorization: Bearer), or sign in by code.",
+            &json!({
+                "user": user_json(&v.user),
+                "password_removed": true,
+                "reset_token": token.expose(),
+                "reset_token_expires_at": rfc3339(*expires),
+            }),
+        ),
+    };
+    auth::clear_signup_cookie(resp.headers_mut());
+    Ok(resp)
 }
 
 /// The answer of every code-sending flow: the same for any address unless existence may be
@@ -103,6 +146,9 @@ pub async fn resend(
 struct LoginBody {
     login: String,
     password: Secret,
+    /// From an earlier sign-in (else the device cookie): the account's own device keeps
+    /// signing in while strangers' failures have locked the account.
+    device_token: Option<Secret>,
 }
 
 pub async fn login(
@@ -114,12 +160,23 @@ pub async fn login(
     let b: LoginBody = body_json(app, parts, body, false).await?;
     app.limits
         .check(Class::Login, ctx.client_ip, Some(&b.login))?;
-    let user = app.accounts.login_password(&b.login, &b.password).await?;
+    let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
+    let user = app
+        .accounts
+        .login_password(&b.login, &b.password, device.as_deref())
+        .await?;
     let pair = app
         .sessions
         .sign_in(&user, &client_info(ctx, &parts.headers))
         .await?;
-    Ok(tokens_response(app, "Signed in.", &pair, &user))
+    let device = app.accounts.device_token(&user, device.as_deref());
+    Ok(tokens_response(
+        app,
+        "Signed in.",
+        &pair,
+        &user,
+        Some(&device),
+    ))
 }
 
 pub async fn login_code(
@@ -143,15 +200,23 @@ pub async fn login_code_verify(
     let b: EmailCode = body_json(app, parts, body, false).await?;
     app.limits
         .check(Class::CodeVerify, ctx.client_ip, Some(&b.email))?;
+    let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
     let user = app
         .accounts
-        .finish_code_login(&b.email, b.code.expose())
+        .finish_code_login(&b.email, b.code.expose(), device.as_deref())
         .await?;
     let pair = app
         .sessions
         .sign_in(&user, &client_info(ctx, &parts.headers))
         .await?;
-    Ok(tokens_response(app, "Signed in.", &pair, &user))
+    let device = app.accounts.device_token(&user, device.as_deref());
+    Ok(tokens_response(
+        app,
+        "Signed in.",
+        &pair,
+        &user,
+        Some(&device),
+    ))
 }
 
 pub async fn forgot(
@@ -171,6 +236,7 @@ struct ResetBody {
     email: Option<String>,
     code: Option<Secret>,
     new_password: Secret,
+    device_token: Option<Secret>,
 }
 
 /// One step (email + code + new password), or the second of two (Bearer reset token).
@@ -188,6 +254,7 @@ pub async fn reset(
     let b: ResetBody = body_json(app, parts, body, false).await?;
     app.limits
         .check(Class::CodeVerify, ctx.client_ip, b.email.as_deref())?;
+    let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
     match (token, b.email, b.code) {
         (Some(token), _, _) => {
             app.accounts
@@ -196,7 +263,7 @@ pub async fn reset(
         }
         (None, Some(email), Some(code)) => {
             app.accounts
-                .reset_password(&email, code.expose(), &b.new_password)
+                .reset_password(&email, code.expose(), &b.new_password, device.as_deref())
                 .await?;
         }
         (None, email, _) => {
@@ -225,7 +292,11 @@ pub async fn reset_verify(
     let b: EmailCode = body_json(app, parts, body, false).await?;
     app.limits
         .check(Class::CodeVerify, ctx.client_ip, Some(&b.email))?;
-    let (token, expires) = app.accounts.reset_token(&b.email, b.code.expose()).await?;
+    let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
+    let (token, expires) = app
+        .accounts
+        .reset_token(&b.email, b.code.expose(), device.as_deref())
+        .await?;
     Ok(success(
         StatusCode::OK,
         "Code accepted. Send the new password with this reset token.",
@@ -336,11 +407,14 @@ pub async fn finish_email_change(
         .sessions
         .sign_in(&user, &client_info(ctx, &parts.headers))
         .await?;
+    let presented = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
+    let device = app.accounts.device_token(&user, presented.as_deref());
     Ok(tokens_response(
         app,
         "Your email address has been changed. Other devices were signed out.",
         &pair,
         &user,
+        Some(&device),
     ))
 }
 

@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::{App, json};
 use crate::clock::rfc3339;
 use crate::policy::Identity;
+use crate::secret::Secret;
 use crate::sessions::{ClientInfo, TokenPair};
 use crate::store::{Session, User, UserId};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header, request::Parts};
@@ -231,9 +232,16 @@ fn session_json(s: &Session, current: &str) -> Value {
     })
 }
 
-/// The answer to a sign-in or refresh: the pair in the body and as cookies.
-fn tokens_response(app: &App, message: &str, pair: &TokenPair, user: &User) -> Response<Body> {
-    let data = json!({
+/// The answer to a sign-in or refresh: the pair in the body and as cookies, and after a
+/// sign-in the device token (see `accounts::bindings`), in the body and as a cookie too.
+fn tokens_response(
+    app: &App,
+    message: &str,
+    pair: &TokenPair,
+    user: &User,
+    device: Option<&Secret>,
+) -> Response<Body> {
+    let mut data = json!({
         "access_token": pair.access_token,
         "refresh_token": pair.refresh_token.expose(),
         "token_type": "Bearer",
@@ -242,7 +250,20 @@ fn tokens_response(app: &App, message: &str, pair: &TokenPair, user: &User) -> R
         "session_id": pair.session_id,
         "user": user_json(user),
     });
+    if let (Some(d), Some(obj)) = (device, data.as_object_mut()) {
+        obj.insert("device_token".into(), json!(d.expose()));
+    }
     let mut resp = super::error::success(StatusCode::OK, message, &data);
     app.cookies.set_tokens(resp.headers_mut(), pair);
+    if let Some(d) = device {
+        auth::set_device_cookie(resp.headers_mut(), d);
+    }
     resp
+}
+
+/// A token the client presents in the body (`field`), or else in the cookie `name`.
+fn presented(headers: &HeaderMap, field: Option<&Secret>, name: &str) -> Option<String> {
+    field
+        .map(|s| s.expose().to_string())
+        .or_else(|| auth::cookie(headers, name))
 }

@@ -369,7 +369,10 @@ impl Page {
                 let password = form.secret("password");
                 let r: Result<User> = async {
                     app.limits.check(Class::Login, ip, Some(&login))?;
-                    Ok(app.accounts.login_password(&login, &password).await?)
+                    Ok(app
+                        .accounts
+                        .login_password(&login, &password, device_cookie(parts).as_deref())
+                        .await?)
                 }
                 .await;
                 match r {
@@ -394,7 +397,11 @@ impl Page {
                     app.limits.check(Class::CodeVerify, ip, Some(&email))?;
                     Ok(app
                         .accounts
-                        .finish_code_login(&email, code.expose().trim())
+                        .finish_code_login(
+                            &email,
+                            code.expose().trim(),
+                            device_cookie(parts).as_deref(),
+                        )
                         .await?)
                 }
                 .await;
@@ -421,10 +428,14 @@ impl Page {
                 }
                 .await;
                 match r {
-                    Ok(_) => self.notice(
-                        "Account created. A verification code was sent to your email address.",
-                        |v| ui::verify(v, &email),
-                    ),
+                    Ok((_, _, signup)) => {
+                        let mut page = self.notice(
+                            "Account created. A verification code was sent to your email address.",
+                            |v| ui::verify(v, &email),
+                        )?;
+                        auth::set_signup_cookie(page.headers_mut(), &signup);
+                        Ok(page)
+                    }
                     Err(e) => {
                         let values = ui::SignUpValues {
                             email: &email,
@@ -439,10 +450,17 @@ impl Page {
                 let code = form.secret("code");
                 let r: Result<User> = async {
                     app.limits.check(Class::CodeVerify, ip, Some(&email))?;
+                    let signup = auth::cookie(&parts.headers, auth::SIGNUP_COOKIE);
                     Ok(app
                         .accounts
-                        .verify_email(&email, code.expose().trim())
-                        .await?)
+                        .verify_email(
+                            &email,
+                            code.expose().trim(),
+                            signup.as_deref(),
+                            device_cookie(parts).as_deref(),
+                        )
+                        .await?
+                        .user)
                 }
                 .await;
                 match r {
@@ -450,7 +468,9 @@ impl Page {
                     // the newcomer lands where they were going.
                     Ok(user) if !user.blocked => {
                         tracing::info!(target: "audit", event = "login", user_id = %user.id, method = "verify", "signed in after verifying the email");
-                        self.signed_in(app, ctx, parts, &user).await
+                        let mut r = self.signed_in(app, ctx, parts, &user).await?;
+                        auth::clear_signup_cookie(r.headers_mut());
+                        Ok(r)
                     }
                     Ok(_) => self.notice("Your email address is verified.", |v| {
                         ui::sign_in(v, &email)
@@ -488,7 +508,12 @@ impl Page {
                     app.limits.check(Class::CodeVerify, ip, key)?;
                     Ok(app
                         .accounts
-                        .reset_password(&email, code.expose().trim(), &new_password)
+                        .reset_password(
+                            &email,
+                            code.expose().trim(),
+                            &new_password,
+                            device_cookie(parts).as_deref(),
+                        )
                         .await?)
                 }
                 .await;
@@ -625,8 +650,17 @@ impl Page {
         self.rotate_csrf = true;
         let mut r = self.go_back(app);
         app.cookies.set_tokens(r.headers_mut(), &pair);
+        let device = app
+            .accounts
+            .device_token(user, device_cookie(parts).as_deref());
+        auth::set_device_cookie(r.headers_mut(), &device);
         Ok(r)
     }
+}
+
+/// The device cookie a browser presents (see `accounts::bindings`).
+fn device_cookie(parts: &Parts) -> Option<String> {
+    auth::cookie(&parts.headers, auth::DEVICE_COOKIE)
 }
 
 const CODE_SENT: &str = "If an account exists for this address, a code has been sent to it.";

@@ -36,7 +36,13 @@ pub async fn refresh(
         }
     };
     let (pair, user) = app.sessions.refresh(&token).await?;
-    Ok(tokens_response(app, "Tokens refreshed.", &pair, &user))
+    Ok(tokens_response(
+        app,
+        "Tokens refreshed.",
+        &pair,
+        &user,
+        None,
+    ))
 }
 
 #[derive(Deserialize, Default)]

@@ -13,6 +13,13 @@ use crate::sessions::Sessions;
 use crate::store::{
     Purpose, RECORD_VERSION, ResetToken, Store, StoreError, UniqueField, UpdateError, User, UserId,
 };
+
+pub mod bindings;
+mod fields;
+pub mod guard;
+
+use bindings::Bindings;
+use guard::{Factor, Guard, Subject};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,65 +119,7 @@ pub struct ProfilePatch {
     pub profile: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-// Validation: pure functions, one per field, each saying what is wrong in a sentence.
-
-pub fn normalize_email(raw: &str) -> Result<String, String> {
-    let e = raw.trim().to_lowercase();
-    if e.is_empty() {
-        return Err("is required".into());
-    }
-    if e.len() > 254 || !email_address::EmailAddress::is_valid(&e) || !e.contains('@') {
-        return Err("is not an email address".into());
-    }
-    let domain = e.rsplit('@').next().unwrap_or("");
-    if !domain.contains('.') && domain != "localhost" {
-        return Err("is not an email address".into());
-    }
-    Ok(e)
-}
-
-pub fn normalize_username(raw: &str) -> Result<String, String> {
-    let u = raw.trim().to_lowercase();
-    let ok_chars = u
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if !(3..=32).contains(&u.len())
-        || !ok_chars
-        || !u.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-    {
-        return Err(
-            "must be 3 to 32 letters, digits, '_', '.' or '-', starting with a letter or digit"
-                .into(),
-        );
-    }
-    Ok(u)
-}
-
-/// E.164: '+', a non-zero country digit, up to 15 digits in all. Spaces, dashes and
-/// parentheses are accepted and removed.
-pub fn normalize_phone(raw: &str) -> Result<String, String> {
-    let p: String = raw
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
-        .collect();
-    let digits = p.strip_prefix('+').unwrap_or("");
-    let valid = digits.len() >= 8
-        && digits.len() <= 15
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0');
-    if !valid {
-        return Err("must be an international number such as +14155550100 (E.164)".into());
-    }
-    Ok(p)
-}
-
-pub fn normalize_full_name(raw: &str) -> Result<String, String> {
-    let n = raw.trim().to_string();
-    if n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
-        return Err("must be 1 to 100 characters, without control characters".into());
-    }
-    Ok(n)
-}
+pub use fields::{normalize_email, normalize_full_name, normalize_phone, normalize_username};
 
 pub struct Accounts {
     store: Store,
@@ -182,53 +131,34 @@ pub struct Accounts {
     cfg: AccountsConfig,
     otp: OtpConfig,
     reveal: bool,
-    /// Failed sign-ins against logins that match no account, paced and locked exactly like a
-    /// real account's, so that USER_BLOCKED does not tell an attacker which logins exist.
-    /// In memory and bounded: a login sprayed out of it starts again from zero.
-    phantoms: quick_cache::sync::Cache<String, LockState>,
-    /// Codes "sent" to addresses that got none (no account, blocked, already verified), by
-    /// purpose and address: guessing at one runs out of tries and expires like a real code,
-    /// so ATTEMPTS_EXCEEDED does not tell which addresses have an account. Bounded likewise.
-    phantom_codes: quick_cache::sync::Cache<(Purpose, String), PhantomCode>,
-    /// Held across each read-modify-write of the two tables above, so that parallel
-    /// failures are all counted, as the store's transactions count a real account's.
-    phantom_update: std::sync::Mutex<()>,
+    /// Failure counting, locks, devices and decoys (see [`guard`]).
+    guard: Guard,
+    /// Device and sign-up tokens.
+    bindings: Bindings,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct PhantomCode {
-    tries_left: u32,
-    expires_at: OffsetDateTime,
-}
-
-/// A guess at a code pretended sent: past its lifetime (not counted, as for a real code), or
-/// wrong (counted), with the answer a real code would give.
+/// What a flow that checks a code is about: an account, or the decoy of an address without
+/// one (see [`guard`]: a code pretended sent there is a real record under its decoy id).
 #[derive(Debug)]
-enum Guess {
-    Expired,
-    Wrong(AccountError),
+enum CodeSubject {
+    Account(Box<User>),
+    Decoy { id: UserId, email: String },
 }
 
-/// A failure counter and lock, as kept on a user record (or for a phantom login).
-#[derive(Debug, Clone, Copy, Default)]
-struct LockState {
-    failed_attempts: u32,
-    locked_until: Option<OffsetDateTime>,
-}
-
-/// The phantom table's key for an email address: the same for a sign-in by password and a
-/// guess at a code, so both count towards one lock, as they do on an account.
-fn phantom_key_email(email: &str) -> String {
-    format!("email:{email}")
+/// The outcome of an email verification.
+#[derive(Debug)]
+pub struct Verified {
+    pub user: User,
+    /// The password chosen at registration was dropped: the client that verified did not
+    /// present the sign-up token of the one that chose it (see [`bindings`]). It gets a
+    /// reset token instead, to choose one at once (it has just proved the mailbox).
+    pub reset: Option<(Secret, OffsetDateTime)>,
 }
 
 /// The store's key of the resend cooldown of `purpose` codes to `email`.
 fn cooldown_key(purpose: Purpose, email: &str) -> String {
     format!("{}:{email}", purpose.as_str())
 }
-
-/// Phantom logins remembered at most (about 100 bytes each).
-const MAX_PHANTOMS: usize = 100_000;
 
 impl std::fmt::Debug for Accounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -250,8 +180,16 @@ impl Accounts {
         cfg: AccountsConfig,
         otp: OtpConfig,
         reveal: bool,
+        keyring: &crate::keyring::Keyring,
     ) -> Self {
         Accounts {
+            guard: Guard::new(
+                store.clone(),
+                clock.clone(),
+                &otp,
+                &keyring.key(crate::keyring::KeyPurpose::Decoy),
+            ),
+            bindings: Bindings::new(keyring),
             store,
             passwords,
             codes,
@@ -261,9 +199,6 @@ impl Accounts {
             cfg,
             otp,
             reveal,
-            phantoms: quick_cache::sync::Cache::new(MAX_PHANTOMS),
-            phantom_codes: quick_cache::sync::Cache::new(MAX_PHANTOMS),
-            phantom_update: std::sync::Mutex::new(()),
         }
     }
 
@@ -277,6 +212,13 @@ impl Accounts {
 
     pub fn passwords(&self) -> &Passwords {
         &self.passwords
+    }
+
+    /// A device token for `user` (see [`bindings`]): the device `presented` names again
+    /// when it is one of this account's, else a new one.
+    pub fn device_token(&self, user: &User, presented: Option<&str>) -> Secret {
+        let known = presented.and_then(|t| self.bindings.device(&user.id, t));
+        self.bindings.device_token(&user.id, known)
     }
 
     fn now(&self) -> OffsetDateTime {
@@ -323,7 +265,6 @@ impl Accounts {
             .codes
             .issue(&self.store, &user.id, purpose, self.now())
             .await?;
-        self.phantom_codes.remove(&(purpose, user.email.clone()));
         self.mailer.send_code(CodeMail {
             to: user.email.clone(),
             purpose,
@@ -350,170 +291,77 @@ impl Accounts {
         let Err(left) = self.store.take_cooldown(&key, now, cooldown).await? else {
             return Ok(());
         };
-        let live = self.phantom_code_alive(purpose, email)
-            || match account {
-                Some(u) => self.codes.is_live(&self.store, &u.id, purpose, now).await?,
-                None => false,
-            };
-        if live {
+        let id = account.map_or_else(|| self.guard.decoy_id(email), |u| u.id);
+        if self.codes.is_live(&self.store, &id, purpose, now).await? {
             return Err(AccountError::OtpStillValid { retry_after: left });
         }
         self.store.set_cooldown(&key, now, cooldown).await?;
         Ok(())
     }
 
-    /// Whether a code pretended sent to `email` for `purpose` could still be guessed at.
-    fn phantom_code_alive(&self, purpose: Purpose, email: &str) -> bool {
-        self.phantom_codes
-            .get(&(purpose, email.to_string()))
-            .is_some_and(|c| c.expires_at > self.now() && c.tries_left > 0)
-    }
-
-    fn check_lock(&self, user: &User) -> Result<(), AccountError> {
-        self.check_locked_until(user.locked_until)
-    }
-
-    fn check_locked_until(&self, locked_until: Option<OffsetDateTime>) -> Result<(), AccountError> {
-        let now = self.now();
-        match locked_until {
-            Some(t) if t > now => Err(AccountError::Blocked {
-                retry_after: Some(Duration::try_from(t - now).unwrap_or(Duration::from_secs(1))),
+    /// The account a code-checking flow is about. An unknown address is its decoy (answered
+    /// as an account would be) unless existence may be revealed.
+    async fn account_for_code(&self, email: &str) -> Result<CodeSubject, AccountError> {
+        match self.store.user_by_email(email).await? {
+            Some(u) => Ok(CodeSubject::Account(Box::new(u))),
+            None if self.reveal => Err(AccountError::UserDoesNotExist),
+            None => Ok(CodeSubject::Decoy {
+                id: self.guard.decoy_id(email),
+                email: email.to_string(),
             }),
-            _ => Ok(()),
         }
     }
 
-    /// Counts a failed code or password. From half the threshold on, each failure pauses the
-    /// account for an escalating moment (1 s, 2 s, 4 s, ...: kanidm's softlock, NIST SP
-    /// 800-63B throttling); at the threshold it is locked for `lockout_duration`, and the
-    /// failure that locks it is answered USER_BLOCKED.
-    async fn record_failure(&self, user: &User) -> Result<(), AccountError> {
-        let now = self.now();
-        let updated = self
-            .store
-            .update_user(&user.id, |u| {
-                let mut state = LockState {
-                    failed_attempts: u.failed_attempts,
-                    locked_until: u.locked_until,
-                };
-                self.count_failure(&mut state, now);
-                u.failed_attempts = state.failed_attempts;
-                u.locked_until = state.locked_until;
-                Ok::<(), std::convert::Infallible>(())
-            })
-            .await?;
-        if updated.failed_attempts == 0 && updated.locked_until.is_some_and(|t| t > now) {
-            tracing::warn!(target: "audit", event = "lockout", user_id = %user.id, until = %crate::clock::rfc3339(now + self.otp.lockout_duration), "account locked after repeated failures");
-            return Err(AccountError::Blocked {
-                retry_after: Some(self.otp.lockout_duration),
-            });
-        }
-        Ok(())
-    }
-
-    /// One more failure: the pause or lock it earns (see [`Accounts::record_failure`]).
-    fn count_failure(&self, s: &mut LockState, now: OffsetDateTime) {
-        let threshold = self.otp.lockout_threshold.max(1);
-        let soft_from = (threshold / 2).max(2);
-        let duration = self.otp.lockout_duration;
-        s.failed_attempts += 1;
-        if s.failed_attempts >= threshold {
-            s.failed_attempts = 0;
-            s.locked_until = Some(now + duration);
-        } else if s.failed_attempts >= soft_from {
-            let step = (s.failed_attempts - soft_from).min(20);
-            let pause = Duration::from_secs(1u64 << step).min(duration);
-            // Never shortens a lock already in place (in-flight failures after a lockout).
-            s.locked_until = s.locked_until.max(Some(now + pause));
-        }
-    }
-
-    fn phantom_serial(&self) -> std::sync::MutexGuard<'_, ()> {
-        // It guards no data of its own: a poisoned lock still serializes.
-        self.phantom_update
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A failed sign-in for a login that matches no account, answered as a real account's
-    /// would be: the same pauses, the same lock, the same USER_BLOCKED.
-    fn record_phantom_failure(&self, key: &str) -> Result<(), AccountError> {
-        let now = self.now();
-        let state = {
-            let _serial = self.phantom_serial();
-            // Read afresh: other failures may have been counted meanwhile.
-            let mut state = self.phantoms.get(key).unwrap_or_default();
-            self.count_failure(&mut state, now);
-            self.phantoms.insert(key.to_string(), state);
-            state
-        };
-        if state.failed_attempts == 0 && state.locked_until.is_some_and(|t| t > now) {
-            return Err(AccountError::Blocked {
-                retry_after: Some(self.otp.lockout_duration),
-            });
-        }
-        Ok(())
-    }
-
-    async fn record_success(&self, user: &User) -> Result<User, AccountError> {
-        if user.failed_attempts == 0 && user.locked_until.is_none() {
-            return Ok(user.clone());
-        }
-        Ok(self
-            .store
-            .update_user(&user.id, |u| {
-                u.failed_attempts = 0;
-                u.locked_until = None;
-                Ok::<(), std::convert::Infallible>(())
-            })
-            .await?)
-    }
-
-    /// Checks a code of `purpose` for `user`: the lock, then the code, counting failures.
+    /// Checks a code of `purpose` (bound to `bound`, see [`Codes::issue_bound`]): the code
+    /// lock, then the code, counting failures. A device of the account keeps its own count,
+    /// and its guesses do not spend the code's tries. A decoy is checked the same way (its
+    /// code matches nothing: nobody was sent it).
     async fn consume_code(
         &self,
-        user: &User,
-        purpose: Purpose,
-        code: &str,
-    ) -> Result<User, AccountError> {
-        self.consume_code_bound(user, purpose, "", code).await
-    }
-
-    /// [`Accounts::consume_code`] for a code bound to a value (see [`Codes::issue_bound`]).
-    async fn consume_code_bound(
-        &self,
-        user: &User,
+        subject: &CodeSubject,
+        device: Option<&str>,
         purpose: Purpose,
         bound: &str,
         code: &str,
     ) -> Result<User, AccountError> {
-        self.check_lock(user)?;
-        match self
+        let (id, who, user) = match subject {
+            CodeSubject::Account(u) => {
+                let device = device.and_then(|t| self.bindings.device(&u.id, t));
+                (u.id, Subject::Account { user: u, device }, Some(u))
+            }
+            CodeSubject::Decoy { id, email } => (*id, Subject::Nobody { login: email }, None),
+        };
+        let device = match who {
+            Subject::Account { device, .. } => device,
+            Subject::Nobody { .. } => None,
+        };
+        self.guard.check(who, Factor::Code).await?;
+        let outcome = self
             .codes
-            .check_bound(&self.store, &user.id, purpose, bound, code, self.now())
-            .await?
-        {
-            CodeOutcome::Valid => self.record_success(user).await,
-            CodeOutcome::Expired => Err(AccountError::OtpExpired),
+            .check_bound(
+                &self.store,
+                &id,
+                purpose,
+                bound,
+                code,
+                self.now(),
+                device.is_none(),
+            )
+            .await?;
+        match (outcome, user) {
+            (CodeOutcome::Valid, Some(u)) => self.guard.success(u, device, Factor::Code).await,
+            (CodeOutcome::Expired, _) => Err(AccountError::OtpExpired),
             // No live code: nothing to guess, so nothing counted (else anyone could lock any
-            // account by posting codes for it), unless a code was pretended sent.
-            CodeOutcome::Missing => match self.guess_phantom_code(purpose, &user.email) {
-                None => Err(AccountError::InvalidOtp),
-                Some(Guess::Expired) => Err(AccountError::OtpExpired),
-                Some(Guess::Wrong(outcome)) => {
-                    self.record_failure(user).await?;
-                    tracing::info!(target: "audit", event = "code_failed", user_id = %user.id, purpose = purpose.as_str(), "wrong one-time code (none was sent)");
-                    Err(outcome)
-                }
-            },
-            CodeOutcome::Wrong => {
-                self.record_failure(user).await?;
-                tracing::info!(target: "audit", event = "code_failed", user_id = %user.id, purpose = purpose.as_str(), "wrong one-time code");
+            // account by posting codes for it).
+            (CodeOutcome::Missing, _) | (CodeOutcome::Valid, None) => Err(AccountError::InvalidOtp),
+            (CodeOutcome::Wrong, _) => {
+                self.guard.failure(who, Factor::Code).await?;
+                tracing::info!(target: "audit", event = "code_failed", user_id = %id, purpose = purpose.as_str(), "wrong one-time code");
                 Err(AccountError::InvalidOtp)
             }
-            CodeOutcome::Exhausted => {
-                self.record_failure(user).await?;
-                tracing::info!(target: "audit", event = "code_exhausted", user_id = %user.id, purpose = purpose.as_str(), "one-time code out of tries");
+            (CodeOutcome::Exhausted, _) => {
+                self.guard.failure(who, Factor::Code).await?;
+                tracing::info!(target: "audit", event = "code_exhausted", user_id = %id, purpose = purpose.as_str(), "one-time code out of tries");
                 Err(AccountError::AttemptsExceeded {
                     retry_after: self.otp.resend_cooldown,
                 })
@@ -521,89 +369,32 @@ impl Accounts {
         }
     }
 
-    /// The account for a code-checking flow. An unknown address answers as an account would
-    /// (see [`Accounts::phantom_code_failure`]) unless existence may be revealed.
-    async fn account_for_code(&self, email: &str, purpose: Purpose) -> Result<User, AccountError> {
-        match self.store.user_by_email(email).await? {
-            Some(u) => Ok(u),
-            None if self.reveal => Err(AccountError::UserDoesNotExist),
-            None => Err(self.phantom_code_failure(purpose, email)),
-        }
-    }
-
-    /// A code checked for an address with no account: the steps of `consume_code` for an
-    /// account, with the lock and failure count kept as for a phantom sign-in.
-    fn phantom_code_failure(&self, purpose: Purpose, email: &str) -> AccountError {
-        let key = phantom_key_email(email);
-        let state = self.phantoms.get(&key).unwrap_or_default();
-        if let Err(e) = self.check_locked_until(state.locked_until) {
-            return e;
-        }
-        match self.guess_phantom_code(purpose, email) {
-            None => AccountError::InvalidOtp,
-            Some(Guess::Expired) => AccountError::OtpExpired,
-            Some(Guess::Wrong(outcome)) => match self.record_phantom_failure(&key) {
-                Err(blocked) => blocked,
-                Ok(()) => outcome,
-            },
-        }
-    }
-
-    /// A guess at a code pretended sent to `email`, if there is one: what a real code would
-    /// answer (see `Codes::check`).
-    fn guess_phantom_code(&self, purpose: Purpose, email: &str) -> Option<Guess> {
-        let key = (purpose, email.to_string());
-        let _serial = self.phantom_serial();
-        let code = self.phantom_codes.get(&key)?;
-        if code.expires_at <= self.now() {
-            self.phantom_codes.remove(&key);
-            return Some(Guess::Expired);
-        }
-        // As a real code: the last try kills it, and it stays dead until it expires.
-        let tries_left = code.tries_left.saturating_sub(1);
-        self.phantom_codes
-            .insert(key, PhantomCode { tries_left, ..code });
-        Some(Guess::Wrong(if tries_left == 0 {
-            AccountError::AttemptsExceeded {
-                retry_after: self.otp.resend_cooldown,
-            }
-        } else {
-            AccountError::InvalidOtp
-        }))
-    }
-
     /// The answer for an address that gets no code (unknown, blocked, already verified):
-    /// the same shape as a sent one, and guesses at the code it did not get are answered as
-    /// guesses at a real one, so neither says anything about the account.
+    /// the same shape as a sent one, and a code is made as for a real send, only never
+    /// mailed: guesses at it are answered as guesses at a real one, so neither says anything
+    /// about the account (and it costs the same store write).
     async fn pretend_sent(
         &self,
         purpose: Purpose,
         email: &str,
         account: Option<&User>,
     ) -> Result<OffsetDateTime, AccountError> {
-        // A real code still alive from before (an account blocked or verified since) would
-        // answer in its place, with its spent tries and its earlier expiry.
-        if let Some(user) = account {
-            self.codes.withdraw(&self.store, &user.id, purpose).await?;
-        }
-        let expires_at = self.now() + self.codes.ttl();
-        self.phantom_codes.insert(
-            (purpose, email.to_string()),
-            PhantomCode {
-                tries_left: self.codes.max_attempts(),
-                expires_at,
-            },
-        );
+        let id = account.map_or_else(|| self.guard.decoy_id(email), |u| u.id);
+        let (_never_mailed, expires_at) = self
+            .codes
+            .issue(&self.store, &id, purpose, self.now())
+            .await?;
         Ok(expires_at)
     }
 
     // The flows.
 
-    /// Creates an account and mails an email verification code.
+    /// Creates an account and mails an email verification code. The sign-up token that
+    /// comes back keeps the password when the same client verifies the address.
     pub async fn register(
         &self,
         reg: Registration,
-    ) -> Result<(User, OffsetDateTime), AccountError> {
+    ) -> Result<(User, OffsetDateTime, Secret), AccountError> {
         let mut fields = BTreeMap::new();
         let email = normalize_email(&reg.email)
             .map_err(|m| fields.insert("email".into(), m))
@@ -685,6 +476,8 @@ impl Accounts {
             blocked: false,
             locked_until: None,
             failed_attempts: 0,
+            code_failed_attempts: 0,
+            code_locked_until: None,
             security_version: 0,
         };
         self.store.insert_user(&user).await.map_err(|e| match e {
@@ -701,21 +494,66 @@ impl Accounts {
             )
             .await?;
         let expires = self.send_code(&user, Purpose::VerifyEmail).await?;
-        Ok((user, expires))
+        let signup = self.bindings.signup_token(&user);
+        Ok((user, expires, signup))
     }
 
-    /// Verifies the email address with the code mailed at registration (or resent).
-    pub async fn verify_email(&self, email: &str, code: &str) -> Result<User, AccountError> {
+    /// Verifies the email address with the code mailed at registration (or resent). A
+    /// password chosen before the address was verified survives only when the client that
+    /// verifies presents the sign-up token of the one that chose it: otherwise a squatter who
+    /// registered this address with a password of their own would keep it once the owner
+    /// entered the code that arrived. It is dropped then, and the caller told so.
+    pub async fn verify_email(
+        &self,
+        email: &str,
+        code: &str,
+        signup: Option<&str>,
+        device: Option<&str>,
+    ) -> Result<Verified, AccountError> {
         let email = self.email(email)?;
         self.check_code_format(code)?;
-        let user = self.account_for_code(&email, Purpose::VerifyEmail).await?;
-        if user.email_verified && self.reveal {
-            return Err(AccountError::AlreadyVerified);
+        let subject = self.account_for_code(&email).await?;
+        if let CodeSubject::Account(u) = &subject {
+            if u.email_verified && self.reveal {
+                return Err(AccountError::AlreadyVerified);
+            }
         }
-        let user = self.consume_code(&user, Purpose::VerifyEmail, code).await?;
-        let user = self.mark_verified(&user).await?;
+        let user = self
+            .consume_code(&subject, device, Purpose::VerifyEmail, "", code)
+            .await?;
+        let chosen_here = signup.is_some_and(|t| self.bindings.signup_ok(&user, t));
+        let squatted = !user.email_verified && user.password.is_some() && !chosen_here;
+        let user = if squatted {
+            let user = self.drop_unverified_password(&user).await?;
+            tracing::warn!(target: "audit", event = "password_cleared", user_id = %user.id, "address verified without the sign-up token: the password chosen before verification was dropped");
+            user
+        } else {
+            self.mark_verified(&user).await?
+        };
         tracing::info!(target: "audit", event = "email_verified", user_id = %user.id, "email verified");
-        Ok(user)
+        let reset = match squatted {
+            true => Some(self.issue_reset_token(&user).await?),
+            false => None,
+        };
+        Ok(Verified { user, reset })
+    }
+
+    /// Verifies the address and drops a password set before it was verified (by whoever
+    /// registered it, who need not be the mailbox's owner): every session ends with it.
+    async fn drop_unverified_password(&self, user: &User) -> Result<User, AccountError> {
+        let now = self.now();
+        self.store
+            .update_user(&user.id, |u| {
+                u.password = None;
+                u.email_verified = true;
+                u.security_version += 1;
+                u.updated_at = now;
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await?;
+        self.sessions.revoke_all(&user.id, None).await?;
+        // As it is after the sessions ended: a sign-in that follows goes on with it.
+        self.profile(&user.id).await
     }
 
     async fn mark_verified(&self, user: &User) -> Result<User, AccountError> {
@@ -758,11 +596,14 @@ impl Accounts {
     }
 
     /// Sign-in by username or email and password. An unknown login costs the same time as a
-    /// wrong password; a locked account is refused before the password is looked at.
+    /// wrong password, and is counted and locked as an account is; a locked account is
+    /// refused before the password is looked at. A client with one of the account's device
+    /// tokens is judged by its own count, not by strangers' (see [`guard`]).
     pub async fn login_password(
         &self,
         login: &str,
         password: &Secret,
+        device: Option<&str>,
     ) -> Result<User, AccountError> {
         let login = login.trim();
         if login.is_empty() {
@@ -770,8 +611,8 @@ impl Accounts {
         }
         let (user, key) = if login.contains('@') {
             match normalize_email(login) {
-                Ok(e) => (self.store.user_by_email(&e).await?, phantom_key_email(&e)),
-                Err(_) => (None, phantom_key_email(&login.to_lowercase())),
+                Ok(e) => (self.store.user_by_email(&e).await?, format!("email:{e}")),
+                Err(_) => (None, format!("email:{}", login.to_lowercase())),
             }
         } else {
             let name = login.to_lowercase();
@@ -787,18 +628,23 @@ impl Accounts {
                 return Err(AccountError::InvalidCredentials);
             }
             // The same steps, and the same answers, as for an account below.
-            let state = self.phantoms.get(&key).unwrap_or_default();
-            if let Err(e) = self.check_locked_until(state.locked_until) {
+            let who = Subject::Nobody { login: &key };
+            if let Err(e) = self.guard.check(who, Factor::Password).await {
                 self.passwords.verify(password, None).await?;
                 return Err(e);
             }
             self.passwords.verify(password, None).await?;
-            self.record_phantom_failure(&key)?;
+            self.guard.failure(who, Factor::Password).await?;
             return Err(AccountError::InvalidCredentials);
         };
-        if let Err(e) = self.check_lock(&user) {
+        let device = device.and_then(|t| self.bindings.device(&user.id, t));
+        let who = Subject::Account {
+            user: &user,
+            device,
+        };
+        if let Err(e) = self.guard.check(who, Factor::Password).await {
             self.passwords.verify(password, None).await?;
-            tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason = "locked", "sign-in refused: account locked");
+            tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason = "locked", device = device.is_some(), "sign-in refused: locked");
             return Err(e);
         }
         if !self
@@ -806,8 +652,8 @@ impl Accounts {
             .verify(password, user.password.as_ref())
             .await?
         {
-            self.record_failure(&user).await?;
-            tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason = "password", "sign-in failed");
+            self.guard.failure(who, Factor::Password).await?;
+            tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason = "password", device = device.is_some(), "sign-in failed");
             return Err(AccountError::InvalidCredentials);
         }
         if user.blocked {
@@ -816,7 +662,7 @@ impl Accounts {
         if !user.email_verified {
             return Err(AccountError::EmailNotVerified);
         }
-        let user = self.record_success(&user).await?;
+        let user = self.guard.success(&user, device, Factor::Password).await?;
         tracing::info!(target: "audit", event = "login", user_id = %user.id, method = "password", "signed in");
         Ok(user)
     }
@@ -840,32 +686,27 @@ impl Accounts {
     }
 
     /// Passwordless step 2: the code signs in, and verifies the email on a first sign-in.
-    pub async fn finish_code_login(&self, email: &str, code: &str) -> Result<User, AccountError> {
+    pub async fn finish_code_login(
+        &self,
+        email: &str,
+        code: &str,
+        device: Option<&str>,
+    ) -> Result<User, AccountError> {
         let email = self.email(email)?;
         self.check_code_format(code)?;
-        let user = self.account_for_code(&email, Purpose::Login).await?;
-        let user = self.consume_code(&user, Purpose::Login, code).await?;
+        let subject = self.account_for_code(&email).await?;
+        let user = self
+            .consume_code(&subject, device, Purpose::Login, "", code)
+            .await?;
         if user.blocked {
             return Err(AccountError::Blocked { retry_after: None });
         }
         let user = if !user.email_verified && user.password.is_some() {
             // Whoever registered this unverified address chose that password; the mailbox's
             // owner is the one signing in now. Keeping it would let a squatter in later.
-            let now = self.now();
-            let cleared = self
-                .store
-                .update_user(&user.id, |u| {
-                    u.password = None;
-                    u.email_verified = true;
-                    u.security_version += 1;
-                    u.updated_at = now;
-                    Ok::<(), std::convert::Infallible>(())
-                })
-                .await?;
-            self.sessions.revoke_all(&user.id, None).await?;
+            let cleared = self.drop_unverified_password(&user).await?;
             tracing::warn!(target: "audit", event = "password_cleared", user_id = %user.id, "first sign-in by code on an unverified account: its password was cleared");
-            // As it is after the sessions ended: this sign-in goes on with it.
-            self.profile(&cleared.id).await?
+            cleared
         } else {
             self.mark_verified(&user).await?
         };
@@ -897,6 +738,7 @@ impl Accounts {
         email: &str,
         code: &str,
         new_password: &Secret,
+        device: Option<&str>,
     ) -> Result<User, AccountError> {
         let email = self.email(email)?;
         self.check_code_format(code)?;
@@ -904,11 +746,9 @@ impl Accounts {
         self.passwords
             .check_policy(new_password, vec![email.clone()])
             .await?;
+        let subject = self.account_for_code(&email).await?;
         let user = self
-            .account_for_code(&email, Purpose::ResetPassword)
-            .await?;
-        let user = self
-            .consume_code(&user, Purpose::ResetPassword, code)
+            .consume_code(&subject, device, Purpose::ResetPassword, "", code)
             .await?;
         self.set_password(&user, new_password, None).await
     }
@@ -918,15 +758,22 @@ impl Accounts {
         &self,
         email: &str,
         code: &str,
+        device: Option<&str>,
     ) -> Result<(Secret, OffsetDateTime), AccountError> {
         let email = self.email(email)?;
         self.check_code_format(code)?;
+        let subject = self.account_for_code(&email).await?;
         let user = self
-            .account_for_code(&email, Purpose::ResetPassword)
+            .consume_code(&subject, device, Purpose::ResetPassword, "", code)
             .await?;
-        let user = self
-            .consume_code(&user, Purpose::ResetPassword, code)
-            .await?;
+        self.issue_reset_token(&user).await
+    }
+
+    /// A short-lived single-use token that sets `user`'s password (two-step reset).
+    async fn issue_reset_token(
+        &self,
+        user: &User,
+    ) -> Result<(Secret, OffsetDateTime), AccountError> {
         let mut raw = [0u8; 32];
         rand::fill(&mut raw);
         use base64::Engine;
@@ -990,13 +837,17 @@ impl Accounts {
         keep_session: &str,
     ) -> Result<User, AccountError> {
         let user = self.profile(user_id).await?;
-        self.check_lock(&user)?;
+        let who = Subject::Account {
+            user: &user,
+            device: None,
+        };
+        self.guard.check(who, Factor::Password).await?;
         if !self
             .passwords
             .verify(current, user.password.as_ref())
             .await?
         {
-            self.record_failure(&user).await?;
+            self.guard.failure(who, Factor::Password).await?;
             return Err(AccountError::InvalidCredentials);
         }
         self.set_password(&user, new_password, Some(keep_session))
@@ -1024,6 +875,8 @@ impl Accounts {
                 u.email_verified = true;
                 u.failed_attempts = 0;
                 u.locked_until = None;
+                u.code_failed_attempts = 0;
+                u.code_locked_until = None;
                 u.updated_at = now;
                 Ok::<(), std::convert::Infallible>(())
             })
@@ -1045,7 +898,11 @@ impl Accounts {
     ) -> Result<OffsetDateTime, AccountError> {
         let new_email = self.email(new_email)?;
         let user = self.profile(user_id).await?;
-        self.check_lock(&user)?;
+        let who = Subject::Account {
+            user: &user,
+            device: None,
+        };
+        self.guard.check(who, Factor::Password).await?;
         if new_email == user.email {
             return Err(AccountError::field("email", "is already your address"));
         }
@@ -1055,7 +912,7 @@ impl Accounts {
             }
             (Some(hash), Some(given)) => {
                 if !self.passwords.verify(given, Some(hash)).await? {
-                    self.record_failure(&user).await?;
+                    self.guard.failure(who, Factor::Password).await?;
                     return Err(AccountError::InvalidCredentials);
                 }
             }
@@ -1122,7 +979,13 @@ impl Accounts {
             return Err(AccountError::AlreadyExists(UniqueField::Email));
         }
         let user = self
-            .consume_code_bound(&user, Purpose::ChangeEmail, &new_email, code)
+            .consume_code(
+                &CodeSubject::Account(Box::new(user)),
+                None,
+                Purpose::ChangeEmail,
+                &new_email,
+                code,
+            )
             .await?;
         let now = self.now();
         let updated = self
@@ -1230,6 +1093,8 @@ impl Accounts {
                 if !blocked {
                     u.locked_until = None;
                     u.failed_attempts = 0;
+                    u.code_locked_until = None;
+                    u.code_failed_attempts = 0;
                 }
                 u.updated_at = now;
                 Ok::<(), std::convert::Infallible>(())
@@ -1313,6 +1178,8 @@ impl Accounts {
             blocked: false,
             locked_until: None,
             failed_attempts: 0,
+            code_failed_attempts: 0,
+            code_locked_until: None,
             security_version: 0,
         };
         self.store.insert_user(&user).await.map_err(|e| match e {
@@ -1320,40 +1187,5 @@ impl Accounts {
             other => AccountError::Store(other),
         })?;
         Ok(user)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn field_validation() {
-        assert_eq!(
-            normalize_email("  Alice@Example.COM ").unwrap(),
-            "alice@example.com"
-        );
-        for bad in ["", "alice", "alice@", "@x.com", "a b@x.com", "alice@nodot"] {
-            assert!(normalize_email(bad).is_err(), "{bad}");
-        }
-        assert_eq!(normalize_username("Alice_1").unwrap(), "alice_1");
-        for bad in ["ab", "-abc", "has space", "a@b", &"x".repeat(33)] {
-            assert!(normalize_username(bad).is_err(), "{bad}");
-        }
-        assert_eq!(
-            normalize_phone("+1 (415) 555-0100").unwrap(),
-            "+14155550100"
-        );
-        for bad in [
-            "4155550100",
-            "+0123456789",
-            "+12",
-            "+1234567890123456",
-            "+1415abc0100",
-        ] {
-            assert!(normalize_phone(bad).is_err(), "{bad}");
-        }
-        assert!(normalize_full_name("Ada Lovelace").is_ok());
-        assert!(normalize_full_name("bad\u{7}").is_err());
     }
 }
