@@ -316,3 +316,34 @@ async fn a_zero_refusal_delay_answers_at_once() {
         start.elapsed()
     );
 }
+
+/// A limiter full of keys (a flood of distinct clients) used to refuse every client of its
+/// class, the ones it already tracked included. Now a known client keeps its quota, and a
+/// newcomer shares its network's bucket instead of being refused.
+#[tokio::test]
+async fn a_full_limiter_keeps_serving_known_and_new_clients() {
+    let gw = Gateway::start(
+        "[server]\ntls = false\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
+         [rate_limit]\nlogin_per_ip = [\"3/1m\"]\nlogin_per_account = [\"1000/1m\"]\nmax_keys = 5\n\
+         refusal_delay = \"0s\"\n[otp]\nlockout_threshold = 1000\n",
+    )
+    .await;
+    let body =
+        |i: usize| json!({"login": format!("n{i}@example.com"), "password": "whatever it is"});
+    // The flood: five addresses fill the table.
+    for i in 0..5 {
+        let r = hit(&gw, "/auth/login", body(i), Some(&format!("203.0.113.{i}"))).await;
+        assert_eq!(r.status(), 401);
+    }
+    // A known client goes on with its quota, and only that.
+    for _ in 0..2 {
+        let r = hit(&gw, "/auth/login", body(0), Some("203.0.113.0")).await;
+        assert_eq!(r.status(), 401, "a known key keeps its quota");
+    }
+    let r = hit(&gw, "/auth/login", body(0), Some("203.0.113.0")).await;
+    assert_eq!(r.status(), 429);
+    // A newcomer is served from its /16's shared bucket, not refused outright.
+    let r = hit(&gw, "/auth/login", body(9), Some("198.51.100.20")).await;
+    assert_eq!(r.status(), 401, "a new client while the table is full");
+    gw.stop().await;
+}
