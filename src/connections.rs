@@ -68,6 +68,89 @@ impl Drop for IpSlot {
     }
 }
 
+/// What a client connection holds of the gateway (its place under `server.max_connections`
+/// and under its address's cap), shared by the connection and, once it has switched to a
+/// WebSocket, by the tunnel that carries on with its socket: an upgraded connection counts
+/// until the tunnel ends.
+#[derive(Debug)]
+pub struct Hold {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _slot: Option<IpSlot>,
+}
+
+impl Hold {
+    pub fn new(
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        slot: Option<IpSlot>,
+    ) -> Arc<Self> {
+        Arc::new(Hold {
+            _permit: permit,
+            _slot: slot,
+        })
+    }
+}
+
+pin_project! {
+    /// An I/O object that notes, in milliseconds after `start`, when bytes last crossed it.
+    #[derive(Debug)]
+    pub struct Touched<T> {
+        #[pin]
+        io: T,
+        moved: Arc<AtomicU64>,
+        start: Instant,
+    }
+}
+
+impl<T> Touched<T> {
+    pub fn new(io: T, moved: Arc<AtomicU64>, start: Instant) -> Self {
+        Touched { io, moved, start }
+    }
+}
+
+fn touch(moved: &AtomicU64, start: Instant) {
+    let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    moved.store(ms, Ordering::Relaxed);
+}
+
+impl<T: tokio::io::AsyncRead> tokio::io::AsyncRead for Touched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.io.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            touch(this.moved, *this.start);
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Touched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let r = this.io.poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            touch(this.moved, *this.start);
+        }
+        r
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
+
 fn per_host(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -81,55 +164,123 @@ fn per_host(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// How busy one connection is: requests in flight, requests begun, and when it last became
-/// idle. Written by the service (two atomic operations per request), read by the watchdog.
+/// How busy one connection is: requests waiting for their response head, responses still
+/// streaming their body, when it last became idle, and when a response last moved. Written
+/// by the service and the bodies (a few atomic operations per request), read by the
+/// watchdog.
 #[derive(Debug)]
 pub struct Activity {
     base: Instant,
-    in_flight: AtomicUsize,
+    /// Requests whose response head is not ready yet.
+    heads: AtomicUsize,
+    /// Responses whose body has not ended.
+    bodies: AtomicUsize,
     started: AtomicUsize,
-    /// Milliseconds after `base` when `in_flight` last dropped to zero.
+    /// Milliseconds after `base` when nothing was left in flight.
     idle_since_ms: AtomicU64,
+    /// Milliseconds after `base` when a response last moved (its head, a frame of its body).
+    moved_ms: AtomicU64,
+}
+
+/// What the watchdog finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Look again at this time.
+    LookAt(Instant),
+    /// Nothing asked for past its deadline: close gracefully.
+    Idle,
+    /// Responses under way that have not moved for `send_timeout` (a client that reads
+    /// nothing, an HTTP/2 window never opened): close now.
+    Stalled,
 }
 
 impl Activity {
     pub fn new() -> Arc<Self> {
         Arc::new(Activity {
             base: Instant::now(),
-            in_flight: AtomicUsize::new(0),
+            heads: AtomicUsize::new(0),
+            bodies: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            moved_ms: AtomicU64::new(0),
         })
+    }
+
+    fn ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn moved(&self) {
+        self.moved_ms.store(self.ms(), Ordering::Relaxed);
     }
 
     fn begin(&self) {
         self.started.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.heads.fetch_add(1, Ordering::Relaxed);
+        self.moved();
     }
 
-    fn end(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-            self.idle_since_ms.store(ms, Ordering::Relaxed);
+    /// A response head is ready: its body is under way now (counted first, so that the
+    /// connection never looks idle in between).
+    fn head_done(&self) {
+        self.bodies.fetch_add(1, Ordering::Relaxed);
+        self.heads.fetch_sub(1, Ordering::Relaxed);
+        self.moved();
+    }
+
+    fn head_dropped(&self) {
+        self.heads.fetch_sub(1, Ordering::Relaxed);
+        self.maybe_idle();
+    }
+
+    fn body_done(&self) {
+        self.bodies.fetch_sub(1, Ordering::Relaxed);
+        self.maybe_idle();
+    }
+
+    fn maybe_idle(&self) {
+        if self.heads.load(Ordering::Relaxed) + self.bodies.load(Ordering::Relaxed) == 0 {
+            self.idle_since_ms.store(self.ms(), Ordering::Relaxed);
         }
     }
 
-    /// When the connection must have done something by, or `None` while a request is in
-    /// flight. Before its first request: `first` after the connection began (the handshake
-    /// is over by then); after: `idle` after its last request ended.
-    fn deadline(&self, first: Duration, idle: Duration) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
+    /// Before its first request, a connection has `first` after it began (the handshake is
+    /// over by then); idle, `idle` after its last response ended; with responses streaming
+    /// and none waiting for its head, `send` after a response last moved.
+    fn verdict(&self, d: &Deadlines) -> Verdict {
+        let now = Instant::now();
+        let (heads, bodies) = (
+            self.heads.load(Ordering::Relaxed),
+            self.bodies.load(Ordering::Relaxed),
+        );
+        if heads > 0 {
+            // Waiting on an upstream, which proxy.response_timeout bounds.
+            return Verdict::LookAt(now + d.idle);
         }
-        if self.started.load(Ordering::Relaxed) == 0 {
-            return Some(self.base + first);
+        if bodies > 0 {
+            let due =
+                self.base + Duration::from_millis(self.moved_ms.load(Ordering::Relaxed)) + d.send;
+            return if due <= now {
+                Verdict::Stalled
+            } else {
+                Verdict::LookAt(due)
+            };
         }
-        let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
-        Some(self.base + since + idle)
+        let due = if self.started.load(Ordering::Relaxed) == 0 {
+            self.base + d.first
+        } else {
+            self.base + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed)) + d.idle
+        };
+        if due <= now {
+            Verdict::Idle
+        } else {
+            Verdict::LookAt(due)
+        }
     }
 }
 
-/// The service of one connection, counting its requests into an [`Activity`].
+/// The service of one connection, counting its requests and their responses into an
+/// [`Activity`].
 #[derive(Debug, Clone)]
 pub struct Counted<S> {
     inner: S,
@@ -142,11 +293,11 @@ impl<S> Counted<S> {
     }
 }
 
-impl<S, R> Service<R> for Counted<S>
+impl<S, R, B> Service<R> for Counted<S>
 where
-    S: Service<R>,
+    S: Service<R, Response = http::Response<B>>,
 {
-    type Response = S::Response;
+    type Response = http::Response<Tracked<B>>;
     type Error = S::Error;
     type Future = CountedFuture<S::Future>;
 
@@ -154,18 +305,39 @@ where
         self.activity.begin();
         CountedFuture {
             inner: self.inner.call(req),
-            guard: InFlight(self.activity.clone()),
+            guard: Some(HeadPending(Some(self.activity.clone()))),
         }
     }
 }
 
-/// Ends its request's count however the request ends (answered, or dropped unanswered).
+/// A request waiting for its response head; dropped unanswered, it is no longer counted.
 #[derive(Debug)]
-struct InFlight(Arc<Activity>);
+struct HeadPending(Option<Arc<Activity>>);
 
-impl Drop for InFlight {
+impl HeadPending {
+    /// The head is ready: the count moves to the body.
+    fn into_body(mut self) -> Option<BodyPending> {
+        let a = self.0.take()?;
+        a.head_done();
+        Some(BodyPending(a))
+    }
+}
+
+impl Drop for HeadPending {
     fn drop(&mut self) {
-        self.0.end();
+        if let Some(a) = self.0.take() {
+            a.head_dropped();
+        }
+    }
+}
+
+/// A response body under way.
+#[derive(Debug)]
+struct BodyPending(Arc<Activity>);
+
+impl Drop for BodyPending {
+    fn drop(&mut self) {
+        self.0.body_done();
     }
 }
 
@@ -175,15 +347,69 @@ pin_project! {
     pub struct CountedFuture<F> {
         #[pin]
         inner: F,
-        guard: InFlight,
+        guard: Option<HeadPending>,
     }
 }
 
-impl<F: Future> Future for CountedFuture<F> {
-    type Output = F::Output;
+impl<F, B, E> Future for CountedFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<Tracked<B>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().inner.poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        let guard = this.guard.take();
+        Poll::Ready(out.map(|resp| {
+            resp.map(|body| Tracked {
+                body,
+                guard: guard.and_then(HeadPending::into_body),
+            })
+        }))
+    }
+}
+
+pin_project! {
+    /// A response body that tells its connection's [`Activity`] when it moves and when it
+    /// ends.
+    #[derive(Debug)]
+    pub struct Tracked<B> {
+        #[pin]
+        body: B,
+        guard: Option<BodyPending>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(g) = this.guard {
+                    g.0.moved();
+                }
+            }
+            // Ended (or failed): counted out now, not when hyper drops it.
+            Poll::Ready(_) => drop(this.guard.take()),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -192,26 +418,39 @@ impl<F: Future> Future for CountedFuture<F> {
 pub struct Deadlines {
     /// For the first request to begin (`server.header_read_timeout`).
     pub first: Duration,
-    /// With no request in flight (`server.idle_timeout`).
+    /// With nothing in flight (`server.idle_timeout`).
     pub idle: Duration,
+    /// For a response under way to move (`server.send_timeout`).
+    pub send: Duration,
+    /// For a connection told to close gracefully to finish, before it is cut.
+    pub drain: Duration,
 }
 
-/// Drives `conn` until it ends, starting its graceful shutdown (`stop`) when `shutdown` is
-/// cancelled or the connection has been idle past its deadline. A connection that is shut
-/// down finishes the requests it has; an idle one closes at once.
+/// Why the watchdog closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    Idle,
+    Stalled,
+}
+
+/// Drives `conn` until it ends. Its graceful shutdown (`stop`) starts when `shutdown` is
+/// cancelled or it has been idle past its deadline, and it is cut `drain` later if it has
+/// not finished by then (a client can hold a graceful close open for ever); a connection
+/// whose responses have stopped moving is cut at once.
 pub async fn drive<C, E>(
     conn: C,
     stop: impl Fn(Pin<&mut C>),
     activity: &Activity,
     deadlines: Deadlines,
     shutdown: &tokio_util::sync::CancellationToken,
-    mut on_idle: impl FnMut(),
+    mut closed: impl FnMut(Closed),
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>>,
 {
     let mut conn = std::pin::pin!(conn);
     let mut stopping = false;
+    let mut cut_at = None;
     // Woken once per deadline, not per request: a busy connection is looked at again one idle
     // period later.
     let mut next = Instant::now() + deadlines.first;
@@ -223,18 +462,30 @@ where
                 stopping = true;
                 stop(conn.as_mut());
             }
+            () = sleep_until_opt(cut_at), if cut_at.is_some() => return Ok(()),
             () = tokio::time::sleep_until(next), if !stopping => {
-                match activity.deadline(deadlines.first, deadlines.idle) {
-                    Some(due) if due <= Instant::now() => {
+                match activity.verdict(&deadlines) {
+                    Verdict::LookAt(at) => next = at,
+                    Verdict::Idle => {
                         stopping = true;
-                        on_idle();
+                        closed(Closed::Idle);
                         stop(conn.as_mut());
+                        cut_at = Some(Instant::now() + deadlines.drain);
                     }
-                    Some(due) => next = due,
-                    None => next = Instant::now() + deadlines.idle,
+                    Verdict::Stalled => {
+                        closed(Closed::Stalled);
+                        return Ok(());
+                    }
                 }
             }
         }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -261,25 +512,46 @@ mod tests {
     }
 
     #[test]
-    fn deadlines_follow_activity() {
+    fn verdicts_follow_activity() {
+        let d = Deadlines {
+            first: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            send: Duration::from_secs(30),
+            drain: Duration::from_secs(5),
+        };
         let a = Activity::new();
-        let d = |a: &Activity| a.deadline(Duration::from_secs(10), Duration::from_secs(60));
         assert_eq!(
-            d(&a),
-            Some(a.base + Duration::from_secs(10)),
+            a.verdict(&d),
+            Verdict::LookAt(a.base + d.first),
             "first request"
         );
         a.begin();
         a.begin();
-        assert_eq!(d(&a), None, "busy");
-        a.end();
-        assert_eq!(d(&a), None, "one still in flight");
-        a.end();
-        let due = d(&a).unwrap();
         assert!(
-            due >= a.base + Duration::from_secs(60),
-            "idle after the last one"
+            matches!(a.verdict(&d), Verdict::LookAt(_)),
+            "waiting on heads"
         );
-        assert!(due <= Instant::now() + Duration::from_secs(60));
+        a.head_done();
+        a.head_dropped();
+        // One body streaming: it must move within `send`.
+        match a.verdict(&d) {
+            Verdict::LookAt(at) => assert!(at <= Instant::now() + d.send),
+            other => panic!("{other:?}"),
+        }
+        a.body_done();
+        match a.verdict(&d) {
+            Verdict::LookAt(at) => assert!(at >= a.base + d.idle),
+            other => panic!("{other:?}"),
+        }
+        let zero = Deadlines {
+            send: Duration::ZERO,
+            idle: Duration::ZERO,
+            ..d
+        };
+        a.begin();
+        a.head_done();
+        assert_eq!(a.verdict(&zero), Verdict::Stalled);
+        a.body_done();
+        assert_eq!(a.verdict(&zero), Verdict::Idle);
     }
 }

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         // also in the log when mail goes to the outbox anyway, so a newcomer can sign in
         // without a mail server. Never with a real mail server configured.
         config.server.demo_upstream = true;
+        config.server.metrics_on_main_listener = true;
         if config.mail.smtp_url.is_none() && std::env::var_os("AUTHGATE_MAIL__LOG_CODES").is_none()
         {
             config.mail.log_codes = true;

@@ -207,7 +207,7 @@ impl RouteTable {
     }
 
     /// The best route: a host-specific one before a host-less one, then the longest prefix.
-    /// Routes that list methods match only those methods.
+    /// Routes that list methods match only those methods (HEAD wherever GET is listed).
     pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Option<&Arc<Route>> {
         let host = host.map(strip_port);
         self.routes
@@ -217,7 +217,13 @@ impl RouteTable {
                 (Some(want), Some(h)) => want.eq_ignore_ascii_case(h),
                 (Some(_), None) => false,
             })
-            .filter(|r| r.methods.is_empty() || r.methods.contains(method))
+            // HEAD is GET without the body (RFC 9110, 9.3.2), and frameworks run the GET
+            // handler for it: a GET rule is HEAD's rule too.
+            .filter(|r| {
+                r.methods.is_empty()
+                    || r.methods.contains(method)
+                    || (*method == Method::HEAD && r.methods.contains(&Method::GET))
+            })
             .filter(|r| under_prefix(path, &r.path_prefix))
             .max_by_key(|r| (r.host.is_some(), r.path_prefix.len()))
     }

@@ -377,6 +377,26 @@ impl RateLimits {
         self.record(result, ip)
     }
 
+    /// The per-IP limiters of `class` alone.
+    pub fn check_ip(&self, class: Class, ip: IpAddr) -> Result<(), Refused> {
+        self.check(class, ip, None)
+    }
+
+    /// The per-account (or per-recipient) limiters of `class` alone, for `key`: an account,
+    /// an account's device, a login without an account, an address.
+    pub fn check_key(&self, class: Class, ip: IpAddr, key: &str) -> Result<(), Refused> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let by_key = match class {
+            Class::Login => &self.login_account,
+            Class::CodeVerify => &self.verify_account,
+            Class::CodeSend => &self.send_recipient,
+            Class::Refresh | Class::Proxy => return Ok(()),
+        };
+        self.record(by_key.check(class, &account_key(key)), ip)
+    }
+
     /// The proxy's per-IP check: nothing to do (and no allocation) when no quota is set.
     pub fn check_proxy(&self, ip: IpAddr) -> Result<(), Refused> {
         if !self.enabled || self.proxy_ip.buckets.is_empty() {

@@ -87,6 +87,10 @@ impl Running {
     }
 }
 
+/// How long a connection closed for idleness may take to finish what it has, before it is
+/// cut (a client can keep a graceful close from ever completing).
+const IDLE_DRAIN: Duration = Duration::from_secs(10);
+
 /// Knobs shared by the accept loops.
 #[derive(Debug, Clone)]
 struct Limits {
@@ -185,6 +189,11 @@ pub async fn build_app(
             }
         }
     });
+    let limits = Arc::new(RateLimits::new(
+        &config.rate_limit,
+        deps.clock.clone(),
+        metrics,
+    ));
     let accounts = Arc::new(Accounts::new(
         store,
         passwords,
@@ -196,11 +205,7 @@ pub async fn build_app(
         config.otp.clone(),
         config.security.reveal_account_existence,
         &keyring,
-    ));
-    let limits = Arc::new(RateLimits::new(
-        &config.rate_limit,
-        deps.clock.clone(),
-        metrics,
+        limits.clone(),
     ));
     let routes = RouteTable::new(&config.routes, metrics)?;
     let upstreams =
@@ -216,7 +221,7 @@ pub async fn build_app(
                 .map(|n| http::HeaderName::from_bytes(n.as_bytes()))
                 .collect::<Result<Vec<_>, _>>()?,
         )?,
-        config.proxy.response_timeout,
+        &config.proxy,
         sessions.clone(),
         limits.clone(),
         crate::http::redirect::LoginPage::new(
@@ -373,6 +378,8 @@ pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, Start
         deadlines: Deadlines {
             first: s.header_read_timeout,
             idle: s.idle_timeout,
+            send: s.send_timeout,
+            drain: IDLE_DRAIN,
         },
     };
     let builder = Arc::new(http_builder(&config));
@@ -712,11 +719,13 @@ async fn accept_loop<M, S>(
         let _ = stream.set_nodelay(true);
         metrics.connection_accepted();
         metrics.open_connections().inc();
+        let hold = crate::connections::Hold::new(Some(permit), slot);
         let service = make_service(ConnInfo {
             peer,
             peer_ip: crate::proxy::headers::ip_value(peer.ip()),
             scheme,
             worker,
+            hold: hold.clone(),
         });
         let builder = builder.clone();
         let acceptor = acceptor.clone();
@@ -725,10 +734,14 @@ async fn accept_loop<M, S>(
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let _permit = permit;
-            let _slot = slot;
+            let _hold = hold;
             let _open = OpenConnection(metrics.clone());
-            let idle = || metrics.connection_closed("idle");
+            let idle = |why| {
+                metrics.connection_closed(match why {
+                    crate::connections::Closed::Idle => "idle",
+                    crate::connections::Closed::Stalled => "stalled",
+                })
+            };
             let ended = match acceptor {
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))

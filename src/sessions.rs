@@ -286,6 +286,12 @@ impl Sessions {
         &self.tokens
     }
 
+    /// Whether session `sid` is live here now (signed out, revoked or expired: not).
+    pub fn is_live(&self, sid: &str) -> bool {
+        let now = self.clock.unix_now();
+        self.live.get(sid).is_some_and(|l| l.expires_at > now)
+    }
+
     pub fn live_count(&self) -> usize {
         self.live.len()
     }

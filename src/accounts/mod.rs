@@ -8,6 +8,7 @@ use crate::codes::{CodeOutcome, Codes};
 use crate::config::{AccountsConfig, OtpConfig};
 use crate::mail::{CodeMail, Mailer};
 use crate::passwords::{PasswordError, Passwords};
+use crate::ratelimit::Class;
 use crate::secret::Secret;
 use crate::sessions::Sessions;
 use crate::store::{
@@ -57,6 +58,8 @@ pub enum AccountError {
     ReauthRequired,
     #[error("busy")]
     Busy,
+    #[error("rate limited")]
+    RateLimited(crate::ratelimit::Refused),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal: {0}")]
@@ -66,6 +69,27 @@ pub enum AccountError {
 impl AccountError {
     fn field(name: &str, message: impl Into<String>) -> Self {
         AccountError::Invalid(BTreeMap::from([(name.to_string(), message.into())]))
+    }
+}
+
+impl From<crate::ratelimit::Refused> for AccountError {
+    fn from(r: crate::ratelimit::Refused) -> Self {
+        AccountError::RateLimited(r)
+    }
+}
+
+/// Who is asking: the client address every quota starts from, and the device token it
+/// presented (see [`bindings`]), which gives the account's own device a quota and a lock
+/// count of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub ip: std::net::IpAddr,
+    pub device: Option<&'a str>,
+}
+
+impl<'a> Client<'a> {
+    pub fn new(ip: std::net::IpAddr, device: Option<&'a str>) -> Self {
+        Client { ip, device }
     }
 }
 
@@ -135,6 +159,8 @@ pub struct Accounts {
     guard: Guard,
     /// Device and sign-up tokens.
     bindings: Bindings,
+    /// The quotas every flow checks itself, so that no door can forget one.
+    limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 /// What a flow that checks a code is about: an account, or the decoy of an address without
@@ -153,6 +179,32 @@ pub struct Verified {
     /// present the sign-up token of the one that chose it (see [`bindings`]). It gets a
     /// reset token instead, to choose one at once (it has just proved the mailbox).
     pub reset: Option<(Secret, OffsetDateTime)>,
+}
+
+/// The per-account quota a try is counted in: strangers share the account's, each of its
+/// devices has its own, a login without an account has one as an account would.
+fn quota_key(who: &Subject<'_>) -> String {
+    match who {
+        Subject::Account { user, device: None } => user.id.simple().to_string(),
+        Subject::Account {
+            user,
+            device: Some(d),
+        } => format!("{}:{}", user.id.simple(), device_hex(d)),
+        Subject::Nobody { login } => (*login).to_string(),
+    }
+}
+
+fn device_hex(d: &bindings::DeviceId) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The per-recipient quota of a mail to `email` asked for by `device` of the account (the
+/// owner's device has its own, so strangers cannot use up the owner's mail).
+fn recipient_key(email: &str, device: Option<bindings::DeviceId>) -> String {
+    match device {
+        None => email.to_string(),
+        Some(d) => format!("{email}:{}", device_hex(&d)),
+    }
 }
 
 /// The store's key of the resend cooldown of `purpose` codes to `email`.
@@ -181,8 +233,10 @@ impl Accounts {
         otp: OtpConfig,
         reveal: bool,
         keyring: &crate::keyring::Keyring,
+        limits: Arc<crate::ratelimit::RateLimits>,
     ) -> Self {
         Accounts {
+            limits,
             guard: Guard::new(
                 store.clone(),
                 clock.clone(),
@@ -279,23 +333,31 @@ impl Accounts {
     /// dead (expired, out of tries), a new one may be sent at once (the per-recipient quota
     /// still counts it). A code pretended sent lives and dies the same way, so the answer
     /// says nothing about the account.
+    ///
+    /// Past the cooldown, the mail counts against the address's quota: only a code that is
+    /// made (sent, or pretended sent, which must cost the same) is charged, not a refusal,
+    /// and the account's own device has a quota of its own.
     async fn take_cooldown(
         &self,
         email: &str,
         purpose: Purpose,
         account: Option<&User>,
+        client: &Client<'_>,
     ) -> Result<(), AccountError> {
         let key = cooldown_key(purpose, email);
         let now = self.now();
         let cooldown = self.otp.resend_cooldown;
-        let Err(left) = self.store.take_cooldown(&key, now, cooldown).await? else {
-            return Ok(());
-        };
-        let id = account.map_or_else(|| self.guard.decoy_id(email), |u| u.id);
-        if self.codes.is_live(&self.store, &id, purpose, now).await? {
-            return Err(AccountError::OtpStillValid { retry_after: left });
+        if let Err(left) = self.store.take_cooldown(&key, now, cooldown).await? {
+            let id = account.map_or_else(|| self.guard.decoy_id(email), |u| u.id);
+            if self.codes.is_live(&self.store, &id, purpose, now).await? {
+                return Err(AccountError::OtpStillValid { retry_after: left });
+            }
+            self.store.set_cooldown(&key, now, cooldown).await?;
         }
-        self.store.set_cooldown(&key, now, cooldown).await?;
+        let device =
+            account.and_then(|u| client.device.and_then(|t| self.bindings.device(&u.id, t)));
+        self.limits
+            .check_key(Class::CodeSend, client.ip, &recipient_key(email, device))?;
         Ok(())
     }
 
@@ -319,14 +381,14 @@ impl Accounts {
     async fn consume_code(
         &self,
         subject: &CodeSubject,
-        device: Option<&str>,
+        client: &Client<'_>,
         purpose: Purpose,
         bound: &str,
         code: &str,
     ) -> Result<User, AccountError> {
         let (id, who, user) = match subject {
             CodeSubject::Account(u) => {
-                let device = device.and_then(|t| self.bindings.device(&u.id, t));
+                let device = client.device.and_then(|t| self.bindings.device(&u.id, t));
                 (u.id, Subject::Account { user: u, device }, Some(u))
             }
             CodeSubject::Decoy { id, email } => (*id, Subject::Nobody { login: email }, None),
@@ -335,6 +397,8 @@ impl Accounts {
             Subject::Account { device, .. } => device,
             Subject::Nobody { .. } => None,
         };
+        self.limits
+            .check_key(Class::CodeVerify, client.ip, &quota_key(&who))?;
         self.guard.check(who, Factor::Code).await?;
         let outcome = self
             .codes
@@ -394,7 +458,9 @@ impl Accounts {
     pub async fn register(
         &self,
         reg: Registration,
+        client: &Client<'_>,
     ) -> Result<(User, OffsetDateTime, Secret), AccountError> {
+        self.limits.check_ip(Class::CodeSend, client.ip)?;
         let mut fields = BTreeMap::new();
         let email = normalize_email(&reg.email)
             .map_err(|m| fields.insert("email".into(), m))
@@ -445,6 +511,8 @@ impl Accounts {
             Some(e) if fields.is_empty() => e,
             _ => return Err(AccountError::Invalid(fields)),
         };
+        // Registration mails a code: it counts against the address's quota.
+        self.limits.check_key(Class::CodeSend, client.ip, &email)?;
         // Uniqueness is decided by the store's transaction; this early look only saves an
         // argon2 hash for a registration that cannot succeed.
         if self.store.user_by_email(&email).await?.is_some() {
@@ -508,8 +576,9 @@ impl Accounts {
         email: &str,
         code: &str,
         signup: Option<&str>,
-        device: Option<&str>,
+        client: &Client<'_>,
     ) -> Result<Verified, AccountError> {
+        self.limits.check_ip(Class::CodeVerify, client.ip)?;
         let email = self.email(email)?;
         self.check_code_format(code)?;
         let subject = self.account_for_code(&email).await?;
@@ -519,7 +588,7 @@ impl Accounts {
             }
         }
         let user = self
-            .consume_code(&subject, device, Purpose::VerifyEmail, "", code)
+            .consume_code(&subject, client, Purpose::VerifyEmail, "", code)
             .await?;
         let chosen_here = signup.is_some_and(|t| self.bindings.signup_ok(&user, t));
         let squatted = !user.email_verified && user.password.is_some() && !chosen_here;
@@ -572,7 +641,12 @@ impl Accounts {
     }
 
     /// Sends a new verification code (after the cooldown).
-    pub async fn resend_verification(&self, email: &str) -> Result<OffsetDateTime, AccountError> {
+    pub async fn resend_verification(
+        &self,
+        email: &str,
+        client: &Client<'_>,
+    ) -> Result<OffsetDateTime, AccountError> {
+        self.limits.check_ip(Class::CodeSend, client.ip)?;
         let email = self.email(email)?;
         let user = self.store.user_by_email(&email).await?;
         if self.reveal {
@@ -582,7 +656,7 @@ impl Accounts {
                 _ => {}
             }
         }
-        self.take_cooldown(&email, Purpose::VerifyEmail, user.as_ref())
+        self.take_cooldown(&email, Purpose::VerifyEmail, user.as_ref(), client)
             .await?;
         match user {
             Some(u) if !u.email_verified && !u.blocked => {
@@ -603,8 +677,9 @@ impl Accounts {
         &self,
         login: &str,
         password: &Secret,
-        device: Option<&str>,
+        client: &Client<'_>,
     ) -> Result<User, AccountError> {
+        self.limits.check_ip(Class::Login, client.ip)?;
         let login = login.trim();
         if login.is_empty() {
             return Err(AccountError::field("login", "is required"));
@@ -629,6 +704,8 @@ impl Accounts {
             }
             // The same steps, and the same answers, as for an account below.
             let who = Subject::Nobody { login: &key };
+            self.limits
+                .check_key(Class::Login, client.ip, &quota_key(&who))?;
             if let Err(e) = self.guard.check(who, Factor::Password).await {
                 self.passwords.verify(password, None).await?;
                 return Err(e);
@@ -637,11 +714,15 @@ impl Accounts {
             self.guard.failure(who, Factor::Password).await?;
             return Err(AccountError::InvalidCredentials);
         };
-        let device = device.and_then(|t| self.bindings.device(&user.id, t));
+        let device = client
+            .device
+            .and_then(|t| self.bindings.device(&user.id, t));
         let who = Subject::Account {
             user: &user,
             device,
         };
+        self.limits
+            .check_key(Class::Login, client.ip, &quota_key(&who))?;
         if let Err(e) = self.guard.check(who, Factor::Password).await {
             self.passwords.verify(password, None).await?;
             tracing::info!(target: "audit", event = "login_failed", user_id = %user.id, reason = "locked", device = device.is_some(), "sign-in refused: locked");
@@ -668,13 +749,18 @@ impl Accounts {
     }
 
     /// Passwordless step 1: mails a sign-in code.
-    pub async fn start_code_login(&self, email: &str) -> Result<OffsetDateTime, AccountError> {
+    pub async fn start_code_login(
+        &self,
+        email: &str,
+        client: &Client<'_>,
+    ) -> Result<OffsetDateTime, AccountError> {
+        self.limits.check_ip(Class::CodeSend, client.ip)?;
         let email = self.email(email)?;
         let user = self.store.user_by_email(&email).await?;
         if user.is_none() && self.reveal {
             return Err(AccountError::UserDoesNotExist);
         }
-        self.take_cooldown(&email, Purpose::Login, user.as_ref())
+        self.take_cooldown(&email, Purpose::Login, user.as_ref(), client)
             .await?;
         match user {
             Some(u) if !u.blocked => self.send_code(&u, Purpose::Login).await,
@@ -690,13 +776,14 @@ impl Accounts {
         &self,
         email: &str,
         code: &str,
-        device: Option<&str>,
+        client: &Client<'_>,
     ) -> Result<User, AccountError> {
+        self.limits.check_ip(Class::CodeVerify, client.ip)?;
         let email = self.email(email)?;
         self.check_code_format(code)?;
         let subject = self.account_for_code(&email).await?;
         let user = self
-            .consume_code(&subject, device, Purpose::Login, "", code)
+            .consume_code(&subject, client, Purpose::Login, "", code)
             .await?;
         if user.blocked {
             return Err(AccountError::Blocked { retry_after: None });
@@ -715,13 +802,18 @@ impl Accounts {
     }
 
     /// Mails a password reset code.
-    pub async fn forgot_password(&self, email: &str) -> Result<OffsetDateTime, AccountError> {
+    pub async fn forgot_password(
+        &self,
+        email: &str,
+        client: &Client<'_>,
+    ) -> Result<OffsetDateTime, AccountError> {
+        self.limits.check_ip(Class::CodeSend, client.ip)?;
         let email = self.email(email)?;
         let user = self.store.user_by_email(&email).await?;
         if user.is_none() && self.reveal {
             return Err(AccountError::UserDoesNotExist);
         }
-        self.take_cooldown(&email, Purpose::ResetPassword, user.as_ref())
+        self.take_cooldown(&email, Purpose::ResetPassword, user.as_ref(), client)
             .await?;
         match user {
             Some(u) if !u.blocked => self.send_code(&u, Purpose::ResetPassword).await,
@@ -738,8 +830,9 @@ impl Accounts {
         email: &str,
         code: &str,
         new_password: &Secret,
-        device: Option<&str>,
+        client: &Client<'_>,
     ) -> Result<User, AccountError> {
+        self.limits.check_ip(Class::CodeVerify, client.ip)?;
         let email = self.email(email)?;
         self.check_code_format(code)?;
         // The policy is checked before the code is spent on a password that will be refused.
@@ -748,7 +841,7 @@ impl Accounts {
             .await?;
         let subject = self.account_for_code(&email).await?;
         let user = self
-            .consume_code(&subject, device, Purpose::ResetPassword, "", code)
+            .consume_code(&subject, client, Purpose::ResetPassword, "", code)
             .await?;
         self.set_password(&user, new_password, None).await
     }
@@ -758,13 +851,14 @@ impl Accounts {
         &self,
         email: &str,
         code: &str,
-        device: Option<&str>,
+        client: &Client<'_>,
     ) -> Result<(Secret, OffsetDateTime), AccountError> {
+        self.limits.check_ip(Class::CodeVerify, client.ip)?;
         let email = self.email(email)?;
         self.check_code_format(code)?;
         let subject = self.account_for_code(&email).await?;
         let user = self
-            .consume_code(&subject, device, Purpose::ResetPassword, "", code)
+            .consume_code(&subject, client, Purpose::ResetPassword, "", code)
             .await?;
         self.issue_reset_token(&user).await
     }
@@ -802,7 +896,9 @@ impl Accounts {
         &self,
         token: &Secret,
         new_password: &Secret,
+        client: &Client<'_>,
     ) -> Result<User, AccountError> {
+        self.limits.check_ip(Class::CodeVerify, client.ip)?;
         // Checked before the single-use token is spent.
         self.passwords
             .check_policy(new_password, Vec::new())
@@ -835,12 +931,16 @@ impl Accounts {
         current: &Secret,
         new_password: &Secret,
         keep_session: &str,
+        client: &Client<'_>,
     ) -> Result<User, AccountError> {
+        self.limits.check_ip(Class::Login, client.ip)?;
         let user = self.profile(user_id).await?;
         let who = Subject::Account {
             user: &user,
             device: None,
         };
+        self.limits
+            .check_key(Class::Login, client.ip, &quota_key(&who))?;
         self.guard.check(who, Factor::Password).await?;
         if !self
             .passwords
@@ -895,13 +995,19 @@ impl Accounts {
         session_id: &str,
         new_email: &str,
         current_password: Option<&Secret>,
+        client: &Client<'_>,
     ) -> Result<OffsetDateTime, AccountError> {
+        // A password check costs a hash, and the mail goes to an address the caller names:
+        // limited like a sign-in, and per recipient like every code mail (below).
+        self.limits.check_ip(Class::Login, client.ip)?;
         let new_email = self.email(new_email)?;
         let user = self.profile(user_id).await?;
         let who = Subject::Account {
             user: &user,
             device: None,
         };
+        self.limits
+            .check_key(Class::Login, client.ip, &quota_key(&who))?;
         self.guard.check(who, Factor::Password).await?;
         if new_email == user.email {
             return Err(AccountError::field("email", "is already your address"));
@@ -935,7 +1041,8 @@ impl Accounts {
         if self.store.user_by_email(&new_email).await?.is_some() {
             return Err(AccountError::AlreadyExists(UniqueField::Email));
         }
-        self.take_cooldown(&new_email, Purpose::ChangeEmail, Some(&user))
+        self.limits.check_ip(Class::CodeSend, client.ip)?;
+        self.take_cooldown(&new_email, Purpose::ChangeEmail, Some(&user), client)
             .await?;
         let (code, expires_at) = self
             .codes
@@ -965,7 +1072,9 @@ impl Accounts {
         user_id: &UserId,
         new_email: &str,
         code: &str,
+        client: &Client<'_>,
     ) -> Result<User, AccountError> {
+        self.limits.check_ip(Class::CodeVerify, client.ip)?;
         let new_email = self.email(new_email)?;
         self.check_code_format(code)?;
         let user = self.profile(user_id).await?;
@@ -981,7 +1090,8 @@ impl Accounts {
         let user = self
             .consume_code(
                 &CodeSubject::Account(Box::new(user)),
-                None,
+                // A signed-in caller's code guesses count as a stranger's.
+                &Client::new(client.ip, None),
                 Purpose::ChangeEmail,
                 &new_email,
                 code,

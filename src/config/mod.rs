@@ -504,6 +504,11 @@ pub struct ServerConfig {
     pub public_url: Url,
     pub auth_prefix: String,
     pub metrics_listen: Option<SocketAddr>,
+    /// Also answer /metrics on the main listener, to loopback and trusted proxies (off: a
+    /// TLS-terminating front that forwards every path would hand them to anyone, and nothing
+    /// tells its requests from a local scrape). On when running without a configuration
+    /// file.
+    pub metrics_on_main_listener: bool,
     /// A second, plain-HTTP listener that redirects every request to `public_url`.
     pub redirect_http_listen: Option<SocketAddr>,
     pub trusted_proxies: Vec<IpNet>,
@@ -528,6 +533,11 @@ pub struct ServerConfig {
     /// connection waits at most `header_read_timeout` for its next request).
     #[serde(with = "duration::serde_str")]
     pub idle_timeout: Duration,
+    /// A response under way that moves nothing for this long (a client that reads nothing,
+    /// an HTTP/2 window never opened, an upstream that sends nothing) is cut, with its
+    /// connection.
+    #[serde(with = "duration::serde_str")]
+    pub send_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub h2_max_concurrent_streams: u32,
@@ -545,6 +555,7 @@ impl Default for ServerConfig {
             public_url: Url::parse("https://localhost:8443").unwrap_or_else(|_| unreachable_url()),
             auth_prefix: "/auth".into(),
             metrics_listen: None,
+            metrics_on_main_listener: false,
             redirect_http_listen: None,
             trusted_proxies: Vec::new(),
             allowed_redirect_hosts: Vec::new(),
@@ -555,6 +566,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_connections_per_ip: 512,
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             h2_max_concurrent_streams: 128,
@@ -601,6 +613,14 @@ pub struct ProxyConfig {
     /// default: an application that obeys one acts on another method or path than the one a
     /// route rule was matched on.
     pub keep_override_headers: Vec<String>,
+    /// Connections to one upstream open at once, across serving threads; past it a request
+    /// waits `connect_timeout` for one, then gets 503 SERVICE_BUSY.
+    pub max_connections_per_upstream: usize,
+    /// Proxied requests one client address may have under way at once (503 past it).
+    pub max_requests_per_ip: usize,
+    /// A WebSocket tunnel across which nothing has gone either way for this long is closed.
+    #[serde(with = "duration::serde_str")]
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -612,6 +632,9 @@ impl Default for ProxyConfig {
             pool_max_idle_per_host: 256,
             upstream_ca: None,
             keep_override_headers: Vec::new(),
+            max_connections_per_upstream: 1024,
+            max_requests_per_ip: 256,
+            tunnel_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -863,8 +886,10 @@ impl Config {
             ("server.handshake_timeout", s.handshake_timeout),
             ("server.header_read_timeout", s.header_read_timeout),
             ("server.idle_timeout", s.idle_timeout),
+            ("server.send_timeout", s.send_timeout),
             ("proxy.connect_timeout", self.proxy.connect_timeout),
             ("proxy.response_timeout", self.proxy.response_timeout),
+            ("proxy.tunnel_idle_timeout", self.proxy.tunnel_idle_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::key(name, "must be greater than zero"));
@@ -1016,6 +1041,14 @@ impl Config {
                     "not a valid header name",
                 ));
             }
+        }
+        if self.proxy.max_connections_per_upstream == 0 || self.proxy.max_requests_per_ip == 0 {
+            let key = if self.proxy.max_requests_per_ip == 0 {
+                "proxy.max_requests_per_ip"
+            } else {
+                "proxy.max_connections_per_upstream"
+            };
+            return Err(ConfigError::key(key, "must be at least 1"));
         }
         for name in &self.proxy.keep_override_headers {
             let known = http::HeaderName::from_bytes(name.as_bytes())

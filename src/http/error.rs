@@ -260,6 +260,7 @@ impl From<crate::accounts::AccountError> for ApiError {
                 "The reset token has expired; start again.",
             ),
             A::Busy => ApiError::busy(),
+            A::RateLimited(r) => ApiError::from(r),
             A::Store(e) => e.into(),
             A::Internal(m) => {
                 tracing::error!(error = %m, "internal error");

@@ -9,6 +9,7 @@ pub mod error;
 mod handlers;
 pub mod json;
 mod ops;
+pub mod overrides;
 pub mod path;
 pub mod redirect;
 mod security;
@@ -41,6 +42,8 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// The serving thread that accepted the connection (picks its upstream pool).
     pub worker: usize,
+    /// The connection's place under the gateway's limits (a tunnel keeps it).
+    pub hold: Arc<crate::connections::Hold>,
 }
 
 /// What every phase may want to know about the request.
@@ -58,6 +61,8 @@ pub struct RequestCtx {
     /// Host as the client named it (Host header, or the h2 `:authority`); always visible
     /// ASCII (see [`RequestCtx::host`]).
     pub host: Option<HeaderValue>,
+    /// See [`ConnInfo::hold`].
+    pub hold: Arc<crate::connections::Hold>,
 }
 
 impl RequestCtx {
@@ -88,6 +93,7 @@ impl RequestCtx {
             scheme: conn.scheme,
             worker: conn.worker,
             host,
+            hold: conn.hold,
         }
     }
 
@@ -150,7 +156,7 @@ pub struct App {
     own: OwnMetrics,
     /// Set when shutdown begins, so /readyz tells load balancers to move on.
     draining: AtomicBool,
-    /// Whether /metrics is served on the main listener (no separate metrics_listen).
+    /// Whether /metrics is served on the main listener (`server.metrics_on_main_listener`).
     metrics_inline: bool,
 }
 
@@ -189,7 +195,7 @@ impl App {
             origin: auth::origin_of(&config.server.public_url),
             accounts,
             sessions,
-            metrics_inline: config.server.metrics_listen.is_none(),
+            metrics_inline: config.server.metrics_on_main_listener,
             config,
             routes,
             proxy,
@@ -303,6 +309,36 @@ async fn dispatch<'a>(
     }
     match app.routes.find(ctx.host_name(), &path, req.method()) {
         Some(route) => {
+            // What the upstream could act on instead of the request's own method and path
+            // (override headers it is given, `_method`) must be allowed too.
+            let names = app.proxy.identity_names();
+            let named = overrides::of(
+                req.headers(),
+                names
+                    .kept_overrides()
+                    .filter(|n| overrides::METHOD_HEADERS.contains(n)),
+                names
+                    .kept_overrides()
+                    .filter(|n| overrides::PATH_HEADERS.contains(n)),
+                uri.query(),
+            );
+            let refused = match named {
+                Ok(o) if o.is_empty() => None,
+                Ok(o) => Box::pin(overrides::authorize(
+                    app,
+                    &o,
+                    ctx.host_name(),
+                    &path,
+                    req.method(),
+                    req.headers(),
+                ))
+                .await
+                .err(),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = refused {
+                return (e.into_response(), &route.metrics, route.name.as_str());
+            }
             let resp = app.proxy.handle(ctx, route, &path, req).await;
             (resp, &route.metrics, route.name.as_str())
         }

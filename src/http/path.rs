@@ -24,6 +24,10 @@ pub enum PathError {
     DoubleEncoded,
     #[error("the path's percent-encoding is not UTF-8")]
     NotUtf8,
+    #[error(
+        "a path segment ends with '.' or a space, or names a data stream (\"::$\"): Windows servers read it as another path"
+    )]
+    WindowsAlias,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -51,6 +55,11 @@ fn is_plain(p: &str) -> bool {
     while let Some(seg) = segments.next() {
         let last = segments.peek().is_none();
         if (seg.is_empty() && !last) || seg == b"." || seg == b".." {
+            return false;
+        }
+        // Looked at closely below: IIS and NTFS read `admin.`, `admin ` and `admin::$DATA`
+        // as `admin`.
+        if seg.last() == Some(&b'.') || seg.contains(&b':') {
             return false;
         }
         if seg
@@ -134,6 +143,9 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let mut out: Vec<&str> = Vec::new();
     let mut trailing_slash = decoded.ends_with('/');
     for seg in decoded.split('/') {
+        if windows_alias(seg) {
+            return Err(PathError::WindowsAlias);
+        }
         match seg {
             "" => {}
             "." => trailing_slash = true,
@@ -158,6 +170,16 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
         path.push('/');
     }
     Ok(Cow::Owned(path))
+}
+
+/// A segment that a Windows server (IIS, NTFS) reads as another: a trailing dot or space
+/// (`admin.`, `admin%20`), or an alternate data stream (`admin::$DATA`).
+fn windows_alias(seg: &str) -> bool {
+    if seg == "." || seg == ".." {
+        return false;
+    }
+    let plain = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+    plain.ends_with('.') || plain.ends_with(' ') || plain.contains(":$")
 }
 
 /// Every escape decoded once, as an upstream would decode the path (`None` for a bad escape,
@@ -242,8 +264,11 @@ mod tests {
                 && !p.contains("/../")
                 && !p.ends_with("/.")
                 && !p.ends_with("/..")
+                && !p
+                    .split('/')
+                    .any(|seg| seg.ends_with('.') || seg.contains(':'))
         }
-        let alphabet = ['/', '.', 'a', '%', ';'];
+        let alphabet = ['/', '.', 'a', '%', ';', ':'];
         let mut paths = vec![String::new()];
         for _ in 0..6 {
             let longer: Vec<String> = paths
@@ -285,6 +310,8 @@ mod tests {
             ("/.well-known/x", "/.well-known/x"),
             ("/a//../b", "/b"),
             ("/100%25", "/100%25"),
+            ("/v1/users:search", "/v1/users:search"),
+            ("/a.b/c", "/a.b/c"),
             ("/a%2541", "/a%2541"),
         ];
         for (input, want) in ok {
@@ -315,6 +342,12 @@ mod tests {
             ("/a%2500", PathError::DoubleEncoded),
             ("/a%25252e", PathError::DoubleEncoded),
             ("/%C0%AE%C0%AE/admin", PathError::NotUtf8),
+            ("/admin.", PathError::WindowsAlias),
+            ("/admin./x", PathError::WindowsAlias),
+            ("/admin%2e", PathError::WindowsAlias),
+            ("/admin%20", PathError::WindowsAlias),
+            ("/admin::$DATA", PathError::WindowsAlias),
+            ("/admin%3A%3A%24DATA", PathError::WindowsAlias),
             ("/a%FFb", PathError::NotUtf8),
         ];
         for (input, want) in bad {

@@ -58,19 +58,49 @@ pub fn check_method(m: &http::Method) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A host as a request may name it: a name or address with an optional port, never with
-/// userinfo (`user@host`), which some parsers skip and others do not.
+/// A host as a request may name it: a DNS name or an IPv4 address, or an IPv6 address in
+/// brackets, then an optional port of digits. Nothing else: userinfo (`user@host`), a
+/// non-numeric port (`host:abc`, which a rule's host match and a front proxy read apart), a
+/// fragment or any other character is refused, so every reader sees the same host.
 pub fn check_host(host: &str) -> Result<(), ApiError> {
-    let ok = !host.is_empty()
-        && host.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
-        });
-    if !ok {
+    if host_and_port(host).is_none() {
         return Err(ApiError::bad_request(
-            "The request's host is not a host name (user information and other characters are refused).",
+            "The request's host is not a host name with an optional numeric port.",
         ));
     }
     Ok(())
+}
+
+/// `host` split into its name and port, when it is well formed (see [`check_host`]).
+pub fn host_and_port(host: &str) -> Option<(&str, Option<u16>)> {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        inside.parse::<std::net::Ipv6Addr>().ok()?;
+        let name = host.get(..inside.len() + 2)?;
+        match after {
+            "" => (name, None),
+            p => (name, Some(p.strip_prefix(':')?)),
+        }
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 253
+        && (name.starts_with('[')
+            || name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')));
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse().ok()?)
+        }
+        Some(_) => return None,
+    };
+    name_ok.then_some((name, port))
 }
 
 #[cfg(test)]
@@ -98,8 +128,26 @@ mod tests {
         ] {
             assert!(check_host(ok).is_ok(), "{ok}");
         }
-        for bad in ["user@secure.example", "a b", "", "x/y", "a\\b", "a%40b"] {
+        for bad in [
+            "user@secure.example",
+            "a b",
+            "",
+            "x/y",
+            "a\\b",
+            "a%40b",
+            "x#",
+            "secure.example:abc",
+            "secure.example:",
+            "secure.example:1:2",
+            "[secure.example]",
+            "[::1]x",
+            "[::1]:x",
+            "secure.example:123456",
+        ] {
             assert!(check_host(bad).is_err(), "{bad}");
         }
+        assert!(check_host("[::1]").is_ok());
+        assert_eq!(host_and_port("a.example:80"), Some(("a.example", Some(80))));
+        assert_eq!(host_and_port("[::1]:8443"), Some(("[::1]", Some(8443))));
     }
 }

@@ -114,6 +114,26 @@ impl IdentityNames {
         }
     }
 
+    /// The identity header names (the access token's too, when forwarded).
+    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        [
+            &self.user_id,
+            &self.email,
+            &self.name,
+            &self.roles,
+            &self.session_id,
+        ]
+        .into_iter()
+        .chain(self.access_token.as_ref())
+    }
+
+    /// The override headers that are kept for the upstream (see `proxy.keep_override_headers`).
+    pub fn kept_overrides(&self) -> impl Iterator<Item = &'static HeaderName> + '_ {
+        OVERRIDE_HEADERS
+            .iter()
+            .filter(|n| !self.strip_only.contains(n))
+    }
+
     fn all(&self) -> impl Iterator<Item = &HeaderName> {
         [
             &self.user_id,
@@ -165,7 +185,12 @@ pub fn strip_own_cookies(h: &mut HeaderMap, names: &[&str]) {
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|c| !c.is_empty())
-        .filter(|c| !names.iter().any(|n| c.split('=').next() == Some(*n)))
+        // Named as the gateway's cookie parser names it (spaces around the name trimmed),
+        // so that a cookie the gateway reads is one it removes.
+        .filter(|c| {
+            let name = c.split('=').next().map(str::trim);
+            !names.iter().any(|n| name == Some(*n))
+        })
         .map(str::to_string)
         .collect();
     h.remove(header::COOKIE);
@@ -409,6 +434,14 @@ mod tests {
         );
         strip_own_cookies(&mut only, &["__Host-authgate-access"]);
         assert!(!only.contains_key(header::COOKIE));
+        // A space before the `=` names the same cookie to the parser, and so here.
+        let mut spaced = HeaderMap::new();
+        spaced.insert(
+            header::COOKIE,
+            "a=1; __Host-authgate-access =tok".parse().unwrap(),
+        );
+        strip_own_cookies(&mut spaced, &["__Host-authgate-access"]);
+        assert_eq!(spaced[header::COOKIE], "a=1");
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct Proxy {
     limits: Arc<crate::ratelimit::RateLimits>,
     /// Where a browser without a session is sent.
     login_page: crate::http::redirect::LoginPage,
+    /// See [`Tunnel::idle`].
+    tunnel_idle_timeout: std::time::Duration,
+    /// Proxied requests under way per client address (`proxy.max_requests_per_ip`).
+    per_client: Arc<crate::connections::PerIp>,
 }
 
 /// Why a proxied exchange failed, and so which status the client gets.
@@ -45,6 +49,10 @@ pub enum ProxyError {
     Protocol,
     #[error("request cannot be forwarded: {0}")]
     BadRequest(&'static str),
+    /// Every connection the upstream may have is in use (`proxy.max_connections_per_upstream`),
+    /// or this client has `proxy.max_requests_per_ip` requests under way.
+    #[error("upstream busy")]
+    Busy,
 }
 
 impl ProxyError {
@@ -61,6 +69,12 @@ impl ProxyError {
                 "The application behind the gateway did not answer in time.",
             ),
             ProxyError::BadRequest(m) => ApiError::bad_request(m),
+            ProxyError::Busy => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_BUSY",
+                "Too many requests are under way; try again in a moment.",
+            )
+            .with_retry_after(std::time::Duration::from_secs(1)),
         }
     }
 }
@@ -69,18 +83,20 @@ impl Proxy {
     pub fn new(
         upstreams: Arc<Upstreams>,
         identity_names: IdentityNames,
-        response_timeout: std::time::Duration,
+        cfg: &crate::config::ProxyConfig,
         sessions: Arc<Sessions>,
         limits: Arc<crate::ratelimit::RateLimits>,
         login_page: crate::http::redirect::LoginPage,
     ) -> Self {
         Proxy {
+            per_client: crate::connections::PerIp::new(cfg.max_requests_per_ip),
             upstreams,
             identity_names,
-            response_timeout,
+            response_timeout: cfg.response_timeout,
             sessions,
             limits,
             login_page,
+            tunnel_idle_timeout: cfg.tunnel_idle_timeout,
         }
     }
 
@@ -136,6 +152,10 @@ impl Proxy {
         if let Err(refused) = self.limits.check_proxy(ctx.client_ip) {
             return ApiError::from(refused).into_response();
         }
+        // Requests one client has under way at once (each may hold an upstream connection).
+        let Some(_under_way) = self.per_client.acquire(ctx.client_ip) else {
+            return ProxyError::Busy.into_api().into_response();
+        };
         let verified = match self.check_access(&route.rule, req.headers()).await {
             Ok(v) => v,
             // A person in a browser gets the login page, and comes back here after it (or
@@ -167,7 +187,17 @@ impl Proxy {
                     // hand the client a raw channel to the upstream.
                     match client_upgrade {
                         Some(client_side) if headers::is_websocket_switch(resp.headers()) => {
-                            tunnel(client_side, hyper::upgrade::on(&mut resp))
+                            tunnel(
+                                client_side,
+                                hyper::upgrade::on(&mut resp),
+                                Tunnel {
+                                    hold: ctx.hold.clone(),
+                                    idle: self.tunnel_idle_timeout,
+                                    session: verified.as_ref().map(|v| {
+                                        (self.sessions.clone(), v.identity.session_id.clone())
+                                    }),
+                                },
+                            )
                         }
                         _ => return ProxyError::Protocol.into_api().into_response(),
                     }
@@ -177,7 +207,7 @@ impl Proxy {
             Err(e) => {
                 route.metrics.upstream_error(match e {
                     ProxyError::Timeout => UpstreamError::Timeout,
-                    ProxyError::Connect => UpstreamError::Connect,
+                    ProxyError::Connect | ProxyError::Busy => UpstreamError::Connect,
                     _ => UpstreamError::Protocol,
                 });
                 tracing::warn!(route = %route.name, error = %e, "upstream exchange failed");
@@ -276,9 +306,21 @@ impl Proxy {
     }
 }
 
-/// Joins the client's and the upstream's upgraded connections and copies bytes both ways.
-fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// What a WebSocket tunnel is bound by.
+struct Tunnel {
+    /// The client connection's place under the gateway's limits, kept until the tunnel ends.
+    hold: Arc<crate::connections::Hold>,
+    /// Closed when nothing has crossed either way for this long.
+    idle: std::time::Duration,
+    /// Closed when this session ends (a sign-out, a revocation), for a tunnel that needed one.
+    session: Option<(Arc<Sessions>, String)>,
+}
+
+/// Joins the client's and the upstream's upgraded connections and copies bytes both ways,
+/// until either side closes, nothing crosses for `idle`, or the session that opened it ends.
+fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, t: Tunnel) {
     tokio::spawn(async move {
+        let _hold = t.hold;
         let (client, upstream) = match tokio::join!(client, upstream) {
             (Ok(c), Ok(u)) => (c, u),
             _ => {
@@ -286,10 +328,41 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(error = %e, "upgraded connection ended");
+        let moved = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let start = tokio::time::Instant::now();
+        let mut client =
+            crate::connections::Touched::new(TokioIo::new(client), moved.clone(), start);
+        let mut upstream =
+            crate::connections::Touched::new(TokioIo::new(upstream), moved.clone(), start);
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        tokio::pin!(copy);
+        let check = (t.idle / 4).clamp(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(5),
+        );
+        let mut tick = tokio::time::interval(check);
+        loop {
+            tokio::select! {
+                done = &mut copy => {
+                    if let Err(e) = done {
+                        tracing::debug!(error = %e, "upgraded connection ended");
+                    }
+                    return;
+                }
+                _ = tick.tick() => {
+                    let last = start + std::time::Duration::from_millis(moved.load(std::sync::atomic::Ordering::Relaxed));
+                    if last + t.idle <= tokio::time::Instant::now() {
+                        tracing::debug!("tunnel idle: closed");
+                        return;
+                    }
+                    if let Some((sessions, sid)) = &t.session {
+                        if !sessions.is_live(sid) {
+                            tracing::debug!("tunnel's session ended: closed");
+                            return;
+                        }
+                    }
+                }
+            }
         }
     });
 }

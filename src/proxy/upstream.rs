@@ -31,6 +31,12 @@ pub struct Upstreams {
     origins: Vec<Uri>,
     /// Indexed by serving thread; never empty.
     threads: Vec<Arc<ThreadPool>>,
+    /// Connections each upstream may have open, across threads (`proxy.max_connections_per_upstream`):
+    /// clients that hold requests open (uploads that never come) cannot make the gateway
+    /// open sockets to an upstream without bound.
+    open: Vec<Arc<tokio::sync::Semaphore>>,
+    /// How long a request waits for a connection to be allowed (`proxy.connect_timeout`).
+    wait: Duration,
 }
 
 /// One serving thread's idle connections. Only that thread takes and returns them, so the
@@ -71,10 +77,20 @@ impl Upstreams {
                 })
             })
             .collect();
+        let open = origins
+            .iter()
+            .map(|_| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    cfg.max_connections_per_upstream,
+                ))
+            })
+            .collect();
         Ok(Upstreams {
             connector,
             origins,
             threads,
+            open,
+            wait: cfg.connect_timeout,
         })
     }
 
@@ -119,6 +135,12 @@ impl Upstreams {
     /// A new connection, its I/O driven by a task on the calling (serving) thread.
     async fn connect(&self, upstream: usize) -> Result<SendRequest<Incoming>, ProxyError> {
         let origin = self.origins.get(upstream).ok_or(ProxyError::Connect)?;
+        let open = self.open.get(upstream).ok_or(ProxyError::Connect)?.clone();
+        // The connection holds its place until it closes (the task below ends).
+        let place = tokio::time::timeout(self.wait, open.acquire_owned())
+            .await
+            .map_err(|_| ProxyError::Busy)?
+            .map_err(|_| ProxyError::Busy)?;
         let io = self
             .connector
             .clone()
@@ -135,6 +157,7 @@ impl Upstreams {
             .await
             .map_err(|_| ProxyError::Connect)?;
         tokio::spawn(async move {
+            let _place = place;
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended");
             }

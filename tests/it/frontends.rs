@@ -489,7 +489,8 @@ async fn spoofing_the_original_request_changes_nothing(front: u16, smtp: &Smtp) 
         code == 400 || code == 403 || code == 405,
         "lower-case delete: {code}"
     );
-    // The override headers do not reach the application either.
+    // Override headers naming a protected path: refused (nginx asks about them), or removed
+    // before the application could obey them (Caddy removes them first).
     let r = client
         .get(format!("{base}/public/x"))
         .header("x-http-method-override", "DELETE")
@@ -497,14 +498,32 @@ async fn spoofing_the_original_request_changes_nothing(front: u16, smtp: &Smtp) 
         .send()
         .await
         .unwrap();
+    match r.status().as_u16() {
+        401 | 403 => {}
+        200 => {
+            let echo: serde_json::Value = r.json().await.unwrap();
+            for h in ["x-http-method-override", "x-rewrite-url", "x-original-url"] {
+                let sent = echo["headers"][h]
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|x| !x.as_str().unwrap_or("").is_empty()));
+                assert!(!sent, "{h} reached the application: {echo}");
+            }
+        }
+        other => panic!("overrides on a public path: {other}"),
+    }
+    // Harmless ones on a public path reach a public answer, and never the application.
+    let r = client
+        .get(format!("{base}/public/x"))
+        .header("x-http-method-override", "GET")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let echo: serde_json::Value = r.json().await.unwrap();
-    for h in ["x-http-method-override", "x-rewrite-url", "x-original-url"] {
-        let sent = echo["headers"][h]
-            .as_array()
-            .is_some_and(|v| v.iter().any(|x| !x.as_str().unwrap_or("").is_empty()));
-        assert!(!sent, "{h} reached the application: {echo}");
-    }
+    let sent = echo["headers"]["x-http-method-override"]
+        .as_array()
+        .is_some_and(|v| v.iter().any(|x| !x.as_str().unwrap_or("").is_empty()));
+    assert!(!sent, "the override reached the application: {echo}");
 }
 
 #[tokio::test]

@@ -86,6 +86,11 @@ impl Gateway {
             config.passwords.max_wait = Duration::from_secs(10);
         }
         config.mail.outbox_dir = dir.path().join("outbox");
+        // Tests read the metrics where a development run has them; a test about the
+        // default says so.
+        if !toml.contains("metrics_on_main_listener") && config.server.metrics_listen.is_none() {
+            config.server.metrics_on_main_listener = true;
+        }
         if let Some(smtp) = smtp {
             config.mail.smtp_url = Some(
                 format!("smtp://127.0.0.1:{}", smtp.addr.port())

@@ -460,13 +460,33 @@ async fn the_gateways_token_and_cookies_stay_its_own() {
     gw.stop().await;
 }
 
-/// /metrics on the main listener answers loopback (and trusted proxies; the refusal of
-/// everyone else is a unit test of `ops`, since a test may only speak from loopback).
+/// /metrics is not on the main listener by default: behind a TLS-terminating front that
+/// forwards every path, its requests would look like a local scrape. Switched on, it
+/// answers loopback (and trusted proxies; the refusal of everyone else is a unit test of
+/// `ops`, since a test may only speak from loopback).
 #[tokio::test]
-async fn metrics_on_the_main_listener_answer_loopback() {
+async fn metrics_are_not_on_the_main_listener_unless_asked() {
     let up = Upstream::start().await;
-    let gw = Gateway::start(&format!("[server]\ntls = false\n{}", admin_routes(&up))).await;
+    let gw = Gateway::start(&format!(
+        "[server]\ntls = false\nmetrics_on_main_listener = false\n{}",
+        admin_routes(&up)
+    ))
+    .await;
     let r = raw_get(gw.addr, "/metrics", "").await;
     assert_eq!(r.status, 200);
+    assert!(
+        !r.body.contains("authgate_"),
+        "the application's /metrics: {}",
+        r.body
+    );
+    gw.stop().await;
+    let gw = Gateway::start(&format!(
+        "[server]\ntls = false\nmetrics_on_main_listener = true\n{}",
+        admin_routes(&up)
+    ))
+    .await;
+    let r = raw_get(gw.addr, "/metrics", "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("authgate_connections"), "{}", r.body);
     gw.stop().await;
 }

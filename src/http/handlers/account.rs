@@ -2,12 +2,11 @@
 //! change, profile.
 
 use super::{Result, body_json, caller, client_info, presented, tokens_response, user_json};
-use crate::accounts::{ProfilePatch, Registration};
+use crate::accounts::{Client, ProfilePatch, Registration};
 use crate::clock::rfc3339;
 use crate::http::body::Body;
 use crate::http::error::success;
 use crate::http::{App, RequestCtx, auth};
-use crate::ratelimit::Class;
 use crate::secret::Secret;
 use http::{Response, StatusCode, request::Parts};
 use hyper::body::Incoming;
@@ -31,8 +30,6 @@ pub async fn register(
     body: Incoming,
 ) -> Result<Response<Body>> {
     let b: RegisterBody = body_json(app, parts, body, false).await?;
-    app.limits
-        .check(Class::CodeSend, ctx.client_ip, Some(&b.email))?;
     let reg = Registration {
         email: b.email,
         password: b.password,
@@ -41,7 +38,10 @@ pub async fn register(
         phone: b.phone,
         profile: b.profile,
     };
-    let (user, expires, signup) = app.accounts.register(reg).await?;
+    let (user, expires, signup) = app
+        .accounts
+        .register(reg, &Client::new(ctx.client_ip, None))
+        .await?;
     // The sign-up token keeps the password when this client verifies the address: as a
     // cookie for browsers and clients with a cookie jar, in the body for the others.
     let mut resp = success(
@@ -77,6 +77,9 @@ struct VerifyBody {
 #[derive(Deserialize)]
 struct EmailOnly {
     email: String,
+    /// From an earlier sign-in (else the device cookie): the mail counts against the
+    /// device's own quota.
+    device_token: Option<Secret>,
 }
 
 pub async fn verify(
@@ -86,8 +89,6 @@ pub async fn verify(
     body: Incoming,
 ) -> Result<Response<Body>> {
     let b: VerifyBody = body_json(app, parts, body, false).await?;
-    app.limits
-        .check(Class::CodeVerify, ctx.client_ip, Some(&b.email))?;
     let signup = presented(&parts.headers, b.signup_token.as_ref(), auth::SIGNUP_COOKIE);
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
     let v = app
@@ -96,7 +97,7 @@ pub async fn verify(
             &b.email,
             b.code.expose(),
             signup.as_deref(),
-            device.as_deref(),
+            &Client::new(ctx.client_ip, device.as_deref()),
         )
         .await?;
     let mut resp = match &v.reset {
@@ -137,9 +138,11 @@ pub async fn resend(
     body: Incoming,
 ) -> Result<Response<Body>> {
     let b: EmailOnly = body_json(app, parts, body, false).await?;
-    app.limits
-        .check(Class::CodeSend, ctx.client_ip, Some(&b.email))?;
-    Ok(code_sent(app.accounts.resend_verification(&b.email).await?))
+    let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
+    let client = Client::new(ctx.client_ip, device.as_deref());
+    Ok(code_sent(
+        app.accounts.resend_verification(&b.email, &client).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -158,12 +161,14 @@ pub async fn login(
     body: Incoming,
 ) -> Result<Response<Body>> {
     let b: LoginBody = body_json(app, parts, body, false).await?;
-    app.limits
-        .check(Class::Login, ctx.client_ip, Some(&b.login))?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
     let user = app
         .accounts
-        .login_password(&b.login, &b.password, device.as_deref())
+        .login_password(
+            &b.login,
+            &b.password,
+            &Client::new(ctx.client_ip, device.as_deref()),
+        )
         .await?;
     let pair = app
         .sessions
@@ -186,9 +191,11 @@ pub async fn login_code(
     body: Incoming,
 ) -> Result<Response<Body>> {
     let b: EmailOnly = body_json(app, parts, body, false).await?;
-    app.limits
-        .check(Class::CodeSend, ctx.client_ip, Some(&b.email))?;
-    Ok(code_sent(app.accounts.start_code_login(&b.email).await?))
+    let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
+    let client = Client::new(ctx.client_ip, device.as_deref());
+    Ok(code_sent(
+        app.accounts.start_code_login(&b.email, &client).await?,
+    ))
 }
 
 pub async fn login_code_verify(
@@ -198,12 +205,14 @@ pub async fn login_code_verify(
     body: Incoming,
 ) -> Result<Response<Body>> {
     let b: EmailCode = body_json(app, parts, body, false).await?;
-    app.limits
-        .check(Class::CodeVerify, ctx.client_ip, Some(&b.email))?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
     let user = app
         .accounts
-        .finish_code_login(&b.email, b.code.expose(), device.as_deref())
+        .finish_code_login(
+            &b.email,
+            b.code.expose(),
+            &Client::new(ctx.client_ip, device.as_deref()),
+        )
         .await?;
     let pair = app
         .sessions
@@ -226,9 +235,11 @@ pub async fn forgot(
     body: Incoming,
 ) -> Result<Response<Body>> {
     let b: EmailOnly = body_json(app, parts, body, false).await?;
-    app.limits
-        .check(Class::CodeSend, ctx.client_ip, Some(&b.email))?;
-    Ok(code_sent(app.accounts.forgot_password(&b.email).await?))
+    let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
+    let client = Client::new(ctx.client_ip, device.as_deref());
+    Ok(code_sent(
+        app.accounts.forgot_password(&b.email, &client).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -252,18 +263,17 @@ pub async fn reset(
         .filter(|t| t.starts_with("prt1."))
         .map(Secret::new);
     let b: ResetBody = body_json(app, parts, body, false).await?;
-    app.limits
-        .check(Class::CodeVerify, ctx.client_ip, b.email.as_deref())?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
+    let client = Client::new(ctx.client_ip, device.as_deref());
     match (token, b.email, b.code) {
         (Some(token), _, _) => {
             app.accounts
-                .reset_with_token(&token, &b.new_password)
+                .reset_with_token(&token, &b.new_password, &client)
                 .await?;
         }
         (None, Some(email), Some(code)) => {
             app.accounts
-                .reset_password(&email, code.expose(), &b.new_password, device.as_deref())
+                .reset_password(&email, code.expose(), &b.new_password, &client)
                 .await?;
         }
         (None, email, _) => {
@@ -290,12 +300,14 @@ pub async fn reset_verify(
     body: Incoming,
 ) -> Result<Response<Body>> {
     let b: EmailCode = body_json(app, parts, body, false).await?;
-    app.limits
-        .check(Class::CodeVerify, ctx.client_ip, Some(&b.email))?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
     let (token, expires) = app
         .accounts
-        .reset_token(&b.email, b.code.expose(), device.as_deref())
+        .reset_token(
+            &b.email,
+            b.code.expose(),
+            &Client::new(ctx.client_ip, device.as_deref()),
+        )
         .await?;
     Ok(success(
         StatusCode::OK,
@@ -318,14 +330,13 @@ pub async fn change_password(
 ) -> Result<Response<Body>> {
     let c = caller(app, parts).await?;
     let b: ChangeBody = body_json(app, parts, body, false).await?;
-    app.limits
-        .check(Class::Login, ctx.client_ip, Some(&c.identity.user_id))?;
     app.accounts
         .change_password(
             &c.user_id,
             &b.current_password,
             &b.new_password,
             &c.identity.session_id,
+            &Client::new(ctx.client_ip, None),
         )
         .await?;
     Ok(success(
@@ -347,20 +358,6 @@ struct EmailChangeBody {
     current_password: Option<Secret>,
 }
 
-/// The quotas of an email change's first step (the API's and the page's): the password check
-/// costs a hash and the mail goes to an address the caller names, so it is limited per
-/// account like sign-ins, and per recipient like every code mail.
-pub(super) fn email_change_limits(
-    app: &App,
-    ip: std::net::IpAddr,
-    account: &str,
-    new_email: &str,
-) -> Result<()> {
-    app.limits.check(Class::Login, ip, Some(account))?;
-    app.limits.check(Class::CodeSend, ip, Some(new_email))?;
-    Ok(())
-}
-
 /// Email change, step 1: a code to the new address (after the current password).
 pub async fn start_email_change(
     app: &App,
@@ -370,7 +367,6 @@ pub async fn start_email_change(
 ) -> Result<Response<Body>> {
     let c = caller(app, parts).await?;
     let b: EmailChangeBody = body_json(app, parts, body, false).await?;
-    email_change_limits(app, ctx.client_ip, &c.identity.user_id, &b.email)?;
     let expires = app
         .accounts
         .start_email_change(
@@ -378,6 +374,7 @@ pub async fn start_email_change(
             &c.identity.session_id,
             &b.email,
             b.current_password.as_ref(),
+            &Client::new(ctx.client_ip, None),
         )
         .await?;
     Ok(success(
@@ -396,11 +393,14 @@ pub async fn finish_email_change(
 ) -> Result<Response<Body>> {
     let c = caller(app, parts).await?;
     let b: EmailCode = body_json(app, parts, body, false).await?;
-    app.limits
-        .check(Class::CodeVerify, ctx.client_ip, Some(&c.identity.user_id))?;
     let user = app
         .accounts
-        .finish_email_change(&c.user_id, &b.email, b.code.expose())
+        .finish_email_change(
+            &c.user_id,
+            &b.email,
+            b.code.expose(),
+            &Client::new(ctx.client_ip, None),
+        )
         .await?;
     // Every session ended with the old address in its tokens; this device goes on in a new one.
     let pair = app

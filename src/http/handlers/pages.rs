@@ -3,7 +3,7 @@
 //! the form again with the API's error. No page needs JavaScript.
 
 use super::{Result, client_info};
-use crate::accounts::Registration;
+use crate::accounts::{Client, Registration};
 use crate::http::body::{self, Body};
 use crate::http::error::ApiError;
 use crate::http::{App, RequestCtx, auth, json};
@@ -362,16 +362,17 @@ impl Page {
         }
         self.set_rd(app, form.optional("rd"));
         let ip = ctx.client_ip;
+        let device = device_cookie(parts);
+        let client = Client::new(ip, device.as_deref());
         let email = form.text("email").trim().to_string();
         match name {
             "login" => {
                 let login = form.text("login").trim().to_string();
                 let password = form.secret("password");
                 let r: Result<User> = async {
-                    app.limits.check(Class::Login, ip, Some(&login))?;
                     Ok(app
                         .accounts
-                        .login_password(&login, &password, device_cookie(parts).as_deref())
+                        .login_password(&login, &password, &client)
                         .await?)
                 }
                 .await;
@@ -381,11 +382,8 @@ impl Page {
                 }
             }
             "code" => {
-                let r: Result<_> = async {
-                    app.limits.check(Class::CodeSend, ip, Some(&email))?;
-                    Ok(app.accounts.start_code_login(&email).await?)
-                }
-                .await;
+                let r: Result<_> =
+                    async { Ok(app.accounts.start_code_login(&email, &client).await?) }.await;
                 match r {
                     Ok(_) => self.notice(CODE_SENT, |v| ui::code_enter(v, &email)),
                     Err(e) => Ok(self.render_error(&e, None, |v| ui::code_request(v, &email))),
@@ -394,14 +392,9 @@ impl Page {
             "code/verify" => {
                 let code = form.secret("code");
                 let r: Result<User> = async {
-                    app.limits.check(Class::CodeVerify, ip, Some(&email))?;
                     Ok(app
                         .accounts
-                        .finish_code_login(
-                            &email,
-                            code.expose().trim(),
-                            device_cookie(parts).as_deref(),
-                        )
+                        .finish_code_login(&email, code.expose().trim(), &client)
                         .await?)
                 }
                 .await;
@@ -422,11 +415,7 @@ impl Page {
                     phone: None,
                     profile: None,
                 };
-                let r: Result<_> = async {
-                    app.limits.check(Class::CodeSend, ip, Some(&email))?;
-                    Ok(app.accounts.register(reg).await?)
-                }
-                .await;
+                let r: Result<_> = async { Ok(app.accounts.register(reg, &client).await?) }.await;
                 match r {
                     Ok((_, _, signup)) => {
                         let mut page = self.notice(
@@ -449,16 +438,10 @@ impl Page {
             "verify" => {
                 let code = form.secret("code");
                 let r: Result<User> = async {
-                    app.limits.check(Class::CodeVerify, ip, Some(&email))?;
                     let signup = auth::cookie(&parts.headers, auth::SIGNUP_COOKIE);
                     Ok(app
                         .accounts
-                        .verify_email(
-                            &email,
-                            code.expose().trim(),
-                            signup.as_deref(),
-                            device_cookie(parts).as_deref(),
-                        )
+                        .verify_email(&email, code.expose().trim(), signup.as_deref(), &client)
                         .await?
                         .user)
                 }
@@ -479,22 +462,16 @@ impl Page {
                 }
             }
             "verify/resend" => {
-                let r: Result<_> = async {
-                    app.limits.check(Class::CodeSend, ip, Some(&email))?;
-                    Ok(app.accounts.resend_verification(&email).await?)
-                }
-                .await;
+                let r: Result<_> =
+                    async { Ok(app.accounts.resend_verification(&email, &client).await?) }.await;
                 match r {
                     Ok(_) => self.notice(CODE_SENT, |v| ui::verify(v, &email)),
                     Err(e) => Ok(self.render_error(&e, None, |v| ui::verify(v, &email))),
                 }
             }
             "forgot" => {
-                let r: Result<_> = async {
-                    app.limits.check(Class::CodeSend, ip, Some(&email))?;
-                    Ok(app.accounts.forgot_password(&email).await?)
-                }
-                .await;
+                let r: Result<_> =
+                    async { Ok(app.accounts.forgot_password(&email, &client).await?) }.await;
                 match r {
                     Ok(_) => self.notice(CODE_SENT, |v| ui::reset(v, &email)),
                     Err(e) => Ok(self.render_error(&e, None, |v| ui::forgot(v, &email))),
@@ -504,16 +481,9 @@ impl Page {
                 let code = form.secret("code");
                 let new_password = form.secret("new_password");
                 let r: Result<User> = async {
-                    let key = Some(email.as_str()).filter(|e| !e.is_empty());
-                    app.limits.check(Class::CodeVerify, ip, key)?;
                     Ok(app
                         .accounts
-                        .reset_password(
-                            &email,
-                            code.expose().trim(),
-                            &new_password,
-                            device_cookie(parts).as_deref(),
-                        )
+                        .reset_password(&email, code.expose().trim(), &new_password, &client)
                         .await?)
                 }
                 .await;
@@ -537,15 +507,21 @@ impl Page {
                     return Ok(self.sign_in_first(app, "email"));
                 };
                 let user_id = caller_id(&caller)?;
-                let account = &caller.identity.user_id;
+                // A signed-in caller's tries count as the account's, not a device's.
+                let client = Client::new(ip, None);
                 if name == "email" {
                     let password = form.optional("current_password").map(Secret::new);
                     let r = async {
-                        super::account::email_change_limits(app, ip, account, &email)?;
                         let session = &caller.identity.session_id;
                         Ok::<_, ApiError>(
                             app.accounts
-                                .start_email_change(&user_id, session, &email, password.as_ref())
+                                .start_email_change(
+                                    &user_id,
+                                    session,
+                                    &email,
+                                    password.as_ref(),
+                                    &client,
+                                )
                                 .await?,
                         )
                     }
@@ -565,10 +541,9 @@ impl Page {
                 }
                 let code = form.text("code").to_string();
                 let r = async {
-                    app.limits.check(Class::CodeVerify, ip, Some(account))?;
                     Ok::<_, ApiError>(
                         app.accounts
-                            .finish_email_change(&user_id, &email, &code)
+                            .finish_email_change(&user_id, &email, &code, &client)
                             .await?,
                     )
                 };

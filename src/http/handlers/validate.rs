@@ -13,7 +13,7 @@
 use super::Result;
 use crate::http::body::{self, Body};
 use crate::http::error::{ApiError, success};
-use crate::http::{App, RequestCtx, path};
+use crate::http::{App, RequestCtx, overrides, path};
 use crate::policy::Rule;
 use crate::proxy::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use http::{
@@ -59,15 +59,6 @@ static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-metho
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 
-/// The method-override headers frameworks obey (Symfony, Laravel, Rails, IIS, Express's
-/// method-override): behind a front proxy they reach the application with the request, so
-/// the method they name must pass the rule too.
-static METHOD_OVERRIDES: [HeaderName; 3] = [
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
-];
-
 /// What one family of headers says about the original request; `None` where it is silent.
 #[derive(Debug, Default)]
 struct Described<'a> {
@@ -97,18 +88,10 @@ fn auth_request_family(hs: &HeaderMap) -> Result<Described<'_>> {
         ..Described::default()
     };
     if let Some(full) = h(hs, &X_ORIGINAL_URL) {
-        let uri: http::Uri = full
-            .parse()
-            .map_err(|_| bad("X-Original-URL is not an absolute URL"))?;
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-            return Err(bad("X-Original-URL is not an absolute URL"));
-        };
+        let (scheme, authority, pq) = split_absolute(full)?;
         d.proto = Some(Cow::Owned(scheme.to_ascii_lowercase()));
-        d.host = Some(Cow::Owned(authority.as_str().to_string()));
-        d.uri = Some(Cow::Owned(
-            uri.path_and_query()
-                .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
-        ));
+        d.host = Some(Cow::Borrowed(authority));
+        d.uri = Some(pq);
     }
     if let Some(pq) = h(hs, &X_ORIGINAL_URI) {
         match &d.uri {
@@ -120,6 +103,30 @@ fn auth_request_family(hs: &HeaderMap) -> Result<Described<'_>> {
         }
     }
     Ok(d)
+}
+
+/// An absolute URL as nginx writes it (`$scheme://$host:$server_port$request_uri`), split
+/// by hand rather than by a URL parser, so that nothing is read two ways: no fragment (a `#`
+/// in a Host header made the rest of the URL a fragment, and the path `/`), an authority that
+/// is a host and an optional numeric port, then the path as received.
+fn split_absolute(full: &str) -> Result<(&str, &str, Cow<'_, str>)> {
+    let refuse = || bad("X-Original-URL is not an absolute http(s) URL of a host and a path");
+    if full.bytes().any(|b| b == b'#' || !b.is_ascii_graphic()) {
+        return Err(refuse());
+    }
+    let (scheme, rest) = full.split_once("://").ok_or_else(refuse)?;
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return Err(refuse());
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, pq) = rest.split_at(end);
+    crate::http::security::check_host(authority).map_err(|_| refuse())?;
+    let pq = match pq.strip_prefix('?') {
+        Some(_) => Cow::Owned(format!("/{pq}")),
+        None if pq.is_empty() => Cow::Borrowed("/"),
+        None => Cow::Borrowed(pq),
+    };
+    Ok((scheme, authority, pq))
 }
 
 /// Traefik's and Caddy's family.
@@ -185,6 +192,9 @@ struct Original<'a> {
     /// The description came in nginx's family (whose `auth_request` takes only 2xx, 401 and
     /// 403: it always gets the 401, with the login page in `Location`).
     nginx: bool,
+    /// The original URI was described by a trusted proxy; otherwise the request is judged
+    /// as itself.
+    believed: bool,
 }
 
 fn original<'a>(
@@ -231,6 +241,7 @@ fn original<'a>(
         None => parts.method.clone(),
     };
     crate::http::security::check_method(&method)?;
+    let believed = described.uri.is_some();
     let uri = match described.uri {
         Some(u) if u.starts_with('/') => u,
         Some(_) => return Err(bad("the original URI must be a path")),
@@ -250,6 +261,7 @@ fn original<'a>(
         host,
         uri,
         nginx: from_nginx,
+        believed,
     })
 }
 
@@ -291,53 +303,62 @@ impl<'a> Allowed<'a> {
     }
 }
 
-/// The rule for `method` on the original host and path. A request no route matches needs a
-/// signed-in user, and so does one for the gateway's own prefix: that is what a request
-/// judged as itself (its description not believed) asks about, and the prefix is never a
-/// route's, whatever route `/` is.
-fn rule_for<'a>(
-    app: &'a App,
-    host: Option<&str>,
-    norm: &str,
-    method: &Method,
-    fallback: &'a Rule,
-) -> &'a Rule {
-    if path::under_prefix(norm, &app.config.server.auth_prefix) {
-        return fallback;
-    }
-    app.routes
-        .find(host, norm, method)
-        .map(|r| &r.rule)
-        .unwrap_or(fallback)
-}
-
 pub async fn validate(
     app: &App,
     ctx: &RequestCtx,
     parts: &Parts,
     family: Family,
 ) -> Result<Response<Body>> {
+    // The client's own headers reach the application with the request: a CGI or FastCGI
+    // application reads `X_Auth_User_Id` as `X-Auth-User-Id`, which no front proxy's
+    // header rules remove. Refused rather than let through.
+    let lookalike = parts.headers.keys().any(|k| {
+        overrides::is_lookalike(
+            k,
+            app.proxy
+                .identity_names()
+                .names()
+                .chain(overrides::METHOD_HEADERS.iter())
+                .chain(overrides::PATH_HEADERS.iter()),
+        )
+    });
+    if lookalike {
+        return Err(bad(
+            "a header name with underscores stands for an identity or override header",
+        ));
+    }
     let orig = original(app, ctx, parts, family)?;
-    let raw_path = orig.uri.split('?').next().unwrap_or("/");
+    let (raw_path, query) = match orig.uri.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (orig.uri.as_ref(), None),
+    };
     let norm = path::normalize(raw_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let host = orig.host.as_deref().map(crate::policy::strip_port);
     let fallback = Rule::fallback();
-    let rule = rule_for(app, host, &norm, &orig.method, &fallback);
+    // Judged as itself, a request asks only whether the caller is signed in; described, it
+    // meets the route table's rule (a path under the auth prefix too: the front proxy sent
+    // it to the application, or it would not ask).
+    let rule = match orig.believed {
+        true => overrides::rule_for(app, host, &norm, &orig.method, &fallback),
+        false => &fallback,
+    };
     let mut checked = app.proxy.check_access(rule, &parts.headers).await;
-    // A method override the application would obey must be allowed as well.
-    for name in &METHOD_OVERRIDES {
-        let Some(value) = h(&parts.headers, name) else {
-            continue;
-        };
-        if checked.is_err() {
-            break;
-        }
-        let m = Method::from_bytes(value.as_bytes())
-            .map_err(|_| bad("a method-override header does not name an HTTP method"))?;
-        crate::http::security::check_method(&m)?;
-        let other = rule_for(app, host, &norm, &m, &fallback);
-        if !std::ptr::eq(other, rule) {
-            if let Err(e) = app.proxy.check_access(other, &parts.headers).await {
+    // What the application would take instead of the request's own method and path must be
+    // allowed as well.
+    if checked.is_ok() && orig.believed {
+        let named = overrides::of(
+            &parts.headers,
+            overrides::METHOD_HEADERS.iter(),
+            // X-Original-URL is nginx's own description here, never an override.
+            overrides::PATH_HEADERS
+                .iter()
+                .filter(|n| **n != X_ORIGINAL_URL),
+            query,
+        )?;
+        if !named.is_empty() {
+            if let Err(e) =
+                overrides::authorize(app, &named, host, &norm, &orig.method, &parts.headers).await
+            {
                 checked = Err(e);
             }
         }
