@@ -152,8 +152,9 @@ impl Proxy {
         if let Err(refused) = self.limits.check_proxy(ctx.client_ip) {
             return ApiError::from(refused).into_response();
         }
-        // Requests one client has under way at once (each may hold an upstream connection).
-        let Some(_under_way) = self.per_client.acquire(ctx.client_ip) else {
+        // Requests one client has under way at once (each may hold an upstream connection),
+        // until their response bodies end.
+        let Some(under_way) = self.per_client.acquire(ctx.client_ip) else {
             return ProxyError::Busy.into_api().into_response();
         };
         let verified = match self.check_access(&route.rule, req.headers()).await {
@@ -181,7 +182,8 @@ impl Proxy {
             .forward(ctx.worker, route.upstream, upstream_req, upgrade)
             .await
         {
-            Ok(mut resp) => {
+            Ok(resp) => {
+                let mut resp = resp.map(|b| b.holding(under_way));
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     // Only to the WebSocket the client asked for; any other switch would
                     // hand the client a raw channel to the upstream.

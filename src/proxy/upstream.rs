@@ -267,6 +267,7 @@ impl ThreadPool {
                 sender,
                 upstream,
             }),
+            held: None,
         })
     }
 }
@@ -292,6 +293,9 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 pub struct ReturnOnEnd {
     body: Incoming,
     back: Option<Back>,
+    /// The client's place under `proxy.max_requests_per_ip`, kept until the body has been
+    /// sent: a response still streaming holds an upstream connection.
+    held: Option<crate::connections::IpSlot>,
 }
 
 #[derive(Debug)]
@@ -304,7 +308,17 @@ struct Back {
 impl ReturnOnEnd {
     /// A body whose connection is not reused (an upgrade takes it over).
     fn last(body: Incoming) -> Self {
-        ReturnOnEnd { body, back: None }
+        ReturnOnEnd {
+            body,
+            back: None,
+            held: None,
+        }
+    }
+
+    /// Keeps `slot` until the body ends (or is dropped).
+    pub fn holding(mut self, slot: crate::connections::IpSlot) -> Self {
+        self.held = Some(slot);
+        self
     }
 
     fn give_back(&mut self) {
@@ -325,6 +339,7 @@ impl HttpBody for ReturnOnEnd {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         if let Poll::Ready(None) = polled {
             self.give_back();
+            self.held = None;
         }
         polled
     }

@@ -149,3 +149,285 @@ async fn one_address_cannot_hold_every_connection() {
     assert_eq!(r.status, 200, "a trusted proxy is not capped");
     gw.stop().await;
 }
+
+const SEND: &str = "header_read_timeout = \"1s\"\nidle_timeout = \"2s\"\nsend_timeout = \"2s\"\n";
+
+/// More than any socket buffer holds.
+const BIG: u64 = 1 << 30;
+
+fn public_route(up: &Upstream) -> String {
+    format!(
+        "[[routes]]\nupstream = \"{}\"\naccess = \"public\"\n",
+        up.url()
+    )
+}
+
+/// A client that stops reading a response (its TCP window, or its HTTP/2 window, stays shut)
+/// held the connection, its task and an upstream connection for as long as it liked: it is
+/// cut once the response has not moved for `send_timeout`. A response that keeps moving,
+/// however slowly and for however long, is not cut.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_and_a_slow_stream_is_not() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&format!(
+        "[server]\ntls = false\n{SEND}{}",
+        public_route(&up)
+    ))
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(format!("GET /stream?bytes={BIG} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Read nothing past the send timeout, then whatever the buffers hold.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf)).await {
+            Err(_) => panic!("the stalled connection is still open"),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n as u64,
+        }
+    }
+    assert!(got < BIG, "the whole response was sent: {got} bytes");
+    let metrics = raw_get(gw.addr, "/metrics", "").await;
+    assert!(
+        metrics
+            .body
+            .contains("authgate_connections_closed_total{reason=\"stalled\"} 1"),
+        "{}",
+        metrics.body
+    );
+
+    // Ten bytes over four seconds, twice the idle and the send timeouts: delivered whole.
+    let r = gw
+        .client
+        .get(gw.url("/drip?ms=400&chunks=10"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "..........");
+    gw.stop().await;
+
+    // HTTP/2: the client never opens its window again.
+    let gw = Gateway::start(&format!("[server]\n{SEND}{}", public_route(&up))).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(rustls_client(&gw.cert_pem, &[b"h2"]))
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(300))
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!(
+        "https://127.0.0.1:{}/stream?bytes={BIG}",
+        gw.addr.port()
+    ))
+    .body(http_body_util::Empty::<bytes::Bytes>::new())
+    .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The body is kept and never read: its window stays shut.
+    let _unread = resp;
+    let ended = tokio::time::timeout(Duration::from_secs(20), conn).await;
+    assert!(ended.is_ok(), "a stalled HTTP/2 connection is still open");
+    gw.stop().await;
+}
+
+/// A WebSocket tunnel counts under the connection limits while it lasts (it once gave its
+/// place back at the upgrade), is closed when nothing crosses it for
+/// `proxy.tunnel_idle_timeout`, and when the session that opened it ends.
+#[tokio::test]
+async fn a_tunnel_holds_its_place_and_closes_when_idle_or_signed_out() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let smtp = crate::mail::Smtp::start();
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &format!(
+            "[server]\ntls = false\nmax_connections_per_ip = 2\nidle_timeout = \"1s\"\n\
+             [proxy]\ntunnel_idle_timeout = \"3s\"\n\
+             [[routes]]\npath_prefix = \"/ws\"\nupstream = \"{u}\"\n\
+             [[routes]]\npath_prefix = \"/\"\nupstream = \"{u}\"\naccess = \"public\"\n",
+            u = up.url()
+        ),
+        Some(&smtp),
+        None,
+    )
+    .await;
+    let pw = "correct horse battery staple";
+    crate::seeds::register_verified(
+        &gw,
+        &smtp,
+        serde_json::json!({"email": "ws@example.com", "password": pw}),
+    )
+    .await;
+    let token = crate::seeds::login(&gw, "ws@example.com", pw).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let open = || async {
+        let mut req = format!("ws://127.0.0.1:{}/ws", gw.addr.port())
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (ws, resp) = tokio_tungstenite::client_async(req, tcp)
+            .await
+            .expect("websocket handshake");
+        assert_eq!(resp.status(), 101);
+        ws
+    };
+    // The client's pooled connections close after the idle timeout.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let mut ws = open().await;
+    ws.send(Message::text("hello")).await.unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    assert!(matches!(echo, Ok(Some(Ok(m))) if m.is_text()));
+    // The tunnel and one more connection fill this address's two places.
+    let second = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let took = closed_within(&mut third, Duration::from_secs(5)).await;
+    assert!(
+        took < Duration::from_millis(900),
+        "refused at once: {took:?}"
+    );
+    drop(second);
+
+    // Silent for the tunnel's idle timeout: closed.
+    let start = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(m)) if !m.is_close() => {}
+                _ => break,
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "an idle tunnel is still open");
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "closed before its idle timeout: {:?}",
+        start.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        raw_get(gw.addr, "/x", "").await.status,
+        200,
+        "its place is free"
+    );
+
+    // Busy, but its session ends: closed.
+    let mut ws = open().await;
+    let r = gw
+        .client
+        .post(gw.url("/auth/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let start = Instant::now();
+    let mut open_for = Duration::ZERO;
+    while start.elapsed() < Duration::from_secs(15) {
+        if ws.send(Message::text("still here")).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+            Ok(Some(Ok(m))) if m.is_text() => {}
+            _ => break,
+        }
+        open_for = start.elapsed();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "the tunnel outlived its session"
+    );
+    eprintln!("tunnel closed {open_for:?} after its session ended");
+    gw.stop().await;
+}
+
+/// One client cannot take every upstream connection: its requests under way are capped by
+/// `proxy.max_requests_per_ip` (a trusted proxy's clients counted apart), an upstream's
+/// connections by `proxy.max_connections_per_upstream`. Past either, 503 SERVICE_BUSY with
+/// Retry-After; the places come back when the requests end.
+#[tokio::test]
+async fn one_client_cannot_hold_every_upstream_connection() {
+    let up = Upstream::start().await;
+    let slow = |gw: &Gateway, from: &'static str| {
+        let r = gw
+            .client
+            .get(gw.url("/slow?ms=3000"))
+            .header("x-forwarded-for", from)
+            .send();
+        async move { r.await.unwrap().status().as_u16() }
+    };
+    let busy = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 503, "{:?}", r.headers());
+        assert!(r.headers().contains_key("retry-after"));
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "SERVICE_BUSY");
+    };
+    let gw = Gateway::start(&format!(
+        "[server]\ntls = false\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
+         [proxy]\nmax_requests_per_ip = 2\n{}",
+        public_route(&up)
+    ))
+    .await;
+    let held = tokio::spawn({
+        let (a, b) = (slow(&gw, "203.0.113.1"), slow(&gw, "203.0.113.1"));
+        async move { tokio::join!(a, b) }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let get = |from: &'static str| {
+        gw.client
+            .get(gw.url("/x"))
+            .header("x-forwarded-for", from)
+            .send()
+    };
+    busy(get("203.0.113.1").await.unwrap()).await;
+    assert_eq!(
+        get("203.0.113.2").await.unwrap().status(),
+        200,
+        "another client"
+    );
+    assert_eq!(held.await.unwrap(), (200, 200));
+    assert_eq!(
+        get("203.0.113.1").await.unwrap().status(),
+        200,
+        "places back"
+    );
+    gw.stop().await;
+
+    let gw = Gateway::start(&format!(
+        "[server]\ntls = false\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
+         [proxy]\nmax_connections_per_upstream = 1\nconnect_timeout = \"1s\"\n{}",
+        public_route(&up)
+    ))
+    .await;
+    let held = tokio::spawn(slow(&gw, "203.0.113.1"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = gw
+        .client
+        .get(gw.url("/x"))
+        .header("x-forwarded-for", "203.0.113.2")
+        .send()
+        .await
+        .unwrap();
+    busy(r).await;
+    assert_eq!(held.await.unwrap(), 200);
+    let r = gw.client.get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the connection is free again");
+    gw.stop().await;
+}

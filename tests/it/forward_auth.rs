@@ -29,6 +29,11 @@ fn routes(up: &Upstream) -> String {
         methods = ["DELETE"]
         upstream = "{u}"
         roles = ["admin"]
+        [[routes]]
+        path_prefix = "/reports"
+        methods = ["GET"]
+        upstream = "{u}"
+        roles = ["admin"]
         "#,
         u = up.url()
     )
@@ -320,6 +325,147 @@ async fn method_spellings_and_overrides_cannot_pass_a_method_rule() {
         )
         .await;
     assert_eq!(status, 400);
+    w.gw.stop().await;
+}
+
+/// A description is read one way and judged whole. A fragment in the described URL (a `#`
+/// in the Host made the rest a fragment and the path `/`), a port that is not a number, a
+/// host with a space: refused. An override header or a `_method` query parameter is judged
+/// as the method it claims; a route that lists GET covers HEAD, which every framework
+/// answers with its GET handler.
+#[tokio::test]
+async fn a_description_is_read_one_way_and_judged_whole() {
+    let w = world(true).await;
+    let nginx = |url: &'static str, method: &'static str| {
+        vec![("x-original-url", url), ("x-original-method", method)]
+    };
+    for url in [
+        "http://127.0.0.1#@evil.example/admin/x",
+        "http://127.0.0.1/public#/../admin/x",
+        "http://127.0.0.1:80x/admin/x",
+        "http://127.0.0.1:/admin/x",
+        "http://127.0.0.1:99999/admin/x",
+    ] {
+        let (status, code) = w
+            .ask("/auth/validate/auth-request", true, &nginx(url, "GET"))
+            .await;
+        assert_eq!((status, code.as_str()), (400, "INVALID_REQUEST"), "{url}");
+    }
+    for host in ["127.0.0.1#", "127.0.0.1:8o", "a b"] {
+        let (status, _) = w
+            .ask(
+                "/auth/validate/forward-auth",
+                true,
+                &[
+                    ("x-forwarded-method", "GET"),
+                    ("x-forwarded-host", host),
+                    ("x-forwarded-uri", "/app/x"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 400, "{host}");
+    }
+    // The control: a well-formed description of a page the customer may see.
+    let (status, _) = w
+        .ask(
+            "/auth/validate/auth-request",
+            true,
+            &nginx("http://127.0.0.1:8443/app/x", "GET"),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // `_method=DELETE` on a POST is the DELETE that only admins may send.
+    for (door, headers) in [
+        (
+            "/auth/validate/auth-request",
+            nginx("http://127.0.0.1/api/admin/x?_method=DELETE", "POST"),
+        ),
+        (
+            "/auth/validate/forward-auth",
+            vec![
+                ("x-forwarded-method", "POST"),
+                ("x-forwarded-uri", "/api/admin/x?a=1&_method=delete"),
+            ],
+        ),
+    ] {
+        let (status, _) = w.ask(door, true, &headers).await;
+        assert_eq!(status, 403, "{door} {headers:?}");
+    }
+    let (status, _) = w
+        .ask(
+            "/auth/validate/auth-request",
+            true,
+            &nginx("http://127.0.0.1/api/admin/x?_method=PATCH", "POST"),
+        )
+        .await;
+    assert_eq!(status, 200, "a method no rule names passes as before");
+
+    // HEAD of a GET-only admin route is judged by that route, not by the public `/`.
+    for method in ["GET", "HEAD"] {
+        let (status, _) = w
+            .ask(
+                "/auth/validate/forward-auth",
+                true,
+                &[
+                    ("x-forwarded-method", method),
+                    ("x-forwarded-uri", "/reports/q3"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 403, "{method}");
+    }
+    w.gw.stop().await;
+}
+
+/// nginx drops header names with underscores, Apache's CGI and PHP-FPM read `X_Auth_User_Id`
+/// as `X-Auth-User-Id`, and no front proxy's rules remove what they do not see: a look-alike
+/// of an identity or override header is refused at every door rather than waved through.
+#[tokio::test]
+async fn underscore_look_alikes_of_identity_and_override_headers_are_refused() {
+    let w = world(true).await;
+    for name in [
+        "x_auth_user_id",
+        "X_Auth_User_Roles",
+        "x-auth-user_email",
+        "x_http_method_override",
+        "x_original_url",
+        "x_rewrite_url",
+    ] {
+        for door in DOORS {
+            let (status, code) = w
+                .ask(
+                    door,
+                    true,
+                    &[
+                        ("x-forwarded-method", "GET"),
+                        ("x-forwarded-uri", "/app/x"),
+                        ("x-original-method", "GET"),
+                        ("x-original-uri", "/app/x"),
+                        (name, "1"),
+                    ],
+                )
+                .await;
+            assert_eq!(
+                (status, code.as_str()),
+                (400, "INVALID_REQUEST"),
+                "{door} {name}"
+            );
+        }
+    }
+    // Underscores elsewhere are the application's business.
+    let (status, _) = w
+        .ask(
+            "/auth/validate/forward-auth",
+            true,
+            &[
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/app/x"),
+                ("x_app_trace", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
     w.gw.stop().await;
 }
 

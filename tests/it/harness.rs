@@ -238,6 +238,7 @@ fn full(b: impl Into<Bytes>) -> UpBody {
 /// - `/stream?bytes=N`: N bytes streamed in 64 KiB chunks
 /// - `/upload`: counts the request body, answers `{"bytes": n}`
 /// - `/slow?ms=N`: answers after N ms
+/// - `/drip?ms=N&chunks=K`: a body of K one-byte chunks, one every N ms
 /// - `/hop`: answers with hop-by-hop headers that must not reach the client
 /// - `/cookies`: sets the gateway's own cookie names, and one of its own
 /// - `/close`: answers, then closes the connection (`Connection: close`)
@@ -355,6 +356,21 @@ async fn upstream_handle(mut req: Request<Incoming>) -> Result<Response<UpBody>,
                     ))
                 }
             });
+            Response::new(BodyExt::boxed(StreamBody::new(stream)))
+        }
+        "/drip" => {
+            let every = Duration::from_millis(query_num(&req, "ms"));
+            let stream =
+                futures_util::stream::unfold(query_num(&req, "chunks"), move |left| async move {
+                    if left == 0 {
+                        return None;
+                    }
+                    tokio::time::sleep(every).await;
+                    Some((
+                        Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"."))),
+                        left - 1,
+                    ))
+                });
             Response::new(BodyExt::boxed(StreamBody::new(stream)))
         }
         "/upload" => {

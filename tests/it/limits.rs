@@ -347,3 +347,157 @@ async fn a_full_limiter_keeps_serving_known_and_new_clients() {
     assert_eq!(r.status(), 401, "a new client while the table is full");
     gw.stop().await;
 }
+
+/// A stranger who spends an account's quotas (wrong passwords, codes asked for, wrong codes)
+/// from addresses of their own does not spend its owner's: a client presenting one of the
+/// account's device tokens is counted under a key of its own, in every flow.
+#[tokio::test]
+async fn a_strangers_flood_does_not_spend_the_owners_quota() {
+    let smtp = crate::mail::Smtp::start();
+    let gw = Gateway::start_with(
+        "[server]\ntls = false\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
+         [rate_limit]\nlogin_per_ip = [\"1000/1m\"]\nlogin_per_account = [\"3/1m\"]\n\
+         code_verify_per_ip = [\"1000/1m\"]\ncode_verify_per_account = [\"3/1m\"]\n\
+         code_send_per_ip = [\"1000/1m\"]\ncode_send_per_recipient = [\"2/10m\"]\n\
+         refusal_delay = \"0s\"\n[otp]\nresend_cooldown = \"0\"\n",
+        Some(&smtp),
+        None,
+    )
+    .await;
+    let email = "owner@example.com";
+    let pw = "correct horse battery staple";
+    let owner_ip = Some("198.51.100.1");
+    let r = hit(
+        &gw,
+        "/auth/register",
+        json!({"email": email, "password": pw}),
+        owner_ip,
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let reg: serde_json::Value = r.json().await.unwrap();
+    let code = smtp.code(email, 1).await;
+    let r = hit(
+        &gw,
+        "/auth/verify",
+        json!({"email": email, "code": code, "signup_token": reg["data"]["signup_token"]}),
+        owner_ip,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = hit(
+        &gw,
+        "/auth/login",
+        json!({"login": email, "password": pw}),
+        owner_ip,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let device = v["data"]["device_token"].as_str().unwrap().to_string();
+
+    // The stranger, a new address for every try, until the account's quota is spent.
+    let mut n = 0;
+    let mut stranger = |path: &'static str, body: serde_json::Value| {
+        n += 1;
+        let ip = format!("203.0.113.{n}");
+        let gw = &gw;
+        async move {
+            let r = hit(gw, path, body, Some(&ip)).await;
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, v["code"].as_str().unwrap_or("").to_string())
+        }
+    };
+    let rate_limited = (429, "RATE_LIMITED".to_string());
+    let mut refused = false;
+    for _ in 0..10 {
+        if stranger(
+            "/auth/login",
+            json!({"login": email, "password": "wrong guess!"}),
+        )
+        .await
+            == rate_limited
+        {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the account's sign-in quota is spent");
+    let r = hit(
+        &gw,
+        "/auth/login",
+        json!({"login": email, "password": pw}),
+        Some("203.0.113.200"),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        429,
+        "and refused to a client without a device token"
+    );
+    let r = hit(
+        &gw,
+        "/auth/login",
+        json!({"login": email, "password": pw, "device_token": device}),
+        owner_ip,
+    )
+    .await;
+    assert_eq!(r.status(), 200, "the owner's device signs in");
+
+    // Codes asked for: the stranger spends the address's mail quota, the device has its own.
+    let mut sent = 0;
+    loop {
+        match stranger("/auth/login/code", json!({"email": email})).await {
+            (200, _) => sent += 1,
+            answer => {
+                assert_eq!(answer, rate_limited, "the address's mail quota is spent");
+                break;
+            }
+        }
+        assert!(sent < 10, "never refused");
+    }
+    // Delivered before the owner asks, so that the owner's is the last mail.
+    smtp.nth_to(email, 1 + sent).await;
+    let r = hit(
+        &gw,
+        "/auth/login/code",
+        json!({"email": email, "device_token": device}),
+        owner_ip,
+    )
+    .await;
+    assert_eq!(r.status(), 200, "the owner's device still gets a code");
+    // The verification code, the stranger's codes, then the owner's.
+    let code = smtp.code(email, 1 + sent + 1).await;
+
+    // Wrong codes: the stranger spends the account's quota; the device's right code works.
+    let mut refused = false;
+    for _ in 0..10 {
+        if stranger(
+            "/auth/login/code/verify",
+            json!({"email": email, "code": "000000"}),
+        )
+        .await
+            == rate_limited
+        {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the account's code quota is spent");
+    let r = hit(
+        &gw,
+        "/auth/login/code/verify",
+        json!({"email": email, "code": code, "device_token": device}),
+        owner_ip,
+    )
+    .await;
+    let status = r.status();
+    assert_eq!(
+        status,
+        200,
+        "the owner's device signs in by code: {}",
+        r.text().await.unwrap()
+    );
+    gw.stop().await;
+}

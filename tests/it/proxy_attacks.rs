@@ -307,6 +307,60 @@ async fn method_and_url_override_headers_do_not_reach_the_upstream() {
     gw.stop().await;
 }
 
+/// An override the configuration keeps for the upstream, and a `_method` query parameter
+/// (Laravel, Symfony, Rails, method-override middleware), make the application run another
+/// method than the request's: the request must pass that method's rule as well.
+#[tokio::test]
+async fn kept_overrides_and_method_queries_are_judged_as_what_they_claim() {
+    let smtp = Smtp::start();
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &format!(
+            "[proxy]\nkeep_override_headers = [\"X-HTTP-Method-Override\"]\n{}",
+            admin_routes(&up)
+        ),
+        Some(&smtp),
+        None,
+    )
+    .await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "o@example.com", "password": PW}),
+    )
+    .await;
+    let token = login(&gw, "o@example.com", PW).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let send = |path: &'static str, header: Option<&'static str>| {
+        let mut r = gw.client.get(gw.url(path)).bearer_auth(&token);
+        if let Some(m) = header {
+            r = r.header("x-http-method-override", m);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let before = up.accepted();
+    assert_eq!(send("/api/admin/users", Some("DELETE")).await, 403);
+    assert_eq!(send("/api/admin/users", Some("delete")).await, 403);
+    assert_eq!(send("/api/admin/users?_method=DELETE", None).await, 403);
+    assert_eq!(send("/api/admin/users?x=1&_method=put", None).await, 403);
+    assert_eq!(up.accepted(), before, "nothing reached the upstream");
+    // The request's own method, and an override no rule names, pass.
+    assert_eq!(send("/api/admin/users", None).await, 200);
+    assert_eq!(send("/api/admin/users", Some("PATCH")).await, 200);
+    assert_eq!(send("/api/admin/users?_method=PATCH", None).await, 200);
+    // A public route stays public whatever method is claimed.
+    let r = gw
+        .client
+        .get(gw.url("/x?_method=DELETE"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    gw.stop().await;
+}
+
 /// CONNECT would turn the upstream into a tunnel to anywhere: never forwarded.
 #[tokio::test]
 async fn connect_is_never_forwarded() {
@@ -379,6 +433,13 @@ async fn paths_that_decode_again_to_a_separator_are_refused() {
         "/public/%C0%AE%C0%AE/api/admin",
         "/public/%E0%80%AE",
         "/public/%FF",
+        // Windows aliases: IIS and Windows file systems drop a trailing dot or space and
+        // read `::$DATA` as the file itself.
+        "/api/admin./users",
+        "/api/admin%20/users",
+        "/api/admin%2e",
+        "/api/admin::$DATA",
+        "/api/admin%3A%3A%24DATA",
     ] {
         let r = raw_get(gw.addr, path, "").await;
         assert_eq!(r.status, 400, "{path}: {}", r.head);

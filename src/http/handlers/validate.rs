@@ -424,3 +424,43 @@ fn unauthenticated(app: &App, parts: &Parts, orig: &Original, e: ApiError) -> Re
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn described_urls_are_read_one_way() {
+        for (url, scheme, host, pq) in [
+            (
+                "https://app.example/x?y=1",
+                "https",
+                "app.example",
+                "/x?y=1",
+            ),
+            ("http://app.example:8080", "http", "app.example:8080", "/"),
+            ("HTTPS://[::1]:443/a", "HTTPS", "[::1]:443", "/a"),
+            ("http://app.example?q", "http", "app.example", "/?q"),
+        ] {
+            let (s, h, p) = split_absolute(url).unwrap();
+            assert_eq!((s, h, p.as_ref()), (scheme, host, pq), "{url}");
+        }
+        for url in [
+            // A fragment made the rest of the URL a fragment, and the path "/".
+            "http://app.example#@evil/admin",
+            "http://app.example/public#/../admin",
+            "http://user@app.example/admin",
+            "http://app.example:80x/admin",
+            "http://app.example:/admin",
+            "http://app.example:999999/admin",
+            "http://app example/admin",
+            "http:///admin",
+            "ftp://app.example/admin",
+            "app.example/admin",
+            "/admin",
+            "http://app.example/a\tb",
+        ] {
+            assert!(split_absolute(url).is_err(), "{url}");
+        }
+    }
+}
