@@ -38,6 +38,8 @@ struct Inner {
     waiting: Arc<std::sync::atomic::AtomicUsize>,
     /// The hashing threads (for `waiting`'s bound).
     threads: usize,
+    /// When the hashing threads last showed that they get CPU.
+    progress: Arc<Progress>,
     /// The starved-job thread (with `passwords.priority = "idle"`): see [`Passwords::run`].
     fallback: Option<mpsc::Sender<Job>>,
     workers: Arc<Semaphore>,
@@ -47,6 +49,38 @@ struct Inner {
     min_length: usize,
     max_length: usize,
     min_strength: u8,
+}
+
+/// When the hashing threads last took or finished a job: threads that do, however slowly,
+/// are busy rather than starved, and their jobs need no second runner.
+#[derive(Debug)]
+struct Progress {
+    base: std::time::Instant,
+    ms: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Arc<Self> {
+        Arc::new(Progress {
+            base: std::time::Instant::now(),
+            ms: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn mark(&self) {
+        self.ms
+            .fetch_max(self.elapsed_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long no hashing thread has taken or finished a job.
+    fn quiet_for(&self) -> Duration {
+        let last = self.ms.load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_millis(self.elapsed_ms().saturating_sub(last))
+    }
 }
 
 /// The password service; cheap to clone.
@@ -196,6 +230,7 @@ impl Passwords {
             jobs,
             waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             threads: workers,
+            progress: Progress::new(),
             fallback,
             max_wait: cfg.max_wait,
             workers: Arc::new(Semaphore::new(workers)),
@@ -219,13 +254,15 @@ impl Passwords {
     ///
     /// At SCHED_IDLE a hash gets no CPU at all while anything else on the machine wants it
     /// (another process's busy loop, a backup, a build), and every sign-in would end in
-    /// `Busy`. So a job whose answer has not come after [`STARVED_AFTER`] is also given to
-    /// the starved-job thread, which runs at a small but fair share of a contended core
-    /// (nice 10: about a tenth of it): the first of the two answers is taken, and the other
-    /// thread skips the job, or drops its result; such a caller waits up to
-    /// [`STARVED_DEADLINE`]. One thread, so a sign-in flood that starves the idle threads
-    /// takes at most that share from proxied traffic. When the idle threads leave
-    /// `4 × threads` jobs untaken, new jobs go to the starved-job thread alone.
+    /// `Busy`. So a job whose answer has not come after [`STARVED_AFTER`], while no idle
+    /// thread has taken or finished a job for as long (they are starved, not merely busy with
+    /// a flood), or by 3 × `max_wait` in any case, is also given to the starved-job thread,
+    /// which runs at a small but fair share of a contended core (nice 10: about a tenth of
+    /// it): the first of the two answers is taken, and the other thread skips the job, or
+    /// drops its result; such a caller waits up to [`STARVED_DEADLINE`]. One thread, so a
+    /// sign-in flood that starves the idle threads takes at most that share from proxied
+    /// traffic. When the idle threads leave `4 × threads` jobs untaken, new jobs go to the
+    /// starved-job thread alone.
     async fn run<T: Send + 'static>(
         &self,
         job: impl Fn() -> T + Send + Sync + 'static,
@@ -268,12 +305,15 @@ impl Passwords {
             None => {
                 let first = answer.clone();
                 let waiting = self.0.waiting.clone();
+                let progress = self.0.progress.clone();
                 waiting.fetch_add(1, Relaxed);
                 self.0
                     .jobs
                     .send(Box::new(move || {
                         waiting.fetch_sub(1, Relaxed);
+                        progress.mark();
                         first.run();
+                        progress.mark();
                     }))
                     .map_err(|_| stopped())?;
             }
@@ -281,11 +321,20 @@ impl Passwords {
         let mut deadline = start + 3 * self.0.max_wait;
         if let Some(fallback) = &self.0.fallback {
             if starving.is_none() {
-                match tokio::time::timeout(STARVED_AFTER, &mut rx).await {
-                    Ok(out) => return out.map_err(|_| failed()),
-                    Err(_) => {
-                        let again = answer.clone();
-                        let _ = fallback.send(Box::new(move || again.run()));
+                loop {
+                    match tokio::time::timeout(STARVED_AFTER, &mut rx).await {
+                        Ok(out) => return out.map_err(|_| failed()),
+                        Err(_)
+                            if self.0.progress.quiet_for() < STARVED_AFTER
+                                && tokio::time::Instant::now() + STARVED_AFTER < deadline =>
+                        {
+                            // Busy, not starved: the idle threads are getting through jobs.
+                        }
+                        Err(_) => {
+                            let again = answer.clone();
+                            let _ = fallback.send(Box::new(move || again.run()));
+                            break;
+                        }
                     }
                 }
             }

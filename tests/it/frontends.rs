@@ -256,6 +256,11 @@ pub struct Front {
 impl Front {
     /// nginx with README's snippet in front of `gw` and `up`.
     pub async fn nginx(nginx: &std::path::Path, gw: &Gateway, up: &Upstream) -> Front {
+        Front::nginx_to(nginx, gw, up.addr.port()).await
+    }
+
+    /// nginx with README's snippet in front of `gw` and the app on `app_port`.
+    pub async fn nginx_to(nginx: &std::path::Path, gw: &Gateway, app_port: u16) -> Front {
         let dir = tempfile::tempdir().unwrap();
         for sub in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
@@ -264,7 +269,7 @@ impl Front {
         let conf = dir.path().join("nginx.conf");
         std::fs::write(
             &conf,
-            nginx_conf(dir.path(), port, gw.addr.port(), up.addr.port()),
+            nginx_conf(dir.path(), port, gw.addr.port(), app_port),
         )
         .unwrap();
         let child = tokio::process::Command::new(nginx)

@@ -15,14 +15,14 @@ const PW: &str = "correct horse battery staple";
 
 /// An ASGI app under hypercorn (an HTTP/1.1 server that accepts `Upgrade: h2c`), answering
 /// every request with its method, path, HTTP version and headers.
-struct Hypercorn {
-    port: u16,
+pub struct Hypercorn {
+    pub port: u16,
     _child: tokio::process::Child,
     _dir: tempfile::TempDir,
 }
 
 impl Hypercorn {
-    async fn start(python: &std::path::Path) -> Hypercorn {
+    pub async fn start(python: &std::path::Path) -> Hypercorn {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("echo_app.py"),
@@ -150,6 +150,61 @@ async fn h2c_upgrade_never_reaches_an_h2c_capable_upstream() {
             );
         }
     }
+    gw.stop().await;
+}
+
+/// Behind README's nginx snippet, as printed, the same smuggling reaches the application
+/// (hypercorn, h2c-capable) as a plain HTTP/1.1 request: nginx forwards no `Upgrade` that a
+/// location does not set, and the snippet sets none.
+#[tokio::test]
+async fn h2c_upgrade_through_readmes_nginx_never_reaches_the_app() {
+    const NAME: &str = "h2c_upgrade_through_readmes_nginx_never_reaches_the_app";
+    let Some(nginx) = crate::external::require("nginx", NAME) else {
+        return;
+    };
+    let Some(python) = require_python_module("hypercorn", NAME) else {
+        return;
+    };
+    let hc = Hypercorn::start(&python).await;
+    let gw = Gateway::start(&format!(
+        "[server]\ntls = false\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
+         [[routes]]\npath_prefix = \"/public\"\nupstream = \"http://127.0.0.1:{}\"\naccess = \"public\"\n",
+        hc.port
+    ))
+    .await;
+    let front = crate::frontends::Front::nginx_to(&nginx, &gw, hc.port).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", front.port).parse().unwrap();
+    for extra in [
+        format!(
+            "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: {H2C_SETTINGS}\r\n"
+        ),
+        format!(
+            "Connection: Upgrade\r\nUpgrade: websocket, h2c\r\nHTTP2-Settings: {H2C_SETTINGS}\r\n"
+        ),
+    ] {
+        let got = exchange(
+            addr,
+            &format!("GET /public/x HTTP/1.1\r\nHost: app.test\r\n{extra}\r\n"),
+        )
+        .await;
+        assert!(
+            got.starts_with("HTTP/1.1 200"),
+            "{extra:?}: {got}\n{}",
+            front.log()
+        );
+        let body = got.split("\r\n\r\n").nth(1).unwrap_or("");
+        // nginx may send the body chunked: the JSON is what lies between the outer braces.
+        let json = body
+            .find('{')
+            .and_then(|a| body.rfind('}').map(|b| &body[a..=b]))
+            .unwrap_or("");
+        let seen: serde_json::Value =
+            serde_json::from_str(json).unwrap_or_else(|_| panic!("{got}"));
+        assert_eq!(seen["http_version"], "1.1", "{seen}");
+        assert!(seen["headers"].get("upgrade").is_none(), "{seen}");
+        assert!(seen["headers"].get("http2-settings").is_none(), "{seen}");
+    }
+    front.stop().await;
     gw.stop().await;
 }
 
