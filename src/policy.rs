@@ -113,9 +113,14 @@ impl Route {
     /// The path the upstream receives for the normalized request path.
     pub fn upstream_path(&self, path: &str) -> String {
         let rest = if self.strip_prefix && self.path_prefix != "/" {
-            let r = path
-                .strip_prefix(self.path_prefix.trim_end_matches('/'))
-                .unwrap_or(path);
+            // The prefix was matched without regard to case: so is it stripped.
+            let n = self.path_prefix.len();
+            let r = match path.get(..n) {
+                Some(head) if head.eq_ignore_ascii_case(&self.path_prefix) => {
+                    path.get(n..).unwrap_or("")
+                }
+                _ => path,
+            };
             if r.starts_with('/') { r } else { "/" }
         } else {
             path
@@ -177,7 +182,11 @@ impl RouteTable {
                 metrics: metrics.route(&name),
                 name,
                 host: c.host.as_ref().map(|h| h.to_ascii_lowercase()),
-                path_prefix: c.path_prefix.clone(),
+                // `/admin/` covers `/admin` too, which Express and Spring serve alike.
+                path_prefix: match c.path_prefix.trim_end_matches('/') {
+                    "" => "/".to_string(),
+                    p => p.to_string(),
+                },
                 rule: Rule {
                     access: c.access,
                     roles: c.roles.clone(),
@@ -307,6 +316,38 @@ mod tests {
         let admin = t.find(None, "/api/admin/x", &Method::POST).unwrap();
         assert_eq!(admin.upstream_path("/api/admin/x"), "/x");
         assert_eq!(admin.upstream_path("/api/admin"), "/");
+        assert_eq!(
+            admin.upstream_path("/API/Admin/x"),
+            "/x",
+            "stripped as matched"
+        );
+    }
+
+    #[test]
+    fn a_prefix_with_a_trailing_slash_covers_the_bare_path() {
+        let t = table(
+            r#"
+            [[routes]]
+            path_prefix = "/"
+            upstream = "http://a:1"
+            access = "public"
+            [[routes]]
+            path_prefix = "/admin/"
+            upstream = "http://a:1"
+            roles = ["admin"]
+            "#,
+        );
+        for p in ["/admin", "/admin/", "/admin/x"] {
+            assert_eq!(
+                t.find(None, p, &Method::GET).unwrap().path_prefix,
+                "/admin",
+                "{p}"
+            );
+        }
+        assert_eq!(
+            t.find(None, "/adminx", &Method::GET).unwrap().path_prefix,
+            "/"
+        );
     }
 
     #[test]

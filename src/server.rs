@@ -229,6 +229,7 @@ pub async fn build_app(
             &config.server.auth_prefix,
             &config.server.allowed_redirect_hosts,
         ),
+        crate::http::auth::AccessCookies::of(config.server.cookie_domain.as_deref()),
     );
     Ok(Arc::new(App::new(
         config,

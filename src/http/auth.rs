@@ -101,17 +101,39 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|c| c.value().to_string())
 }
 
+/// Which access cookies the gateway believes: the ones it sets. The host-only `__Host-`
+/// cookie only it can set; the `__Secure-` one any sibling subdomain can, so it is believed
+/// only where `server.cookie_domain` makes the gateway set it (else a sibling could plant its
+/// own token and sign the victim in as someone else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessCookies {
+    HostOnly,
+    AlsoShared,
+}
+
+impl AccessCookies {
+    pub fn of(cookie_domain: Option<&str>) -> Self {
+        match cookie_domain {
+            Some(_) => AccessCookies::AlsoShared,
+            None => AccessCookies::HostOnly,
+        }
+    }
+}
+
 /// The access token: the Authorization header wins over the cookie.
-pub fn access_token(headers: &HeaderMap) -> Option<(Cow<'_, str>, Via)> {
+pub fn access_token(headers: &HeaderMap, cookies: AccessCookies) -> Option<(Cow<'_, str>, Via)> {
     if let Some(t) = bearer(headers) {
         return Some((Cow::Borrowed(t), Via::Bearer));
     }
-    access_cookie(headers).map(|t| (Cow::Owned(t), Via::Cookie))
+    access_cookie(headers, cookies).map(|t| (Cow::Owned(t), Via::Cookie))
 }
 
-/// The access cookie, host-only or shared with the cookie domain.
-pub fn access_cookie(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, ACCESS_COOKIE).or_else(|| cookie(headers, SHARED_ACCESS_COOKIE))
+/// The access cookie: host-only, or (see [`AccessCookies`]) shared with the cookie domain.
+pub fn access_cookie(headers: &HeaderMap, cookies: AccessCookies) -> Option<String> {
+    cookie(headers, ACCESS_COOKIE).or_else(|| match cookies {
+        AccessCookies::AlsoShared => cookie(headers, SHARED_ACCESS_COOKIE),
+        AccessCookies::HostOnly => None,
+    })
 }
 
 /// Whether `host` is `domain` or one of its subdomains (both lower-case).
@@ -272,14 +294,24 @@ mod tests {
         assert_eq!(bearer(&h(&[("authorization", "Basic abc")])), None);
         let m = h(&[("cookie", "a=1; __Host-authgate-access=tok; b=2")]);
         assert_eq!(
-            access_token(&m).map(|(t, v)| (t.into_owned(), v)),
+            access_token(&m, AccessCookies::HostOnly).map(|(t, v)| (t.into_owned(), v)),
             Some(("tok".into(), Via::Cookie))
         );
         let both = h(&[
             ("cookie", "__Host-authgate-access=c"),
             ("authorization", "bearer b"),
         ]);
-        assert_eq!(access_token(&both).unwrap().1, Via::Bearer);
+        assert_eq!(
+            access_token(&both, AccessCookies::HostOnly).unwrap().1,
+            Via::Bearer
+        );
+        // A sibling subdomain can set the shared cookie: believed only with a cookie domain.
+        let planted = h(&[("cookie", "__Secure-authgate-access=theirs")]);
+        assert!(access_token(&planted, AccessCookies::HostOnly).is_none());
+        assert_eq!(
+            access_cookie(&planted, AccessCookies::AlsoShared).as_deref(),
+            Some("theirs")
+        );
     }
 
     #[test]

@@ -161,6 +161,11 @@ pub struct App {
 }
 
 impl App {
+    /// Which access cookies are believed (see [`auth::AccessCookies`]).
+    pub fn access_cookies(&self) -> auth::AccessCookies {
+        auth::AccessCookies::of(self.config.server.cookie_domain.as_deref())
+    }
+
     pub fn new(
         config: Arc<Config>,
         routes: RouteTable,

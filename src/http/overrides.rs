@@ -76,20 +76,32 @@ pub fn of<'a>(
             out.paths.push(norm.into_owned());
         }
     }
-    // Only a query that could name one is parsed (`_method`, `%5Fmethod`, in any case).
+    // Only a query that could name one is parsed: it spells `method` out, or escapes some of
+    // its letters (`_%6Dethod`), which needs a `%`.
     let could = |q: &&str| {
-        q.as_bytes()
-            .windows(6)
-            .any(|w| w.eq_ignore_ascii_case(b"method"))
+        q.contains('%')
+            || q.as_bytes()
+                .windows(6)
+                .any(|w| w.eq_ignore_ascii_case(b"method"))
     };
     if let Some(q) = query.filter(could) {
         for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
-            if k.eq_ignore_ascii_case("_method") {
+            if names_method(&k) {
                 out.methods.push(method_of(&v)?);
             }
         }
     }
     Ok(out)
+}
+
+/// Whether a decoded query key is `_method` as some framework reads it: PHP drops leading
+/// spaces and turns `.`, ` ` and `[` in a name into `_` (so `.method` is Laravel's and
+/// Symfony's `_method`); any case, since the check is only ever stricter for it.
+fn names_method(key: &str) -> bool {
+    let key = key.trim_start_matches(' ');
+    let mut chars = key.chars();
+    matches!(chars.next(), Some('_' | '.' | ' ' | '['))
+        && chars.as_str().eq_ignore_ascii_case("method")
 }
 
 /// Whether `name` stands for one of `names` to a CGI or FastCGI application, which reads
@@ -200,5 +212,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(encoded.methods, vec![Method::DELETE]);
+        // Every spelling some framework reads as `_method`.
+        for q in [
+            "_%6Dethod=DELETE",
+            "_%6d%65thod=DELETE",
+            ".method=DELETE",
+            "%2Emethod=DELETE",
+            "+_method=DELETE",
+            "[method=DELETE",
+            "x=1&_METHOD=delete",
+        ] {
+            let o = of(&HeaderMap::new(), [].iter(), [].iter(), Some(q)).unwrap();
+            assert_eq!(o.methods, vec![Method::DELETE], "{q}");
+        }
+        for q in [
+            "method=DELETE",
+            "x_method=DELETE",
+            "_methods=DELETE",
+            "a=%20",
+        ] {
+            let o = of(&HeaderMap::new(), [].iter(), [].iter(), Some(q)).unwrap();
+            assert!(o.is_empty(), "{q}");
+        }
     }
 }

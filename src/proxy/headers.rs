@@ -104,7 +104,11 @@ impl IdentityNames {
                 .filter(|k| k.as_str().contains('_'))
                 .filter(|k| {
                     let dashed = k.as_str().replace('_', "-");
-                    self.all().any(|n| n.as_str() == dashed)
+                    // Kept override headers included: what the rules judged is the header
+                    // itself, never a look-alike the application would read the same.
+                    self.all()
+                        .chain(OVERRIDE_HEADERS.iter())
+                        .any(|n| n.as_str() == dashed)
                 })
                 .cloned()
                 .collect();

@@ -36,6 +36,8 @@ pub struct Proxy {
     tunnel_idle_timeout: std::time::Duration,
     /// Proxied requests under way per client address (`proxy.max_requests_per_ip`).
     per_client: Arc<crate::connections::PerIp>,
+    /// Which access cookies are believed.
+    access_cookies: crate::http::auth::AccessCookies,
 }
 
 /// Why a proxied exchange failed, and so which status the client gets.
@@ -87,8 +89,10 @@ impl Proxy {
         sessions: Arc<Sessions>,
         limits: Arc<crate::ratelimit::RateLimits>,
         login_page: crate::http::redirect::LoginPage,
+        access_cookies: crate::http::auth::AccessCookies,
     ) -> Self {
         Proxy {
+            access_cookies,
             per_client: crate::connections::PerIp::new(cfg.max_requests_per_ip),
             upstreams,
             identity_names,
@@ -117,7 +121,7 @@ impl Proxy {
         headers: &HeaderMap,
     ) -> Result<Option<Arc<Verified>>, ApiError> {
         let mut expired = false;
-        let verified = match crate::http::auth::access_token(headers) {
+        let verified = match crate::http::auth::access_token(headers, self.access_cookies) {
             None => None,
             Some((token, _)) => match self.sessions.authenticate_shared(&token).await {
                 Ok(v) => Some(v),
@@ -233,7 +237,8 @@ impl Proxy {
         // Taken before the headers are rewritten, for `identity_headers.access_token`.
         let token = match identity {
             Some(_) if self.identity_names.forwards_token() => {
-                crate::http::auth::access_token(&parts.headers).map(|(t, _)| t.into_owned())
+                crate::http::auth::access_token(&parts.headers, self.access_cookies)
+                    .map(|(t, _)| t.into_owned())
             }
             _ => None,
         };

@@ -47,11 +47,21 @@ struct ThreadPool {
     idle: Mutex<Vec<Vec<Idle>>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// How long a request body may go on after its response has ended
+    /// (`proxy.response_timeout`): past it the connection is closed.
+    upload_after_answer: Duration,
+}
+
+/// One connection to an upstream: what sends on it, and its I/O task, to end it early.
+#[derive(Debug)]
+struct Conn {
+    sender: SendRequest<Incoming>,
+    task: tokio::task::AbortHandle,
 }
 
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<Incoming>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -74,6 +84,7 @@ impl Upstreams {
                     idle: Mutex::new(origins.iter().map(|_| Vec::new()).collect()),
                     max_idle: cfg.pool_max_idle_per_host,
                     idle_timeout: cfg.pool_idle_timeout,
+                    upload_after_answer: cfg.response_timeout,
                 })
             })
             .collect();
@@ -108,9 +119,9 @@ impl Upstreams {
     ) -> Result<Response<ReturnOnEnd>, ProxyError> {
         let pool = self.thread(worker).ok_or(ProxyError::Connect)?;
         if !upgrade {
-            while let Some(mut sender) = pool.checkout(upstream) {
-                match sender.try_send_request(req).await {
-                    Ok(resp) => return Ok(pool.return_on_end(resp, sender, upstream)),
+            while let Some(mut conn) = pool.checkout(upstream) {
+                match conn.sender.try_send_request(req).await {
+                    Ok(resp) => return Ok(pool.return_on_end(resp, conn, upstream)),
                     Err(mut e) => match e.take_message() {
                         Some(unsent) => req = unsent,
                         None => return Err(ProxyError::Protocol),
@@ -120,20 +131,21 @@ impl Upstreams {
         }
         // Boxed: a connection being set up (TLS state included) is kilobytes, and inline it
         // would grow every proxied request's future by as much.
-        let mut sender = Box::pin(self.connect(upstream)).await?;
-        let resp = sender
+        let mut conn = Box::pin(self.connect(upstream)).await?;
+        let resp = conn
+            .sender
             .send_request(req)
             .await
             .map_err(|_| ProxyError::Protocol)?;
         Ok(if upgrade {
             resp.map(ReturnOnEnd::last)
         } else {
-            pool.return_on_end(resp, sender, upstream)
+            pool.return_on_end(resp, conn, upstream)
         })
     }
 
     /// A new connection, its I/O driven by a task on the calling (serving) thread.
-    async fn connect(&self, upstream: usize) -> Result<SendRequest<Incoming>, ProxyError> {
+    async fn connect(&self, upstream: usize) -> Result<Conn, ProxyError> {
         let origin = self.origins.get(upstream).ok_or(ProxyError::Connect)?;
         let open = self.open.get(upstream).ok_or(ProxyError::Connect)?.clone();
         // The connection holds its place until it closes (the task below ends).
@@ -156,13 +168,14 @@ impl Upstreams {
         let (sender, conn) = http1::handshake(io)
             .await
             .map_err(|_| ProxyError::Connect)?;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _place = place;
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended");
             }
-        });
-        Ok(sender)
+        })
+        .abort_handle();
+        Ok(Conn { sender, task })
     }
 
     fn thread(&self, worker: usize) -> Option<&Arc<ThreadPool>> {
@@ -202,12 +215,12 @@ impl ThreadPool {
 
     /// The most recently used connection to `upstream` that can take a request now,
     /// dropping dead and stale ones.
-    fn checkout(&self, upstream: usize) -> Option<SendRequest<Incoming>> {
+    fn checkout(&self, upstream: usize) -> Option<Conn> {
         let mut idle = self.lock();
         let list = idle.get_mut(upstream)?;
         while let Some(c) = list.pop() {
-            if c.sender.is_ready() && c.since.elapsed() < self.idle_timeout {
-                return Some(c.sender);
+            if c.conn.sender.is_ready() && c.since.elapsed() < self.idle_timeout {
+                return Some(c.conn);
             }
         }
         None
@@ -216,32 +229,46 @@ impl ThreadPool {
     /// Pools a connection whose response has been read. One still sending its request body
     /// (an upstream may answer before reading all of an upload) is pooled only once that
     /// ends, by a task that waits for it: pooled at once, it would hold the next request
-    /// until the upload finished.
-    fn put(self: &Arc<Self>, upstream: usize, mut sender: SendRequest<Incoming>) {
-        if sender.is_closed() {
+    /// until the upload finished. The upload keeps the client's place (`held`) meanwhile,
+    /// and gets `upload_after_answer` to finish; then the connection is closed, or a client
+    /// trickling bodies after early answers would hold upstream connections for ever.
+    fn put(
+        self: &Arc<Self>,
+        upstream: usize,
+        mut conn: Conn,
+        held: Option<crate::connections::IpSlot>,
+    ) {
+        if conn.sender.is_closed() {
             return;
         }
-        if !sender.is_ready() {
+        if !conn.sender.is_ready() {
             // Dropped outside a runtime (at shutdown) there is nothing to wait on.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let pool = self.clone();
                 rt.spawn(async move {
-                    if sender.ready().await.is_ok() {
-                        pool.keep(upstream, sender);
+                    let _held = held;
+                    let limit = pool.upload_after_answer;
+                    match tokio::time::timeout(limit, conn.sender.ready()).await {
+                        Ok(Ok(())) => pool.keep(upstream, conn),
+                        Ok(Err(_)) => {}
+                        Err(_) => {
+                            tracing::debug!("an upload went on too long after its answer: closed");
+                            conn.task.abort();
+                        }
                     }
                 });
             }
             return;
         }
-        self.keep(upstream, sender);
+        self.keep(upstream, conn);
     }
 
-    fn keep(&self, upstream: usize, sender: SendRequest<Incoming>) {
+    fn keep(&self, upstream: usize, conn: Conn) {
         let mut idle = self.lock();
         if let Some(list) = idle.get_mut(upstream) {
             if list.len() < self.max_idle {
                 list.push(Idle {
-                    sender,
+                    conn,
                     since: Instant::now(),
                 });
             }
@@ -250,21 +277,21 @@ impl ThreadPool {
 
     fn sweep(&self, now: Instant) {
         for list in self.lock().iter_mut() {
-            list.retain(|c| !c.sender.is_closed() && now - c.since < self.idle_timeout);
+            list.retain(|c| !c.conn.sender.is_closed() && now - c.since < self.idle_timeout);
         }
     }
 
     fn return_on_end(
         self: &Arc<Self>,
         resp: Response<Incoming>,
-        sender: SendRequest<Incoming>,
+        conn: Conn,
         upstream: usize,
     ) -> Response<ReturnOnEnd> {
         resp.map(|body| ReturnOnEnd {
             body,
             back: Some(Back {
                 pool: self.clone(),
-                sender,
+                conn,
                 upstream,
             }),
             held: None,
@@ -294,14 +321,14 @@ pub struct ReturnOnEnd {
     body: Incoming,
     back: Option<Back>,
     /// The client's place under `proxy.max_requests_per_ip`, kept until the body has been
-    /// sent: a response still streaming holds an upstream connection.
+    /// sent and the request body has ended: either holds an upstream connection.
     held: Option<crate::connections::IpSlot>,
 }
 
 #[derive(Debug)]
 struct Back {
     pool: Arc<ThreadPool>,
-    sender: SendRequest<Incoming>,
+    conn: Conn,
     upstream: usize,
 }
 
@@ -323,7 +350,7 @@ impl ReturnOnEnd {
 
     fn give_back(&mut self) {
         if let Some(b) = self.back.take() {
-            b.pool.put(b.upstream, b.sender);
+            b.pool.put(b.upstream, b.conn, self.held.take());
         }
     }
 }

@@ -279,15 +279,25 @@ async fn a_tunnel_holds_its_place_and_closes_when_idle_or_signed_out() {
             .unwrap();
         req.headers_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-        let (ws, resp) = tokio_tungstenite::client_async(req, tcp)
-            .await
-            .expect("websocket handshake");
-        assert_eq!(resp.status(), 101);
-        ws
+        // The test client's pooled connections (from signing in) hold this address's places
+        // until the gateway closes them for idleness: refused until then.
+        let start = Instant::now();
+        loop {
+            let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+            match tokio_tungstenite::client_async(req.clone(), tcp).await {
+                Ok((ws, resp)) => {
+                    assert_eq!(resp.status(), 101);
+                    break ws;
+                }
+                Err(e) if start.elapsed() < Duration::from_secs(15) => {
+                    eprintln!("websocket handshake refused ({e}); again");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) => panic!("websocket handshake: {e}"),
+            }
+        }
     };
-    // The client's pooled connections close after the idle timeout.
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut ws = open().await;
     ws.send(Message::text("hello")).await.unwrap();
     let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
@@ -429,5 +439,36 @@ async fn one_client_cannot_hold_every_upstream_connection() {
     assert_eq!(held.await.unwrap(), 200);
     let r = gw.client.get(gw.url("/x")).send().await.unwrap();
     assert_eq!(r.status(), 200, "the connection is free again");
+    gw.stop().await;
+
+    // An upload that goes on after its answer (the upstream answered early and reads on)
+    // keeps its place, and gets `response_timeout` to end before its connection is closed.
+    let gw = Gateway::start(&format!(
+        "[server]\ntls = false\n[proxy]\nmax_requests_per_ip = 1\nresponse_timeout = \"1s\"\n{}",
+        public_route(&up)
+    ))
+    .await;
+    let mut upload = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    upload
+        .write_all(
+            b"POST /early HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1000000\r\n\r\nfirst bytes",
+        )
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), upload.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    busy(gw.client.get(gw.url("/x")).send().await.unwrap()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = gw.client.get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the stalled upload was ended");
+    drop(upload);
     gw.stop().await;
 }

@@ -617,3 +617,73 @@ async fn nginx_front_forged_forwarded_for_gets_no_quota_of_its_own() {
     front.stop().await;
     gw.stop().await;
 }
+
+/// An absolute-form request line names one host and the Host header another: nginx serves
+/// (and tells the app) the request line's, so README's snippet must describe that one to
+/// authgate, or a customer reaches an admin-only host by naming a public one in Host.
+#[tokio::test]
+async fn nginx_front_judges_the_host_the_app_serves() {
+    let Some(nginx) = require("nginx", "nginx_front_judges_the_host_the_app_serves") else {
+        return;
+    };
+    let smtp = Smtp::start();
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &format!(
+            r#"
+            [server]
+            tls = false
+            trusted_proxies = ["127.0.0.1/32"]
+            [[routes]]
+            path_prefix = "/"
+            upstream = "{u}"
+            [[routes]]
+            host = "admin.test"
+            path_prefix = "/"
+            upstream = "{u}"
+            roles = ["admin"]
+            "#,
+            u = up.url()
+        ),
+        Some(&smtp),
+        None,
+    )
+    .await;
+    crate::seeds::register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "h@example.com", "password": PW}),
+    )
+    .await;
+    let token = crate::seeds::login(&gw, "h@example.com", PW).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let front = Front::nginx(&nginx, &gw, &up).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", front.port).parse().unwrap();
+    let ask = |target: &str, host: &str| {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    for (target, host) in [
+        ("http://admin.test/users", "www.test"),
+        ("/users", "admin.test"),
+        ("http://ADMIN.test/users", "www.test"),
+    ] {
+        let r = raw_request(addr, &ask(target, host)).await;
+        assert_eq!(
+            r.status,
+            403,
+            "{target} Host: {host}\n{}\n{}",
+            r.head,
+            front.log()
+        );
+    }
+    // The other way round: the app serves www.test, and that is what was judged.
+    let r = raw_request(addr, &ask("http://www.test/users", "admin.test")).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.head, front.log());
+    assert_eq!(r.json()["headers"]["host"], json!(["www.test"]));
+    front.stop().await;
+    gw.stop().await;
+}

@@ -400,11 +400,31 @@ async fn kept_overrides_and_method_queries_are_judged_as_what_they_claim() {
     assert_eq!(send("/api/admin/users", Some("delete")).await, 403);
     assert_eq!(send("/api/admin/users?_method=DELETE", None).await, 403);
     assert_eq!(send("/api/admin/users?x=1&_method=put", None).await, 403);
+    // Spelt as frameworks decode it: an escaped letter, PHP's `.` for `_`.
+    assert_eq!(send("/api/admin/users?_%6Dethod=DELETE", None).await, 403);
+    assert_eq!(send("/api/admin/users?.method=DELETE", None).await, 403);
     assert_eq!(up.accepted(), before, "nothing reached the upstream");
     // The request's own method, and an override no rule names, pass.
     assert_eq!(send("/api/admin/users", None).await, 200);
     assert_eq!(send("/api/admin/users", Some("PATCH")).await, 200);
     assert_eq!(send("/api/admin/users?_method=PATCH", None).await, 200);
+    // A look-alike of the kept header (Rack and older gunicorn read it as the header
+    // itself) does not reach the upstream.
+    let echo: serde_json::Value = gw
+        .client
+        .get(gw.url("/api/x"))
+        .bearer_auth(&token)
+        .header("x_http_method_override", "DELETE")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        echo["headers"]["x_http_method_override"].is_null(),
+        "{echo}"
+    );
     // A public route stays public whatever method is claimed.
     let r = gw
         .client
@@ -526,6 +546,24 @@ async fn the_gateways_token_and_cookies_stay_its_own() {
     let (status, echo) = gw.call(reqwest::Method::GET, "/api/x", &token, None).await;
     assert_eq!(status, 200);
     assert!(echo["headers"]["authorization"].is_null(), "{echo}");
+    // The shared-domain cookie name is one any sibling subdomain can set: without a
+    // cookie domain the gateway never sets it, and does not believe it.
+    let r = gw
+        .client
+        .get(gw.url("/api/x"))
+        .header("cookie", format!("__Secure-authgate-access={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = gw
+        .client
+        .get(gw.url("/api/x"))
+        .header("cookie", format!("__Host-authgate-access={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     assert!(echo["headers"]["x-auth-user-id"][0].is_string());
     // Another scheme on a public route is the application's own business.
     let r = gw

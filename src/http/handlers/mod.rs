@@ -180,7 +180,8 @@ struct Caller {
 
 /// Requires a valid access token; a cookie-authenticated state change must also pass CSRF.
 async fn caller(app: &App, parts: &Parts) -> Result<Caller> {
-    let (token, via) = auth::access_token(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
+    let (token, via) = auth::access_token(&parts.headers, app.access_cookies())
+        .ok_or_else(ApiError::unauthenticated)?;
     let verified = app.sessions.authenticate_shared(&token).await?;
     if via == Via::Cookie && !auth::csrf_ok(&parts.method, &parts.headers, &app.origin) {
         return Err(csrf_refused());

@@ -664,7 +664,7 @@ fn caller_id(caller: &Verified) -> Result<crate::store::UserId> {
 
 /// The signed-in caller by the access cookie (pages never take a Bearer header).
 async fn signed_in_caller(app: &App, headers: &HeaderMap) -> Option<std::sync::Arc<Verified>> {
-    let token = auth::access_cookie(headers)?;
+    let token = auth::access_cookie(headers, app.access_cookies())?;
     app.sessions.authenticate_shared(&token).await.ok()
 }
 
