@@ -176,12 +176,10 @@ fn tokens(c: &mut Criterion) {
 
 fn paths(c: &mut Criterion) {
     c.bench_function("path/normalize_plain", |b| {
-        b.iter(|| authgate::http::path::normalize(black_box("/api/v1/items/42")).unwrap())
+        b.iter(|| authgate::urlpath::normalize(black_box("/api/v1/items/42")).unwrap())
     });
     c.bench_function("path/normalize_dirty", |b| {
-        b.iter(|| {
-            authgate::http::path::normalize(black_box("/api//v1/./items/%34%32/../43")).unwrap()
-        })
+        b.iter(|| authgate::urlpath::normalize(black_box("/api//v1/./items/%34%32/../43")).unwrap())
     });
 }
 

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod accounts;
 pub mod audit;
 pub mod cli;
@@ -16,10 +17,13 @@ pub mod config;
 pub mod connections;
 pub mod demo;
 pub mod files;
+pub mod hosts;
 pub mod http;
+pub mod identity;
 pub mod keyring;
 pub mod mail;
 pub mod metrics;
+pub mod override_names;
 pub mod passwords;
 pub mod policy;
 pub mod proxy;
@@ -32,6 +36,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod tokens;
 pub mod ui;
+pub mod urlpath;
 
 pub use config::Config;
 pub use server::{Deps, Running, StartError, run_until, start, start_with};

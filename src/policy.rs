@@ -1,47 +1,12 @@
 //! Route rules: which upstream serves a request, and who may reach it.
 
 use crate::config::{Access, RouteConfig};
-use crate::http::path::under_prefix;
+use crate::hosts::strip_port;
+use crate::identity::Identity;
 use crate::metrics::RouteMetrics;
+use crate::urlpath::under_prefix;
 use http::{Method, uri::Authority};
 use std::sync::Arc;
-
-/// Who is making the request, once the authenticate phase has found out.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub user_id: String,
-    pub email: String,
-    pub username: Option<String>,
-    pub roles: Vec<String>,
-    pub session_id: String,
-}
-
-/// An identity as the values of its headers (user id, email, name, roles, session id), made
-/// once when its token is first verified, then shared by every request that token makes.
-/// A value that cannot be a header value is absent, never mangled.
-#[derive(Debug, Clone)]
-pub struct IdentityValues {
-    pub user_id: Option<http::HeaderValue>,
-    pub email: Option<http::HeaderValue>,
-    /// The username, or the email for accounts without one (Authelia-style apps read
-    /// Remote-User as the login).
-    pub name: Option<http::HeaderValue>,
-    pub roles: Option<http::HeaderValue>,
-    pub session_id: Option<http::HeaderValue>,
-}
-
-impl IdentityValues {
-    pub fn new(id: &Identity) -> Self {
-        let v = |s: &str| http::HeaderValue::from_str(s).ok();
-        IdentityValues {
-            user_id: v(&id.user_id),
-            email: v(&id.email),
-            name: v(id.username.as_deref().unwrap_or(&id.email)),
-            roles: v(&id.roles.join(",")),
-            session_id: v(&id.session_id),
-        }
-    }
-}
 
 /// Who may pass: the access rule of a route.
 #[derive(Debug, Clone)]
@@ -51,24 +16,26 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// The rule for a request no route matches at the forward-auth door: signed in, any role.
-    pub fn fallback() -> Self {
-        Rule {
+    /// Signed in, any role: the account endpoints' rule, and at the forward-auth door the
+    /// rule for a request no route matches.
+    pub fn signed_in() -> &'static Rule {
+        static SIGNED_IN: Rule = Rule {
             access: Access::Authenticated,
             roles: Vec::new(),
-        }
+        };
+        &SIGNED_IN
     }
 
     /// Is this identity allowed?
-    pub fn authorize(&self, identity: Option<&Identity>) -> Result<(), Denied> {
+    pub fn authorize(&self, identity: Option<&Identity>) -> Result<(), Denial> {
         match (self.access, identity) {
             (Access::Public, _) => Ok(()),
-            (Access::Authenticated, None) => Err(Denied::Unauthenticated),
+            (Access::Authenticated, None) => Err(Denial::Unauthenticated),
             (Access::Authenticated, Some(id)) => {
                 if self.roles.is_empty() || self.roles.iter().any(|r| id.roles.contains(r)) {
                     Ok(())
                 } else {
-                    Err(Denied::Forbidden)
+                    Err(Denial::Forbidden)
                 }
             }
         }
@@ -97,7 +64,7 @@ pub struct Route {
 
 /// Why the authorize phase refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
+pub enum Denial {
     /// Not signed in (401).
     Unauthenticated,
     /// Signed in, not allowed (403).
@@ -106,7 +73,7 @@ pub enum Denied {
 
 impl Route {
     /// Is this identity allowed on this route?
-    pub fn authorize(&self, identity: Option<&Identity>) -> Result<(), Denied> {
+    pub fn authorize(&self, identity: Option<&Identity>) -> Result<(), Denial> {
         self.rule.authorize(identity)
     }
 
@@ -238,22 +205,6 @@ impl RouteTable {
     }
 }
 
-/// `example.com:8443` → `example.com`; `[::1]:8443` → `[::1]`.
-/// The trailing dot of a fully-qualified name goes too: `app.example.com.` is the same host.
-pub fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return match host.find(']') {
-            Some(i) => host.get(..=i).unwrap_or(host),
-            None => host,
-        };
-    }
-    let name = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
-    name.strip_suffix('.').unwrap_or(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,12 +314,12 @@ mod tests {
         let root = t.find(None, "/", &Method::GET).unwrap();
         assert_eq!(root.authorize(None), Ok(()));
         let api = t.find(None, "/api", &Method::GET).unwrap();
-        assert_eq!(api.authorize(None), Err(Denied::Unauthenticated));
+        assert_eq!(api.authorize(None), Err(Denial::Unauthenticated));
         assert_eq!(api.authorize(Some(&id(&["customer"]))), Ok(()));
         let admin = t.find(None, "/api/admin", &Method::POST).unwrap();
         assert_eq!(
             admin.authorize(Some(&id(&["customer"]))),
-            Err(Denied::Forbidden)
+            Err(Denial::Forbidden)
         );
         assert_eq!(admin.authorize(Some(&id(&["customer", "admin"]))), Ok(()));
     }

@@ -210,6 +210,10 @@ pub async fn build_app(
     let routes = RouteTable::new(&config.routes, metrics)?;
     let upstreams =
         proxy::Upstreams::new(&config.proxy, serving_threads(), routes.origins().to_vec())?;
+    let gate = Arc::new(crate::access::Gate::new(
+        sessions.clone(),
+        crate::access::AccessCookies::of(config.server.cookie_domain.as_deref()),
+    ));
     let proxy = Proxy::new(
         Arc::new(upstreams),
         IdentityNames::new(
@@ -229,7 +233,7 @@ pub async fn build_app(
             &config.server.auth_prefix,
             &config.server.allowed_redirect_hosts,
         ),
-        crate::http::auth::AccessCookies::of(config.server.cookie_domain.as_deref()),
+        gate,
     );
     Ok(Arc::new(App::new(
         config,

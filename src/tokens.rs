@@ -4,8 +4,8 @@
 
 use crate::clock::SharedClock;
 use crate::config::{TokenAlgorithm, TokensConfig};
+use crate::identity::Identity;
 use crate::keyring::{KeyPurpose, Keyring};
-use crate::policy::Identity;
 use crate::secret::Secret;
 use crate::store::Store;
 use crate::store::User;
@@ -54,8 +54,8 @@ pub struct Verified {
     pub identity: Identity,
     /// `identity.user_id` parsed, for comparisons without formatting.
     pub user_uuid: uuid::Uuid,
-    /// The identity's header values (see [`crate::policy::IdentityValues`]).
-    pub values: crate::policy::IdentityValues,
+    /// The identity's header values (see [`crate::identity::IdentityValues`]).
+    pub values: crate::identity::IdentityValues,
     pub nbf: i64,
     pub exp: i64,
 }
@@ -684,7 +684,7 @@ impl Tokens {
         };
         let verified = Arc::new(Verified {
             user_uuid,
-            values: crate::policy::IdentityValues::new(&identity),
+            values: crate::identity::IdentityValues::new(&identity),
             identity,
             nbf: c.nbf,
             exp: c.exp,

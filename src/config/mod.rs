@@ -850,7 +850,7 @@ impl Config {
         if let Some(domain) = &s.cookie_domain {
             let public = s.public_url.host_str().unwrap_or("").to_ascii_lowercase();
             let domain = domain.trim_start_matches('.').to_ascii_lowercase();
-            if not_a_host(&domain) || !crate::http::auth::within(&public, &domain) {
+            if not_a_host(&domain) || !crate::hosts::within(&public, &domain) {
                 return Err(ConfigError::key(
                     "server.cookie_domain",
                     "must be a domain name that public_url's host is in (\"example.com\" for \"auth.example.com\")",
@@ -1052,7 +1052,7 @@ impl Config {
         }
         for name in &self.proxy.keep_override_headers {
             let known = http::HeaderName::from_bytes(name.as_bytes())
-                .is_ok_and(|n| crate::proxy::headers::OVERRIDE_HEADERS.contains(&n));
+                .is_ok_and(|n| crate::override_names::OVERRIDE_HEADERS.contains(&n));
             if !known {
                 return Err(ConfigError::key(
                     "proxy.keep_override_headers",
@@ -1067,8 +1067,7 @@ impl Config {
             if !r.path_prefix.starts_with('/') {
                 return Err(ConfigError::key(key("path_prefix"), "must start with '/'"));
             }
-            if crate::http::path::normalize(&r.path_prefix).as_deref() != Ok(r.path_prefix.as_str())
-            {
+            if crate::urlpath::normalize(&r.path_prefix).as_deref() != Ok(r.path_prefix.as_str()) {
                 return Err(ConfigError::key(
                     key("path_prefix"),
                     "must be a normalized path (no '.', '..', '//' or percent-encoding of unreserved characters)",

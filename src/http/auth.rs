@@ -4,7 +4,6 @@
 use crate::sessions::TokenPair;
 use cookie::{Cookie, SameSite};
 use http::{HeaderMap, HeaderValue, Method, header};
-use std::borrow::Cow;
 
 /// `__Host-`: Secure, no Domain, Path=/ — the browser guarantees this cookie came from us.
 pub const ACCESS_COOKIE: &str = "__Host-authgate-access";
@@ -72,13 +71,6 @@ pub fn clear_signup_cookie(headers: &mut HeaderMap) {
     set_cookie(headers, build(SIGNUP_COOKIE, String::new(), "/".into(), 0));
 }
 
-/// How a request presented its access token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    Bearer,
-    Cookie,
-}
-
 /// The Bearer token of the Authorization header, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -99,49 +91,6 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(Result::ok)
         .find(|c| c.name() == name)
         .map(|c| c.value().to_string())
-}
-
-/// Which access cookies the gateway believes: the ones it sets. The host-only `__Host-`
-/// cookie only it can set; the `__Secure-` one any sibling subdomain can, so it is believed
-/// only where `server.cookie_domain` makes the gateway set it (else a sibling could plant its
-/// own token and sign the victim in as someone else).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessCookies {
-    HostOnly,
-    AlsoShared,
-}
-
-impl AccessCookies {
-    pub fn of(cookie_domain: Option<&str>) -> Self {
-        match cookie_domain {
-            Some(_) => AccessCookies::AlsoShared,
-            None => AccessCookies::HostOnly,
-        }
-    }
-}
-
-/// The access token: the Authorization header wins over the cookie.
-pub fn access_token(headers: &HeaderMap, cookies: AccessCookies) -> Option<(Cow<'_, str>, Via)> {
-    if let Some(t) = bearer(headers) {
-        return Some((Cow::Borrowed(t), Via::Bearer));
-    }
-    access_cookie(headers, cookies).map(|t| (Cow::Owned(t), Via::Cookie))
-}
-
-/// The access cookie: host-only, or (see [`AccessCookies`]) shared with the cookie domain.
-pub fn access_cookie(headers: &HeaderMap, cookies: AccessCookies) -> Option<String> {
-    cookie(headers, ACCESS_COOKIE).or_else(|| match cookies {
-        AccessCookies::AlsoShared => cookie(headers, SHARED_ACCESS_COOKIE),
-        AccessCookies::HostOnly => None,
-    })
-}
-
-/// Whether `host` is `domain` or one of its subdomains (both lower-case).
-pub fn within(host: &str, domain: &str) -> bool {
-    host == domain
-        || host
-            .strip_suffix(domain)
-            .is_some_and(|rest| rest.ends_with('.'))
 }
 
 /// Where the token cookies go: the auth prefix (refresh) and, optionally, a shared domain
@@ -165,7 +114,11 @@ impl Cookies {
     /// Whether a browser at `host` sends the access cookie (our host, or within the domain).
     pub fn reach(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
-        host == self.own_host || self.domain.as_deref().is_some_and(|d| within(&host, d))
+        host == self.own_host
+            || self
+                .domain
+                .as_deref()
+                .is_some_and(|d| crate::hosts::within(&host, d))
     }
 
     pub fn set_tokens(&self, headers: &mut HeaderMap, pair: &TokenPair) {
@@ -289,29 +242,16 @@ mod tests {
     }
 
     #[test]
-    fn tokens_from_header_or_cookie() {
+    fn bearer_tokens() {
         assert_eq!(bearer(&h(&[("authorization", "Bearer abc")])), Some("abc"));
+        assert_eq!(
+            bearer(&h(&[("authorization", "bearer  abc ")])),
+            Some("abc")
+        );
         assert_eq!(bearer(&h(&[("authorization", "Basic abc")])), None);
+        assert_eq!(bearer(&h(&[("authorization", "Bearer ")])), None);
         let m = h(&[("cookie", "a=1; __Host-authgate-access=tok; b=2")]);
-        assert_eq!(
-            access_token(&m, AccessCookies::HostOnly).map(|(t, v)| (t.into_owned(), v)),
-            Some(("tok".into(), Via::Cookie))
-        );
-        let both = h(&[
-            ("cookie", "__Host-authgate-access=c"),
-            ("authorization", "bearer b"),
-        ]);
-        assert_eq!(
-            access_token(&both, AccessCookies::HostOnly).unwrap().1,
-            Via::Bearer
-        );
-        // A sibling subdomain can set the shared cookie: believed only with a cookie domain.
-        let planted = h(&[("cookie", "__Secure-authgate-access=theirs")]);
-        assert!(access_token(&planted, AccessCookies::HostOnly).is_none());
-        assert_eq!(
-            access_cookie(&planted, AccessCookies::AlsoShared).as_deref(),
-            Some("theirs")
-        );
+        assert_eq!(cookie(&m, ACCESS_COOKIE).as_deref(), Some("tok"));
     }
 
     #[test]

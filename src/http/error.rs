@@ -54,6 +54,13 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
     }
 
+    /// A 400 with per-field messages.
+    pub fn with_fields(fields: std::collections::BTreeMap<String, String>) -> Self {
+        let mut e = Self::bad_request("Some fields are not valid.");
+        e.fields = Some(fields);
+        e
+    }
+
     pub fn not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -178,7 +185,7 @@ impl From<crate::accounts::AccountError> for ApiError {
         use crate::accounts::AccountError as A;
         let s = |status, code, msg: &'static str| ApiError::new(status, code, msg);
         match e {
-            A::Invalid(fields) => super::json::with_fields(fields),
+            A::Invalid(fields) => ApiError::with_fields(fields),
             A::AlreadyExists(f) => {
                 let mut e = s(
                     StatusCode::CONFLICT,
@@ -266,6 +273,17 @@ impl From<crate::accounts::AccountError> for ApiError {
                 tracing::error!(error = %m, "internal error");
                 ApiError::internal()
             }
+        }
+    }
+}
+
+impl From<crate::access::Denied> for ApiError {
+    fn from(d: crate::access::Denied) -> Self {
+        use crate::access::Denied as D;
+        match d {
+            D::Unauthenticated { expired: true } => ApiError::token_expired(),
+            D::Unauthenticated { expired: false } => ApiError::unauthenticated(),
+            D::Forbidden => ApiError::forbidden(),
         }
     }
 }

@@ -180,22 +180,17 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     .and_then(|r| r.split('`').next())
                     .map(str::to_string);
                 return Err(match field {
-                    Some(f) => with_fields(BTreeMap::from([(f, "is required".to_string())])),
+                    Some(f) => {
+                        ApiError::with_fields(BTreeMap::from([(f, "is required".to_string())]))
+                    }
                     None => ApiError::bad_request(format!(
                         "The body does not have the expected shape: {message}."
                     )),
                 });
             }
-            Err(with_fields(BTreeMap::from([(path, message)])))
+            Err(ApiError::with_fields(BTreeMap::from([(path, message)])))
         }
     }
-}
-
-/// A 400 with per-field messages.
-pub fn with_fields(fields: BTreeMap<String, String>) -> ApiError {
-    let mut e = ApiError::bad_request("Some fields are not valid.");
-    e.fields = Some(fields);
-    e
 }
 
 /// Deepest array/object nesting in a JSON text, strings skipped; a cheap scan before parsing.

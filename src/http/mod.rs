@@ -5,126 +5,35 @@
 pub mod auth;
 pub mod body;
 pub mod client_ip;
+pub mod ctx;
 pub mod error;
 mod handlers;
 pub mod json;
 mod ops;
 pub mod overrides;
-pub mod path;
+
 pub mod redirect;
 mod security;
 
+use crate::access::Gate;
 use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::policy::{RouteTable, strip_port};
+use crate::policy::RouteTable;
 use crate::proxy::Proxy;
 use crate::sessions::Sessions;
+use crate::urlpath as path;
 use body::Body;
 use client_ip::TrustedProxies;
 use error::ApiError;
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::LazyLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tracing::Instrument;
 
-/// How a connection reached us.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    /// The peer's address as a header value (X-Forwarded-For, X-Real-IP), formatted once per
-    /// connection rather than per request.
-    pub peer_ip: HeaderValue,
-    pub scheme: &'static str,
-    /// The serving thread that accepted the connection (picks its upstream pool).
-    pub worker: usize,
-    /// The connection's place under the gateway's limits (a tunnel keeps it).
-    pub hold: Arc<crate::connections::Hold>,
-}
-
-/// What every phase may want to know about the request.
-#[derive(Debug)]
-pub struct RequestCtx {
-    pub request_id: HeaderValue,
-    pub peer: SocketAddr,
-    /// See [`ConnInfo::peer_ip`].
-    pub peer_ip: HeaderValue,
-    pub peer_trusted: bool,
-    pub client_ip: IpAddr,
-    pub scheme: &'static str,
-    /// The serving thread handling the request (see [`ConnInfo::worker`]).
-    pub worker: usize,
-    /// Host as the client named it (Host header, or the h2 `:authority`); always visible
-    /// ASCII (see [`RequestCtx::host`]).
-    pub host: Option<HeaderValue>,
-    /// See [`ConnInfo::hold`].
-    pub hold: Arc<crate::connections::Hold>,
-}
-
-impl RequestCtx {
-    fn new(app: &App, conn: ConnInfo, req: &Request<Incoming>) -> Self {
-        let peer_trusted = app.trusted.contains(conn.peer.ip());
-        let client_ip = app.trusted.client_ip(conn.peer.ip(), req.headers());
-        // A request id from a trusted proxy joins our logs to theirs; from anyone else it is
-        // ignored, so a client cannot forge entries into someone else's trail.
-        let request_id = req
-            .headers()
-            .get(&crate::proxy::headers::X_REQUEST_ID)
-            .filter(|v| peer_trusted && !v.is_empty() && v.len() <= 128)
-            .cloned()
-            .unwrap_or_else(new_request_id);
-        // The Host header's value is shared with the request (no copy); an h2 authority is
-        // copied once.
-        let host = match req.uri().authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => req.headers().get(header::HOST).cloned(),
-        }
-        .filter(|h| h.to_str().is_ok());
-        RequestCtx {
-            request_id,
-            peer: conn.peer,
-            peer_ip: conn.peer_ip,
-            peer_trusted,
-            client_ip,
-            scheme: conn.scheme,
-            worker: conn.worker,
-            host,
-            hold: conn.hold,
-        }
-    }
-
-    /// The host without its port, lower-case comparison left to the caller.
-    pub fn host_name(&self) -> Option<&str> {
-        self.host().map(strip_port)
-    }
-
-    /// Host as the client named it, port included.
-    pub fn host(&self) -> Option<&str> {
-        self.host.as_ref().and_then(|h| h.to_str().ok())
-    }
-}
-
-/// A request id: 16 hex digits drawn once per process, then a 16-digit sequence number.
-/// Unique for the life of the process and cheap (no random draw, no syscall); an id only
-/// joins log lines, it grants nothing, so it need not be unguessable.
-fn new_request_id() -> HeaderValue {
-    static PREFIX: LazyLock<u64> = LazyLock::new(rand::random);
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let id = (u128::from(*PREFIX) << 64) | u128::from(NEXT.fetch_add(1, Ordering::Relaxed));
-    let mut buf = [0u8; 32];
-    for (i, c) in buf.iter_mut().rev().enumerate() {
-        let nibble = (id >> (4 * i)) & 0xf;
-        *c = b"0123456789abcdef"
-            .get(usize::try_from(nibble).unwrap_or(0))
-            .copied()
-            .unwrap_or(b'0');
-    }
-    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("-"))
-}
+pub use ctx::{ConnInfo, RequestCtx};
 
 /// Metrics for what the gateway answers itself.
 #[derive(Debug)]
@@ -140,6 +49,8 @@ pub struct App {
     pub config: Arc<Config>,
     pub routes: RouteTable,
     pub proxy: Proxy,
+    /// Who is calling, for every door.
+    pub gate: Arc<Gate>,
     pub accounts: Arc<Accounts>,
     pub sessions: Arc<Sessions>,
     pub metrics: Metrics,
@@ -161,11 +72,6 @@ pub struct App {
 }
 
 impl App {
-    /// Which access cookies are believed (see [`auth::AccessCookies`]).
-    pub fn access_cookies(&self) -> auth::AccessCookies {
-        auth::AccessCookies::of(self.config.server.cookie_domain.as_deref())
-    }
-
     pub fn new(
         config: Arc<Config>,
         routes: RouteTable,
@@ -203,6 +109,7 @@ impl App {
             metrics_inline: config.server.metrics_on_main_listener,
             config,
             routes,
+            gate: proxy.gate().clone(),
             proxy,
             metrics,
             own,
@@ -222,7 +129,7 @@ impl App {
 /// Entry point for every request on the main listener.
 pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
-    let ctx = RequestCtx::new(&app, conn, &req);
+    let ctx = RequestCtx::new(&app.trusted, conn, &req);
     let ua = req
         .headers()
         .get(header::USER_AGENT)
@@ -327,24 +234,12 @@ async fn dispatch<'a>(
                     .filter(|n| overrides::PATH_HEADERS.contains(n)),
                 uri.query(),
             );
-            let refused = match named {
-                Ok(o) if o.is_empty() => None,
-                Ok(o) => Box::pin(overrides::authorize(
-                    app,
-                    &o,
-                    ctx.host_name(),
-                    &path,
-                    req.method(),
-                    req.headers(),
-                ))
-                .await
-                .err(),
-                Err(e) => Some(e),
+            let also = match named {
+                Ok(o) if o.is_empty() => Vec::new(),
+                Ok(o) => overrides::rules(app, &o, ctx.host_name(), &path, req.method()),
+                Err(e) => return (e.into_response(), &route.metrics, route.name.as_str()),
             };
-            if let Some(e) = refused {
-                return (e.into_response(), &route.metrics, route.name.as_str());
-            }
-            let resp = app.proxy.handle(ctx, route, &path, req).await;
+            let resp = app.proxy.handle(ctx, route, &also, &path, req).await;
             (resp, &route.metrics, route.name.as_str())
         }
         None => (

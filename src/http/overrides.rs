@@ -6,21 +6,9 @@
 
 use super::App;
 use super::error::ApiError;
+pub use crate::override_names::{METHOD_HEADERS, PATH_HEADERS};
 use crate::policy::Rule;
 use http::{HeaderMap, HeaderName, Method};
-
-/// Headers that name another method.
-pub static METHOD_HEADERS: [HeaderName; 3] = [
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
-];
-
-/// Headers that name another path.
-pub static PATH_HEADERS: [HeaderName; 2] = [
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-rewrite-url"),
-];
 
 /// The method a framework takes from an override value: upper-cased, as they do.
 fn method_of(value: &str) -> Result<Method, ApiError> {
@@ -71,7 +59,7 @@ pub fn of<'a>(
                 Some((_, rest)) => rest.find('/').map_or("/", |i| rest.get(i..).unwrap_or("/")),
                 None => path,
             };
-            let norm = super::path::normalize(path)
+            let norm = crate::urlpath::normalize(path)
                 .map_err(|e| ApiError::bad_request(format!("A path override: {e}")))?;
             out.paths.push(norm.into_owned());
         }
@@ -123,30 +111,21 @@ pub fn is_lookalike<'a>(
 }
 
 /// The rule a request for `method` on `host` and `path` meets at this gateway.
-pub fn rule_for<'a>(
-    app: &'a App,
-    host: Option<&str>,
-    path: &str,
-    method: &Method,
-    fallback: &'a Rule,
-) -> &'a Rule {
+pub fn rule_for<'a>(app: &'a App, host: Option<&str>, path: &str, method: &Method) -> &'a Rule {
     app.routes
         .find(host, path, method)
-        .map(|r| &r.rule)
-        .unwrap_or(fallback)
+        .map_or(Rule::signed_in(), |r| &r.rule)
 }
 
-/// Every method and path the overrides name must be allowed as the request is: the first
-/// refusal, if any.
-pub async fn authorize(
-    app: &App,
+/// The rules of what the overrides name instead of the request's own method and path: each
+/// must admit the caller too.
+pub fn rules<'a>(
+    app: &'a App,
     overrides: &Overrides,
     host: Option<&str>,
     path: &str,
     method: &Method,
-    headers: &HeaderMap,
-) -> Result<(), ApiError> {
-    let fallback = Rule::fallback();
+) -> Vec<&'a Rule> {
     let mut asked: Vec<(&str, &Method)> = Vec::new();
     for m in &overrides.methods {
         asked.push((path, m));
@@ -157,11 +136,10 @@ pub async fn authorize(
             asked.push((p.as_str(), m));
         }
     }
-    for (p, m) in asked {
-        let rule = rule_for(app, host, p, m, &fallback);
-        app.proxy.check_access(rule, headers).await?;
-    }
-    Ok(())
+    asked
+        .into_iter()
+        .map(|(p, m)| rule_for(app, host, p, m))
+        .collect()
 }
 
 #[cfg(test)]

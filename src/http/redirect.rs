@@ -82,7 +82,7 @@ impl LoginPage {
     /// when the host is our own, an absolute URL otherwise; `None` when the policy refuses it.
     pub fn back_url(&self, scheme: Option<&str>, host: Option<&str>, pq: &str) -> Option<String> {
         let own = host
-            .is_none_or(|h| crate::policy::strip_port(h).eq_ignore_ascii_case(&self.public_host));
+            .is_none_or(|h| crate::hosts::strip_port(h).eq_ignore_ascii_case(&self.public_host));
         let back = match host {
             Some(h) if !own => format!("{}://{h}{pq}", scheme.unwrap_or(&self.public_scheme)),
             _ => pq.to_string(),

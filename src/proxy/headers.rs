@@ -3,7 +3,8 @@
 
 use crate::config::IdentityHeaders;
 
-use crate::policy::IdentityValues;
+use crate::identity::IdentityValues;
+use crate::override_names::OVERRIDE_HEADERS;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1), plus the
@@ -28,18 +29,6 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Headers that make frameworks act on another method or path than the request's own
-/// (Symfony, Laravel and Rails read the method overrides, IIS and Symfony the URL ones): a
-/// rule matched on the request would not be the rule for what the application does. Removed
-/// from proxied requests unless `proxy.keep_override_headers` names them.
-pub static OVERRIDE_HEADERS: [HeaderName; 5] = [
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-rewrite-url"),
-];
 
 /// The identity header names, parsed once, and the other names no client may send upstream.
 #[derive(Debug, Clone)]
@@ -325,7 +314,7 @@ pub struct Forwarding<'a> {
     pub client_ip: std::net::IpAddr,
     pub peer_trusted: bool,
     pub scheme: &'static str,
-    /// Visible ASCII only (as [`crate::http::RequestCtx::host`] keeps it).
+    /// Visible ASCII only (as `RequestCtx::host` keeps it).
     pub host: Option<&'a HeaderValue>,
     pub request_id: &'a HeaderValue,
 }

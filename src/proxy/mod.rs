@@ -5,14 +5,15 @@
 pub mod headers;
 pub mod upstream;
 
-use crate::http::RequestCtx;
+use crate::access::{Denied, Door, Gate};
 use crate::http::body::Body;
+use crate::http::ctx::RequestCtx;
 use crate::http::error::ApiError;
 use crate::metrics::UpstreamError;
-use crate::policy::{Denied, Route, Rule};
-use crate::sessions::{SessionError, Sessions};
+use crate::policy::{Route, Rule};
+use crate::sessions::Sessions;
 use crate::tokens::Verified;
-use http::{HeaderMap, Request, Response, StatusCode, Uri, Version, header};
+use http::{Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -36,8 +37,8 @@ pub struct Proxy {
     tunnel_idle_timeout: std::time::Duration,
     /// Proxied requests under way per client address (`proxy.max_requests_per_ip`).
     per_client: Arc<crate::connections::PerIp>,
-    /// Which access cookies are believed.
-    access_cookies: crate::http::auth::AccessCookies,
+    /// Who is calling (the same gate as every other door's).
+    gate: Arc<Gate>,
 }
 
 /// Why a proxied exchange failed, and so which status the client gets.
@@ -89,10 +90,10 @@ impl Proxy {
         sessions: Arc<Sessions>,
         limits: Arc<crate::ratelimit::RateLimits>,
         login_page: crate::http::redirect::LoginPage,
-        access_cookies: crate::http::auth::AccessCookies,
+        gate: Arc<Gate>,
     ) -> Self {
         Proxy {
-            access_cookies,
+            gate,
             per_client: crate::connections::PerIp::new(cfg.max_requests_per_ip),
             upstreams,
             identity_names,
@@ -108,36 +109,13 @@ impl Proxy {
         &self.upstreams
     }
 
-    pub fn identity_names(&self) -> &IdentityNames {
-        &self.identity_names
+    /// The gate, shared with every other door.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
     }
 
-    /// Phases authenticate and authorize, shared by both doors (proxy and forward-auth):
-    /// the caller's token (header or cookie) must verify and belong to a live session, and
-    /// the rule must admit the identity. An invalid token counts as no token.
-    pub async fn check_access(
-        &self,
-        rule: &Rule,
-        headers: &HeaderMap,
-    ) -> Result<Option<Arc<Verified>>, ApiError> {
-        let mut expired = false;
-        let verified = match crate::http::auth::access_token(headers, self.access_cookies) {
-            None => None,
-            Some((token, _)) => match self.sessions.authenticate_shared(&token).await {
-                Ok(v) => Some(v),
-                Err(SessionError::Expired) => {
-                    expired = true;
-                    None
-                }
-                Err(_) => None,
-            },
-        };
-        match rule.authorize(verified.as_ref().map(|v| &v.identity)) {
-            Ok(()) => Ok(verified),
-            Err(Denied::Unauthenticated) if expired => Err(ApiError::token_expired()),
-            Err(Denied::Unauthenticated) => Err(ApiError::unauthenticated()),
-            Err(Denied::Forbidden) => Err(ApiError::forbidden()),
-        }
+    pub fn identity_names(&self) -> &IdentityNames {
+        &self.identity_names
     }
 
     /// Runs the pipeline for a request whose route has been matched.
@@ -145,6 +123,7 @@ impl Proxy {
         &self,
         ctx: &RequestCtx,
         route: &Arc<Route>,
+        also: &[&Rule],
         path: &str,
         mut req: Request<Incoming>,
     ) -> Response<Body> {
@@ -161,21 +140,36 @@ impl Proxy {
         let Some(under_way) = self.per_client.acquire(ctx.client_ip) else {
             return ProxyError::Busy.into_api().into_response();
         };
-        let verified = match self.check_access(&route.rule, req.headers()).await {
-            Ok(v) => v,
+        // Phases authenticate and authorize: the gate. The token itself is kept only when
+        // `identity_headers.access_token` forwards it.
+        let creds = self.gate.credentials(req.headers(), Door::Any);
+        let (verified, token) = match self.gate.check(&creds, &route.rule).await {
+            Ok(access) => {
+                // What the upstream could act on instead of the request's own method and path
+                // (override headers it is given, `_method`) must admit the caller too.
+                if let Err(denied) = also.iter().try_for_each(|r| access.admits(r)) {
+                    return ApiError::from(denied).into_response();
+                }
+                let token = match access.verified() {
+                    Some(_) if self.identity_names.forwards_token() => {
+                        creds.token().map(str::to_owned)
+                    }
+                    _ => None,
+                };
+                (access.into_verified(), token)
+            }
             // A person in a browser gets the login page, and comes back here after it (or
             // straight away, when the login page can refresh an expired session).
-            Err(e)
-                if e.status == StatusCode::UNAUTHORIZED
-                    && crate::http::redirect::is_navigation(req.method(), req.headers()) =>
+            Err(Denied::Unauthenticated { .. })
+                if crate::http::redirect::is_navigation(req.method(), req.headers()) =>
             {
                 let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
                 let back = self.login_page.back_url(None, ctx.host(), pq);
                 return self.login_page.redirect(back.as_deref());
             }
-            Err(e) => return e.into_response(),
+            Err(denied) => return ApiError::from(denied).into_response(),
         };
-        let identity = verified.as_deref();
+        let identity = verified.as_deref().map(|v| (v, token));
         let upgrade = headers::is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let upstream_req = match self.rewrite(ctx, route, path, identity, upgrade, req) {
@@ -229,19 +223,12 @@ impl Proxy {
         ctx: &RequestCtx,
         route: &Route,
         path: &str,
-        identity: Option<&Verified>,
+        // Who passed the gate, and the token itself when it is forwarded.
+        identity: Option<(&Verified, Option<String>)>,
         upgrade: bool,
         req: Request<Incoming>,
     ) -> Result<Request<Incoming>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        // Taken before the headers are rewritten, for `identity_headers.access_token`.
-        let token = match identity {
-            Some(_) if self.identity_names.forwards_token() => {
-                crate::http::auth::access_token(&parts.headers, self.access_cookies)
-                    .map(|(t, _)| t.into_owned())
-            }
-            _ => None,
-        };
         // Our access token is a secret for the gateway, as its cookie is: it reaches the
         // upstream only under `identity_headers.access_token`, when that asks for it.
         if identity.is_some() && crate::http::auth::bearer(&parts.headers).is_some() {
@@ -281,7 +268,7 @@ impl Proxy {
         if let Some(host) = host {
             h.insert(header::HOST, host);
         }
-        if let Some(id) = identity {
+        if let Some((id, token)) = identity {
             self.identity_names.insert(h, &id.values, token.as_deref());
         }
         Ok(Request::from_parts(parts, body))

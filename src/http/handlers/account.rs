@@ -278,7 +278,7 @@ pub async fn reset(
         }
         (None, email, _) => {
             let missing = if email.is_none() { "email" } else { "code" };
-            return Err(crate::http::json::with_fields(
+            return Err(crate::http::error::ApiError::with_fields(
                 std::collections::BTreeMap::from([(
                     missing.to_string(),
                     "is required (or send the reset token as Authorization: Bearer)".to_string(),
@@ -461,7 +461,7 @@ pub async fn update_me(app: &App, parts: &Parts, body: Incoming) -> Result<Respo
         errors.insert(key.clone(), why.into());
     }
     if !errors.is_empty() {
-        return Err(crate::http::json::with_fields(errors));
+        return Err(crate::http::error::ApiError::with_fields(errors));
     }
     let user = app
         .accounts

@@ -1,10 +1,11 @@
 //! Administration under `<prefix>/admin/`: list and search users, block and unblock, set
 //! roles, list and revoke a user's sessions. The `admin` role is needed.
 
-use super::{Result, body_json, caller, session_json, user_json};
+use super::{Result, body_json, caller_under, session_json, user_json};
 use crate::http::App;
 use crate::http::body::Body;
 use crate::http::error::{ApiError, success};
+use crate::policy::Rule;
 use crate::store::UserId;
 use http::{Method, Response, StatusCode, request::Parts};
 use hyper::body::Incoming;
@@ -31,10 +32,11 @@ pub async fn handle(
     body: Incoming,
     path: &[&str],
 ) -> Result<Response<Body>> {
-    let c = caller(app, parts).await?;
-    if !c.identity.roles.iter().any(|r| r == ADMIN_ROLE) {
-        return Err(ApiError::forbidden());
-    }
+    static ADMINS: std::sync::LazyLock<Rule> = std::sync::LazyLock::new(|| Rule {
+        access: crate::config::Access::Authenticated,
+        roles: vec![ADMIN_ROLE.to_string()],
+    });
+    let c = caller_under(app, parts, &ADMINS).await?;
     let audit = |action: &str, target: &str| {
         tracing::info!(target: "audit", event = "admin_action", action, admin = %c.user_id, target_user = target, "admin action");
     };

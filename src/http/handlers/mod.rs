@@ -8,12 +8,14 @@ mod session;
 mod validate;
 
 use super::RequestCtx;
-use super::auth::{self, Via};
+use super::auth;
 use super::body::Body;
 use super::error::ApiError;
 use super::{App, json};
+use crate::access::{Door, Via};
 use crate::clock::rfc3339;
-use crate::policy::Identity;
+use crate::identity::Identity;
+use crate::policy::Rule;
 use crate::secret::Secret;
 use crate::sessions::{ClientInfo, TokenPair};
 use crate::store::{Session, User, UserId};
@@ -178,22 +180,28 @@ struct Caller {
     user_id: UserId,
 }
 
-/// Requires a valid access token; a cookie-authenticated state change must also pass CSRF.
+/// Requires a valid access token (the gate, with the account endpoints' rule: signed in);
+/// a cookie-authenticated state change must also pass CSRF.
 async fn caller(app: &App, parts: &Parts) -> Result<Caller> {
-    let (token, via) = auth::access_token(&parts.headers, app.access_cookies())
-        .ok_or_else(ApiError::unauthenticated)?;
-    let verified = app.sessions.authenticate_shared(&token).await?;
-    if via == Via::Cookie && !auth::csrf_ok(&parts.method, &parts.headers, &app.origin) {
+    caller_under(app, parts, Rule::signed_in()).await
+}
+
+/// [`caller`], whom `rule` must admit as well (after the CSRF check, as a signed-in caller).
+async fn caller_under(app: &App, parts: &Parts, rule: &Rule) -> Result<Caller> {
+    let creds = app.gate.credentials(&parts.headers, Door::Any);
+    let access = app.gate.check(&creds, Rule::signed_in()).await?;
+    if access.via() == Some(Via::Cookie)
+        && !auth::csrf_ok(&parts.method, &parts.headers, &app.origin)
+    {
         return Err(csrf_refused());
     }
-    let user_id = verified
-        .identity
-        .user_id
-        .parse()
-        .map_err(|_| ApiError::unauthenticated())?;
+    access.admits(rule)?;
+    let verified = access
+        .into_verified()
+        .ok_or_else(ApiError::unauthenticated)?;
     Ok(Caller {
         identity: verified.identity.clone(),
-        user_id,
+        user_id: verified.user_uuid,
     })
 }
 

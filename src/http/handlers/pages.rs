@@ -3,10 +3,12 @@
 //! the form again with the API's error. No page needs JavaScript.
 
 use super::{Result, client_info};
+use crate::access::Door;
 use crate::accounts::{Client, Registration};
 use crate::http::body::{self, Body};
 use crate::http::error::ApiError;
 use crate::http::{App, RequestCtx, auth, json};
+use crate::policy::Rule;
 use crate::ratelimit::Class;
 use crate::secret::{Secret, ct_eq};
 use crate::sessions::SessionError;
@@ -303,7 +305,7 @@ impl Page {
         let Some(caller) = signed_in_caller(app, &parts.headers).await else {
             return Ok(self.sign_in_first(app, "devices"));
         };
-        let sessions = app.sessions.list(&caller_id(&caller)?).await?;
+        let sessions = app.sessions.list(&caller.user_uuid).await?;
         let rows: Vec<ui::Device> = sessions
             .iter()
             .map(|s| ui::Device {
@@ -329,7 +331,7 @@ impl Page {
         let Some(caller) = signed_in_caller(app, &parts.headers).await else {
             return Ok(self.sign_in_first(app, "email"));
         };
-        let user = app.accounts.profile(&caller_id(&caller)?).await?;
+        let user = app.accounts.profile(&caller.user_uuid).await?;
         self.render(|v| ui::email_change(v, &user.email, "", user.password.is_some()))
     }
 
@@ -506,7 +508,7 @@ impl Page {
                 let Some(caller) = signed_in_caller(app, &parts.headers).await else {
                     return Ok(self.sign_in_first(app, "email"));
                 };
-                let user_id = caller_id(&caller)?;
+                let user_id = caller.user_uuid;
                 // A signed-in caller's tries count as the account's, not a device's.
                 let client = Client::new(ip, None);
                 if name == "email" {
@@ -654,18 +656,11 @@ fn hint(e: &ApiError) -> Option<Hint> {
     }
 }
 
-fn caller_id(caller: &Verified) -> Result<crate::store::UserId> {
-    caller
-        .identity
-        .user_id
-        .parse()
-        .map_err(|_| ApiError::unauthenticated())
-}
-
-/// The signed-in caller by the access cookie (pages never take a Bearer header).
+/// The signed-in caller, by the gate at the pages' door (the access cookie only).
 async fn signed_in_caller(app: &App, headers: &HeaderMap) -> Option<std::sync::Arc<Verified>> {
-    let token = auth::access_cookie(headers, app.access_cookies())?;
-    app.sessions.authenticate_shared(&token).await.ok()
+    let creds = app.gate.credentials(headers, Door::Pages);
+    let access = app.gate.check(&creds, Rule::signed_in()).await.ok()?;
+    access.into_verified()
 }
 
 /// Reads an urlencoded form within the account endpoints' body limits.

@@ -11,11 +11,13 @@
 //! a request whose families disagree on anything both of them state.
 
 use super::Result;
+use crate::access::{Denied, Door};
 use crate::http::body::{self, Body};
 use crate::http::error::{ApiError, success};
-use crate::http::{App, RequestCtx, overrides, path};
+use crate::http::{App, RequestCtx, overrides};
 use crate::policy::Rule;
 use crate::proxy::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::urlpath as path;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header, request::Parts,
 };
@@ -292,7 +294,7 @@ struct Allowed<'a> {
 }
 
 impl<'a> Allowed<'a> {
-    fn of(id: &'a crate::policy::Identity) -> Self {
+    fn of(id: &'a crate::identity::Identity) -> Self {
         Allowed {
             id: &id.user_id,
             email: &id.email,
@@ -333,19 +335,19 @@ pub async fn validate(
         None => (orig.uri.as_ref(), None),
     };
     let norm = path::normalize(raw_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let host = orig.host.as_deref().map(crate::policy::strip_port);
-    let fallback = Rule::fallback();
+    let host = orig.host.as_deref().map(crate::hosts::strip_port);
     // Judged as itself, a request asks only whether the caller is signed in; described, it
     // meets the route table's rule (a path under the auth prefix too: the front proxy sent
     // it to the application, or it would not ask).
     let rule = match orig.believed {
-        true => overrides::rule_for(app, host, &norm, &orig.method, &fallback),
-        false => &fallback,
+        true => overrides::rule_for(app, host, &norm, &orig.method),
+        false => Rule::signed_in(),
     };
-    let mut checked = app.proxy.check_access(rule, &parts.headers).await;
+    let creds = app.gate.credentials(&parts.headers, Door::Any);
+    let mut checked = app.gate.check(&creds, rule).await;
     // What the application would take instead of the request's own method and path must be
     // allowed as well.
-    if checked.is_ok() && orig.believed {
+    if let (Ok(access), true) = (&checked, orig.believed) {
         let named = overrides::of(
             &parts.headers,
             overrides::METHOD_HEADERS.iter(),
@@ -356,15 +358,15 @@ pub async fn validate(
             query,
         )?;
         if !named.is_empty() {
-            if let Err(e) =
-                overrides::authorize(app, &named, host, &norm, &orig.method, &parts.headers).await
-            {
-                checked = Err(e);
+            let also = overrides::rules(app, &named, host, &norm, &orig.method);
+            if let Err(denied) = also.into_iter().try_for_each(|r| access.admits(r)) {
+                checked = Err(denied);
             }
         }
     }
     match checked {
-        Ok(verified) => {
+        Ok(access) => {
+            let verified = access.verified();
             let mut resp = if parts.method == Method::HEAD {
                 // nginx asks with HEAD (so that it can keep the connection): only the headers
                 // are read, and a body would be dropped unwritten. Its type is still the GET
@@ -377,20 +379,22 @@ pub async fn validate(
                 );
                 r
             } else {
-                match &verified {
+                match verified {
                     Some(v) => success(StatusCode::OK, "Allowed.", &Allowed::of(&v.identity)),
                     None => success(StatusCode::OK, "Allowed.", &json!({})),
                 }
             };
-            if let Some(v) = &verified {
+            if let Some(v) = verified {
                 app.proxy
                     .identity_names()
                     .insert(resp.headers_mut(), &v.values, None);
             }
             Ok(resp)
         }
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => Ok(unauthenticated(app, parts, &orig, e)),
-        Err(e) => Err(e),
+        Err(denied @ Denied::Unauthenticated { .. }) => {
+            Ok(unauthenticated(app, parts, &orig, denied.into()))
+        }
+        Err(denied) => Err(denied.into()),
     }
 }
 
