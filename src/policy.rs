@@ -203,6 +203,39 @@ impl RouteTable {
             .filter(|r| under_prefix(path, &r.path_prefix))
             .max_by_key(|r| (r.host.is_some(), r.path_prefix.len()))
     }
+
+    /// Adds to `out` the rules of the routes a framework's suffix matching would take this
+    /// path for: Rails routes `/admin` as `/admin.json` too (`(.:format)`), Spring MVC before
+    /// 5.3 as `/admin.anything`. So a segment `name.ext` is judged as `name` as well, wherever
+    /// that meets another route than `matched` (the path's own). Allocates nothing for a path
+    /// without such a segment.
+    pub fn add_suffix_rules<'a>(
+        &'a self,
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+        matched: Option<&Arc<Route>>,
+        out: &mut Vec<&'a Rule>,
+    ) {
+        let mut segment_start = 0;
+        let mut dotted = false;
+        for (i, b) in path.bytes().enumerate() {
+            match b {
+                b'/' => (segment_start, dotted) = (i + 1, false),
+                // The first dot of a segment that has a name before it (`.well-known` has none).
+                b'.' if !dotted && i > segment_start => {
+                    dotted = true;
+                    let Some(alias) = path.get(..i) else { continue };
+                    if let Some(r) = self.find(host, alias, method) {
+                        if !matched.is_some_and(|m| Arc::ptr_eq(m, r)) {
+                            out.push(&r.rule);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +290,39 @@ mod tests {
             t.find(None, "/api/admin/x", &Method::POST).unwrap().name,
             "admin-post"
         );
+    }
+
+    #[test]
+    fn a_format_suffix_is_judged_by_the_route_it_names_too() {
+        let t = table(ROUTES);
+        let rules = |path: &str, method: &Method| {
+            let matched = t.find(None, path, method);
+            let mut out = Vec::new();
+            t.add_suffix_rules(None, path, method, matched, &mut out);
+            (matched.map(|r| r.name.clone()), out.len())
+        };
+        // `/api.json` is the root route's, and Rails would serve it as `/api`.
+        assert_eq!(rules("/api.json", &Method::GET), (Some("root".into()), 1));
+        assert_eq!(
+            rules("/api/admin.xml", &Method::POST),
+            (Some("api".into()), 1)
+        );
+        assert_eq!(
+            rules("/api/admin.a.b", &Method::POST),
+            (Some("api".into()), 1)
+        );
+        // Same route either way, a dot with no name before it, no dot: nothing more.
+        for path in [
+            "/style.css",
+            "/api/x.json",
+            "/.well-known/x",
+            "/api/.env",
+            "/api",
+        ] {
+            assert_eq!(rules(path, &Method::POST).1, 0, "{path}");
+        }
+        // GET `/api/admin.json` meets no POST-only rule.
+        assert_eq!(rules("/api/admin.json", &Method::GET).1, 0);
     }
 
     #[test]

@@ -234,11 +234,19 @@ async fn dispatch<'a>(
                     .filter(|n| overrides::PATH_HEADERS.contains(n)),
                 uri.query(),
             );
-            let also = match named {
+            let mut also = match named {
                 Ok(o) if o.is_empty() => Vec::new(),
                 Ok(o) => overrides::rules(app, &o, ctx.host_name(), &path, req.method()),
                 Err(e) => return (e.into_response(), &route.metrics, route.name.as_str()),
             };
+            // What a framework's suffix matching would take the path for, too.
+            app.routes.add_suffix_rules(
+                ctx.host_name(),
+                &path,
+                req.method(),
+                Some(route),
+                &mut also,
+            );
             let resp = app.proxy.handle(ctx, route, &also, &path, req).await;
             (resp, &route.metrics, route.name.as_str())
         }

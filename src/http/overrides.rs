@@ -73,20 +73,32 @@ pub fn of<'a>(
                 .any(|w| w.eq_ignore_ascii_case(b"method"))
     };
     if let Some(q) = query.filter(could) {
-        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
-            if names_method(&k) {
-                out.methods.push(method_of(&v)?);
+        // `;` separates pairs too for some parsers (Rack 2, Python before 3.9.2, Go before 1.17).
+        for part in q.split(';') {
+            for (k, v) in url::form_urlencoded::parse(part.as_bytes()) {
+                if names_method(&k) {
+                    out.methods.push(method_of(&v)?);
+                }
             }
         }
     }
     Ok(out)
 }
 
-/// Whether a decoded query key is `_method` as some framework reads it: PHP drops leading
-/// spaces and turns `.`, ` ` and `[` in a name into `_` (so `.method` is Laravel's and
-/// Symfony's `_method`); any case, since the check is only ever stricter for it.
+/// Whether a decoded query key is `_method` as some framework reads it. PHP reads a name as
+/// a C string (up to a NUL), drops leading spaces, takes `name[...]` as an array `name`, and
+/// turns `.`, ` ` and a lone `[` into `_` (so `.method` is Laravel's and Symfony's
+/// `_method`); any case, since the check is only ever stricter for it.
 fn names_method(key: &str) -> bool {
+    let key = key.split('\0').next().unwrap_or("");
     let key = key.trim_start_matches(' ');
+    let key = match key.get(1..).and_then(|rest| rest.find('[')) {
+        // `i` counts from the second byte: the `[` is at `i + 1`.
+        Some(i) if key.get(i + 2..).is_some_and(|r| r.contains(']')) => {
+            key.get(..=i).unwrap_or(key)
+        }
+        _ => key,
+    };
     let mut chars = key.chars();
     matches!(chars.next(), Some('_' | '.' | ' ' | '['))
         && chars.as_str().eq_ignore_ascii_case("method")
@@ -199,6 +211,13 @@ mod tests {
             "+_method=DELETE",
             "[method=DELETE",
             "x=1&_METHOD=delete",
+            // PHP reads a name up to a NUL, and `name[...]` as the array `name`.
+            "_method%00=DELETE",
+            "_method%00x=DELETE",
+            "_method[]=DELETE",
+            "_method[a]=DELETE",
+            // `;` separates pairs for some parsers.
+            "x=1;_method=DELETE",
         ] {
             let o = of(&HeaderMap::new(), [].iter(), [].iter(), Some(q)).unwrap();
             assert_eq!(o.methods, vec![Method::DELETE], "{q}");
@@ -208,6 +227,9 @@ mod tests {
             "x_method=DELETE",
             "_methods=DELETE",
             "a=%20",
+            "%00_method=DELETE",
+            "_method[=DELETE",
+            "_m[ethod]=DELETE",
         ] {
             let o = of(&HeaderMap::new(), [].iter(), [].iter(), Some(q)).unwrap();
             assert!(o.is_empty(), "{q}");

@@ -328,6 +328,31 @@ async fn method_spellings_and_overrides_cannot_pass_a_method_rule() {
     w.gw.stop().await;
 }
 
+/// Rails routes `/admin` as `/admin.json` too, Spring MVC (before 5.3) as `/admin.anything`:
+/// a described path whose segment is `admin.<suffix>` meets the `/admin` rule as well, though
+/// it falls under the public `/` route. A static file's suffix changes nothing.
+#[tokio::test]
+async fn a_format_suffix_cannot_walk_around_a_prefix_rule() {
+    let w = world(true).await;
+    let door = "/auth/validate/forward-auth";
+    for uri in ["/admin.json", "/admin%2ejson", "/admin.json/x", "/admin.a.b"] {
+        let described = [("x-forwarded-uri", uri), ("x-forwarded-method", "GET")];
+        assert_eq!(w.ask(door, false, &described).await.0, 401, "{uri}");
+        assert_eq!(w.ask(door, true, &described).await.0, 403, "{uri}");
+    }
+    let described = [
+        ("x-forwarded-uri", "/api/admin.xml"),
+        ("x-forwarded-method", "DELETE"),
+    ];
+    assert_eq!(w.ask(door, true, &described).await.0, 403);
+    for uri in ["/style.css", "/.well-known/x", "/administrator.json", "/app.json"] {
+        let described = [("x-forwarded-uri", uri), ("x-forwarded-method", "GET")];
+        let expected = if uri == "/app.json" { 401 } else { 200 };
+        assert_eq!(w.ask(door, false, &described).await.0, expected, "{uri}");
+    }
+    w.gw.stop().await;
+}
+
 /// A description is read one way and judged whole. A fragment in the described URL (a `#`
 /// in the Host made the rest a fragment and the path `/`), a port that is not a number, a
 /// host with a space: refused. An override header or a `_method` query parameter is judged

@@ -403,6 +403,10 @@ async fn kept_overrides_and_method_queries_are_judged_as_what_they_claim() {
     // Spelt as frameworks decode it: an escaped letter, PHP's `.` for `_`.
     assert_eq!(send("/api/admin/users?_%6Dethod=DELETE", None).await, 403);
     assert_eq!(send("/api/admin/users?.method=DELETE", None).await, 403);
+    // PHP's names end at a NUL and `_method[]` is `_method`; `;` splits pairs for some.
+    assert_eq!(send("/api/admin/users?_method%00x=DELETE", None).await, 403);
+    assert_eq!(send("/api/admin/users?_method[]=DELETE", None).await, 403);
+    assert_eq!(send("/api/admin/users?x=1;_method=DELETE", None).await, 403);
     assert_eq!(up.accepted(), before, "nothing reached the upstream");
     // The request's own method, and an override no rule names, pass.
     assert_eq!(send("/api/admin/users", None).await, 200);
@@ -522,6 +526,42 @@ async fn paths_that_decode_again_to_a_separator_are_refused() {
     assert_eq!(up.accepted(), before);
     let r = raw_get(gw.addr, "/caf%C3%A9/100%25", "").await;
     assert_eq!(r.status, 200, "UTF-8 and a plain percent pass");
+    gw.stop().await;
+}
+
+/// Rails routes `/api/admin` as `/api/admin.json` too, Spring MVC (before 5.3) as
+/// `/api/admin.anything`: proxied under the `/api` route, such a path must pass the
+/// `/api/admin` rule as well.
+#[tokio::test]
+async fn a_format_suffix_cannot_walk_around_a_prefix_rule() {
+    let smtp = Smtp::start();
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(&admin_routes(&up), Some(&smtp), None).await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "fmt@example.com", "password": PW}),
+    )
+    .await;
+    let token = login(&gw, "fmt@example.com", PW).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let send = |method: &'static str, path: &'static str| {
+        let r = gw
+            .client
+            .request(method.parse().unwrap(), gw.url(path))
+            .bearer_auth(&token);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let before = up.accepted();
+    for path in ["/api/admin.json", "/api/admin%2ejson", "/api/admin.x.json"] {
+        assert_eq!(send("DELETE", path).await, 403, "{path}");
+    }
+    assert_eq!(up.accepted(), before, "nothing reached the upstream");
+    // The `/api` rule's own requests still pass: another method, a file of the same name.
+    assert_eq!(send("GET", "/api/admin.json").await, 200);
+    assert_eq!(send("DELETE", "/api/style.css").await, 200);
     gw.stop().await;
 }
 

@@ -339,10 +339,11 @@ pub async fn validate(
     // Judged as itself, a request asks only whether the caller is signed in; described, it
     // meets the route table's rule (a path under the auth prefix too: the front proxy sent
     // it to the application, or it would not ask).
-    let rule = match orig.believed {
-        true => overrides::rule_for(app, host, &norm, &orig.method),
-        false => Rule::signed_in(),
+    let matched = match orig.believed {
+        true => app.routes.find(host, &norm, &orig.method),
+        false => None,
     };
+    let rule = matched.map_or(Rule::signed_in(), |r| &r.rule);
     let creds = app.gate.credentials(&parts.headers, Door::Any);
     let mut checked = app.gate.check(&creds, rule).await;
     // What the application would take instead of the request's own method and path must be
@@ -357,11 +358,15 @@ pub async fn validate(
                 .filter(|n| **n != X_ORIGINAL_URL),
             query,
         )?;
-        if !named.is_empty() {
-            let also = overrides::rules(app, &named, host, &norm, &orig.method);
-            if let Err(denied) = also.into_iter().try_for_each(|r| access.admits(r)) {
-                checked = Err(denied);
-            }
+        let mut also = match named.is_empty() {
+            true => Vec::new(),
+            false => overrides::rules(app, &named, host, &norm, &orig.method),
+        };
+        // And what a framework's suffix matching would take the path for.
+        app.routes
+            .add_suffix_rules(host, &norm, &orig.method, matched, &mut also);
+        if let Err(denied) = also.into_iter().try_for_each(|r| access.admits(r)) {
+            checked = Err(denied);
         }
     }
     match checked {
