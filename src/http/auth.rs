@@ -13,6 +13,12 @@ pub const SHARED_ACCESS_COOKIE: &str = "__Secure-authgate-access";
 /// The refresh endpoint reads it, and so does the login page, which refreshes an expired
 /// browser session transparently; proxied applications never receive it.
 pub const REFRESH_COOKIE: &str = "__Secure-authgate-refresh";
+/// Which session this browser's refresh cookie belongs to (its id, which the applications
+/// see in `X-Auth-Session-Id` anyway). `__Host-`: only the gateway can set it. A sibling
+/// subdomain can plant a `__Secure-` refresh cookie on the auth prefix (with a longer path,
+/// sent first) to sign the victim's browser in to the attacker's account; a refresh cookie
+/// is believed only when it belongs to the session this cookie names.
+pub const SESSION_COOKIE: &str = "__Host-authgate-session";
 /// The hosted pages' double-submit CSRF cookie: `__Host-` so no subdomain can plant one.
 pub const CSRF_COOKIE: &str = "__Host-authgate-csrf";
 
@@ -25,10 +31,11 @@ pub const SIGNUP_COOKIE: &str = "__Host-authgate-signup";
 /// Every cookie the gateway sets: removed from requests before they go upstream (they are
 /// the gateway's secrets, not the application's), and from upstream responses (an
 /// application must not be able to set, replace or clear them).
-pub const OWN_COOKIES: [&str; 6] = [
+pub const OWN_COOKIES: [&str; 7] = [
     ACCESS_COOKIE,
     SHARED_ACCESS_COOKIE,
     REFRESH_COOKIE,
+    SESSION_COOKIE,
     CSRF_COOKIE,
     DEVICE_COOKIE,
     SIGNUP_COOKIE,
@@ -83,14 +90,28 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// A cookie's value, from any of the request's Cookie headers.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    cookies(headers, name).next()
+}
+
+/// Every value of a cookie, in the order the browser sent them (the longest path first).
+fn cookies<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = String> + 'h {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|c| c.name() == name)
+        .filter(move |c| c.name() == name)
         .map(|c| c.value().to_string())
+}
+
+/// The browser's own refresh cookie: the one that belongs to the session its session cookie
+/// names (see [`SESSION_COOKIE`]); none without a session cookie.
+pub fn refresh_cookie(headers: &HeaderMap) -> Option<crate::secret::Secret> {
+    let session = cookie(headers, SESSION_COOKIE)?;
+    cookies(headers, REFRESH_COOKIE)
+        .find(|t| crate::tokens::Tokens::refresh_session(t) == Some(session.as_str()))
+        .map(crate::secret::Secret::new)
 }
 
 /// Where the token cookies go: the auth prefix (refresh) and, optionally, a shared domain
@@ -145,6 +166,15 @@ impl Cookies {
                 refresh_age,
             ),
         );
+        set_cookie(
+            headers,
+            build(
+                SESSION_COOKIE,
+                pair.session_id.clone(),
+                "/".into(),
+                refresh_age,
+            ),
+        );
         clear_legacy_refresh_cookie(headers, &self.prefix);
     }
 
@@ -159,6 +189,7 @@ impl Cookies {
             headers,
             build(REFRESH_COOKIE, String::new(), refresh_path(&self.prefix), 0),
         );
+        set_cookie(headers, build(SESSION_COOKIE, String::new(), "/".into(), 0));
         clear_legacy_refresh_cookie(headers, &self.prefix);
     }
 }
@@ -252,6 +283,20 @@ mod tests {
         assert_eq!(bearer(&h(&[("authorization", "Bearer ")])), None);
         let m = h(&[("cookie", "a=1; __Host-authgate-access=tok; b=2")]);
         assert_eq!(cookie(&m, ACCESS_COOKIE).as_deref(), Some("tok"));
+    }
+
+    #[test]
+    fn a_refresh_cookie_counts_only_for_its_session() {
+        let mine = format!("rt2.s1.{}.{}", "A".repeat(43), "B".repeat(22));
+        let planted = format!("rt2.s2.{}.{}", "C".repeat(43), "D".repeat(22));
+        let both = format!("{REFRESH_COOKIE}={planted}; {REFRESH_COOKIE}={mine}");
+        let with_session = format!("{both}; {SESSION_COOKIE}=s1");
+        let got = refresh_cookie(&h(&[("cookie", &with_session)])).unwrap();
+        assert_eq!(got.expose(), mine);
+        // No session cookie (a browser that never signed in here), or another session's.
+        assert!(refresh_cookie(&h(&[("cookie", &both)])).is_none());
+        let other = format!("{REFRESH_COOKIE}={planted}; {SESSION_COOKIE}=s1");
+        assert!(refresh_cookie(&h(&[("cookie", &other)])).is_none());
     }
 
     #[test]

@@ -335,7 +335,12 @@ async fn method_spellings_and_overrides_cannot_pass_a_method_rule() {
 async fn a_format_suffix_cannot_walk_around_a_prefix_rule() {
     let w = world(true).await;
     let door = "/auth/validate/forward-auth";
-    for uri in ["/admin.json", "/admin%2ejson", "/admin.json/x", "/admin.a.b"] {
+    for uri in [
+        "/admin.json",
+        "/admin%2ejson",
+        "/admin.json/x",
+        "/admin.a.b",
+    ] {
         let described = [("x-forwarded-uri", uri), ("x-forwarded-method", "GET")];
         assert_eq!(w.ask(door, false, &described).await.0, 401, "{uri}");
         assert_eq!(w.ask(door, true, &described).await.0, 403, "{uri}");
@@ -345,7 +350,12 @@ async fn a_format_suffix_cannot_walk_around_a_prefix_rule() {
         ("x-forwarded-method", "DELETE"),
     ];
     assert_eq!(w.ask(door, true, &described).await.0, 403);
-    for uri in ["/style.css", "/.well-known/x", "/administrator.json", "/app.json"] {
+    for uri in [
+        "/style.css",
+        "/.well-known/x",
+        "/administrator.json",
+        "/app.json",
+    ] {
         let described = [("x-forwarded-uri", uri), ("x-forwarded-method", "GET")];
         let expected = if uri == "/app.json" { 401 } else { 200 };
         assert_eq!(w.ask(door, false, &described).await.0, expected, "{uri}");

@@ -393,7 +393,7 @@ async fn customer_through(front: u16, smtp: &Smtp, email: &str) -> String {
 /// What a client may say about its own request to a front proxy, none of which may change
 /// the verdict: the other family's description of the path or method, a method override,
 /// a method in lower case.
-async fn spoofing_the_original_request_changes_nothing(front: u16, smtp: &Smtp) {
+async fn spoofing_the_original_request_changes_nothing(front: u16, smtp: &Smtp) -> String {
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{front}");
     let status = |r: reqwest::Response| r.status().as_u16();
@@ -529,6 +529,76 @@ async fn spoofing_the_original_request_changes_nothing(front: u16, smtp: &Smtp) 
         .as_array()
         .is_some_and(|v| v.iter().any(|x| !x.as_str().unwrap_or("").is_empty()));
     assert!(!sent, "the override reached the application: {echo}");
+    token
+}
+
+/// Behind README's snippets the application gets who is calling, not the caller's
+/// credentials for authgate: no Bearer token authgate accepted, and (Caddy, which can rewrite
+/// a header) none of authgate's cookies; and the client's address as the front proxy saw it,
+/// never one the client wrote.
+async fn credentials_and_forged_addresses_stay_out_of_the_app(
+    front: u16,
+    token: &str,
+    strips_cookies: bool,
+) {
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{front}/app/page"))
+        .bearer_auth(token)
+        .header(
+            "cookie",
+            "__Host-authgate-device=d; app_session=kept; __Host-authgate-csrf=c",
+        )
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    let values = |name: &str| -> Vec<String> {
+        echo["headers"][name]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.as_str())
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        values("x-auth-user-email"),
+        vec!["spoof@example.com".to_string()]
+    );
+    assert!(values("authorization").is_empty(), "{echo}");
+    for name in ["x-forwarded-for", "x-real-ip", "forwarded"] {
+        assert!(
+            values(name).iter().all(|v| !v.contains("6.6.6.6")),
+            "{name}: {echo}"
+        );
+    }
+    let cookies = values("cookie").join("; ");
+    assert!(cookies.contains("app_session=kept"), "{echo}");
+    if strips_cookies {
+        assert!(!cookies.contains("authgate"), "{echo}");
+    }
+    // A Bearer token authgate did not accept, on a public route, stays the app's.
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{front}/public/x"))
+        .bearer_auth("the-apps-own-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    if !strips_cookies {
+        assert_eq!(
+            echo["headers"]["authorization"][0], "Bearer the-apps-own-token",
+            "{echo}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -545,7 +615,8 @@ async fn nginx_front_ignores_what_the_client_says_about_its_request() {
     let front = Front::nginx(&nginx, &gw, &up).await;
     let port = front.port;
     with_log(&front, async move {
-        spoofing_the_original_request_changes_nothing(port, &smtp).await
+        let token = spoofing_the_original_request_changes_nothing(port, &smtp).await;
+        credentials_and_forged_addresses_stay_out_of_the_app(port, &token, false).await;
     })
     .await;
     front.stop().await;
@@ -564,7 +635,8 @@ async fn caddy_front_ignores_what_the_client_says_about_its_request() {
     let up = Upstream::start().await;
     let gw = gateway(&up, &smtp).await;
     let front = Front::caddy(&caddy, &gw, &up).await;
-    spoofing_the_original_request_changes_nothing(front.port, &smtp).await;
+    let token = spoofing_the_original_request_changes_nothing(front.port, &smtp).await;
+    credentials_and_forged_addresses_stay_out_of_the_app(front.port, &token, true).await;
     front.stop().await;
     gw.stop().await;
 }

@@ -114,3 +114,130 @@ async fn a_token_rotated_away_long_ago_still_ends_the_session() {
     assert_eq!(status, 401);
     gw.stop().await;
 }
+
+/// A sibling subdomain (`evil.app.test`) can set a `__Secure-` cookie for the parent domain,
+/// scoped to the auth prefix with a longer path so that the browser sends it first: the
+/// attacker's own refresh token. The login page's transparent refresh, the refresh endpoint
+/// and the sign-out page must not believe it: a refresh cookie counts only when it belongs
+/// to the session the gateway's host-only session cookie names, so the victim is never
+/// signed in to the attacker's account, and a sign-out ends the victim's own session.
+#[tokio::test]
+async fn a_planted_refresh_cookie_signs_no_one_in_to_the_planters_account() {
+    let smtp = Smtp::start();
+    let gw = Gateway::start_with("", Some(&smtp), None).await;
+    for email in ["victim@example.com", "evil@example.com"] {
+        register_verified(&gw, &smtp, json!({"email": email, "password": PW})).await;
+    }
+    let evil = login(&gw, "evil@example.com", PW).await;
+    let evil_rt = evil["refresh_token"].as_str().unwrap().to_string();
+    let victim = login(&gw, "victim@example.com", PW).await;
+    let victim_rt = victim["refresh_token"].as_str().unwrap().to_string();
+    let victim_sid = victim["session_id"].as_str().unwrap().to_string();
+    let refresh_cookie = "__Secure-authgate-refresh";
+    let session_cookie = "__Host-authgate-session";
+    let navigate = |cookie: String| {
+        gw.client
+            .get(gw.url("/auth/login?rd=%2Fapp"))
+            .header("cookie", cookie)
+            .header("sec-fetch-site", "cross-site")
+            .header("sec-fetch-mode", "navigate")
+            .header("sec-fetch-dest", "document")
+            .send()
+    };
+    let sessions_of = |r: &reqwest::Response| -> Vec<String> {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|c| c.strip_prefix("__Host-authgate-session="))
+            .map(|c| c.split(';').next().unwrap_or("").to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
+    };
+
+    // A browser that never signed in here, carrying only the planted cookie: the form.
+    let r = navigate(format!("{refresh_cookie}={evil_rt}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the sign-in form, not the attacker's session"
+    );
+    assert!(sessions_of(&r).is_empty());
+    // The victim's browser, the planted cookie sent first: the victim's own session.
+    let r = navigate(format!(
+        "{refresh_cookie}={evil_rt}; {refresh_cookie}={victim_rt}; {session_cookie}={victim_sid}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(sessions_of(&r), vec![victim_sid.clone()]);
+    let victim_rt = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("__Secure-authgate-refresh="))
+        .map(|c| c.split(';').next().unwrap().to_string())
+        .unwrap();
+
+    // The refresh endpoint, asked from the gateway's own origin, the same way.
+    let refresh = |cookie: String| {
+        gw.client
+            .post(gw.url("/auth/token/refresh"))
+            .header("cookie", cookie)
+            .header("sec-fetch-site", "same-origin")
+            .send()
+    };
+    let r = refresh(format!("{refresh_cookie}={evil_rt}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = refresh(format!(
+        "{refresh_cookie}={evil_rt}; {refresh_cookie}={victim_rt}; {session_cookie}={victim_sid}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["data"]["session_id"], victim_sid.as_str());
+    let victim_rt = body["data"]["refresh_token"].as_str().unwrap().to_string();
+
+    // The attacker's session was never used by the victim's browser: its token still works.
+    let (status, body) = gw
+        .post("/auth/token/refresh", json!({"refresh_token": evil_rt}))
+        .await;
+    assert_eq!(status, 200, "the planted token was never rotated: {body}");
+    let evil_rt = body["data"]["refresh_token"].as_str().unwrap().to_string();
+
+    // Signing out on a page whose access token has expired goes by the refresh cookie: the
+    // victim's own session ends, not the one the planted cookie names.
+    let csrf = "c".repeat(43);
+    let r = gw
+        .client
+        .post(gw.url("/auth/ui/logout"))
+        .header(
+            "cookie",
+            format!(
+                "{refresh_cookie}={evil_rt}; {refresh_cookie}={victim_rt}; \
+                 {session_cookie}={victim_sid}; __Host-authgate-csrf={csrf}"
+            ),
+        )
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let (status, _) = gw
+        .post("/auth/token/refresh", json!({"refresh_token": victim_rt}))
+        .await;
+    assert_eq!(status, 401, "the victim's session has ended");
+    let (status, _) = gw
+        .post("/auth/token/refresh", json!({"refresh_token": evil_rt}))
+        .await;
+    assert_eq!(status, 200, "and the attacker's has not");
+    gw.stop().await;
+}

@@ -379,6 +379,12 @@ async fn cookies_alone_authenticate_and_csrf_is_checked() {
         .find(|c| c.starts_with("__Secure-authgate-refresh="))
         .unwrap()
         .clone();
+    // As a browser sends it: with the cookie naming the session it belongs to.
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("__Host-authgate-session="))
+        .unwrap();
+    let refresh = format!("{refresh}; {session}");
 
     let get = |path: &str| {
         w.gw.client

@@ -262,7 +262,7 @@ impl Page {
         if signed_in_caller(app, &parts.headers).await.is_some() {
             return Ok(self.go_back(app));
         }
-        let refresh = auth::cookie(&parts.headers, auth::REFRESH_COOKIE);
+        let refresh = auth::refresh_cookie(&parts.headers);
         let mut form = html(StatusCode::OK, ui::sign_in(&self.view(None, notice), ""));
         // Only a top-level navigation refreshes (not an image or frame another site embeds);
         // a cross-site one does, since following a link from elsewhere to a protected page
@@ -278,7 +278,7 @@ impl Page {
                 .check(Class::Refresh, ctx.client_ip, None)
                 .is_ok()
             {
-                match app.sessions.refresh(&Secret::new(token)).await {
+                match app.sessions.refresh(&token).await {
                     Ok((pair, _)) => {
                         let mut r = self.go_back(app);
                         app.cookies.set_tokens(r.headers_mut(), &pair);
@@ -573,14 +573,9 @@ impl Page {
                 // Who is signing out: the access cookie, or (its token expired on a page left
                 // open) the refresh cookie, which still names the account and session.
                 let owner = match signed_in_caller(app, &parts.headers).await {
-                    Some(c) => c
-                        .identity
-                        .user_id
-                        .parse()
-                        .ok()
-                        .map(|u| (u, c.identity.session_id.clone())),
-                    None => match auth::cookie(&parts.headers, auth::REFRESH_COOKIE) {
-                        Some(t) => app.sessions.refresh_owner(&Secret::new(t)).await?,
+                    Some(c) => Some((c.user_uuid, c.identity.session_id.clone())),
+                    None => match auth::refresh_cookie(&parts.headers) {
+                        Some(t) => app.sessions.refresh_owner(&t).await?,
                         None => None,
                     },
                 };
