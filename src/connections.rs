@@ -197,7 +197,7 @@ enum Verdict {
 impl Activity {
     pub fn new() -> Arc<Self> {
         Arc::new(Activity {
-            base: Instant::now(),
+            base: crate::clock::timer_now(),
             heads: AtomicUsize::new(0),
             bodies: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
@@ -248,7 +248,7 @@ impl Activity {
     /// over by then); idle, `idle` after its last response ended; with responses streaming
     /// and none waiting for its head, `send` after a response last moved.
     fn verdict(&self, d: &Deadlines) -> Verdict {
-        let now = Instant::now();
+        let now = crate::clock::timer_now();
         let (heads, bodies) = (
             self.heads.load(Ordering::Relaxed),
             self.bodies.load(Ordering::Relaxed),
@@ -453,7 +453,7 @@ where
     let mut cut_at = None;
     // Woken once per deadline, not per request: a busy connection is looked at again one idle
     // period later.
-    let mut next = Instant::now() + deadlines.first;
+    let mut next = crate::clock::timer_now() + deadlines.first;
     loop {
         tokio::select! {
             biased;
@@ -470,7 +470,7 @@ where
                         stopping = true;
                         closed(Closed::Idle);
                         stop(conn.as_mut());
-                        cut_at = Some(Instant::now() + deadlines.drain);
+                        cut_at = Some(crate::clock::timer_now() + deadlines.drain);
                     }
                     Verdict::Stalled => {
                         closed(Closed::Stalled);
@@ -535,7 +535,7 @@ mod tests {
         a.head_dropped();
         // One body streaming: it must move within `send`.
         match a.verdict(&d) {
-            Verdict::LookAt(at) => assert!(at <= Instant::now() + d.send),
+            Verdict::LookAt(at) => assert!(at <= crate::clock::timer_now() + d.send),
             other => panic!("{other:?}"),
         }
         a.body_done();

@@ -62,7 +62,7 @@ struct Progress {
 impl Progress {
     fn new() -> Arc<Self> {
         Arc::new(Progress {
-            base: std::time::Instant::now(),
+            base: crate::clock::monotonic(),
             ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -273,7 +273,7 @@ impl Passwords {
             .clone()
             .try_acquire_owned()
             .map_err(|_| PasswordError::Busy)?;
-        let start = tokio::time::Instant::now();
+        let start = crate::clock::timer_now();
         let worker = tokio::time::timeout(self.0.max_wait, self.0.workers.clone().acquire_owned())
             .await
             .map_err(|_| PasswordError::Busy)?
@@ -326,7 +326,7 @@ impl Passwords {
                         Ok(out) => return out.map_err(|_| failed()),
                         Err(_)
                             if self.0.progress.quiet_for() < STARVED_AFTER
-                                && tokio::time::Instant::now() + STARVED_AFTER < deadline =>
+                                && crate::clock::timer_now() + STARVED_AFTER < deadline =>
                         {
                             // Busy, not starved: the idle threads are getting through jobs.
                         }
@@ -725,7 +725,7 @@ mod tests {
         .unwrap();
         // The only thread is taken: a caller waits out max_wait, then hears Busy.
         let held = p.0.workers.clone().try_acquire_owned().unwrap();
-        let start = std::time::Instant::now();
+        let start = crate::clock::monotonic();
         assert!(matches!(
             p.verify(&Secret::new("whatever12"), None).await,
             Err(PasswordError::Busy)
@@ -747,7 +747,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let start = std::time::Instant::now();
+        let start = crate::clock::monotonic();
         let slow = p.run(|| std::thread::sleep(std::time::Duration::from_millis(800)));
         assert!(matches!(slow.await, Err(PasswordError::Busy)));
         let took = start.elapsed();

@@ -273,11 +273,11 @@ fn spawn_follow(app: Arc<App>, shutdown: CancellationToken) {
                             }
                         }
                         Ok(Err(e)) => {
-                            failing_since.get_or_insert_with(std::time::Instant::now);
+                            failing_since.get_or_insert_with(crate::clock::monotonic);
                             tracing::warn!(error = %e, "cannot follow the session events: sign-outs on other instances are not seen");
                         }
                         Err(_) => {
-                            failing_since.get_or_insert_with(std::time::Instant::now);
+                            failing_since.get_or_insert_with(crate::clock::monotonic);
                             tracing::warn!("the session events did not answer within 2 s: sign-outs on other instances are not seen");
                         }
                     }

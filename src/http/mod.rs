@@ -128,7 +128,7 @@ impl App {
 
 /// Entry point for every request on the main listener.
 pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
-    let start = Instant::now();
+    let start = crate::clock::monotonic();
     let ctx = RequestCtx::new(&app.trusted, conn, &req);
     let ua = req
         .headers()

@@ -323,7 +323,7 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade
             }
         };
         let moved = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let start = tokio::time::Instant::now();
+        let start = crate::clock::timer_now();
         let mut client =
             crate::connections::Touched::new(TokioIo::new(client), moved.clone(), start);
         let mut upstream =
@@ -345,7 +345,7 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade
                 }
                 _ = tick.tick() => {
                     let last = start + std::time::Duration::from_millis(moved.load(std::sync::atomic::Ordering::Relaxed));
-                    if last + t.idle <= tokio::time::Instant::now() {
+                    if last + t.idle <= crate::clock::timer_now() {
                         tracing::debug!("tunnel idle: closed");
                         return;
                     }

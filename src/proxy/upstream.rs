@@ -194,7 +194,7 @@ impl Upstreams {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            pool.sweep(Instant::now());
+            pool.sweep(crate::clock::monotonic());
         }
     }
 
@@ -269,7 +269,7 @@ impl ThreadPool {
             if list.len() < self.max_idle {
                 list.push(Idle {
                     conn,
-                    since: Instant::now(),
+                    since: crate::clock::monotonic(),
                 });
             }
         }

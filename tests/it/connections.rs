@@ -3,12 +3,12 @@
 //! or a few clients lock everyone else out.
 
 use crate::harness::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Reads until the peer closes; how long that took (panics after `limit`).
 async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, limit: Duration) -> Duration {
-    let start = Instant::now();
+    let start = authgate::clock::monotonic();
     let mut buf = [0u8; 1024];
     loop {
         match tokio::time::timeout(limit, s.read(&mut buf)).await {
@@ -92,7 +92,7 @@ async fn an_idle_http2_connection_is_closed_though_it_answers_pings() {
         .await
         .expect("a slow request in flight is not cut");
     assert_eq!(resp.status(), 200);
-    let start = Instant::now();
+    let start = authgate::clock::monotonic();
     let ended = tokio::time::timeout(Duration::from_secs(15), conn).await;
     assert!(
         ended.is_ok(),
@@ -281,7 +281,7 @@ async fn a_tunnel_holds_its_place_and_closes_when_idle_or_signed_out() {
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
         // The test client's pooled connections (from signing in) hold this address's places
         // until the gateway closes them for idleness: refused until then.
-        let start = Instant::now();
+        let start = authgate::clock::monotonic();
         loop {
             let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
             match tokio_tungstenite::client_async(req.clone(), tcp).await {
@@ -314,7 +314,7 @@ async fn a_tunnel_holds_its_place_and_closes_when_idle_or_signed_out() {
     drop(second);
 
     // Silent for the tunnel's idle timeout: closed.
-    let start = Instant::now();
+    let start = authgate::clock::monotonic();
     let end = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
             match ws.next().await {
@@ -347,7 +347,7 @@ async fn a_tunnel_holds_its_place_and_closes_when_idle_or_signed_out() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let start = Instant::now();
+    let start = authgate::clock::monotonic();
     let mut open_for = Duration::ZERO;
     while start.elapsed() < Duration::from_secs(15) {
         if ws.send(Message::text("still here")).await.is_err() {

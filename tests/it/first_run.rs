@@ -71,7 +71,7 @@ impl Defaults {
 
     /// The next one-time code the log prints (development mode).
     async fn next_code(&mut self) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = authgate::clock::timer_now() + Duration::from_secs(30);
         loop {
             let line = tokio::time::timeout_at(deadline, self.log.recv())
                 .await

@@ -560,13 +560,13 @@ impl Binary {
             .spawn()
             .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = authgate::clock::monotonic() + Duration::from_secs(30);
         loop {
             if TcpStream::connect(addr).await.is_ok() {
                 break;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                authgate::clock::monotonic() < deadline,
                 "binary did not start listening"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -267,7 +267,7 @@ async fn refusals_of_the_account_endpoints_are_paced() {
         let gw = &gw;
         let body = body.clone();
         async move {
-            let start = std::time::Instant::now();
+            let start = authgate::clock::monotonic();
             let r = hit(gw, path, body, None).await;
             (r, start.elapsed())
         }
@@ -282,7 +282,7 @@ async fn refusals_of_the_account_endpoints_are_paced() {
     }
     // A proxied route's refusal is not held (it guards the upstream, not credentials); both
     // answers must come back before the delay would have ended.
-    let start = std::time::Instant::now();
+    let start = authgate::clock::monotonic();
     assert_eq!(
         gw.client.get(gw.url("/a")).send().await.unwrap().status(),
         200
@@ -308,7 +308,7 @@ async fn a_zero_refusal_delay_answers_at_once() {
         hit(&gw, "/auth/login", body.clone(), None).await.status(),
         401
     );
-    let start = std::time::Instant::now();
+    let start = authgate::clock::monotonic();
     assert_rate_limited(hit(&gw, "/auth/login", body, None).await, "1").await;
     assert!(
         start.elapsed() < Duration::from_secs(2),

@@ -1,7 +1,7 @@
 //! The listener: limits, timeouts, graceful shutdown, ops endpoints, redirects, config errors.
 
 use crate::harness::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn public_route(up: &Upstream) -> String {
@@ -51,7 +51,7 @@ async fn slow_header_client_is_dropped_after_the_header_timeout() {
     );
     let gw = Gateway::start(&toml).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let started = Instant::now();
+    let started = authgate::clock::monotonic();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     // Trickle a header one byte at a time, slower than the timeout allows in total.
     let trickle = async {
@@ -109,7 +109,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let addr = gw.addr;
-    let started = Instant::now();
+    let started = authgate::clock::monotonic();
     gw.stop().await;
     assert_eq!(
         in_flight.await.unwrap().unwrap(),
@@ -265,12 +265,15 @@ async fn binary_serves_and_exits_zero_on_sigterm() {
         .spawn()
         .unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = authgate::clock::monotonic() + Duration::from_secs(20);
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             break;
         }
-        assert!(Instant::now() < deadline, "binary did not start listening");
+        assert!(
+            authgate::clock::monotonic() < deadline,
+            "binary did not start listening"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(raw_get(addr, "/healthz", "").await.status, 200);

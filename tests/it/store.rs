@@ -407,7 +407,7 @@ async fn postgres_session_events_are_complete_and_gaps_are_seen() {
     assert!(s.is_shared());
     let head = s.session_events_head().await.unwrap();
     let u = uuid::Uuid::new_v4();
-    let t = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+    let t = authgate::clock::Clock::now(&authgate::clock::SystemClock) + Duration::from_secs(3600);
     for id in ["e1", "e2"] {
         s.insert_session(&Session {
             v: RECORD_VERSION,
@@ -460,9 +460,12 @@ async fn postgres_session_events_are_complete_and_gaps_are_seen() {
     // A follower that fell behind further than the events are kept is told so.
     s.delete_sessions(&u, &["e2".into()]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    s.prune(Duration::from_secs(0), OffsetDateTime::now_utc())
-        .await
-        .unwrap();
+    s.prune(
+        Duration::from_secs(0),
+        authgate::clock::Clock::now(&authgate::clock::SystemClock),
+    )
+    .await
+    .unwrap();
     s.delete_sessions_of(&u, None).await.unwrap();
     let session = |id: &str| Session {
         v: RECORD_VERSION,
