@@ -167,7 +167,7 @@ fn tokens(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 sessions
-                    .authenticate(black_box(&pair.access_token))
+                    .authenticate(black_box(pair.access_token.expose()))
                     .unwrap()
             })
         },

@@ -51,9 +51,18 @@ pub enum Door {
 }
 
 /// The access token a request presents, and how; borrowed from the request where it can be.
-#[derive(Debug, Default)]
+/// Its `Debug` says how, never what.
+#[derive(Default)]
 pub struct Credentials<'r> {
     token: Option<(Cow<'r, str>, Via)>,
+}
+
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("via", &self.via())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'r> Credentials<'r> {

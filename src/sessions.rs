@@ -27,7 +27,7 @@ pub struct ClientInfo {
 /// What a sign-in or refresh hands the client.
 #[derive(Debug)]
 pub struct TokenPair {
-    pub access_token: String,
+    pub access_token: Secret,
     pub refresh_token: Secret,
     pub expires_in: u64,
     pub refresh_expires_in: u64,
@@ -378,7 +378,7 @@ impl Sessions {
     ) -> Result<TokenPair, SessionError> {
         let now = self.clock.now();
         Ok(TokenPair {
-            access_token: self.tokens.issue_access(user, &s.id)?,
+            access_token: Secret::new(self.tokens.issue_access(user, &s.id)?),
             refresh_token: refresh,
             expires_in: self.tokens.access_ttl().as_secs(),
             refresh_expires_in: u64::try_from((refresh_expires - now).whole_seconds()).unwrap_or(0),

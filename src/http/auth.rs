@@ -145,7 +145,7 @@ impl Cookies {
     pub fn set_tokens(&self, headers: &mut HeaderMap, pair: &TokenPair) {
         let access_age = i64::try_from(pair.expires_in).unwrap_or(900);
         let refresh_age = i64::try_from(pair.refresh_expires_in).unwrap_or(0);
-        let access = pair.access_token.clone();
+        let access = pair.access_token.expose().to_string();
         match &self.domain {
             None => set_cookie(
                 headers,
@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn cookies_have_the_right_attributes() {
         let pair = TokenPair {
-            access_token: "a".into(),
+            access_token: crate::secret::Secret::new("a"),
             refresh_token: crate::secret::Secret::new("r"),
             expires_in: 900,
             refresh_expires_in: 3600,

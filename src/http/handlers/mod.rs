@@ -251,7 +251,7 @@ fn tokens_response(
     device: Option<&Secret>,
 ) -> Response<Body> {
     let mut data = json!({
-        "access_token": pair.access_token,
+        "access_token": pair.access_token.expose(),
         "refresh_token": pair.refresh_token.expose(),
         "token_type": "Bearer",
         "expires_in": pair.expires_in,
