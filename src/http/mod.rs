@@ -9,6 +9,8 @@ pub mod ctx;
 pub mod error;
 mod handlers;
 pub mod json;
+pub mod openapi;
+pub mod operations;
 mod ops;
 pub mod overrides;
 
@@ -51,6 +53,8 @@ pub struct App {
     pub proxy: Proxy,
     /// Who is calling, for every door.
     pub gate: Arc<Gate>,
+    /// The OpenAPI document, written for the configured prefix.
+    pub openapi: bytes::Bytes,
     pub accounts: Arc<Accounts>,
     pub sessions: Arc<Sessions>,
     pub metrics: Metrics,
@@ -107,9 +111,11 @@ impl App {
             accounts,
             sessions,
             metrics_inline: config.server.metrics_on_main_listener,
+            openapi: openapi::document(&config.server.auth_prefix),
             config,
             routes,
             gate: proxy.gate().clone(),
+
             proxy,
             metrics,
             own,

@@ -25,6 +25,7 @@ mod harness;
 mod limits;
 mod lockout;
 mod mail;
+mod openapi;
 mod pages;
 mod postgres;
 mod proxy;

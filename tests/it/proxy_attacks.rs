@@ -239,6 +239,15 @@ async fn an_upstream_switching_to_another_protocol_gets_no_tunnel() {
     gw.stop().await;
 }
 
+/// Registers `email` (verified) and signs it in: its access token.
+async fn customer_token(gw: &Gateway, smtp: &Smtp, email: &str) -> String {
+    register_verified(gw, smtp, json!({"email": email, "password": PW})).await;
+    login(gw, email, PW).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn admin_routes(up: &Upstream) -> String {
     format!(
         r#"
@@ -267,16 +276,7 @@ async fn lower_case_methods_are_refused_before_any_rule() {
     let smtp = Smtp::start();
     let up = Upstream::start().await;
     let gw = Gateway::start_with(&admin_routes(&up), Some(&smtp), None).await;
-    register_verified(
-        &gw,
-        &smtp,
-        json!({"email": "m@example.com", "password": PW}),
-    )
-    .await;
-    let token = login(&gw, "m@example.com", PW).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = customer_token(&gw, &smtp, "m@example.com").await;
     let before = up.accepted();
     for m in ["delete", "Delete", "dELETE", "post", "pUT"] {
         let r = gw
@@ -537,16 +537,7 @@ async fn a_format_suffix_cannot_walk_around_a_prefix_rule() {
     let smtp = Smtp::start();
     let up = Upstream::start().await;
     let gw = Gateway::start_with(&admin_routes(&up), Some(&smtp), None).await;
-    register_verified(
-        &gw,
-        &smtp,
-        json!({"email": "fmt@example.com", "password": PW}),
-    )
-    .await;
-    let token = login(&gw, "fmt@example.com", PW).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = customer_token(&gw, &smtp, "fmt@example.com").await;
     let send = |method: &'static str, path: &'static str| {
         let r = gw
             .client
