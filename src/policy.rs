@@ -204,12 +204,13 @@ impl RouteTable {
             .max_by_key(|r| (r.host.is_some(), r.path_prefix.len()))
     }
 
-    /// Adds to `out` the rules of the routes a framework's suffix matching would take this
-    /// path for: Rails routes `/admin` as `/admin.json` too (`(.:format)`), Spring MVC before
-    /// 5.3 as `/admin.anything`. So a segment `name.ext` is judged as `name` as well, wherever
-    /// that meets another route than `matched` (the path's own). Allocates nothing for a path
-    /// without such a segment.
-    pub fn add_suffix_rules<'a>(
+    /// Adds to `out` the rules of the routes an upstream could take this path for, besides
+    /// `matched` (the path's own): with Unicode folded to ASCII as servers comparing without
+    /// regard to case fold it (`/adm%C4%B1n` is Java's and Spring's `/admin`), and with a
+    /// segment's suffix dropped as frameworks' suffix matching does (Rails routes `/admin` as
+    /// `/admin.json` too, Spring MVC before 5.3 as `/admin.anything`). Allocates nothing for a
+    /// path with neither.
+    pub fn add_alias_rules<'a>(
         &'a self,
         host: Option<&str>,
         path: &str,
@@ -217,22 +218,32 @@ impl RouteTable {
         matched: Option<&Arc<Route>>,
         out: &mut Vec<&'a Rule>,
     ) {
-        let mut segment_start = 0;
-        let mut dotted = false;
-        for (i, b) in path.bytes().enumerate() {
-            match b {
-                b'/' => (segment_start, dotted) = (i + 1, false),
-                // The first dot of a segment that has a name before it (`.well-known` has none).
-                b'.' if !dotted && i > segment_start => {
-                    dotted = true;
-                    let Some(alias) = path.get(..i) else { continue };
-                    if let Some(r) = self.find(host, alias, method) {
-                        if !matched.is_some_and(|m| Arc::ptr_eq(m, r)) {
-                            out.push(&r.rule);
+        let mut add = |alias: &str| {
+            if let Some(r) = self.find(host, alias, method) {
+                if !matched.is_some_and(|m| Arc::ptr_eq(m, r)) {
+                    out.push(&r.rule);
+                }
+            }
+        };
+        let folded = crate::urlpath::folded_to_ascii(path);
+        if let Some(f) = &folded {
+            add(f);
+        }
+        for candidate in std::iter::once(path).chain(folded.as_deref()) {
+            let mut segment_start = 0;
+            let mut dotted = false;
+            for (i, b) in candidate.bytes().enumerate() {
+                match b {
+                    b'/' => (segment_start, dotted) = (i + 1, false),
+                    // The first dot of a segment with a name before it (`.well-known` has none).
+                    b'.' if !dotted && i > segment_start => {
+                        dotted = true;
+                        if let Some(alias) = candidate.get(..i) {
+                            add(alias);
                         }
                     }
+                    _ => {}
                 }
-                _ => {}
             }
         }
     }
@@ -298,7 +309,7 @@ mod tests {
         let rules = |path: &str, method: &Method| {
             let matched = t.find(None, path, method);
             let mut out = Vec::new();
-            t.add_suffix_rules(None, path, method, matched, &mut out);
+            t.add_alias_rules(None, path, method, matched, &mut out);
             (matched.map(|r| r.name.clone()), out.len())
         };
         // `/api.json` is the root route's, and Rails would serve it as `/api`.
@@ -323,6 +334,20 @@ mod tests {
         }
         // GET `/api/admin.json` meets no POST-only rule.
         assert_eq!(rules("/api/admin.json", &Method::GET).1, 0);
+        // Unicode that case-insensitive servers fold to ASCII: `ı`, `İ`, `ſ`, the Kelvin sign.
+        assert_eq!(
+            rules("/api/adm%C4%B1n/x", &Method::POST),
+            (Some("api".into()), 1)
+        );
+        assert_eq!(
+            rules("/api/adm%c4%b0n", &Method::POST),
+            (Some("api".into()), 1)
+        );
+        assert_eq!(
+            rules("/api/adm%C4%B1n.json", &Method::POST),
+            (Some("api".into()), 1)
+        );
+        assert_eq!(rules("/%C5%BFtyle", &Method::POST).1, 0);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub enum PathError {
     #[error("the path's percent-encoding is not UTF-8")]
     NotUtf8,
     #[error(
-        "a path segment ends with '.' or a space, or names a data stream (\"::$\"): Windows servers read it as another path"
+        "a path segment ends with '.' or a space, names a data stream (\"::$\") or is an 8.3 short name (\"~1\"): Windows servers read it as another path"
     )]
     WindowsAlias,
 }
@@ -58,8 +58,8 @@ fn is_plain(p: &str) -> bool {
             return false;
         }
         // Looked at closely below: IIS and NTFS read `admin.`, `admin ` and `admin::$DATA`
-        // as `admin`.
-        if seg.last() == Some(&b'.') || seg.contains(&b':') {
+        // as `admin`, and `ADMINI~1` as `administrator`.
+        if seg.last() == Some(&b'.') || seg.contains(&b':') || seg.contains(&b'~') {
             return false;
         }
         if seg
@@ -173,13 +173,60 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
 }
 
 /// A segment that a Windows server (IIS, NTFS) reads as another: a trailing dot or space
-/// (`admin.`, `admin%20`), or an alternate data stream (`admin::$DATA`).
+/// (`admin.`, `admin%20`), an alternate data stream (`admin::$DATA`), or an 8.3 short name
+/// (`ADMINI~1` for `administrator`).
 fn windows_alias(seg: &str) -> bool {
     if seg == "." || seg == ".." {
         return false;
     }
     let plain = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
-    plain.ends_with('.') || plain.ends_with(' ') || plain.contains(":$")
+    let short_name = plain
+        .as_bytes()
+        .windows(2)
+        .any(|w| w.first() == Some(&b'~') && w.get(1).is_some_and(u8::is_ascii_digit));
+    plain.ends_with('.') || plain.ends_with(' ') || plain.contains(":$") || short_name
+}
+
+/// The characters that servers comparing paths without regard to case fold to an ASCII
+/// letter (Java's `equalsIgnoreCase`, Spring's case-insensitive matching, Python's
+/// `re.IGNORECASE`): `İ` and `ı` to `i`, `ſ` to `s`, the Kelvin sign to `k`. As a normalized
+/// path carries them: percent-encoded.
+const FOLDS_TO_ASCII: [(&str, char); 4] = [
+    ("%C4%B0", 'i'),
+    ("%C4%B1", 'i'),
+    ("%C5%BF", 's'),
+    ("%E2%84%AA", 'k'),
+];
+
+/// `path` with [`FOLDS_TO_ASCII`] folded, when it has any: the path such a server matches.
+pub fn folded_to_ascii(path: &str) -> Option<String> {
+    if !path.contains('%') {
+        return None;
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    let mut changed = false;
+    while let Some(at) = rest.find('%') {
+        out.push_str(rest.get(..at).unwrap_or(""));
+        rest = rest.get(at..).unwrap_or("");
+        let fold = FOLDS_TO_ASCII.iter().find(|(enc, _)| {
+            rest.get(..enc.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(enc))
+        });
+        match fold {
+            Some((enc, ascii)) => {
+                out.push(*ascii);
+                rest = rest.get(enc.len()..).unwrap_or("");
+                changed = true;
+            }
+            None => {
+                out.push('%');
+                rest = rest.get(1..).unwrap_or("");
+            }
+        }
+    }
+    out.push_str(rest);
+    changed.then_some(out)
 }
 
 /// Every escape decoded once, as an upstream would decode the path (`None` for a bad escape,
@@ -249,6 +296,23 @@ pub fn under_prefix(path: &str, prefix: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::folded_to_ascii;
+
+    #[test]
+    fn unicode_that_servers_fold_to_ascii_is_folded() {
+        assert_eq!(
+            folded_to_ascii("/adm%C4%B1n/x").as_deref(),
+            Some("/admin/x")
+        );
+        assert_eq!(
+            folded_to_ascii("/%e2%84%aaey/%C5%BF").as_deref(),
+            Some("/key/s")
+        );
+        assert_eq!(folded_to_ascii("/%C4%B0"), Some("/i".to_string()));
+        assert_eq!(folded_to_ascii("/caf%C3%A9/100%25"), None);
+        assert_eq!(folded_to_ascii("/plain"), None);
+        assert_eq!(folded_to_ascii("/trailing%"), None);
+    }
 
     /// The one-pass check agrees with the plain substring definition on every path of up to
     /// six characters over the characters that matter.
@@ -348,6 +412,8 @@ mod tests {
             ("/admin%20", PathError::WindowsAlias),
             ("/admin::$DATA", PathError::WindowsAlias),
             ("/admin%3A%3A%24DATA", PathError::WindowsAlias),
+            ("/ADMINI~1/x", PathError::WindowsAlias),
+            ("/ADMINI%7E1", PathError::WindowsAlias),
             ("/a%FFb", PathError::NotUtf8),
         ];
         for (input, want) in bad {

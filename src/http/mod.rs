@@ -245,8 +245,8 @@ async fn dispatch<'a>(
                 Ok(o) => overrides::rules(app, &o, ctx.host_name(), &path, req.method()),
                 Err(e) => return (e.into_response(), &route.metrics, route.name.as_str()),
             };
-            // What a framework's suffix matching would take the path for, too.
-            app.routes.add_suffix_rules(
+            // What an upstream could take the path for, too (folded case, a format suffix).
+            app.routes.add_alias_rules(
                 ctx.host_name(),
                 &path,
                 req.method(),

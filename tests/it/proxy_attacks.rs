@@ -519,6 +519,8 @@ async fn paths_that_decode_again_to_a_separator_are_refused() {
         "/api/admin%2e",
         "/api/admin::$DATA",
         "/api/admin%3A%3A%24DATA",
+        // An 8.3 short name: IIS serves `ADMINI~1` as `administrator`.
+        "/api/ADMINI~1/users",
     ] {
         let r = raw_get(gw.addr, path, "").await;
         assert_eq!(r.status, 400, "{path}: {}", r.head);
@@ -530,10 +532,11 @@ async fn paths_that_decode_again_to_a_separator_are_refused() {
 }
 
 /// Rails routes `/api/admin` as `/api/admin.json` too, Spring MVC (before 5.3) as
-/// `/api/admin.anything`: proxied under the `/api` route, such a path must pass the
-/// `/api/admin` rule as well.
+/// `/api/admin.anything`, and a case-insensitive Java server `/api/adm%C4%B1n` as
+/// `/api/admin`: proxied under the `/api` route, such a path must pass the `/api/admin` rule
+/// as well.
 #[tokio::test]
-async fn a_format_suffix_cannot_walk_around_a_prefix_rule() {
+async fn a_format_suffix_or_folded_case_cannot_walk_around_a_prefix_rule() {
     let smtp = Smtp::start();
     let up = Upstream::start().await;
     let gw = Gateway::start_with(&admin_routes(&up), Some(&smtp), None).await;
@@ -546,7 +549,15 @@ async fn a_format_suffix_cannot_walk_around_a_prefix_rule() {
         async move { r.send().await.unwrap().status().as_u16() }
     };
     let before = up.accepted();
-    for path in ["/api/admin.json", "/api/admin%2ejson", "/api/admin.x.json"] {
+    // And `ı`, `İ`, `ſ`, the Kelvin sign, which case-insensitive servers fold to ASCII.
+    for path in [
+        "/api/admin.json",
+        "/api/admin%2ejson",
+        "/api/admin.x.json",
+        "/api/adm%C4%B1n/users",
+        "/api/adm%C4%B0n",
+        "/api/adm%C4%B1n.json",
+    ] {
         assert_eq!(send("DELETE", path).await, 403, "{path}");
     }
     assert_eq!(up.accepted(), before, "nothing reached the upstream");

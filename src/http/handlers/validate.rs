@@ -362,9 +362,9 @@ pub async fn validate(
             true => Vec::new(),
             false => overrides::rules(app, &named, host, &norm, &orig.method),
         };
-        // And what a framework's suffix matching would take the path for.
+        // And what an upstream could take the path for (folded case, a format suffix).
         app.routes
-            .add_suffix_rules(host, &norm, &orig.method, matched, &mut also);
+            .add_alias_rules(host, &norm, &orig.method, matched, &mut also);
         if let Err(denied) = also.into_iter().try_for_each(|r| access.admits(r)) {
             checked = Err(denied);
         }
