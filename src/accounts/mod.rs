@@ -181,6 +181,15 @@ pub struct Verified {
     pub reset: Option<(Secret, OffsetDateTime)>,
 }
 
+/// Whether `user` is mailed codes of `purpose`: a blocked account none, a verified one no
+/// verification code. For the others, [`Accounts::pretend_sent`] makes a decoy's.
+fn gets_codes(user: &User, purpose: Purpose) -> bool {
+    match purpose {
+        Purpose::VerifyEmail => !user.blocked && !user.email_verified,
+        _ => !user.blocked,
+    }
+}
+
 /// The per-account quota a try is counted in: strangers share the account's, each of its
 /// devices has its own, a login without an account has one as an account would.
 fn quota_key(who: &Subject<'_>) -> String {
@@ -363,14 +372,27 @@ impl Accounts {
 
     /// The account a code-checking flow is about. An unknown address is its decoy (answered
     /// as an account would be) unless existence may be revealed.
-    async fn account_for_code(&self, email: &str) -> Result<CodeSubject, AccountError> {
+    /// Whose code of `purpose` a code for `email` would be: the account's, when it is sent
+    /// such codes (see [`gets_codes`]); otherwise the decoy's, which [`Self::pretend_sent`]
+    /// made and nobody was mailed, so that guessing at it is answered as at a real one and
+    /// can never succeed.
+    async fn account_for_code(
+        &self,
+        email: &str,
+        purpose: Purpose,
+    ) -> Result<CodeSubject, AccountError> {
+        let decoy = || CodeSubject::Decoy {
+            id: self.guard.decoy_id(email),
+            email: email.to_string(),
+        };
         match self.store.user_by_email(email).await? {
-            Some(u) => Ok(CodeSubject::Account(Box::new(u))),
+            Some(u) if gets_codes(&u, purpose) => Ok(CodeSubject::Account(Box::new(u))),
+            Some(u) if self.reveal && purpose == Purpose::VerifyEmail && u.email_verified => {
+                Err(AccountError::AlreadyVerified)
+            }
+            Some(_) => Ok(decoy()),
             None if self.reveal => Err(AccountError::UserDoesNotExist),
-            None => Ok(CodeSubject::Decoy {
-                id: self.guard.decoy_id(email),
-                email: email.to_string(),
-            }),
+            None => Ok(decoy()),
         }
     }
 
@@ -435,15 +457,16 @@ impl Accounts {
 
     /// The answer for an address that gets no code (unknown, blocked, already verified):
     /// the same shape as a sent one, and a code is made as for a real send, only never
-    /// mailed: guesses at it are answered as guesses at a real one, so neither says anything
-    /// about the account (and it costs the same store write).
+    /// mailed, under the address's decoy id (never the account's, whose code it would then
+    /// be: a verified account's verification code signed the page in): guesses at it are
+    /// answered as guesses at a real one, so neither says anything about the account (and it
+    /// costs the same store write).
     async fn pretend_sent(
         &self,
         purpose: Purpose,
         email: &str,
-        account: Option<&User>,
     ) -> Result<OffsetDateTime, AccountError> {
-        let id = account.map_or_else(|| self.guard.decoy_id(email), |u| u.id);
+        let id = self.guard.decoy_id(email);
         let (_never_mailed, expires_at) = self
             .codes
             .issue(&self.store, &id, purpose, self.now())
@@ -581,12 +604,7 @@ impl Accounts {
         self.limits.check_ip(Class::CodeVerify, client.ip)?;
         let email = self.email(email)?;
         self.check_code_format(code)?;
-        let subject = self.account_for_code(&email).await?;
-        if let CodeSubject::Account(u) = &subject {
-            if u.email_verified && self.reveal {
-                return Err(AccountError::AlreadyVerified);
-            }
-        }
+        let subject = self.account_for_code(&email, Purpose::VerifyEmail).await?;
         let user = self
             .consume_code(&subject, client, Purpose::VerifyEmail, "", code)
             .await?;
@@ -659,13 +677,10 @@ impl Accounts {
         self.take_cooldown(&email, Purpose::VerifyEmail, user.as_ref(), client)
             .await?;
         match user {
-            Some(u) if !u.email_verified && !u.blocked => {
+            Some(u) if gets_codes(&u, Purpose::VerifyEmail) => {
                 self.send_code(&u, Purpose::VerifyEmail).await
             }
-            other => {
-                self.pretend_sent(Purpose::VerifyEmail, &email, other.as_ref())
-                    .await
-            }
+            _ => self.pretend_sent(Purpose::VerifyEmail, &email).await,
         }
     }
 
@@ -763,11 +778,8 @@ impl Accounts {
         self.take_cooldown(&email, Purpose::Login, user.as_ref(), client)
             .await?;
         match user {
-            Some(u) if !u.blocked => self.send_code(&u, Purpose::Login).await,
-            other => {
-                self.pretend_sent(Purpose::Login, &email, other.as_ref())
-                    .await
-            }
+            Some(u) if gets_codes(&u, Purpose::Login) => self.send_code(&u, Purpose::Login).await,
+            _ => self.pretend_sent(Purpose::Login, &email).await,
         }
     }
 
@@ -781,7 +793,7 @@ impl Accounts {
         self.limits.check_ip(Class::CodeVerify, client.ip)?;
         let email = self.email(email)?;
         self.check_code_format(code)?;
-        let subject = self.account_for_code(&email).await?;
+        let subject = self.account_for_code(&email, Purpose::Login).await?;
         let user = self
             .consume_code(&subject, client, Purpose::Login, "", code)
             .await?;
@@ -816,11 +828,10 @@ impl Accounts {
         self.take_cooldown(&email, Purpose::ResetPassword, user.as_ref(), client)
             .await?;
         match user {
-            Some(u) if !u.blocked => self.send_code(&u, Purpose::ResetPassword).await,
-            other => {
-                self.pretend_sent(Purpose::ResetPassword, &email, other.as_ref())
-                    .await
+            Some(u) if gets_codes(&u, Purpose::ResetPassword) => {
+                self.send_code(&u, Purpose::ResetPassword).await
             }
+            _ => self.pretend_sent(Purpose::ResetPassword, &email).await,
         }
     }
 
@@ -839,7 +850,7 @@ impl Accounts {
         self.passwords
             .check_policy(new_password, vec![email.clone()])
             .await?;
-        let subject = self.account_for_code(&email).await?;
+        let subject = self.account_for_code(&email, Purpose::ResetPassword).await?;
         let user = self
             .consume_code(&subject, client, Purpose::ResetPassword, "", code)
             .await?;
@@ -856,7 +867,7 @@ impl Accounts {
         self.limits.check_ip(Class::CodeVerify, client.ip)?;
         let email = self.email(email)?;
         self.check_code_format(code)?;
-        let subject = self.account_for_code(&email).await?;
+        let subject = self.account_for_code(&email, Purpose::ResetPassword).await?;
         let user = self
             .consume_code(&subject, client, Purpose::ResetPassword, "", code)
             .await?;

@@ -1055,3 +1055,57 @@ async fn email_change_latest_request_wins_and_a_taken_address_keeps_the_code() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"]["user"]["email"], "second@example.com");
 }
+
+/// A verification code asked for an address that is already verified is never mailed. It
+/// was made under the account's own id, so guessing at it (the hosted verify page signs in)
+/// was a sign-in nobody was told of. Now it is the address's decoy's, as for an unknown
+/// address, and answered exactly as one: the account holds no code it was not mailed.
+#[tokio::test]
+async fn a_verified_account_holds_no_code_it_was_not_mailed() {
+    let smtp = Smtp::start();
+    let gw = Gateway::start_with("", Some(&smtp), None).await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "done@example.com", "password": "correct horse battery staple"}),
+    )
+    .await;
+    let mails = smtp.count_to("done@example.com");
+    for email in ["done@example.com", "nobody@example.com"] {
+        let (status, _) = gw
+            .post("/auth/verify/resend", json!({"email": email}))
+            .await;
+        assert_eq!(status, 200, "{email}");
+    }
+    // Guesses are answered alike for the verified address and the unknown one.
+    for _ in 0..6 {
+        let known = gw
+            .post(
+                "/auth/verify",
+                json!({"email": "done@example.com", "code": "000000"}),
+            )
+            .await;
+        let unknown = gw
+            .post(
+                "/auth/verify",
+                json!({"email": "nobody@example.com", "code": "000000"}),
+            )
+            .await;
+        assert_eq!(known.0, unknown.0);
+        assert_eq!(known.1["code"], unknown.1["code"], "{} / {}", known.1, unknown.1);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.count_to("done@example.com"), mails, "nothing was mailed");
+    let user_id = login(&gw, "done@example.com", "correct horse battery staple").await["user"]
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = gw.stop_keep_dir().await;
+    let store = authgate::store::Store::open(&dir.path().join("db"), 8 << 20).unwrap();
+    let codes = store.export().await.unwrap().codes;
+    assert!(
+        codes.iter().all(|c| c.user_id.to_string() != user_id),
+        "a code under the verified account's id: {codes:?}"
+    );
+}
