@@ -831,7 +831,7 @@ impl Tokens {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
 
@@ -859,7 +859,7 @@ mod tests {
         }
     }
 
-    fn tokens(alg: TokenAlgorithm, dir: &Path, clock: &ManualClock) -> Tokens {
+    pub(crate) fn tokens(alg: TokenAlgorithm, dir: &Path, clock: &ManualClock) -> Tokens {
         let cfg = TokensConfig {
             algorithm: alg,
             keys_dir: dir.to_path_buf(),

@@ -850,7 +850,9 @@ impl Accounts {
         self.passwords
             .check_policy(new_password, vec![email.clone()])
             .await?;
-        let subject = self.account_for_code(&email, Purpose::ResetPassword).await?;
+        let subject = self
+            .account_for_code(&email, Purpose::ResetPassword)
+            .await?;
         let user = self
             .consume_code(&subject, client, Purpose::ResetPassword, "", code)
             .await?;
@@ -867,7 +869,9 @@ impl Accounts {
         self.limits.check_ip(Class::CodeVerify, client.ip)?;
         let email = self.email(email)?;
         self.check_code_format(code)?;
-        let subject = self.account_for_code(&email, Purpose::ResetPassword).await?;
+        let subject = self
+            .account_for_code(&email, Purpose::ResetPassword)
+            .await?;
         let user = self
             .consume_code(&subject, client, Purpose::ResetPassword, "", code)
             .await?;

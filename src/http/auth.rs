@@ -105,12 +105,18 @@ fn cookies<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = St
         .map(|c| c.value().to_string())
 }
 
-/// The browser's own refresh cookie: the one that belongs to the session its session cookie
-/// names (see [`SESSION_COOKIE`]); none without a session cookie.
-pub fn refresh_cookie(headers: &HeaderMap) -> Option<crate::secret::Secret> {
+/// The browser's own refresh cookie: of those that belong to the session its session cookie
+/// names (see [`SESSION_COOKIE`]), the first this gateway issued (a sibling can plant one
+/// that names the session, since applications see its id, but cannot make its MAC); none
+/// without a session cookie.
+pub fn refresh_cookie(
+    headers: &HeaderMap,
+    tokens: &crate::tokens::Tokens,
+) -> Option<crate::secret::Secret> {
     let session = cookie(headers, SESSION_COOKIE)?;
     cookies(headers, REFRESH_COOKIE)
-        .find(|t| crate::tokens::Tokens::refresh_session(t) == Some(session.as_str()))
+        .filter(|t| crate::tokens::Tokens::refresh_session(t) == Some(session.as_str()))
+        .find(|t| tokens.issued(t) != crate::tokens::Issued::No)
         .map(crate::secret::Secret::new)
 }
 
@@ -287,17 +293,27 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_refresh_cookie_counts_only_for_its_session() {
-        let mine = format!("rt2.s1.{}.{}", "A".repeat(43), "B".repeat(22));
-        let planted = format!("rt2.s2.{}.{}", "C".repeat(43), "D".repeat(22));
+    fn a_refresh_cookie_counts_only_for_its_session_and_only_if_issued() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::clock::ManualClock::starting_now();
+        let tokens = crate::tokens::tests::tokens(Default::default(), dir.path(), &clock);
+        let mine = tokens.new_refresh("s1").unwrap().expose().to_string();
+        let planted = tokens.new_refresh("s2").unwrap().expose().to_string();
         let both = format!("{REFRESH_COOKIE}={planted}; {REFRESH_COOKIE}={mine}");
         let with_session = format!("{both}; {SESSION_COOKIE}=s1");
-        let got = refresh_cookie(&h(&[("cookie", &with_session)])).unwrap();
+        let got = refresh_cookie(&h(&[("cookie", &with_session)]), &tokens).unwrap();
         assert_eq!(got.expose(), mine);
         // No session cookie (a browser that never signed in here), or another session's.
-        assert!(refresh_cookie(&h(&[("cookie", &both)])).is_none());
+        assert!(refresh_cookie(&h(&[("cookie", &both)]), &tokens).is_none());
         let other = format!("{REFRESH_COOKIE}={planted}; {SESSION_COOKIE}=s1");
-        assert!(refresh_cookie(&h(&[("cookie", &other)])).is_none());
+        assert!(refresh_cookie(&h(&[("cookie", &other)]), &tokens).is_none());
+        // One that names the session but that the gateway never issued (its id is no
+        // secret), sent first: passed over for the real one.
+        let forged = format!("rt2.s1.{}.{}", "A".repeat(43), "B".repeat(22));
+        let cookie =
+            format!("{REFRESH_COOKIE}={forged}; {REFRESH_COOKIE}={mine}; {SESSION_COOKIE}=s1");
+        let got = refresh_cookie(&h(&[("cookie", &cookie)]), &tokens).unwrap();
+        assert_eq!(got.expose(), mine);
     }
 
     #[test]

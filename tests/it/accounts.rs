@@ -1092,15 +1092,23 @@ async fn a_verified_account_holds_no_code_it_was_not_mailed() {
             )
             .await;
         assert_eq!(known.0, unknown.0);
-        assert_eq!(known.1["code"], unknown.1["code"], "{} / {}", known.1, unknown.1);
+        assert_eq!(
+            known.1["code"], unknown.1["code"],
+            "{} / {}",
+            known.1, unknown.1
+        );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(smtp.count_to("done@example.com"), mails, "nothing was mailed");
-    let user_id = login(&gw, "done@example.com", "correct horse battery staple").await["user"]
-        ["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    assert_eq!(
+        smtp.count_to("done@example.com"),
+        mails,
+        "nothing was mailed"
+    );
+    let user_id =
+        login(&gw, "done@example.com", "correct horse battery staple").await["user"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
     let dir = gw.stop_keep_dir().await;
     let store = authgate::store::Store::open(&dir.path().join("db"), 8 << 20).unwrap();
     let codes = store.export().await.unwrap().codes;

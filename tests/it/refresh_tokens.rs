@@ -155,6 +155,16 @@ async fn a_planted_refresh_cookie_signs_no_one_in_to_the_planters_account() {
             .collect()
     };
 
+    let refresh_set_by = |r: &reqwest::Response| -> String {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.strip_prefix("__Secure-authgate-refresh="))
+            .map(|c| c.split(';').next().unwrap().to_string())
+            .unwrap()
+    };
+
     // A browser that never signed in here, carrying only the planted cookie: the form.
     let r = navigate(format!("{refresh_cookie}={evil_rt}"))
         .await
@@ -173,14 +183,18 @@ async fn a_planted_refresh_cookie_signs_no_one_in_to_the_planters_account() {
     .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(sessions_of(&r), vec![victim_sid.clone()]);
-    let victim_rt = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix("__Secure-authgate-refresh="))
-        .map(|c| c.split(';').next().unwrap().to_string())
-        .unwrap();
+    let victim_rt = refresh_set_by(&r);
+    // A planted cookie that names the victim's session (applications see its id) but that
+    // the gateway never issued, sent first: passed over, and nothing is signed out.
+    let forged = format!("rt2.{victim_sid}.{}.{}", "A".repeat(43), "B".repeat(22));
+    let r = navigate(format!(
+        "{refresh_cookie}={forged}; {refresh_cookie}={victim_rt}; {session_cookie}={victim_sid}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303, "the victim's own token refreshed");
+    assert_eq!(sessions_of(&r), vec![victim_sid.clone()]);
+    let victim_rt = refresh_set_by(&r);
 
     // The refresh endpoint, asked from the gateway's own origin, the same way.
     let refresh = |cookie: String| {

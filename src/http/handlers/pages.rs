@@ -262,7 +262,7 @@ impl Page {
         if signed_in_caller(app, &parts.headers).await.is_some() {
             return Ok(self.go_back(app));
         }
-        let refresh = auth::refresh_cookie(&parts.headers);
+        let refresh = auth::refresh_cookie(&parts.headers, app.sessions.tokens());
         let mut form = html(StatusCode::OK, ui::sign_in(&self.view(None, notice), ""));
         // Only a top-level navigation refreshes (not an image or frame another site embeds);
         // a cross-site one does, since following a link from elsewhere to a protected page
@@ -574,7 +574,7 @@ impl Page {
                 // open) the refresh cookie, which still names the account and session.
                 let owner = match signed_in_caller(app, &parts.headers).await {
                     Some(c) => Some((c.user_uuid, c.identity.session_id.clone())),
-                    None => match auth::refresh_cookie(&parts.headers) {
+                    None => match auth::refresh_cookie(&parts.headers, app.sessions.tokens()) {
                         Some(t) => app.sessions.refresh_owner(&t).await?,
                         None => None,
                     },

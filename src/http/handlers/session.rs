@@ -27,7 +27,8 @@ pub async fn refresh(
     let token = match b.refresh_token {
         Some(t) => t,
         None => {
-            let t = auth::refresh_cookie(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
+            let t = auth::refresh_cookie(&parts.headers, app.sessions.tokens())
+                .ok_or_else(ApiError::unauthenticated)?;
             if !auth::csrf_ok(&parts.method, &parts.headers, &app.origin) {
                 return Err(csrf_refused());
             }
