@@ -13,6 +13,15 @@ pub fn normalize_email(raw: &str) -> Result<String, String> {
     if !domain.contains('.') && domain != "localhost" {
         return Err("is not an email address".into());
     }
+    // One plain `@`, no quoted local part or comment (`"admin@example.com"@evil.test` reads
+    // as an example.com address to an application that looks for the domain in the text),
+    // and an address the mailer can send to: a code that cannot be mailed verifies nothing.
+    if e.matches('@').count() != 1
+        || e.contains(['"', '(', ')'])
+        || e.parse::<lettre::Address>().is_err()
+    {
+        return Err("is not an email address".into());
+    }
     Ok(e)
 }
 
@@ -69,9 +78,23 @@ mod tests {
             normalize_email("  Alice@Example.COM ").unwrap(),
             "alice@example.com"
         );
-        for bad in ["", "alice", "alice@", "@x.com", "a b@x.com", "alice@nodot"] {
+        for bad in [
+            "",
+            "alice",
+            "alice@",
+            "@x.com",
+            "a b@x.com",
+            "alice@nodot",
+            "\"admin@example.com\"@evil.test",
+            "\"a\"@example.com",
+            "alice(comment)@example.com",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            normalize_email("first.last+tag@sub.example.com").unwrap(),
+            "first.last+tag@sub.example.com"
+        );
         assert_eq!(normalize_username("Alice_1").unwrap(), "alice_1");
         for bad in ["ab", "-abc", "has space", "a@b", &"x".repeat(33)] {
             assert!(normalize_username(bad).is_err(), "{bad}");

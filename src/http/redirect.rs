@@ -8,6 +8,9 @@ use url::Url;
 #[derive(Debug, Clone)]
 pub struct RedirectPolicy {
     own_host: String,
+    /// The gateway's own origin: on its own host, only its scheme and port (another port of
+    /// the same name is another service, and `http` a downgrade).
+    own_origin: url::Origin,
     /// "example.com" exactly, or ".example.com" for it and every subdomain.
     allowed: Vec<String>,
 }
@@ -16,6 +19,7 @@ impl RedirectPolicy {
     pub fn new(public_url: &Url, allowed: &[String]) -> Self {
         RedirectPolicy {
             own_host: public_url.host_str().unwrap_or("").to_ascii_lowercase(),
+            own_origin: public_url.origin(),
             allowed: allowed.iter().map(|h| h.to_ascii_lowercase()).collect(),
         }
     }
@@ -42,7 +46,7 @@ impl RedirectPolicy {
         let Some(host) = url.host_str().map(str::to_ascii_lowercase) else {
             return false;
         };
-        host == self.own_host
+        (host == self.own_host && url.origin() == self.own_origin)
             || self.allowed.iter().any(|a| match a.strip_prefix('.') {
                 Some(domain) => host == domain || host.ends_with(a.as_str()),
                 None => host == *a,
@@ -138,6 +142,7 @@ mod tests {
         for ok in [
             "/dashboard",
             "https://gw.example.com/x",
+            "https://GW.example.com:443/x",
             "https://app.test/a?b=1",
             "http://a.corp.test/",
             "https://corp.test",
@@ -161,6 +166,10 @@ mod tests {
             "/a\\b",
             "/caf\u{e9}",
             "https://app.test\t.evil.test/",
+            // The gateway's own host on another port or scheme: another service, a downgrade.
+            "http://gw.example.com/x",
+            "https://gw.example.com:8443/x",
+            "http://gw.example.com:1/x",
         ] {
             assert!(!p.allowed(bad), "{bad}");
         }

@@ -1117,3 +1117,67 @@ async fn a_verified_account_holds_no_code_it_was_not_mailed() {
         "a code under the verified account's id: {codes:?}"
     );
 }
+
+/// A return URL on the gateway's own host is its own origin only: another port of the same
+/// name is another service, and `http` a downgrade.
+#[tokio::test]
+async fn a_return_url_on_the_gateways_host_keeps_its_scheme_and_port() {
+    let smtp = Smtp::start();
+    let gw = Gateway::start_with("", Some(&smtp), None).await;
+    register_verified(
+        &gw,
+        &smtp,
+        json!({"email": "rd@example.com", "password": "correct horse battery staple"}),
+    )
+    .await;
+    let token = login(&gw, "rd@example.com", "correct horse battery staple").await
+        ["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let back = |rd: &str| {
+        let url = format!(
+            "{}?rd={}",
+            gw.url("/auth/login"),
+            url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
+        );
+        let r = gw
+            .client
+            .get(url)
+            .header("cookie", format!("__Host-authgate-access={token}"));
+        async move {
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 303);
+            r.headers()["location"].to_str().unwrap().to_string()
+        }
+    };
+    // public_url is https://localhost:8443.
+    assert_eq!(back("https://localhost:8443/app").await, "https://localhost:8443/app");
+    for rd in ["http://localhost:1/x", "https://localhost:9/x", "http://localhost:8443/x"] {
+        assert_eq!(back(rd).await, "/", "{rd}");
+    }
+    gw.stop().await;
+}
+
+/// `"admin@example.com"@evil.test` is a valid address by RFC 5322 that no mailer here sends
+/// to, and reads as an example.com address to an application that looks for the domain in
+/// the text of `X-Auth-User-Email`: refused, with comments, wherever an address is taken.
+#[tokio::test]
+async fn quoted_addresses_are_refused() {
+    let gw = Gateway::start("").await;
+    for email in [
+        "\"admin@example.com\"@evil.test",
+        "\"a\"@example.com",
+        "a(comment)@example.com",
+    ] {
+        let (status, body) = gw
+            .post(
+                "/auth/register",
+                json!({"email": email, "password": "correct horse battery staple"}),
+            )
+            .await;
+        assert_eq!(status, 400, "{email}: {body}");
+        assert!(body["fields"]["email"].is_string(), "{body}");
+    }
+    gw.stop().await;
+}
