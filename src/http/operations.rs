@@ -114,6 +114,20 @@ pub fn find(method: &Method, segs: &[&str]) -> Found {
     }
 }
 
+/// The methods the table has for a path, for a 405's `Allow` header ("GET, HEAD").
+pub fn allowed_methods(segs: &[&str]) -> String {
+    let mut out = String::new();
+    for (m, template) in UNDER_PREFIX {
+        if *m != ANY && matches(template, segs) {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(m);
+        }
+    }
+    out
+}
+
 fn matches(template: &str, segs: &[&str]) -> bool {
     let mut want = template.trim_start_matches('/').split('/');
     let mut got = segs.iter();
@@ -143,6 +157,8 @@ mod tests {
         );
         assert_eq!(find(&Method::GET, &["nothing"]), Found::No);
         assert_eq!(find(&Method::GET, &[""]), Found::No);
+        assert_eq!(allowed_methods(&["me"]), "GET, PATCH");
+        assert_eq!(allowed_methods(&["ui", "login"]), "GET, HEAD, POST");
     }
 
     #[test]

@@ -1130,8 +1130,7 @@ async fn a_return_url_on_the_gateways_host_keeps_its_scheme_and_port() {
         json!({"email": "rd@example.com", "password": "correct horse battery staple"}),
     )
     .await;
-    let token = login(&gw, "rd@example.com", "correct horse battery staple").await
-        ["access_token"]
+    let token = login(&gw, "rd@example.com", "correct horse battery staple").await["access_token"]
         .as_str()
         .unwrap()
         .to_string();
@@ -1152,8 +1151,15 @@ async fn a_return_url_on_the_gateways_host_keeps_its_scheme_and_port() {
         }
     };
     // public_url is https://localhost:8443.
-    assert_eq!(back("https://localhost:8443/app").await, "https://localhost:8443/app");
-    for rd in ["http://localhost:1/x", "https://localhost:9/x", "http://localhost:8443/x"] {
+    assert_eq!(
+        back("https://localhost:8443/app").await,
+        "https://localhost:8443/app"
+    );
+    for rd in [
+        "http://localhost:1/x",
+        "https://localhost:9/x",
+        "http://localhost:8443/x",
+    ] {
         assert_eq!(back(rd).await, "/", "{rd}");
     }
     gw.stop().await;

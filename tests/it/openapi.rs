@@ -120,6 +120,12 @@ async fn the_openapi_document_names_every_operation_and_each_is_answered() {
             .await
             .unwrap();
         assert!(matches!(r.status().as_u16(), 404 | 405), "{m} {path}");
+        if r.status() == 405 {
+            assert!(
+                r.headers().contains_key("allow"),
+                "{m} {path}: a 405 says what is allowed"
+            );
+        }
     }
     gw.stop().await;
 }

@@ -75,7 +75,11 @@ async fn flows(
         _ => None,
     };
     if found == Found::OtherMethod && page.is_none() {
-        return ApiError::method_not_allowed().into_response();
+        let mut resp = ApiError::method_not_allowed().into_response();
+        if let Ok(v) = http::HeaderValue::from_str(&operations::allowed_methods(segs)) {
+            resp.headers_mut().insert(header::ALLOW, v);
+        }
+        return resp;
     }
     if let Some(page) = page {
         return pages::handle(app, ctx, page, &parts, body)
