@@ -62,6 +62,9 @@ pub enum AccountError {
     RateLimited(crate::ratelimit::Refused),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A refresh the session layer refused (see [`Accounts::refresh`]).
+    #[error(transparent)]
+    Session(#[from] crate::sessions::SessionError),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -682,6 +685,17 @@ impl Accounts {
             }
             _ => self.pretend_sent(Purpose::VerifyEmail, &email).await,
         }
+    }
+
+    /// A refresh, for the API and for the login page's transparent one: the client's refresh
+    /// quota, then the rotation (see [`crate::sessions::Sessions::refresh`]).
+    pub async fn refresh(
+        &self,
+        token: &Secret,
+        client: &Client<'_>,
+    ) -> Result<(crate::sessions::TokenPair, User), AccountError> {
+        self.limits.check_ip(Class::Refresh, client.ip)?;
+        Ok(self.sessions.refresh(token).await?)
     }
 
     /// Sign-in by username or email and password. An unknown login costs the same time as a

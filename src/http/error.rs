@@ -269,6 +269,7 @@ impl From<crate::accounts::AccountError> for ApiError {
             A::Busy => ApiError::busy(),
             A::RateLimited(r) => ApiError::from(r),
             A::Store(e) => e.into(),
+            A::Session(e) => e.into(),
             A::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 ApiError::internal()

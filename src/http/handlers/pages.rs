@@ -4,12 +4,11 @@
 
 use super::{Result, client_info};
 use crate::access::Door;
-use crate::accounts::{Client, Registration};
+use crate::accounts::{AccountError, Client, Registration};
 use crate::http::body::{self, Body};
 use crate::http::error::ApiError;
 use crate::http::{App, RequestCtx, auth, json};
 use crate::policy::Rule;
-use crate::ratelimit::Class;
 use crate::secret::{Secret, ct_eq};
 use crate::sessions::SessionError;
 use crate::store::User;
@@ -273,28 +272,25 @@ impl Page {
                 .get("sec-fetch-dest")
                 .is_none_or(|d| d == "document");
         if let (Some(token), true) = (refresh, navigation) {
-            if app
-                .limits
-                .check(Class::Refresh, ctx.client_ip, None)
-                .is_ok()
-            {
-                match app.sessions.refresh(&token).await {
-                    Ok((pair, _)) => {
-                        let mut r = self.go_back(app);
-                        app.cookies.set_tokens(r.headers_mut(), &pair);
-                        return Ok(r);
-                    }
-                    // A revoked or expired session: forget its cookies, show the form.
-                    Err(
-                        SessionError::Unauthenticated
-                        | SessionError::Expired
-                        | SessionError::Reused
-                        | SessionError::Blocked,
-                    ) => app.cookies.clear_tokens(form.headers_mut()),
-                    // The store failed: keep the cookies for the next try.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "transparent refresh failed");
-                    }
+            let client = Client::new(ctx.client_ip, None);
+            match app.accounts.refresh(&token, &client).await {
+                Ok((pair, _)) => {
+                    let mut r = self.go_back(app);
+                    app.cookies.set_tokens(r.headers_mut(), &pair);
+                    return Ok(r);
+                }
+                // A revoked or expired session: forget its cookies, show the form.
+                Err(AccountError::Session(
+                    SessionError::Unauthenticated
+                    | SessionError::Expired
+                    | SessionError::Reused
+                    | SessionError::Blocked,
+                )) => app.cookies.clear_tokens(form.headers_mut()),
+                // Over the refresh quota: the form, and the cookies for the next try.
+                Err(AccountError::RateLimited(_)) => {}
+                // The store failed: keep the cookies for the next try.
+                Err(e) => {
+                    tracing::warn!(error = %e, "transparent refresh failed");
                 }
             }
         }

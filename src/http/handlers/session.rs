@@ -21,8 +21,6 @@ pub async fn refresh(
     parts: &Parts,
     body: Incoming,
 ) -> Result<Response<Body>> {
-    app.limits
-        .check(crate::ratelimit::Class::Refresh, ctx.client_ip, None)?;
     let b: RefreshBody = body_json(app, parts, body, true).await?;
     let token = match b.refresh_token {
         Some(t) => t,
@@ -35,7 +33,8 @@ pub async fn refresh(
             t
         }
     };
-    let (pair, user) = app.sessions.refresh(&token).await?;
+    let client = crate::accounts::Client::new(ctx.client_ip, None);
+    let (pair, user) = app.accounts.refresh(&token, &client).await?;
     Ok(tokens_response(
         app,
         "Tokens refreshed.",
