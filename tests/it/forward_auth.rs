@@ -330,9 +330,11 @@ async fn method_spellings_and_overrides_cannot_pass_a_method_rule() {
 
 /// Rails routes `/admin` as `/admin.json` too, Spring MVC (before 5.3) as `/admin.anything`:
 /// a described path whose segment is `admin.<suffix>` meets the `/admin` rule as well, though
-/// it falls under the public `/` route. A static file's suffix changes nothing.
+/// it falls under the public `/` route. So does Unicode that case-insensitive servers (Java's
+/// equalsIgnoreCase, Spring) fold to ASCII: `ı`, `İ`, the Kelvin sign. A static file's suffix
+/// changes nothing.
 #[tokio::test]
-async fn a_format_suffix_cannot_walk_around_a_prefix_rule() {
+async fn a_format_suffix_or_folded_case_cannot_walk_around_a_prefix_rule() {
     let w = world(true).await;
     let door = "/auth/validate/forward-auth";
     for uri in [
@@ -340,6 +342,9 @@ async fn a_format_suffix_cannot_walk_around_a_prefix_rule() {
         "/admin%2ejson",
         "/admin.json/x",
         "/admin.a.b",
+        "/adm%C4%B1n/x",
+        "/adm%C4%B0n",
+        "/adm%C4%B1n.json",
     ] {
         let described = [("x-forwarded-uri", uri), ("x-forwarded-method", "GET")];
         assert_eq!(w.ask(door, false, &described).await.0, 401, "{uri}");
