@@ -198,6 +198,20 @@ const FOLDS_TO_ASCII: [(&str, char); 4] = [
     ("%E2%84%AA", 'k'),
 ];
 
+/// Whether a path has a `.` or `..` segment, written out or percent-encoded (`%2e%2e`).
+/// The built-in proxy forwards the path it judged, resolved; a front proxy asking at the
+/// forward-auth door forwards the path as the client wrote it (nginx's `$request_uri`,
+/// Caddy), and an application that does not resolve `..` serves `/admin/..` as `/admin`.
+pub fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        let len = seg.len();
+        (1..=6).contains(&len) && {
+            let plain = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+            plain == "." || plain == ".."
+        }
+    })
+}
+
 /// `path` with [`FOLDS_TO_ASCII`] folded, when it has any: the path such a server matches.
 pub fn folded_to_ascii(path: &str) -> Option<String> {
     if !path.contains('%') {
@@ -296,7 +310,31 @@ pub fn under_prefix(path: &str, prefix: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::folded_to_ascii;
+    use super::{folded_to_ascii, has_dot_segment};
+
+    #[test]
+    fn dot_segments_are_found_written_or_encoded() {
+        for p in [
+            "/admin/..",
+            "/admin/../x",
+            "/a/.",
+            "/admin/%2e%2e",
+            "/x/.%2E/y",
+            "/%2e",
+        ] {
+            assert!(has_dot_segment(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/admin",
+            "/a..b/",
+            "/.well-known/x",
+            "/...",
+            "/a/%2e%2e%2e",
+        ] {
+            assert!(!has_dot_segment(p), "{p}");
+        }
+    }
 
     #[test]
     fn unicode_that_servers_fold_to_ascii_is_folded() {

@@ -368,6 +368,42 @@ async fn a_format_suffix_or_folded_case_cannot_walk_around_a_prefix_rule() {
     w.gw.stop().await;
 }
 
+/// A front proxy forwards the path as the client wrote it: `/admin/..`, judged as `/`, would
+/// reach an application that does not resolve `..` as `/admin`. A described path with a `.`
+/// or `..` segment, written or encoded, is refused at every door.
+#[tokio::test]
+async fn a_described_path_with_dot_segments_is_refused() {
+    let w = world(true).await;
+    for uri in [
+        "/admin/..",
+        "/admin/%2e%2e",
+        "/app/./x/..",
+        "/admin/.%2E/",
+        "/x/.",
+    ] {
+        let (status, _) = w
+            .ask(
+                "/auth/validate/forward-auth",
+                false,
+                &[("x-forwarded-uri", uri), ("x-forwarded-method", "GET")],
+            )
+            .await;
+        assert_eq!(status, 400, "forward-auth {uri}");
+        let (status, _) = w
+            .ask(
+                "/auth/validate/auth-request",
+                false,
+                &[
+                    ("x-original-url", &format!("http://127.0.0.1{uri}")),
+                    ("x-original-method", "GET"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 400, "auth-request {uri}");
+    }
+    w.gw.stop().await;
+}
+
 /// A description is read one way and judged whole. A fragment in the described URL (a `#`
 /// in the Host made the rest a fragment and the path `/`), a port that is not a number, a
 /// host with a space: refused. An override header or a `_method` query parameter is judged

@@ -532,6 +532,30 @@ async fn spoofing_the_original_request_changes_nothing(front: u16, smtp: &Smtp) 
     token
 }
 
+/// nginx (`proxy_pass` without a URI) and Caddy forward the path as the client wrote it: a
+/// `/admin/..` that authgate judged as `/` (public) would reach an application that does not
+/// resolve `..` (Flask's `<path:>`, Express routers) as its `/admin`. The door refuses a
+/// described path with dot segments, so nothing reaches the application.
+async fn dot_segments_never_reach_the_app(front: u16, up: &Upstream) {
+    let before = up.accepted();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{front}").parse().unwrap();
+    for path in [
+        "/admin/..",
+        "/admin/%2e%2e",
+        "/app/./..",
+        "/admin/x/../..",
+        "/admin/.%2E/",
+    ] {
+        let r = raw_request(
+            addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_ne!(r.status, 200, "{path}: {}", r.head);
+    }
+    assert_eq!(up.accepted(), before, "nothing reached the application");
+}
+
 /// Behind README's snippets the application gets who is calling, not the caller's
 /// credentials for authgate: no Bearer token authgate accepted, and (Caddy, which can rewrite
 /// a header) none of authgate's cookies; and the client's address as the front proxy saw it,
@@ -617,6 +641,7 @@ async fn nginx_front_ignores_what_the_client_says_about_its_request() {
     with_log(&front, async move {
         let token = spoofing_the_original_request_changes_nothing(port, &smtp).await;
         credentials_and_forged_addresses_stay_out_of_the_app(port, &token, false).await;
+        dot_segments_never_reach_the_app(port, &up).await;
     })
     .await;
     front.stop().await;
@@ -637,6 +662,7 @@ async fn caddy_front_ignores_what_the_client_says_about_its_request() {
     let front = Front::caddy(&caddy, &gw, &up).await;
     let token = spoofing_the_original_request_changes_nothing(front.port, &smtp).await;
     credentials_and_forged_addresses_stay_out_of_the_app(front.port, &token, true).await;
+    dot_segments_never_reach_the_app(front.port, &up).await;
     front.stop().await;
     gw.stop().await;
 }

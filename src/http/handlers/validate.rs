@@ -335,6 +335,13 @@ pub async fn validate(
         None => (orig.uri.as_ref(), None),
     };
     let norm = path::normalize(raw_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // The front proxy will forward the path as written: `/admin/..` would be judged as `/`
+    // and served by an application that does not resolve it as `/admin`.
+    if orig.believed && path::has_dot_segment(raw_path) {
+        return Err(bad(
+            "the described path has a '.' or '..' segment, which the front proxy would forward as written",
+        ));
+    }
     let host = orig.host.as_deref().map(crate::hosts::strip_port);
     // Judged as itself, a request asks only whether the caller is signed in; described, it
     // meets the route table's rule (a path under the auth prefix too: the front proxy sent
