@@ -8,11 +8,14 @@
 //!   squatter who registered someone else's address with a password of their own gains
 //!   nothing when the owner enters the code that arrives.
 //!
-//! Both are stateless (an HMAC over what they bind) and bound to one account.
+//! Both are stateless (an HMAC over what they bind) and bound to one account. A device token
+//! is bound to the account's security version too: a password change or reset, signing out
+//! everywhere, an email change or a block ends every device's standing with its sessions
+//! (a token kept by someone who once held the account buys nothing after the owner acts).
 
 use crate::keyring::{KeyPurpose, Keyring};
 use crate::secret::Secret;
-use crate::store::{User, UserId};
+use crate::store::User;
 use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -52,15 +55,22 @@ impl Bindings {
 
     /// A device token for `user`: the device `id` again (a client that already has one), or
     /// a new device.
-    pub fn device_token(&self, user: &UserId, id: Option<DeviceId>) -> Secret {
+    pub fn device_token(&self, user: &User, id: Option<DeviceId>) -> Secret {
         let id = id.unwrap_or_else(rand::random);
-        let user = user.simple().to_string();
-        let mac = tag(&self.device, &[user.as_bytes(), &id]);
-        Secret::new(format!("dv1.{user}.{}.{mac}", B64.encode(id)))
+        let owner = user.id.simple().to_string();
+        let mac = self.device_tag(&owner, &id, user.security_version);
+        Secret::new(format!("dv1.{owner}.{}.{mac}", B64.encode(id)))
+    }
+
+    fn device_tag(&self, owner: &str, id: &DeviceId, version: u64) -> String {
+        tag(
+            &self.device,
+            &[owner.as_bytes(), id, &version.to_be_bytes()],
+        )
     }
 
     /// The device a token names, when it is a genuine token of `user`'s.
-    pub fn device(&self, user: &UserId, token: &str) -> Option<DeviceId> {
+    pub fn device(&self, user: &User, token: &str) -> Option<DeviceId> {
         let mut parts = token.trim().split('.');
         let (Some("dv1"), Some(owner), Some(id), Some(mac), None) = (
             parts.next(),
@@ -71,12 +81,12 @@ impl Bindings {
         ) else {
             return None;
         };
-        let expected_owner = user.simple().to_string();
+        let expected_owner = user.id.simple().to_string();
         if owner != expected_owner {
             return None;
         }
         let id: DeviceId = B64.decode(id).ok()?.try_into().ok()?;
-        let want = tag(&self.device, &[owner.as_bytes(), &id]);
+        let want = self.device_tag(owner, &id, user.security_version);
         crate::secret::ct_eq(want.as_bytes(), mac.as_bytes()).then_some(id)
     }
 
@@ -105,6 +115,7 @@ impl Bindings {
 mod tests {
     use super::*;
     use crate::secret::KeyBytes;
+    use crate::store::UserId;
 
     fn user(id: UserId) -> User {
         let t = time::OffsetDateTime::UNIX_EPOCH;
@@ -134,7 +145,7 @@ mod tests {
     fn device_tokens_are_bound_to_their_account_and_key() {
         let b = Bindings::new(&Keyring::new(&KeyBytes(vec![3; 32])));
         let other = Bindings::new(&Keyring::new(&KeyBytes(vec![4; 32])));
-        let (u, v) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let (u, v) = (user(uuid::Uuid::new_v4()), user(uuid::Uuid::new_v4()));
         let t = b.device_token(&u, None);
         let id = b.device(&u, t.expose()).expect("genuine");
         assert_eq!(
@@ -146,6 +157,14 @@ mod tests {
         let forged = t.expose().replace(".", ".x");
         assert_eq!(b.device(&u, &forged), None);
         assert_eq!(b.device(&u, "dv1.garbage"), None);
+        // The owner changed the password (or signed out everywhere): every device starts over.
+        let mut after = u.clone();
+        after.security_version += 1;
+        assert_eq!(
+            b.device(&after, t.expose()),
+            None,
+            "an older security version"
+        );
     }
 
     #[test]

@@ -283,8 +283,8 @@ impl Accounts {
     /// A device token for `user` (see [`bindings`]): the device `presented` names again
     /// when it is one of this account's, else a new one.
     pub fn device_token(&self, user: &User, presented: Option<&str>) -> Secret {
-        let known = presented.and_then(|t| self.bindings.device(&user.id, t));
-        self.bindings.device_token(&user.id, known)
+        let known = presented.and_then(|t| self.bindings.device(user, t));
+        self.bindings.device_token(user, known)
     }
 
     fn now(&self) -> OffsetDateTime {
@@ -366,8 +366,7 @@ impl Accounts {
             }
             self.store.set_cooldown(&key, now, cooldown).await?;
         }
-        let device =
-            account.and_then(|u| client.device.and_then(|t| self.bindings.device(&u.id, t)));
+        let device = account.and_then(|u| client.device.and_then(|t| self.bindings.device(u, t)));
         self.limits
             .check_key(Class::CodeSend, client.ip, &recipient_key(email, device))?;
         Ok(())
@@ -413,7 +412,7 @@ impl Accounts {
     ) -> Result<User, AccountError> {
         let (id, who, user) = match subject {
             CodeSubject::Account(u) => {
-                let device = client.device.and_then(|t| self.bindings.device(&u.id, t));
+                let device = client.device.and_then(|t| self.bindings.device(u, t));
                 (u.id, Subject::Account { user: u, device }, Some(u))
             }
             CodeSubject::Decoy { id, email } => (*id, Subject::Nobody { login: email }, None),
@@ -743,9 +742,7 @@ impl Accounts {
             self.guard.failure(who, Factor::Password).await?;
             return Err(AccountError::InvalidCredentials);
         };
-        let device = client
-            .device
-            .and_then(|t| self.bindings.device(&user.id, t));
+        let device = client.device.and_then(|t| self.bindings.device(&user, t));
         let who = Subject::Account {
             user: &user,
             device,

@@ -451,3 +451,56 @@ async fn an_unknown_logins_failure_is_kept_as_an_accounts_is() {
     assert_eq!(kept.map(|r| r.failed_attempts), Some(1));
     gw.stop().await;
 }
+
+/// A device token keeps its own budget only while the account's security stands as it was
+/// when it was issued: after the owner signs out everywhere (or changes or resets the
+/// password), a token kept by someone who once held the account is a stranger's again, and
+/// the lock holds against it.
+#[tokio::test]
+async fn a_device_token_from_before_a_sign_out_everywhere_is_a_strangers() {
+    let smtp = Smtp::start();
+    let clock = ManualClock::starting_now();
+    let gw = gateway(&smtp, &clock).await;
+    let email = "keeper@example.com";
+    let old_device = owner(&gw, &smtp, email).await;
+    // The owner signs out everywhere.
+    let (status, _, v) = from(
+        &gw,
+        "198.51.100.1",
+        "/auth/login",
+        json!({"login": email, "password": PW, "device_token": old_device}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let access = v["data"]["access_token"].as_str().unwrap().to_string();
+    let r = gw
+        .client
+        .post(gw.url("/auth/logout"))
+        .bearer_auth(&access)
+        .json(&json!({"all": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Strangers lock the account.
+    for i in 0..10 {
+        from(
+            &gw,
+            &format!("203.0.113.{i}"),
+            "/auth/login",
+            json!({"login": email, "password": "a wrong guess, again"}),
+        )
+        .await;
+        past_the_pause(&clock);
+    }
+    // The token from before the sign-out buys nothing any more.
+    let (status, code, _) = from(
+        &gw,
+        "198.51.100.1",
+        "/auth/login",
+        json!({"login": email, "password": PW, "device_token": old_device}),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (403, "USER_BLOCKED"));
+    gw.stop().await;
+}
