@@ -87,8 +87,12 @@ pub fn host_and_port(host: &str) -> Option<(&str, Option<u16>)> {
             None => (host, None),
         }
     };
+    // No empty label (`admin.test..`, `.admin.test`): one trailing dot is the same name, a run
+    // of them is a name that some upstreams read as the same and others do not.
     let name_ok = !name.is_empty()
         && name.len() <= 253
+        && !name.contains("..")
+        && !name.starts_with('.')
         && (name.starts_with('[')
             || name
                 .bytes()
@@ -125,6 +129,8 @@ mod tests {
             "127.0.0.1:1",
             "[::1]:80",
             "a_b.local",
+            "app.example.",
+            "app.example.:443",
         ] {
             assert!(check_host(ok).is_ok(), "{ok}");
         }
@@ -141,6 +147,10 @@ mod tests {
             "secure.example:1:2",
             "[secure.example]",
             "[::1]x",
+            "admin.test..",
+            "admin.test...:443",
+            ".admin.test",
+            "admin..test",
             "[::1]:x",
             "secure.example:123456",
         ] {

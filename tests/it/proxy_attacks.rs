@@ -477,6 +477,9 @@ async fn userinfo_in_the_host_is_refused() {
         "GET /x HTTP/1.1\r\nHost: user@secure.example\r\nConnection: close\r\n\r\n",
         "GET /x HTTP/1.1\r\nHost: secure.example@evil.test\r\nConnection: close\r\n\r\n",
         "GET http://user@secure.example/x HTTP/1.1\r\nHost: secure.example\r\nConnection: close\r\n\r\n",
+        // Empty labels: a run of trailing dots is a name some upstreams read as the same.
+        "GET /x HTTP/1.1\r\nHost: secure.example...\r\nConnection: close\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: secure.example..:80\r\nConnection: close\r\n\r\n",
     ] {
         let r = raw_request(gw.addr, request).await;
         assert_eq!(r.status, 400, "{request:?}: {}", r.head);
@@ -489,6 +492,13 @@ async fn userinfo_in_the_host_is_refused() {
     let r = raw_request(
         gw.addr,
         "GET /x HTTP/1.1\r\nHost: secure.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    // One trailing dot is the same name, and meets its rule.
+    let r = raw_request(
+        gw.addr,
+        "GET /x HTTP/1.1\r\nHost: secure.example.\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(r.status, 401);
