@@ -600,8 +600,18 @@ impl Tokens {
             by_kid,
             signing,
         });
+        // A key that is gone verifies nothing from now on, cached verdicts included (the
+        // cache is keyed by token, and a kid seldom goes: it is refilled at once).
+        let gone = self
+            .keyset()
+            .by_kid
+            .keys()
+            .any(|kid| !set.by_kid.contains_key(kid));
         if let Ok(mut w) = self.keys.write() {
             *w = set;
+        }
+        if gone {
+            self.cache.clear();
         }
     }
 
@@ -921,6 +931,10 @@ pub(crate) mod tests {
         generate_key(dir.path(), TokenAlgorithm::EdDSA, clock.now()).unwrap();
         t.reload_keys().await.unwrap();
         assert_ne!(t.current_kid().unwrap(), old_kid, "the new key signs");
+        assert!(
+            t.verify_access(&old).is_ok(),
+            "the old key still verifies (and is cached)"
+        );
         // A fresh Tokens (no cache) still verifies the old token.
         let fresh = tokens(TokenAlgorithm::EdDSA, dir.path(), &clock);
         assert!(fresh.verify_access(&old).is_ok());
@@ -929,6 +943,34 @@ pub(crate) mod tests {
         clock.advance(Duration::from_secs(20 * 60));
         fresh.reload_keys().await.unwrap();
         assert_eq!(fresh.key_ids().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_removed_key_verifies_nothing_even_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::starting_now();
+        let t = tokens(TokenAlgorithm::EdDSA, dir.path(), &clock);
+        let old = t.issue_access(&user(), "s").unwrap();
+        let old_kid = t.current_kid().unwrap();
+        assert!(t.verify_access(&old).is_ok(), "verified, and cached");
+        clock.advance(Duration::from_secs(1));
+        generate_key(dir.path(), TokenAlgorithm::EdDSA, clock.now()).unwrap();
+        t.reload_keys().await.unwrap();
+        // An operator removes the old key (it leaked, say).
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let path = e.unwrap().path();
+            if std::fs::read_to_string(&path).unwrap().contains(&old_kid) {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        t.reload_keys().await.unwrap();
+        assert!(!t.key_ids().iter().any(|(kid, _)| *kid == old_kid));
+        assert!(
+            t.verify_access(&old).is_err(),
+            "the cached verdict went with the key"
+        );
+        let new = t.issue_access(&user(), "s").unwrap();
+        assert!(t.verify_access(&new).is_ok());
     }
 
     #[test]

@@ -37,8 +37,9 @@ pub async fn handle(
         roles: vec![ADMIN_ROLE.to_string()],
     });
     let c = caller_under(app, parts, &ADMINS).await?;
-    let audit = |action: &str, target: &str| {
-        tracing::info!(target: "audit", event = "admin_action", action, admin = %c.user_id, target_user = target, "admin action");
+    // The target as the store names it (the path may write the id in any of UUID's spellings).
+    let audit = |action: &str, target: &UserId| {
+        tracing::info!(target: "audit", event = "admin_action", action, admin = %c.user_id, target_user = %target, "admin action");
     };
     let user_id = |raw: &str| raw.parse::<UserId>().map_err(|_| ApiError::not_found());
     match (path, &parts.method) {
@@ -69,7 +70,7 @@ pub async fn handle(
         }
         (["users", id, "block"], &Method::POST) => {
             let user = app.accounts.set_blocked(&user_id(id)?, true).await?;
-            audit("block", id);
+            audit("block", &user_id(id)?);
             Ok(success(
                 StatusCode::OK,
                 "User blocked; their sessions ended.",
@@ -78,7 +79,7 @@ pub async fn handle(
         }
         (["users", id, "unblock"], &Method::POST) => {
             let user = app.accounts.set_blocked(&user_id(id)?, false).await?;
-            audit("unblock", id);
+            audit("unblock", &user_id(id)?);
             Ok(success(
                 StatusCode::OK,
                 "User unblocked.",
@@ -88,7 +89,7 @@ pub async fn handle(
         (["users", id, "roles"], &Method::PUT) => {
             let b: RolesBody = body_json(app, parts, body, false).await?;
             let user = app.accounts.set_roles(&user_id(id)?, b.roles).await?;
-            audit("set_roles", id);
+            audit("set_roles", &user_id(id)?);
             Ok(success(
                 StatusCode::OK,
                 "Roles set; the user signs in again to use them.",
@@ -102,7 +103,7 @@ pub async fn handle(
         }
         (["users", id, "sessions"], &Method::DELETE) => {
             let revoked = app.sessions.revoke_all(&user_id(id)?, None).await?;
-            audit("revoke_sessions", id);
+            audit("revoke_sessions", &user_id(id)?);
             Ok(success(
                 StatusCode::OK,
                 "Sessions revoked.",
@@ -117,7 +118,7 @@ pub async fn handle(
             if revoked.is_empty() {
                 return Err(ApiError::not_found());
             }
-            audit("revoke_session", id);
+            audit("revoke_session", &user_id(id)?);
             Ok(success(
                 StatusCode::OK,
                 "Session revoked.",
