@@ -96,8 +96,8 @@ pub async fn verify(
         .verify_email(
             &b.email,
             b.code.expose(),
-            signup.as_deref(),
-            &Client::new(ctx.client_ip, device.as_deref()),
+            signup.as_ref().map(Secret::expose),
+            &Client::new(ctx.client_ip, device.as_ref().map(Secret::expose)),
         )
         .await?;
     let mut resp = match &v.reset {
@@ -139,7 +139,7 @@ pub async fn resend(
 ) -> Result<Response<Body>> {
     let b: EmailOnly = body_json(app, parts, body, false).await?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let client = Client::new(ctx.client_ip, device.as_deref());
+    let client = Client::new(ctx.client_ip, device.as_ref().map(Secret::expose));
     Ok(code_sent(
         app.accounts.resend_verification(&b.email, &client).await?,
     ))
@@ -167,14 +167,16 @@ pub async fn login(
         .login_password(
             &b.login,
             &b.password,
-            &Client::new(ctx.client_ip, device.as_deref()),
+            &Client::new(ctx.client_ip, device.as_ref().map(Secret::expose)),
         )
         .await?;
     let pair = app
         .sessions
         .sign_in(&user, &client_info(ctx, &parts.headers))
         .await?;
-    let device = app.accounts.device_token(&user, device.as_deref());
+    let device = app
+        .accounts
+        .device_token(&user, device.as_ref().map(Secret::expose));
     Ok(tokens_response(
         app,
         "Signed in.",
@@ -192,7 +194,7 @@ pub async fn login_code(
 ) -> Result<Response<Body>> {
     let b: EmailOnly = body_json(app, parts, body, false).await?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let client = Client::new(ctx.client_ip, device.as_deref());
+    let client = Client::new(ctx.client_ip, device.as_ref().map(Secret::expose));
     Ok(code_sent(
         app.accounts.start_code_login(&b.email, &client).await?,
     ))
@@ -211,14 +213,16 @@ pub async fn login_code_verify(
         .finish_code_login(
             &b.email,
             b.code.expose(),
-            &Client::new(ctx.client_ip, device.as_deref()),
+            &Client::new(ctx.client_ip, device.as_ref().map(Secret::expose)),
         )
         .await?;
     let pair = app
         .sessions
         .sign_in(&user, &client_info(ctx, &parts.headers))
         .await?;
-    let device = app.accounts.device_token(&user, device.as_deref());
+    let device = app
+        .accounts
+        .device_token(&user, device.as_ref().map(Secret::expose));
     Ok(tokens_response(
         app,
         "Signed in.",
@@ -236,7 +240,7 @@ pub async fn forgot(
 ) -> Result<Response<Body>> {
     let b: EmailOnly = body_json(app, parts, body, false).await?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let client = Client::new(ctx.client_ip, device.as_deref());
+    let client = Client::new(ctx.client_ip, device.as_ref().map(Secret::expose));
     Ok(code_sent(
         app.accounts.forgot_password(&b.email, &client).await?,
     ))
@@ -264,7 +268,7 @@ pub async fn reset(
         .map(Secret::new);
     let b: ResetBody = body_json(app, parts, body, false).await?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let client = Client::new(ctx.client_ip, device.as_deref());
+    let client = Client::new(ctx.client_ip, device.as_ref().map(Secret::expose));
     match (token, b.email, b.code) {
         (Some(token), _, _) => {
             app.accounts
@@ -306,7 +310,7 @@ pub async fn reset_verify(
         .reset_token(
             &b.email,
             b.code.expose(),
-            &Client::new(ctx.client_ip, device.as_deref()),
+            &Client::new(ctx.client_ip, device.as_ref().map(Secret::expose)),
         )
         .await?;
     Ok(success(
@@ -408,7 +412,9 @@ pub async fn finish_email_change(
         .sign_in(&user, &client_info(ctx, &parts.headers))
         .await?;
     let presented = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let device = app.accounts.device_token(&user, presented.as_deref());
+    let device = app
+        .accounts
+        .device_token(&user, presented.as_ref().map(Secret::expose));
     Ok(tokens_response(
         app,
         "Your email address has been changed. Other devices were signed out.",

@@ -273,8 +273,8 @@ fn tokens_response(
 }
 
 /// A token the client presents in the body (`field`), or else in the cookie `name`.
-fn presented(headers: &HeaderMap, field: Option<&Secret>, name: &str) -> Option<String> {
+fn presented(headers: &HeaderMap, field: Option<&Secret>, name: &str) -> Option<Secret> {
     field
-        .map(|s| s.expose().to_string())
-        .or_else(|| auth::cookie(headers, name))
+        .cloned()
+        .or_else(|| auth::cookie(headers, name).map(Secret::new))
 }

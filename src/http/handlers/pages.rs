@@ -361,7 +361,7 @@ impl Page {
         self.set_rd(app, form.optional("rd"));
         let ip = ctx.client_ip;
         let device = device_cookie(parts);
-        let client = Client::new(ip, device.as_deref());
+        let client = Client::new(ip, device.as_ref().map(Secret::expose));
         let email = form.text("email").trim().to_string();
         match name {
             "login" => {
@@ -436,10 +436,15 @@ impl Page {
             "verify" => {
                 let code = form.secret("code");
                 let r: Result<User> = async {
-                    let signup = auth::cookie(&parts.headers, auth::SIGNUP_COOKIE);
+                    let signup = auth::cookie(&parts.headers, auth::SIGNUP_COOKIE).map(Secret::new);
                     Ok(app
                         .accounts
-                        .verify_email(&email, code.expose().trim(), signup.as_deref(), &client)
+                        .verify_email(
+                            &email,
+                            code.expose().trim(),
+                            signup.as_ref().map(Secret::expose),
+                            &client,
+                        )
                         .await?
                         .user)
                 }
@@ -620,15 +625,15 @@ impl Page {
         app.cookies.set_tokens(r.headers_mut(), &pair);
         let device = app
             .accounts
-            .device_token(user, device_cookie(parts).as_deref());
+            .device_token(user, device_cookie(parts).as_ref().map(Secret::expose));
         auth::set_device_cookie(r.headers_mut(), &device);
         Ok(r)
     }
 }
 
 /// The device cookie a browser presents (see `accounts::bindings`).
-fn device_cookie(parts: &Parts) -> Option<String> {
-    auth::cookie(&parts.headers, auth::DEVICE_COOKIE)
+fn device_cookie(parts: &Parts) -> Option<Secret> {
+    auth::cookie(&parts.headers, auth::DEVICE_COOKIE).map(Secret::new)
 }
 
 const CODE_SENT: &str = "If an account exists for this address, a code has been sent to it.";
