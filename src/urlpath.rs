@@ -198,6 +198,13 @@ const FOLDS_TO_ASCII: [(&str, char); 4] = [
     ("%E2%84%AA", 'k'),
 ];
 
+/// Whether a path has an empty segment before its end (`//x/admin`): the front proxy forwards
+/// it as written, and a WHATWG URL parser (Node's `new URL(req.url, base)`) or Python's
+/// `urlsplit` reads `//x/admin` as host `x`, path `/admin`.
+pub fn has_empty_segment(path: &str) -> bool {
+    path.contains("//")
+}
+
 /// Whether a path has a `.` or `..` segment, written out or percent-encoded (`%2e%2e`).
 /// The built-in proxy forwards the path it judged, resolved; a front proxy asking at the
 /// forward-auth door forwards the path as the client wrote it (nginx's `$request_uri`,
@@ -311,6 +318,14 @@ pub fn under_prefix(path: &str, prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{folded_to_ascii, has_dot_segment};
+
+    #[test]
+    fn empty_segments_are_found() {
+        assert!(super::has_empty_segment("//x/admin"));
+        assert!(super::has_empty_segment("/a//b"));
+        assert!(!super::has_empty_segment("/a/b/"));
+        assert!(!super::has_empty_segment("/"));
+    }
 
     #[test]
     fn dot_segments_are_found_written_or_encoded() {

@@ -369,10 +369,11 @@ async fn a_format_suffix_or_folded_case_cannot_walk_around_a_prefix_rule() {
 }
 
 /// A front proxy forwards the path as the client wrote it: `/admin/..`, judged as `/`, would
-/// reach an application that does not resolve `..` as `/admin`. A described path with a `.`
-/// or `..` segment, written or encoded, is refused at every door.
+/// reach an application that does not resolve `..` as `/admin`, and `//x/admin`, judged as
+/// `/x/admin`, one that parses it with a URL parser as `/admin`. A described path with a
+/// `.`, `..` (written or encoded) or empty segment is refused at every door.
 #[tokio::test]
-async fn a_described_path_with_dot_segments_is_refused() {
+async fn a_described_path_with_dot_or_empty_segments_is_refused() {
     let w = world(true).await;
     for uri in [
         "/admin/..",

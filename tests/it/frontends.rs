@@ -534,8 +534,10 @@ async fn spoofing_the_original_request_changes_nothing(front: u16, smtp: &Smtp) 
 
 /// nginx (`proxy_pass` without a URI) and Caddy forward the path as the client wrote it: a
 /// `/admin/..` that authgate judged as `/` (public) would reach an application that does not
-/// resolve `..` (Flask's `<path:>`, Express routers) as its `/admin`. The door refuses a
-/// described path with dot segments, so nothing reaches the application.
+/// resolve `..` (Flask's `<path:>`, Express routers) as its `/admin`, and a `//x/admin`
+/// judged as `/x/admin` would reach a Node application that parses it with `new URL` as
+/// `/admin`. The door refuses a described path with dot or empty segments, so nothing
+/// reaches the application.
 async fn dot_segments_never_reach_the_app(front: u16, up: &Upstream) {
     let before = up.accepted();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{front}").parse().unwrap();

@@ -335,11 +335,13 @@ pub async fn validate(
         None => (orig.uri.as_ref(), None),
     };
     let norm = path::normalize(raw_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    // The front proxy will forward the path as written: `/admin/..` would be judged as `/`
-    // and served by an application that does not resolve it as `/admin`.
-    if orig.believed && path::has_dot_segment(raw_path) {
+    // The front proxy will forward the path as written, so only a path that is already in
+    // the form it is judged in is judged: `/admin/..` would be judged as `/` and served as
+    // `/admin` by an application that does not resolve it, `//x/admin` as `/x/admin` and
+    // read by a URL parser as host `x`, path `/admin`.
+    if orig.believed && (path::has_dot_segment(raw_path) || path::has_empty_segment(raw_path)) {
         return Err(bad(
-            "the described path has a '.' or '..' segment, which the front proxy would forward as written",
+            "the described path has a '.', '..' or empty segment, which the front proxy would forward as written",
         ));
     }
     let host = orig.host.as_deref().map(crate::hosts::strip_port);
