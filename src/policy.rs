@@ -205,8 +205,9 @@ impl RouteTable {
     }
 
     /// Adds to `out` the rules of the routes an upstream could take this path for, besides
-    /// `matched` (the path's own): with Unicode folded to ASCII as servers comparing without
-    /// regard to case fold it (`/adm%C4%B1n` is Java's and Spring's `/admin`), and with a
+    /// `matched` (the path's own): with Unicode folded to what it stands for (NFKC, and `ı`
+    /// as case-insensitive Java matching takes it: `/adm%C4%B1n` and `/%EF%BD%81dmin` are
+    /// `/admin` to some servers; see [`crate::urlpath::compatibility_form`]), and with a
     /// segment's suffix dropped as frameworks' suffix matching does (Rails routes `/admin` as
     /// `/admin.json` too, Spring MVC before 5.3 as `/admin.anything`). Allocates nothing for a
     /// path with neither.
@@ -225,7 +226,7 @@ impl RouteTable {
                 }
             }
         };
-        let folded = crate::urlpath::folded_to_ascii(path);
+        let folded = crate::urlpath::compatibility_form(path);
         if let Some(f) = &folded {
             add(f);
         }

@@ -28,6 +28,10 @@ pub enum PathError {
         "a path segment ends with '.' or a space, names a data stream (\"::$\") or is an 8.3 short name (\"~1\"): Windows servers read it as another path"
     )]
     WindowsAlias,
+    #[error(
+        "a path segment reads as '.', '..', '/' or '\\' once Unicode compatibility forms are folded (NFKC), as some servers and applications fold them"
+    )]
+    CompatibilityAlias,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -169,6 +173,11 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if path.is_empty() || trailing_slash {
         path.push('/');
     }
+    if let Some(c) = compatibility_form(&path) {
+        if c.contains('\\') || has_dot_segment(&c) || has_empty_segment(&c) {
+            return Err(PathError::CompatibilityAlias);
+        }
+    }
     Ok(Cow::Owned(path))
 }
 
@@ -186,17 +195,6 @@ fn windows_alias(seg: &str) -> bool {
         .any(|w| w.first() == Some(&b'~') && w.get(1).is_some_and(u8::is_ascii_digit));
     plain.ends_with('.') || plain.ends_with(' ') || plain.contains(":$") || short_name
 }
-
-/// The characters that servers comparing paths without regard to case fold to an ASCII
-/// letter (Java's `equalsIgnoreCase`, Spring's case-insensitive matching, Python's
-/// `re.IGNORECASE`): `İ` and `ı` to `i`, `ſ` to `s`, the Kelvin sign to `k`. As a normalized
-/// path carries them: percent-encoded.
-const FOLDS_TO_ASCII: [(&str, char); 4] = [
-    ("%C4%B0", 'i'),
-    ("%C4%B1", 'i'),
-    ("%C5%BF", 's'),
-    ("%E2%84%AA", 'k'),
-];
 
 /// Whether a path has an empty segment before its end (`//x/admin`): the front proxy forwards
 /// it as written, and a WHATWG URL parser (Node's `new URL(req.url, base)`) or Python's
@@ -219,35 +217,36 @@ pub fn has_dot_segment(path: &str) -> bool {
     })
 }
 
-/// `path` with [`FOLDS_TO_ASCII`] folded, when it has any: the path such a server matches.
-pub fn folded_to_ascii(path: &str) -> Option<String> {
-    if !path.contains('%') {
+/// Whether a path carries a percent-escape of a non-ASCII byte (UTF-8 beyond ASCII).
+fn has_non_ascii_escape(path: &str) -> bool {
+    path.as_bytes().windows(2).any(|w| {
+        w.first() == Some(&b'%')
+            && w.get(1)
+                .is_some_and(|h| matches!(h, b'8'..=b'9' | b'A'..=b'F' | b'a'..=b'f'))
+    })
+}
+
+/// The path as an upstream reads it that decodes it and folds Unicode to what it stands for,
+/// when that differs: NFKC, as Python applications and Windows' best-fit mapping do (`ａdmin`
+/// is `admin`, `．．` and `‥` are `..`, `／` is `/`, `ſ` is `s`, the Kelvin sign `K`), and
+/// `ı`, `İ` as `i`, as Java's `equalsIgnoreCase` and Spring's case-insensitive matching take
+/// them. Decoded: compared with the routes' prefixes, never forwarded.
+pub fn compatibility_form(path: &str) -> Option<String> {
+    use unicode_normalization::UnicodeNormalization;
+    if !has_non_ascii_escape(path) {
         return None;
     }
-    let mut out = String::with_capacity(path.len());
-    let mut rest = path;
-    let mut changed = false;
-    while let Some(at) = rest.find('%') {
-        out.push_str(rest.get(..at).unwrap_or(""));
-        rest = rest.get(at..).unwrap_or("");
-        let fold = FOLDS_TO_ASCII.iter().find(|(enc, _)| {
-            rest.get(..enc.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(enc))
-        });
-        match fold {
-            Some((enc, ascii)) => {
-                out.push(*ascii);
-                rest = rest.get(enc.len()..).unwrap_or("");
-                changed = true;
-            }
-            None => {
-                out.push('%');
-                rest = rest.get(1..).unwrap_or("");
-            }
-        }
-    }
-    out.push_str(rest);
-    changed.then_some(out)
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()?;
+    let folded: String = decoded
+        .nfkc()
+        .map(|c| match c {
+            '\u{131}' | '\u{130}' => 'i',
+            c => c,
+        })
+        .collect();
+    (folded != decoded).then_some(folded)
 }
 
 /// Every escape decoded once, as an upstream would decode the path (`None` for a bad escape,
@@ -317,7 +316,41 @@ pub fn under_prefix(path: &str, prefix: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{folded_to_ascii, has_dot_segment};
+    use super::{PathError, compatibility_form, has_dot_segment, normalize};
+
+    #[test]
+    fn unicode_that_stands_for_ascii_is_folded_or_refused() {
+        assert_eq!(
+            compatibility_form("/adm%C4%B1n/x").as_deref(),
+            Some("/admin/x")
+        );
+        assert_eq!(compatibility_form("/adm%C4%B0n").as_deref(), Some("/admin"));
+        assert_eq!(
+            compatibility_form("/%E2%84%AAey/%C5%BF").as_deref(),
+            Some("/Key/s")
+        );
+        assert_eq!(
+            compatibility_form("/%EF%BD%81dmin").as_deref(),
+            Some("/admin")
+        );
+        assert_eq!(compatibility_form("/caf%C3%A9/100%25"), None);
+        assert_eq!(compatibility_form("/plain"), None);
+        for p in [
+            "/x/%E2%80%A5/admin",
+            "/x/%EF%BC%8E%EF%BC%8E/admin",
+            "/x/%E2%80%A4%E2%80%A4/admin",
+            "/x%EF%BC%8F..%EF%BC%8Fadmin",
+            "/%EF%BC%8Fadmin",
+            "/x%EF%BC%BCadmin",
+        ] {
+            assert_eq!(normalize(p), Err(PathError::CompatibilityAlias), "{p}");
+        }
+        assert!(
+            normalize("/%EF%BD%81dmin/x").is_ok(),
+            "a letter is judged, not refused"
+        );
+        assert!(normalize("/caf%C3%A9").is_ok());
+    }
 
     #[test]
     fn empty_segments_are_found() {
@@ -349,22 +382,6 @@ mod tests {
         ] {
             assert!(!has_dot_segment(p), "{p}");
         }
-    }
-
-    #[test]
-    fn unicode_that_servers_fold_to_ascii_is_folded() {
-        assert_eq!(
-            folded_to_ascii("/adm%C4%B1n/x").as_deref(),
-            Some("/admin/x")
-        );
-        assert_eq!(
-            folded_to_ascii("/%e2%84%aaey/%C5%BF").as_deref(),
-            Some("/key/s")
-        );
-        assert_eq!(folded_to_ascii("/%C4%B0"), Some("/i".to_string()));
-        assert_eq!(folded_to_ascii("/caf%C3%A9/100%25"), None);
-        assert_eq!(folded_to_ascii("/plain"), None);
-        assert_eq!(folded_to_ascii("/trailing%"), None);
     }
 
     /// The one-pass check agrees with the plain substring definition on every path of up to

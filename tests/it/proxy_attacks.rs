@@ -531,6 +531,11 @@ async fn paths_that_decode_again_to_a_separator_are_refused() {
         "/api/admin%3A%3A%24DATA",
         // An 8.3 short name: IIS serves `ADMINI~1` as `administrator`.
         "/api/ADMINI~1/users",
+        // Unicode that NFKC (Python applications, Windows best-fit) folds to `..`, `/`, `\`.
+        "/public/%E2%80%A5/api/admin",
+        "/public/%EF%BC%8E%EF%BC%8E/api/admin",
+        "/public%EF%BC%8F..%EF%BC%8Fapi/admin",
+        "/public%EF%BC%BCapi",
     ] {
         let r = raw_get(gw.addr, path, "").await;
         assert_eq!(r.status, 400, "{path}: {}", r.head);
@@ -567,6 +572,8 @@ async fn a_format_suffix_or_folded_case_cannot_walk_around_a_prefix_rule() {
         "/api/adm%C4%B1n/users",
         "/api/adm%C4%B0n",
         "/api/adm%C4%B1n.json",
+        // And a fullwidth letter, which NFKC folds to ASCII.
+        "/api/%EF%BD%81dmin/users",
     ] {
         assert_eq!(send("DELETE", path).await, 403, "{path}");
     }
