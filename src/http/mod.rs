@@ -197,6 +197,11 @@ async fn dispatch<'a>(
     if let Some(Err(e)) = named_host.map(security::check_host) {
         return (e.into_response(), &app.own.unmatched, "-");
     }
+    // Two Host headers: one reader takes the first, another the last (RFC 9112 asks for 400).
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        let e = ApiError::bad_request("The request has more than one Host header.");
+        return (e.into_response(), &app.own.unmatched, "-");
+    }
     let uri = req.uri().clone();
     let path = match path::normalize(uri.path()) {
         Ok(p) => p,

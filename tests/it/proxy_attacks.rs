@@ -477,6 +477,9 @@ async fn userinfo_in_the_host_is_refused() {
         "GET /x HTTP/1.1\r\nHost: user@secure.example\r\nConnection: close\r\n\r\n",
         "GET /x HTTP/1.1\r\nHost: secure.example@evil.test\r\nConnection: close\r\n\r\n",
         "GET http://user@secure.example/x HTTP/1.1\r\nHost: secure.example\r\nConnection: close\r\n\r\n",
+        // Two Host headers: readers disagree on which one counts.
+        "GET /x HTTP/1.1\r\nHost: secure.example\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: other.example\r\nHost: secure.example\r\nConnection: close\r\n\r\n",
         // Empty labels: a run of trailing dots is a name some upstreams read as the same.
         "GET /x HTTP/1.1\r\nHost: secure.example...\r\nConnection: close\r\n\r\n",
         "GET /x HTTP/1.1\r\nHost: secure.example..:80\r\nConnection: close\r\n\r\n",
