@@ -233,7 +233,8 @@ async fn dispatch<'a>(
     match app.routes.find(ctx.host_name(), &path, req.method()) {
         Some(route) => {
             // What the upstream could act on instead of the request's own method and path
-            // (override headers it is given, `_method`) must be allowed too.
+            // (override headers it is given, `_method`, a folded or suffixed path) must be
+            // allowed too.
             let names = app.proxy.identity_names();
             let named = overrides::of(
                 req.headers(),
@@ -245,19 +246,17 @@ async fn dispatch<'a>(
                     .filter(|n| overrides::PATH_HEADERS.contains(n)),
                 uri.query(),
             );
-            let mut also = match named {
-                Ok(o) if o.is_empty() => Vec::new(),
-                Ok(o) => overrides::rules(app, &o, ctx.host_name(), &path, req.method()),
+            let also = match named {
+                Ok(o) => overrides::also_rules(
+                    app,
+                    &o,
+                    ctx.host_name(),
+                    &path,
+                    req.method(),
+                    Some(route),
+                ),
                 Err(e) => return (e.into_response(), &route.metrics, route.name.as_str()),
             };
-            // What an upstream could take the path for, too (folded case, a format suffix).
-            app.routes.add_alias_rules(
-                ctx.host_name(),
-                &path,
-                req.method(),
-                Some(route),
-                &mut also,
-            );
             let resp = app.proxy.handle(ctx, route, &also, &path, req).await;
             (resp, &route.metrics, route.name.as_str())
         }

@@ -129,9 +129,27 @@ pub fn rule_for<'a>(app: &'a App, host: Option<&str>, path: &str, method: &Metho
         .map_or(Rule::signed_in(), |r| &r.rule)
 }
 
-/// The rules of what the overrides name instead of the request's own method and path: each
-/// must admit the caller too.
-pub fn rules<'a>(
+/// The rules beside the request's own (`matched`) that must admit the caller too: those of
+/// what the overrides name instead of its method and path, and of what an upstream could
+/// take its path for (a folded Unicode form, a format suffix: see
+/// [`crate::policy::RouteTable::add_alias_rules`]). Both doors ask this. Allocates nothing
+/// for a request with neither.
+pub fn also_rules<'a>(
+    app: &'a App,
+    overrides: &Overrides,
+    host: Option<&str>,
+    path: &str,
+    method: &Method,
+    matched: Option<&std::sync::Arc<crate::policy::Route>>,
+) -> Vec<&'a Rule> {
+    let mut out = rules(app, overrides, host, path, method);
+    app.routes
+        .add_alias_rules(host, path, method, matched, &mut out);
+    out
+}
+
+/// The rules of what the overrides name instead of the request's own method and path.
+fn rules<'a>(
     app: &'a App,
     overrides: &Overrides,
     host: Option<&str>,

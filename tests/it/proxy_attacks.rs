@@ -378,16 +378,7 @@ async fn kept_overrides_and_method_queries_are_judged_as_what_they_claim() {
         None,
     )
     .await;
-    register_verified(
-        &gw,
-        &smtp,
-        json!({"email": "o@example.com", "password": PW}),
-    )
-    .await;
-    let token = login(&gw, "o@example.com", PW).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = customer_token(&gw, &smtp, "o@example.com").await;
     let send = |path: &'static str, header: Option<&'static str>| {
         let mut r = gw.client.get(gw.url(path)).bearer_auth(&token);
         if let Some(m) = header {
@@ -595,16 +586,7 @@ async fn the_gateways_token_and_cookies_stay_its_own() {
     let smtp = Smtp::start();
     let up = Upstream::start().await;
     let gw = Gateway::start_with(&admin_routes(&up), Some(&smtp), None).await;
-    register_verified(
-        &gw,
-        &smtp,
-        json!({"email": "t@example.com", "password": PW}),
-    )
-    .await;
-    let token = login(&gw, "t@example.com", PW).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = customer_token(&gw, &smtp, "t@example.com").await;
     let (status, echo) = gw.call(reqwest::Method::GET, "/api/x", &token, None).await;
     assert_eq!(status, 200);
     assert!(echo["headers"]["authorization"].is_null(), "{echo}");
@@ -660,16 +642,7 @@ async fn the_gateways_token_and_cookies_stay_its_own() {
         None,
     )
     .await;
-    register_verified(
-        &gw,
-        &smtp,
-        json!({"email": "t2@example.com", "password": PW}),
-    )
-    .await;
-    let token = login(&gw, "t2@example.com", PW).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = customer_token(&gw, &smtp, "t2@example.com").await;
     let (_, echo) = gw.call(reqwest::Method::GET, "/api/x", &token, None).await;
     assert_eq!(echo["headers"]["x-access-token"], json!([token]));
     assert!(echo["headers"]["authorization"].is_null());

@@ -367,13 +367,7 @@ pub async fn validate(
                 .filter(|n| **n != X_ORIGINAL_URL),
             query,
         )?;
-        let mut also = match named.is_empty() {
-            true => Vec::new(),
-            false => overrides::rules(app, &named, host, &norm, &orig.method),
-        };
-        // And what an upstream could take the path for (folded case, a format suffix).
-        app.routes
-            .add_alias_rules(host, &norm, &orig.method, matched, &mut also);
+        let also = overrides::also_rules(app, &named, host, &norm, &orig.method, matched);
         if let Err(denied) = also.into_iter().try_for_each(|r| access.admits(r)) {
             checked = Err(denied);
         }
