@@ -298,13 +298,20 @@ async fn flows(site: &Site, driver: &Driver, js: bool) {
     .await
     .unwrap();
     expect_heading(&c, "Your devices").await;
-    assert_eq!(
-        c.find_all(Locator::Css("form[action$='/devices/revoke'] button"))
+    // The page before the form's answer has the same heading: wait for the new one.
+    let mut left = 0;
+    for _ in 0..100 {
+        left = c
+            .find_all(Locator::Css("form[action$='/devices/revoke'] button"))
             .await
             .unwrap()
-            .len(),
-        1
-    );
+            .len();
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 1);
     other.goto(&format!("{base}/app/other")).await.unwrap();
     expect_heading(&other, "Sign in").await;
     other.close().await.unwrap();
