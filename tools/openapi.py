@@ -138,6 +138,13 @@ schemas = {
       "password_removed": {"type": "boolean", "const": True, "description": "Present when the password chosen at registration was dropped (the verifying client did not present the sign-up token)."},
       "reset_token": {"type": "string", "description": "With `password_removed`: a reset token (`prt1.`...) to choose a password with POST /auth/password/reset and `Authorization: Bearer`."},
       "reset_token_expires_at": DT,
+      "access_token": {"type": "string", "description": "With `sign_in`: as in TokenPair."},
+      "refresh_token": {"type": "string", "description": "With `sign_in`: as in TokenPair."},
+      "token_type": {"type": "string", "const": "Bearer"},
+      "expires_in": {"type": "integer", "minimum": 0},
+      "refresh_expires_in": {"type": "integer", "minimum": 0},
+      "session_id": {"type": "string"},
+      "device_token": {"type": "string", "description": "With `sign_in`: as in TokenPair."},
     },
   },
   "ResetToken": {
@@ -238,7 +245,7 @@ headers = {
     "schema": {"type": "string"},
   },
   "Set-Cookie-Signup": {"description": "Sets `__Host-authgate-signup` (the sign-up token; HttpOnly, Secure, SameSite=Lax, Path=/, 7 days).", "schema": {"type": "string"}},
-  "Set-Cookie-Signup-Clear": {"description": "Clears `__Host-authgate-signup` (Max-Age=0).", "schema": {"type": "string"}},
+  "Set-Cookie-Signup-Clear": {"description": "Clears `__Host-authgate-signup` (Max-Age=0); with `sign_in`, also the token cookies and `__Host-authgate-device` as after a sign-in.", "schema": {"type": "string"}},
   "Set-Cookie-Page": {
     "description": "Hosted pages: `__Host-authgate-csrf` (the double-submit CSRF token; HttpOnly, Secure, SameSite=Lax, Path=/) on an HTML page when the browser had none, and a new one after a sign-in; after a sign-in also the token cookies (`__Host-authgate-access`, `__Secure-authgate-refresh`, `__Host-authgate-session`) and `__Host-authgate-device`; after sign-up `__Host-authgate-signup` (cleared again by a successful verify); after a sign-out or password reset the token cookies are cleared.",
     "schema": {"type": "string"},
@@ -351,6 +358,7 @@ schemas["VerifyRequest"] = {
     "code": sec_str("The code mailed at registration (or resent): `otp.length` digits (6 by default)."),
     "signup_token": nsec_str("From the registration (else the `__Host-authgate-signup` cookie): keeps the password chosen at registration."),
     "device_token": nsec_str("From an earlier sign-in (else the `__Host-authgate-device` cookie)."),
+    "sign_in": {"type": "boolean", "default": False, "description": "Sign in once verified: the answer then carries the token pair and the device token, as after /auth/login (the hosted sign-up page always does)."},
   },
 }
 schemas["EmailRequest"] = {
@@ -464,7 +472,7 @@ account_op("/register", "post", "register", "Create an account",
   }, extra400="field errors for `email`, `password` (required unless passwordless accounts are allowed; policy), `username`, `phone`, `full_name`, `profile` (too large)")
 
 account_op("/verify", "post", "verifyEmail", "Verify the email address",
-  "Verifies the address with the mailed code. Without the sign-up token (body or cookie) a password chosen at registration is dropped and a reset token is answered instead. Clears the `__Host-authgate-signup` cookie.",
+  "Verifies the address with the mailed code. Without the sign-up token (body or cookie) a password chosen at registration is dropped and a reset token is answered instead. With `sign_in: true` the client is signed in too (the token pair and device token in the body and as cookies). Clears the `__Host-authgate-signup` cookie.",
   "account", body="VerifyRequest", cookies=[
     {"name": "__Host-authgate-signup", "in": "cookie", "required": False, "description": "The sign-up token from the registration (used when the body has no `signup_token`).", "schema": {"type": "string"}},
     DEVICE_COOKIE],

@@ -1187,3 +1187,45 @@ async fn quoted_addresses_are_refused() {
     }
     gw.stop().await;
 }
+
+/// `sign_in: true` at /verify signs the verifying client in, as the hosted sign-up page does
+/// (one service entry for both doors); without it the answer is the account alone, as the
+/// seed backends expect.
+#[tokio::test]
+async fn verify_signs_in_only_when_asked() {
+    let smtp = Smtp::start();
+    let gw = Gateway::start_with("", Some(&smtp), None).await;
+    for (email, sign_in) in [("plain@example.com", false), ("asked@example.com", true)] {
+        let (status, reg) = gw
+            .post("/auth/register", json!({"email": email, "password": PW}))
+            .await;
+        assert_eq!(status, 201, "{reg}");
+        let code = smtp.code(email, 1).await;
+        let (status, v) = gw
+            .post(
+                "/auth/verify",
+                json!({"email": email, "code": code, "signup_token": reg["data"]["signup_token"], "sign_in": sign_in}),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["data"]["user"]["email_verified"], true);
+        assert!(v["data"].get("password_removed").is_none(), "{v}");
+        let token = v["data"]["access_token"].as_str();
+        assert_eq!(token.is_some(), sign_in, "{v}");
+        assert_eq!(v["data"]["device_token"].is_string(), sign_in, "{v}");
+        if let Some(token) = token {
+            let (status, me) = gw.call(reqwest::Method::GET, "/auth/me", token, None).await;
+            assert_eq!((status, me["data"]["email"].as_str()), (200, Some(email)));
+            let (_, list) = gw
+                .call(reqwest::Method::GET, "/auth/sessions", token, None)
+                .await;
+            assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
+        }
+        // The password chosen at registration survived either way.
+        let (status, v) = gw
+            .post("/auth/login", json!({"login": email, "password": PW}))
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    gw.stop().await;
+}

@@ -1,8 +1,11 @@
 //! Account endpoints: register, verify, sign in by password or code, password reset and
 //! change, profile.
 
-use super::{Result, body_json, caller, client_info, presented, tokens_response, user_json};
-use crate::accounts::{Client, ProfilePatch, Registration};
+use super::{
+    Result, body_json, caller, client, presented, signed_in_response, signed_in_response_with,
+    user_json,
+};
+use crate::accounts::{ProfilePatch, Registration};
 use crate::clock::rfc3339;
 use crate::http::body::Body;
 use crate::http::error::success;
@@ -40,7 +43,7 @@ pub async fn register(
     };
     let (user, expires, signup) = app
         .accounts
-        .register(reg, &Client::new(ctx.client_ip, None))
+        .register(reg, &client(ctx, parts, None))
         .await?;
     // The sign-up token keeps the password when this client verifies the address: as a
     // cookie for browsers and clients with a cookie jar, in the body for the others.
@@ -72,6 +75,9 @@ struct VerifyBody {
     /// From the registration (else the sign-up cookie).
     signup_token: Option<Secret>,
     device_token: Option<Secret>,
+    /// Sign in once verified (the tokens come back as after /login).
+    #[serde(default)]
+    sign_in: bool,
 }
 
 #[derive(Deserialize)]
@@ -97,25 +103,26 @@ pub async fn verify(
             &b.email,
             b.code.expose(),
             signup.as_ref().map(Secret::expose),
-            &Client::new(ctx.client_ip, device.as_ref().map(Secret::expose)),
+            b.sign_in,
+            &client(ctx, parts, device.as_ref()),
         )
         .await?;
-    let mut resp = match &v.reset {
-        None => success(
-            StatusCode::OK,
-            "Your email address is verified.",
-            &json!({ "user": user_json(&v.user) }),
-        ),
-        Some((token, expires)) => success(
-            StatusCode::OK,
-            "Your email address is verified. The password given when the account was created was not chosen by this device, so it was removed: choose one now with this reset token (POST /password/reset with Authorization: Bearer), or sign in by code.",
-            &json!({
-                "user": user_json(&v.user),
-                "password_removed": true,
-                "reset_token": token.expose(),
-                "reset_token_expires_at": rfc3339(*expires),
-            }),
-        ),
+    let message = match (&v.reset, &v.signed_in) {
+        (None, None) => "Your email address is verified.",
+        (None, Some(_)) => "Your email address is verified. You are signed in.",
+        (Some(_), _) => {
+            "Your email address is verified. The password given when the account was created was not chosen by this device, so it was removed: choose one now with this reset token (POST /password/reset with Authorization: Bearer), or sign in by code."
+        }
+    };
+    let mut data = json!({ "user": user_json(&v.user) });
+    if let (Some((token, expires)), Some(obj)) = (&v.reset, data.as_object_mut()) {
+        obj.insert("password_removed".into(), json!(true));
+        obj.insert("reset_token".into(), json!(token.expose()));
+        obj.insert("reset_token_expires_at".into(), json!(rfc3339(*expires)));
+    }
+    let mut resp = match &v.signed_in {
+        None => success(StatusCode::OK, message, &data),
+        Some(signed) => signed_in_response_with(app, message, signed, data),
     };
     auth::clear_signup_cookie(resp.headers_mut());
     Ok(resp)
@@ -139,7 +146,7 @@ pub async fn resend(
 ) -> Result<Response<Body>> {
     let b: EmailOnly = body_json(app, parts, body, false).await?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let client = Client::new(ctx.client_ip, device.as_ref().map(Secret::expose));
+    let client = client(ctx, parts, device.as_ref());
     Ok(code_sent(
         app.accounts.resend_verification(&b.email, &client).await?,
     ))
@@ -162,28 +169,11 @@ pub async fn login(
 ) -> Result<Response<Body>> {
     let b: LoginBody = body_json(app, parts, body, false).await?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let user = app
+    let signed = app
         .accounts
-        .login_password(
-            &b.login,
-            &b.password,
-            &Client::new(ctx.client_ip, device.as_ref().map(Secret::expose)),
-        )
+        .login_password(&b.login, &b.password, &client(ctx, parts, device.as_ref()))
         .await?;
-    let pair = app
-        .sessions
-        .sign_in(&user, &client_info(ctx, &parts.headers))
-        .await?;
-    let device = app
-        .accounts
-        .device_token(&user, device.as_ref().map(Secret::expose));
-    Ok(tokens_response(
-        app,
-        "Signed in.",
-        &pair,
-        &user,
-        Some(&device),
-    ))
+    Ok(signed_in_response(app, "Signed in.", &signed))
 }
 
 pub async fn login_code(
@@ -194,7 +184,7 @@ pub async fn login_code(
 ) -> Result<Response<Body>> {
     let b: EmailOnly = body_json(app, parts, body, false).await?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let client = Client::new(ctx.client_ip, device.as_ref().map(Secret::expose));
+    let client = client(ctx, parts, device.as_ref());
     Ok(code_sent(
         app.accounts.start_code_login(&b.email, &client).await?,
     ))
@@ -208,28 +198,15 @@ pub async fn login_code_verify(
 ) -> Result<Response<Body>> {
     let b: EmailCode = body_json(app, parts, body, false).await?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let user = app
+    let signed = app
         .accounts
         .finish_code_login(
             &b.email,
             b.code.expose(),
-            &Client::new(ctx.client_ip, device.as_ref().map(Secret::expose)),
+            &client(ctx, parts, device.as_ref()),
         )
         .await?;
-    let pair = app
-        .sessions
-        .sign_in(&user, &client_info(ctx, &parts.headers))
-        .await?;
-    let device = app
-        .accounts
-        .device_token(&user, device.as_ref().map(Secret::expose));
-    Ok(tokens_response(
-        app,
-        "Signed in.",
-        &pair,
-        &user,
-        Some(&device),
-    ))
+    Ok(signed_in_response(app, "Signed in.", &signed))
 }
 
 pub async fn forgot(
@@ -240,7 +217,7 @@ pub async fn forgot(
 ) -> Result<Response<Body>> {
     let b: EmailOnly = body_json(app, parts, body, false).await?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let client = Client::new(ctx.client_ip, device.as_ref().map(Secret::expose));
+    let client = client(ctx, parts, device.as_ref());
     Ok(code_sent(
         app.accounts.forgot_password(&b.email, &client).await?,
     ))
@@ -268,7 +245,7 @@ pub async fn reset(
         .map(Secret::new);
     let b: ResetBody = body_json(app, parts, body, false).await?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let client = Client::new(ctx.client_ip, device.as_ref().map(Secret::expose));
+    let client = client(ctx, parts, device.as_ref());
     match (token, b.email, b.code) {
         (Some(token), _, _) => {
             app.accounts
@@ -310,7 +287,7 @@ pub async fn reset_verify(
         .reset_token(
             &b.email,
             b.code.expose(),
-            &Client::new(ctx.client_ip, device.as_ref().map(Secret::expose)),
+            &client(ctx, parts, device.as_ref()),
         )
         .await?;
     Ok(success(
@@ -340,7 +317,7 @@ pub async fn change_password(
             &b.current_password,
             &b.new_password,
             &c.identity.session_id,
-            &Client::new(ctx.client_ip, None),
+            &client(ctx, parts, None),
         )
         .await?;
     Ok(success(
@@ -378,7 +355,7 @@ pub async fn start_email_change(
             &c.identity.session_id,
             &b.email,
             b.current_password.as_ref(),
-            &Client::new(ctx.client_ip, None),
+            &client(ctx, parts, None),
         )
         .await?;
     Ok(success(
@@ -397,30 +374,21 @@ pub async fn finish_email_change(
 ) -> Result<Response<Body>> {
     let c = caller(app, parts).await?;
     let b: EmailCode = body_json(app, parts, body, false).await?;
-    let user = app
+    let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
+    // Every session ended with the old address in its tokens; this device goes on in a new one.
+    let signed = app
         .accounts
         .finish_email_change(
             &c.user_id,
             &b.email,
             b.code.expose(),
-            &Client::new(ctx.client_ip, None),
+            &client(ctx, parts, device.as_ref()),
         )
         .await?;
-    // Every session ended with the old address in its tokens; this device goes on in a new one.
-    let pair = app
-        .sessions
-        .sign_in(&user, &client_info(ctx, &parts.headers))
-        .await?;
-    let presented = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let device = app
-        .accounts
-        .device_token(&user, presented.as_ref().map(Secret::expose));
-    Ok(tokens_response(
+    Ok(signed_in_response(
         app,
         "Your email address has been changed. Other devices were signed out.",
-        &pair,
-        &user,
-        Some(&device),
+        &signed,
     ))
 }
 

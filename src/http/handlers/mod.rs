@@ -14,11 +14,12 @@ use super::error::ApiError;
 use super::operations::{self, Found};
 use super::{App, json};
 use crate::access::{Door, Via};
+use crate::accounts::{Client, SignedIn};
 use crate::clock::rfc3339;
 use crate::identity::Identity;
 use crate::policy::Rule;
 use crate::secret::Secret;
-use crate::sessions::{ClientInfo, TokenPair};
+use crate::sessions::TokenPair;
 use crate::store::{Session, User, UserId};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header, request::Parts};
 use hyper::body::Incoming;
@@ -164,15 +165,15 @@ async fn body_json<T: DeserializeOwned>(
     .await
 }
 
-fn client_info(ctx: &RequestCtx, headers: &HeaderMap) -> ClientInfo {
-    ClientInfo {
-        ip: ctx.client_ip,
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string(),
-    }
+/// The caller as the account flows see it: its address, the device token it presented, its
+/// user agent.
+fn client<'a>(ctx: &RequestCtx, parts: &'a Parts, device: Option<&'a Secret>) -> Client<'a> {
+    let user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    Client::new(ctx.client_ip, device.map(Secret::expose)).with_user_agent(user_agent)
 }
 
 /// The signed-in caller of an account endpoint.
@@ -243,32 +244,50 @@ fn session_json(s: &Session, current: &str) -> Value {
     })
 }
 
-/// The answer to a sign-in or refresh: the pair in the body and as cookies, and after a
-/// sign-in the device token (see `accounts::bindings`), in the body and as a cookie too.
+/// The answer to a sign-in: the pair and the device token (see `accounts::bindings`), in the
+/// body and as cookies.
+fn signed_in_response(app: &App, message: &str, signed: &SignedIn) -> Response<Body> {
+    signed_in_response_with(app, message, signed, json!({}))
+}
+
+/// [`signed_in_response`], with the fields of `extra` in the body too.
+fn signed_in_response_with(
+    app: &App,
+    message: &str,
+    signed: &SignedIn,
+    extra: Value,
+) -> Response<Body> {
+    let mut fields = match extra {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    fields.insert("device_token".into(), json!(signed.device.expose()));
+    let mut resp = tokens_response(app, message, &signed.pair, &signed.user, fields);
+    auth::set_device_cookie(resp.headers_mut(), &signed.device);
+    resp
+}
+
+/// The answer to a refresh: the new pair, in the body and as cookies.
+fn refreshed_response(app: &App, pair: &TokenPair, user: &User) -> Response<Body> {
+    tokens_response(app, "Tokens refreshed.", pair, user, serde_json::Map::new())
+}
+
 fn tokens_response(
     app: &App,
     message: &str,
     pair: &TokenPair,
     user: &User,
-    device: Option<&Secret>,
+    mut data: serde_json::Map<String, Value>,
 ) -> Response<Body> {
-    let mut data = json!({
-        "access_token": pair.access_token.expose(),
-        "refresh_token": pair.refresh_token.expose(),
-        "token_type": "Bearer",
-        "expires_in": pair.expires_in,
-        "refresh_expires_in": pair.refresh_expires_in,
-        "session_id": pair.session_id,
-        "user": user_json(user),
-    });
-    if let (Some(d), Some(obj)) = (device, data.as_object_mut()) {
-        obj.insert("device_token".into(), json!(d.expose()));
-    }
-    let mut resp = super::error::success(StatusCode::OK, message, &data);
+    data.insert("access_token".into(), json!(pair.access_token.expose()));
+    data.insert("refresh_token".into(), json!(pair.refresh_token.expose()));
+    data.insert("token_type".into(), json!("Bearer"));
+    data.insert("expires_in".into(), json!(pair.expires_in));
+    data.insert("refresh_expires_in".into(), json!(pair.refresh_expires_in));
+    data.insert("session_id".into(), json!(pair.session_id));
+    data.insert("user".into(), user_json(user));
+    let mut resp = super::error::success(StatusCode::OK, message, &Value::Object(data));
     app.cookies.set_tokens(resp.headers_mut(), pair);
-    if let Some(d) = device {
-        auth::set_device_cookie(resp.headers_mut(), d);
-    }
     resp
 }
 

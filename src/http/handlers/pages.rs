@@ -2,16 +2,16 @@
 //! runs the same service calls and rate limits as the JSON API, then redirects (303) or shows
 //! the form again with the API's error. No page needs JavaScript.
 
-use super::{Result, client_info};
+use super::{Result, client};
 use crate::access::Door;
-use crate::accounts::{AccountError, Client, Registration};
+use crate::accounts::{AccountError, Registration, SignOut, SignedIn};
 use crate::http::body::{self, Body};
 use crate::http::error::ApiError;
 use crate::http::{App, RequestCtx, auth, json};
 use crate::policy::Rule;
 use crate::secret::{Secret, ct_eq};
 use crate::sessions::SessionError;
-use crate::store::User;
+use crate::store::UniqueField;
 use crate::tokens::Verified;
 use crate::ui::{self, FormError, Hint, View};
 use cookie::{Cookie, SameSite};
@@ -272,8 +272,11 @@ impl Page {
                 .get("sec-fetch-dest")
                 .is_none_or(|d| d == "document");
         if let (Some(token), true) = (refresh, navigation) {
-            let client = Client::new(ctx.client_ip, None);
-            match app.accounts.refresh(&token, &client).await {
+            match app
+                .accounts
+                .refresh(&token, &client(ctx, parts, None))
+                .await
+            {
                 Ok((pair, _)) => {
                     let mut r = self.go_back(app);
                     app.cookies.set_tokens(r.headers_mut(), &pair);
@@ -359,46 +362,35 @@ impl Page {
             ));
         }
         self.set_rd(app, form.optional("rd"));
-        let ip = ctx.client_ip;
         let device = device_cookie(parts);
-        let client = Client::new(ip, device.as_ref().map(Secret::expose));
+        let client = client(ctx, parts, device.as_ref());
         let email = form.text("email").trim().to_string();
         match name {
             "login" => {
                 let login = form.text("login").trim().to_string();
                 let password = form.secret("password");
-                let r: Result<User> = async {
-                    Ok(app
-                        .accounts
-                        .login_password(&login, &password, &client)
-                        .await?)
-                }
-                .await;
-                match r {
-                    Ok(user) => self.signed_in(app, ctx, parts, &user).await,
-                    Err(e) => Ok(self.render_error(&e, hint(&e), |v| ui::sign_in(v, &login))),
+                match app
+                    .accounts
+                    .login_password(&login, &password, &client)
+                    .await
+                {
+                    Ok(signed) => Ok(self.signed_in(app, &signed)),
+                    Err(e) => Ok(self.refused(hint(&e), e, |v| ui::sign_in(v, &login))),
                 }
             }
-            "code" => {
-                let r: Result<_> =
-                    async { Ok(app.accounts.start_code_login(&email, &client).await?) }.await;
-                match r {
-                    Ok(_) => self.notice(CODE_SENT, |v| ui::code_enter(v, &email)),
-                    Err(e) => Ok(self.render_error(&e, None, |v| ui::code_request(v, &email))),
-                }
-            }
+            "code" => match app.accounts.start_code_login(&email, &client).await {
+                Ok(_) => self.notice(CODE_SENT, |v| ui::code_enter(v, &email)),
+                Err(e) => Ok(self.refused(None, e, |v| ui::code_request(v, &email))),
+            },
             "code/verify" => {
                 let code = form.secret("code");
-                let r: Result<User> = async {
-                    Ok(app
-                        .accounts
-                        .finish_code_login(&email, code.expose().trim(), &client)
-                        .await?)
-                }
-                .await;
+                let r = app
+                    .accounts
+                    .finish_code_login(&email, code.expose().trim(), &client)
+                    .await;
                 match r {
-                    Ok(user) => self.signed_in(app, ctx, parts, &user).await,
-                    Err(e) => Ok(self.render_error(&e, hint(&e), |v| ui::code_enter(v, &email))),
+                    Ok(signed) => Ok(self.signed_in(app, &signed)),
+                    Err(e) => Ok(self.refused(hint(&e), e, |v| ui::code_enter(v, &email))),
                 }
             }
             "signup" => {
@@ -413,8 +405,7 @@ impl Page {
                     phone: None,
                     profile: None,
                 };
-                let r: Result<_> = async { Ok(app.accounts.register(reg, &client).await?) }.await;
-                match r {
+                match app.accounts.register(reg, &client).await {
                     Ok((_, _, signup)) => {
                         let mut page = self.notice(
                             "Account created. A verification code was sent to your email address.",
@@ -429,67 +420,52 @@ impl Page {
                             username: username.as_deref().unwrap_or(""),
                             full_name: full_name.as_deref().unwrap_or(""),
                         };
-                        Ok(self.render_error(&e, hint(&e), |v| ui::sign_up(v, &values)))
+                        Ok(self.refused(hint(&e), e, |v| ui::sign_up(v, &values)))
                     }
                 }
             }
             "verify" => {
                 let code = form.secret("code");
-                let r: Result<User> = async {
-                    let signup = auth::cookie(&parts.headers, auth::SIGNUP_COOKIE).map(Secret::new);
-                    Ok(app
-                        .accounts
-                        .verify_email(
-                            &email,
-                            code.expose().trim(),
-                            signup.as_ref().map(Secret::expose),
-                            &client,
-                        )
-                        .await?
-                        .user)
-                }
-                .await;
-                match r {
-                    // The code proved the mailbox, as a code sign-in does: sign in at once so
-                    // the newcomer lands where they were going.
-                    Ok(user) if !user.blocked => {
-                        tracing::info!(target: "audit", event = "login", user_id = %user.id, method = "verify", "signed in after verifying the email");
-                        let mut r = self.signed_in(app, ctx, parts, &user).await?;
+                let signup = auth::cookie(&parts.headers, auth::SIGNUP_COOKIE).map(Secret::new);
+                // The code proved the mailbox, as a code sign-in does: signed in at once, so
+                // the newcomer lands where they were going.
+                let r = app
+                    .accounts
+                    .verify_email(
+                        &email,
+                        code.expose().trim(),
+                        signup.as_ref().map(Secret::expose),
+                        true,
+                        &client,
+                    )
+                    .await;
+                match r.map(|v| v.signed_in) {
+                    Ok(Some(signed)) => {
+                        let mut r = self.signed_in(app, &signed);
                         auth::clear_signup_cookie(r.headers_mut());
                         Ok(r)
                     }
-                    Ok(_) => self.notice("Your email address is verified.", |v| {
+                    Ok(None) => self.notice("Your email address is verified.", |v| {
                         ui::sign_in(v, &email)
                     }),
-                    Err(e) => Ok(self.render_error(&e, hint(&e), |v| ui::verify(v, &email))),
+                    Err(e) => Ok(self.refused(hint(&e), e, |v| ui::verify(v, &email))),
                 }
             }
-            "verify/resend" => {
-                let r: Result<_> =
-                    async { Ok(app.accounts.resend_verification(&email, &client).await?) }.await;
-                match r {
-                    Ok(_) => self.notice(CODE_SENT, |v| ui::verify(v, &email)),
-                    Err(e) => Ok(self.render_error(&e, None, |v| ui::verify(v, &email))),
-                }
-            }
-            "forgot" => {
-                let r: Result<_> =
-                    async { Ok(app.accounts.forgot_password(&email, &client).await?) }.await;
-                match r {
-                    Ok(_) => self.notice(CODE_SENT, |v| ui::reset(v, &email)),
-                    Err(e) => Ok(self.render_error(&e, None, |v| ui::forgot(v, &email))),
-                }
-            }
+            "verify/resend" => match app.accounts.resend_verification(&email, &client).await {
+                Ok(_) => self.notice(CODE_SENT, |v| ui::verify(v, &email)),
+                Err(e) => Ok(self.refused(None, e, |v| ui::verify(v, &email))),
+            },
+            "forgot" => match app.accounts.forgot_password(&email, &client).await {
+                Ok(_) => self.notice(CODE_SENT, |v| ui::reset(v, &email)),
+                Err(e) => Ok(self.refused(None, e, |v| ui::forgot(v, &email))),
+            },
             "reset" => {
                 let code = form.secret("code");
                 let new_password = form.secret("new_password");
-                let r: Result<User> = async {
-                    Ok(app
-                        .accounts
-                        .reset_password(&email, code.expose().trim(), &new_password, &client)
-                        .await?)
-                }
-                .await;
+                let r = app
+                    .accounts
+                    .reset_password(&email, code.expose().trim(), &new_password, &client)
+                    .await;
                 match r {
                     Ok(_) => {
                         let mut to = format!("{}?notice=reset", self.page_url("login"));
@@ -502,7 +478,7 @@ impl Page {
                         app.cookies.clear_tokens(r.headers_mut());
                         Ok(r)
                     }
-                    Err(e) => Ok(self.render_error(&e, hint(&e), |v| ui::reset(v, &email))),
+                    Err(e) => Ok(self.refused(hint(&e), e, |v| ui::reset(v, &email))),
                 }
             }
             "email" | "email/verify" => {
@@ -510,25 +486,13 @@ impl Page {
                     return Ok(self.sign_in_first(app, "email"));
                 };
                 let user_id = caller.user_uuid;
-                // A signed-in caller's tries count as the account's, not a device's.
-                let client = Client::new(ip, None);
                 if name == "email" {
                     let password = form.optional("current_password").map(Secret::new);
-                    let r = async {
-                        let session = &caller.identity.session_id;
-                        Ok::<_, ApiError>(
-                            app.accounts
-                                .start_email_change(
-                                    &user_id,
-                                    session,
-                                    &email,
-                                    password.as_ref(),
-                                    &client,
-                                )
-                                .await?,
-                        )
-                    }
-                    .await;
+                    let session = &caller.identity.session_id;
+                    let r = app
+                        .accounts
+                        .start_email_change(&user_id, session, &email, password.as_ref(), &client)
+                        .await;
                     return match r {
                         Ok(_) => self.notice("A code has been sent to the new address.", |v| {
                             ui::email_confirm(v, &email)
@@ -536,37 +500,26 @@ impl Page {
                         Err(e) => {
                             let user = app.accounts.profile(&user_id).await?;
                             let has_password = user.password.is_some();
-                            Ok(self.render_error(&e, None, |v| {
+                            Ok(self.refused(None, e, |v| {
                                 ui::email_change(v, &user.email, &email, has_password)
                             }))
                         }
                     };
                 }
                 let code = form.text("code").to_string();
-                let r = async {
-                    Ok::<_, ApiError>(
-                        app.accounts
-                            .finish_email_change(&user_id, &email, &code, &client)
-                            .await?,
-                    )
-                };
-                match r.await {
+                let r = app
+                    .accounts
+                    .finish_email_change(&user_id, &email, &code, &client)
+                    .await;
+                match r {
                     // Every session ended with the old address in its tokens: a new one here.
-                    Ok(user) => {
-                        let pair = app
-                            .sessions
-                            .sign_in(&user, &client_info(ctx, &parts.headers))
-                            .await?;
-                        self.csrf = new_token();
-                        self.rotate_csrf = true;
-                        let mut r = see_other(&self.page_url("devices"));
-                        app.cookies.set_tokens(r.headers_mut(), &pair);
-                        Ok(r)
+                    Ok(signed) => {
+                        Ok(self.signed_in_to(&signed, see_other(&self.page_url("devices")), app))
                     }
                     Err(e) => {
                         // The hint for a taken address is about signing up, not this page.
                         let h = hint(&e).filter(|h| matches!(h, Hint::NewCode));
-                        Ok(self.render_error(&e, h, |v| ui::email_confirm(v, &email)))
+                        Ok(self.refused(h, e, |v| ui::email_confirm(v, &email)))
                     }
                 }
             }
@@ -585,17 +538,13 @@ impl Page {
                     app.cookies.clear_tokens(r.headers_mut());
                     return Ok(r);
                 };
-                let revoked = if name == "logout" && form.text("all") == "1" {
-                    app.sessions.revoke_all(&user_id, None).await?
-                } else if name == "logout" {
-                    app.sessions
-                        .revoke_ids(&user_id, std::slice::from_ref(&current))
-                        .await?
-                } else {
-                    let id = form.text("session").to_string();
-                    app.sessions.revoke_ids(&user_id, &[id]).await?
+                let which = match (name, form.text("all")) {
+                    ("logout", "1") => SignOut::Everywhere,
+                    ("logout", _) => SignOut::This,
+                    _ => SignOut::Sessions(vec![form.text("session").to_string()]),
                 };
-                if revoked.contains(&current) {
+                let out = app.accounts.sign_out(&user_id, &current, which).await?;
+                if out.this_one {
                     let mut r = see_other(&self.page_url("signed-out"));
                     app.cookies.clear_tokens(r.headers_mut());
                     Ok(r)
@@ -607,27 +556,34 @@ impl Page {
         }
     }
 
-    /// A sign-in succeeded: a session, its cookies, and back to where the user was going.
-    async fn signed_in(
+    /// A sign-in succeeded: its cookies, and back to where the user was going.
+    fn signed_in(&mut self, app: &App, signed: &SignedIn) -> Response<Body> {
+        let back = self.go_back(app);
+        self.signed_in_to(signed, back, app)
+    }
+
+    /// `r` with a sign-in's cookies, and a new CSRF token for the new session.
+    fn signed_in_to(
         &mut self,
+        signed: &SignedIn,
+        mut r: Response<Body>,
         app: &App,
-        ctx: &RequestCtx,
-        parts: &Parts,
-        user: &User,
-    ) -> Result<Response<Body>> {
-        let pair = app
-            .sessions
-            .sign_in(user, &client_info(ctx, &parts.headers))
-            .await?;
+    ) -> Response<Body> {
         self.csrf = new_token();
         self.rotate_csrf = true;
-        let mut r = self.go_back(app);
-        app.cookies.set_tokens(r.headers_mut(), &pair);
-        let device = app
-            .accounts
-            .device_token(user, device_cookie(parts).as_ref().map(Secret::expose));
-        auth::set_device_cookie(r.headers_mut(), &device);
-        Ok(r)
+        app.cookies.set_tokens(r.headers_mut(), &signed.pair);
+        auth::set_device_cookie(r.headers_mut(), &signed.device);
+        r
+    }
+
+    /// A flow refused: the form again, with the error and the `hint` for the next step.
+    fn refused(
+        &self,
+        hint: Option<Hint>,
+        e: AccountError,
+        f: impl FnOnce(&View) -> maud::Markup,
+    ) -> Response<Body> {
+        self.render_error(&ApiError::from(e), hint, f)
     }
 }
 
@@ -639,15 +595,13 @@ fn device_cookie(parts: &Parts) -> Option<Secret> {
 const CODE_SENT: &str = "If an account exists for this address, a code has been sent to it.";
 
 /// Extra help for the errors where the next step is not obvious.
-fn hint(e: &ApiError) -> Option<Hint> {
-    match e.code {
-        "EMAIL_NOT_VERIFIED" => Some(Hint::SignInByCode),
+fn hint(e: &AccountError) -> Option<Hint> {
+    match e {
+        AccountError::EmailNotVerified => Some(Hint::SignInByCode),
         // The address is taken: its owner can sign in by code (and reclaim an account someone
         // else registered with it).
-        "ALREADY_EXISTS" if e.fields.as_ref().is_some_and(|f| f.contains_key("email")) => {
-            Some(Hint::SignInByCode)
-        }
-        "OTP_EXPIRED" | "ATTEMPTS_EXCEEDED" => Some(Hint::NewCode),
+        AccountError::AlreadyExists(UniqueField::Email) => Some(Hint::SignInByCode),
+        AccountError::OtpExpired | AccountError::AttemptsExceeded { .. } => Some(Hint::NewCode),
         _ => None,
     }
 }

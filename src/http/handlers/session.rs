@@ -1,6 +1,7 @@
 //! Session endpoints: refresh, logout (this device, some, or all), the devices list.
 
-use super::{Result, body_json, caller, csrf_refused, session_json, tokens_response};
+use super::{Result, body_json, caller, client, csrf_refused, refreshed_response, session_json};
+use crate::accounts::{SignOut, SignedOut};
 use crate::http::body::Body;
 use crate::http::error::{ApiError, success};
 use crate::http::{App, RequestCtx, auth};
@@ -33,15 +34,11 @@ pub async fn refresh(
             t
         }
     };
-    let client = crate::accounts::Client::new(ctx.client_ip, None);
-    let (pair, user) = app.accounts.refresh(&token, &client).await?;
-    Ok(tokens_response(
-        app,
-        "Tokens refreshed.",
-        &pair,
-        &user,
-        None,
-    ))
+    let (pair, user) = app
+        .accounts
+        .refresh(&token, &client(ctx, parts, None))
+        .await?;
+    Ok(refreshed_response(app, &pair, &user))
 }
 
 #[derive(Deserialize, Default)]
@@ -54,22 +51,30 @@ struct LogoutBody {
 pub async fn logout(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>> {
     let c = caller(app, parts).await?;
     let b: LogoutBody = body_json(app, parts, body, true).await?;
-    let current = c.identity.session_id.clone();
-    let revoked = if b.all {
-        app.sessions.revoke_all(&c.user_id, None).await?
-    } else {
-        let ids = b.sessions.unwrap_or_else(|| vec![current.clone()]);
-        app.sessions.revoke_ids(&c.user_id, &ids).await?
+    let which = match (b.all, b.sessions) {
+        (true, _) => SignOut::Everywhere,
+        (false, Some(ids)) => SignOut::Sessions(ids),
+        (false, None) => SignOut::This,
     };
+    let out = app
+        .accounts
+        .sign_out(&c.user_id, &c.identity.session_id, which)
+        .await?;
+    Ok(signed_out_response(app, "Signed out.", &out))
+}
+
+/// The answer to a sign-out: how many sessions ended, and the cookies gone when the
+/// caller's own was one.
+fn signed_out_response(app: &App, message: &str, out: &SignedOut) -> Response<Body> {
     let mut resp = success(
         StatusCode::OK,
-        "Signed out.",
-        &json!({ "revoked": revoked.len() }),
+        message,
+        &json!({ "revoked": out.revoked.len() }),
     );
-    if revoked.contains(&current) {
+    if out.this_one {
         app.cookies.clear_tokens(resp.headers_mut());
     }
-    Ok(resp)
+    resp
 }
 
 pub async fn list(app: &App, parts: &Parts) -> Result<Response<Body>> {
@@ -84,21 +89,17 @@ pub async fn list(app: &App, parts: &Parts) -> Result<Response<Body>> {
 
 pub async fn delete(app: &App, parts: &Parts, id: &str) -> Result<Response<Body>> {
     let c = caller(app, parts).await?;
-    let revoked = app
-        .sessions
-        .revoke_ids(&c.user_id, &[id.to_string()])
+    let out = app
+        .accounts
+        .sign_out(
+            &c.user_id,
+            &c.identity.session_id,
+            SignOut::Sessions(vec![id.to_string()]),
+        )
         .await?;
-    if revoked.is_empty() {
+    if out.revoked.is_empty() {
         // Someone else's session looks exactly like one that does not exist.
         return Err(ApiError::not_found());
     }
-    let mut resp = success(
-        StatusCode::OK,
-        "Device signed out.",
-        &json!({ "revoked": 1 }),
-    );
-    if id == c.identity.session_id {
-        app.cookies.clear_tokens(resp.headers_mut());
-    }
-    Ok(resp)
+    Ok(signed_out_response(app, "Device signed out.", &out))
 }
