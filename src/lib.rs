@@ -36,7 +36,9 @@ pub mod telemetry;
 pub mod tls;
 pub mod tokens;
 pub mod ui;
+pub mod upkeep;
 pub mod urlpath;
+pub mod wiring;
 
 pub use config::Config;
 pub use server::{Deps, Running, StartError, run_until, start, start_with};

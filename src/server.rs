@@ -1,22 +1,12 @@
 //! Listeners: accept loop, TLS handshake with a deadline, connection cap, HTTP/1.1 + HTTP/2
-//! by ALPN (hyper-util's auto builder), and graceful drain on shutdown.
+//! by ALPN (hyper-util's auto builder), and graceful drain on shutdown. What they serve is
+//! wired in [`crate::wiring`]; what runs beside them, in [`crate::upkeep`].
 
-use crate::accounts::Accounts;
-use crate::clock::{SharedClock, SystemClock};
-use crate::codes::Codes;
 use crate::config::Config;
 use crate::connections::{Activity, Counted, Deadlines, PerIp};
 use crate::http::{self as gw, App, ConnInfo};
-use crate::mail::Mailer;
 use crate::metrics::Metrics;
-use crate::passwords::Passwords;
-use crate::policy::RouteTable;
-use crate::proxy::{self, IdentityNames, Proxy};
-use crate::ratelimit::RateLimits;
-use crate::sessions::Sessions;
-use crate::store::Store;
 use crate::tls;
-use crate::tokens::Tokens;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -31,32 +21,9 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Tls(#[from] tls::TlsError),
-    #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error("tokens: {0}")]
-    Tokens(#[from] crate::tokens::TokenError),
-    #[error("mail: {0}")]
-    Mail(#[from] crate::mail::MailError),
-    #[error("secret key: {0}")]
-    Keyring(#[from] crate::keyring::KeyringError),
-    #[error("passwords: {0}")]
-    Passwords(#[from] crate::passwords::PasswordError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Routes(#[from] crate::policy::RouteError),
-    #[error("identity header name: {0}")]
-    HeaderName(#[from] http::header::InvalidHeaderName),
-    #[error("cannot start a serving thread: {0}")]
-    Worker(std::io::Error),
-}
+use crate::upkeep::spawn_upkeep;
+use crate::wiring::serving_threads;
+pub use crate::wiring::{Deps, StartError, build_app, open_store};
 
 /// A started gateway: its bound addresses, and the handle to stop it.
 #[derive(Debug)]
@@ -101,221 +68,6 @@ struct Limits {
     per_ip: Arc<PerIp>,
     trusted: crate::http::client_ip::TrustedProxies,
     deadlines: Deadlines,
-}
-
-/// What the gateway can be given instead of its defaults (tests inject a manual clock).
-#[derive(Debug, Clone)]
-pub struct Deps {
-    pub clock: SharedClock,
-}
-
-impl Default for Deps {
-    fn default() -> Self {
-        Deps {
-            clock: Arc::new(SystemClock),
-        }
-    }
-}
-
-/// Opens the configured store: the sled directory (made if missing), or the PostgreSQL
-/// database (whose schema must be this build's).
-pub async fn open_store(config: &Config) -> Result<Store, crate::store::StoreError> {
-    if let Some(pg) = config.store.postgres() {
-        return Store::connect(&pg).await;
-    }
-    if let Some(dir) = config
-        .store
-        .path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| crate::store::StoreError::Engine(format!("{}: {e}", dir.display())))?;
-    }
-    let store = Store::open(
-        &config.store.path,
-        config.store.cache_mb.saturating_mul(1024 * 1024),
-    )?;
-    crate::files::make_private(&config.store.path).map_err(|e| {
-        crate::store::StoreError::Engine(format!("{}: {e}", config.store.path.display()))
-    })?;
-    Ok(store)
-}
-
-/// Opens the store and builds the services the handlers call.
-pub async fn build_app(
-    config: Arc<Config>,
-    deps: &Deps,
-    metrics: &Metrics,
-) -> Result<Arc<App>, StartError> {
-    let clock = deps.clock.clone();
-    let store = open_store(&config).await?;
-    let issuer = config.tokens.issuer(&config.server);
-    // The key outside the store: a single instance makes its own on first start; instances
-    // sharing a store are all given the same one (config validation insists).
-    let keyring = Arc::new(crate::keyring::Keyring::load(
-        config.tokens.secret_key.as_ref(),
-        &config.tokens.keys_dir,
-        !store.is_shared(),
-    )?);
-    // Instances sharing a store share its signing keys; one instance keeps them as files.
-    let tokens = Arc::new(if store.is_shared() {
-        Tokens::with_store(
-            &config.tokens,
-            issuer,
-            keyring.clone(),
-            clock.clone(),
-            store.clone(),
-        )
-        .await?
-    } else {
-        Tokens::new(&config.tokens, issuer, keyring.clone(), clock.clone())?
-    });
-    let sessions =
-        Arc::new(Sessions::new(store.clone(), tokens, clock.clone(), &config.tokens).await?);
-    let codes = Codes::new(
-        &keyring.key(crate::keyring::KeyPurpose::OtpHmac),
-        &config.otp,
-    );
-    let mailer = Mailer::start(&config.mail, metrics)?;
-    let passwords = Passwords::new(&config.passwords)?;
-    // The dummy hash (for unknown logins) is made now rather than by the first sign-in:
-    // callers waiting for it are not counted by `passwords.max_queue`.
-    tokio::spawn({
-        let passwords = passwords.clone();
-        async move {
-            if let Err(e) = passwords.warm_up().await {
-                tracing::warn!(error = %e, "could not make the dummy password hash yet");
-            }
-        }
-    });
-    let limits = Arc::new(RateLimits::new(
-        &config.rate_limit,
-        deps.clock.clone(),
-        metrics,
-    ));
-    let accounts = Arc::new(Accounts::new(
-        store,
-        passwords,
-        codes,
-        mailer,
-        sessions.clone(),
-        clock,
-        config.accounts.clone(),
-        config.otp.clone(),
-        config.security.reveal_account_existence,
-        &keyring,
-        limits.clone(),
-    ));
-    let routes = RouteTable::new(&config.routes, metrics)?;
-    let upstreams =
-        proxy::Upstreams::new(&config.proxy, serving_threads(), routes.origins().to_vec())?;
-    let gate = Arc::new(crate::access::Gate::new(
-        sessions.clone(),
-        crate::access::AccessCookies::of(config.server.cookie_domain.as_deref()),
-    ));
-    let proxy = Proxy::new(
-        Arc::new(upstreams),
-        IdentityNames::new(
-            &config.identity_headers,
-            &config
-                .proxy
-                .keep_override_headers
-                .iter()
-                .map(|n| http::HeaderName::from_bytes(n.as_bytes()))
-                .collect::<Result<Vec<_>, _>>()?,
-        )?,
-        &config.proxy,
-        sessions.clone(),
-        limits.clone(),
-        crate::http::redirect::LoginPage::new(
-            &config.server.public_url,
-            &config.server.auth_prefix,
-            &config.server.allowed_redirect_hosts,
-        ),
-        gate,
-    );
-    Ok(Arc::new(App::new(
-        config,
-        routes,
-        proxy,
-        accounts,
-        sessions,
-        limits,
-        metrics.clone(),
-    )))
-}
-
-/// Other instances' sign-ins and sign-outs (a shared store), on a task of its own so that no
-/// slow upkeep delays them: a sign-out anywhere is refused here within about a second.
-fn spawn_follow(app: Arc<App>, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing_since: Option<std::time::Instant> = None;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {
-                    let tokens = app.sessions.tokens();
-                    if tokens.take_reload_wanted() {
-                        match tokio::time::timeout(Duration::from_secs(2), tokens.reload_keys()).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => tracing::warn!(error = %e, "cannot reload signing keys"),
-                            Err(_) => tracing::warn!("signing keys did not load within 2 s"),
-                        }
-                    }
-                    let polled = tokio::time::timeout(Duration::from_secs(2), app.sessions.follow()).await;
-                    match polled {
-                        Ok(Ok(_)) => {
-                            if let Some(since) = failing_since.take() {
-                                tracing::info!(after = ?since.elapsed(), "following the session events again");
-                            }
-                        }
-                        Ok(Err(e)) => {
-                            failing_since.get_or_insert_with(crate::clock::monotonic);
-                            tracing::warn!(error = %e, "cannot follow the session events: sign-outs on other instances are not seen");
-                        }
-                        Err(_) => {
-                            failing_since.get_or_insert_with(crate::clock::monotonic);
-                            tracing::warn!("the session events did not answer within 2 s: sign-outs on other instances are not seen");
-                        }
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// Periodic upkeep: pick up rotated signing keys, end expired sessions.
-fn spawn_upkeep(app: Arc<App>, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut keys = tokio::time::interval(Duration::from_secs(30));
-        let mut sweep = tokio::time::interval(Duration::from_secs(600));
-        let mut purge = tokio::time::interval(Duration::from_secs(60));
-        if app.accounts.store().is_shared() {
-            spawn_follow(app.clone(), shutdown.clone());
-        }
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = keys.tick() => {
-                    if let Err(e) = app.sessions.tokens().reload_keys().await {
-                        tracing::error!(error = %e, "cannot reload signing keys");
-                    }
-                }
-                _ = purge.tick() => app.limits.purge(),
-                _ = sweep.tick() => {
-                    if let Err(e) = app.sessions.sweep().await {
-                        tracing::error!(error = %e, "cannot sweep expired sessions");
-                    }
-                    if let Err(e) = app.accounts.store().prune(Duration::from_secs(3600), app.accounts.clock().now()).await {
-                        tracing::warn!(error = %e, "cannot prune the session events and cooldowns");
-                    }
-                }
-            }
-        }
-    });
 }
 
 /// Binds every listener and starts serving. Returns once the sockets are bound.
@@ -549,16 +301,6 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     b
-}
-
-/// How many serving threads (and listeners on the main port) to run: one per core.
-fn serving_threads() -> usize {
-    // Sharing the port needs SO_REUSEPORT, a unix option; elsewhere one thread serves.
-    if cfg!(unix) {
-        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-    } else {
-        1
-    }
 }
 
 /// A listening socket that other sockets of this process may share the port with.

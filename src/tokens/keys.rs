@@ -3,7 +3,6 @@
 
 use super::*;
 
-
 /// One signing key as kept on disk (and, sealed, in a shared store).
 #[derive(Serialize, Deserialize)]
 pub(super) struct KeyFile {
@@ -125,7 +124,10 @@ pub(super) fn key_err(e: impl std::fmt::Display) -> TokenError {
     TokenError::Key(e.to_string())
 }
 
-pub(super) fn load_key(file: KeyFile, wrap: Option<&aead::LessSafeKey>) -> Result<LoadedKey, TokenError> {
+pub(super) fn load_key(
+    file: KeyFile,
+    wrap: Option<&aead::LessSafeKey>,
+) -> Result<LoadedKey, TokenError> {
     let private = B64.decode(file.private(wrap)?).map_err(key_err)?;
     let (encoding, decoding, jwk) = match file.alg {
         TokenAlgorithm::EdDSA => {

@@ -24,7 +24,9 @@ mod keys;
 mod refresh;
 
 use keys::*;
-pub use keys::{ACTIVATION_DELAY, generate_key, generate_key_in_store, key_records_in_dir, seal_key_record};
+pub use keys::{
+    ACTIVATION_DELAY, generate_key, generate_key_in_store, key_records_in_dir, seal_key_record,
+};
 pub use refresh::Issued;
 
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +186,6 @@ impl Tokens {
         })
     }
 
-
     fn keyset(&self) -> Arc<KeySet> {
         self.keys
             .read()
@@ -282,7 +283,6 @@ impl Tokens {
         }
         Ok(v)
     }
-
 }
 
 #[cfg(test)]

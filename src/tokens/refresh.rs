@@ -3,7 +3,6 @@
 
 use super::*;
 
-
 /// Whether a refresh token was issued here (see [`Tokens::issued`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Issued {
