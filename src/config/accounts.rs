@@ -1,0 +1,142 @@
+//! `[accounts]`, `[passwords]`, `[otp]` and `[security]`: how accounts are made, proved and
+//! protected.
+
+use super::*;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// Accounts may be created without a password and sign in by emailed code only.
+    pub allow_passwordless: bool,
+    /// Roles every new account gets.
+    pub default_roles: Vec<String>,
+    /// Size cap of the free-form `profile` object, as JSON.
+    pub profile_max_bytes: usize,
+    /// Lifetime of the token handed out by `/password/reset/verify`.
+    #[serde(with = "duration::serde_str")]
+    pub reset_token_ttl: Duration,
+    /// Size cap of a request body to the account endpoints (413 past it).
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a request body (408 after).
+    #[serde(with = "duration::serde_str")]
+    pub body_timeout: Duration,
+    /// How recent the sign-in must be for an account without a password to change its email
+    /// address (accounts with one type it instead).
+    #[serde(with = "duration::serde_str")]
+    pub recent_sign_in: Duration,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            allow_passwordless: true,
+            default_roles: vec!["customer".into()],
+            profile_max_bytes: 4096,
+            reset_token_ttl: Duration::from_secs(15 * 60),
+            max_body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
+            recent_sign_in: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordsConfig {
+    /// argon2id memory cost in KiB (OWASP: 19456).
+    pub memory_kib: u32,
+    /// argon2id passes (OWASP: 2).
+    pub iterations: u32,
+    /// argon2id lanes (OWASP: 1).
+    pub parallelism: u32,
+    /// Hashes computed at once; 0 means one per CPU core.
+    pub workers: usize,
+    /// Hash requests waiting or running before new ones get 503 SERVICE_BUSY; 0 means 8 per
+    /// worker, so a queued request waits at most ~8 hash times (~0.2-0.3 s), never a client
+    /// timeout.
+    pub max_queue: usize,
+    /// Longest a hash request waits for a free hashing thread before 503 SERVICE_BUSY.
+    #[serde(with = "duration::serde_str")]
+    pub max_wait: Duration,
+    /// CPU priority of the hashing threads (Linux), so a login storm cannot slow proxied
+    /// traffic.
+    pub priority: HashPriority,
+    pub min_length: usize,
+    pub max_length: usize,
+    /// Minimum zxcvbn score (0-4) a new password needs; 2 refuses common and guessable ones.
+    pub min_strength: u8,
+}
+
+impl Default for PasswordsConfig {
+    fn default() -> Self {
+        PasswordsConfig {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            workers: 0,
+            max_queue: 0,
+            max_wait: Duration::from_millis(500),
+            priority: HashPriority::Idle,
+            min_length: 8,
+            max_length: 128,
+            min_strength: 2,
+        }
+    }
+}
+
+/// How the hashing threads share contended cores with the serving threads (Linux; elsewhere
+/// they run at the process's priority).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashPriority {
+    /// SCHED_IDLE: hash only on cores that nothing else wants, and give them up at once when a
+    /// serving thread wakes.
+    Idle,
+    /// nice 19: a small share of contended cores.
+    Low,
+    /// The process's own priority.
+    Normal,
+    /// nice 10, for the one thread that takes over jobs the SCHED_IDLE threads have left
+    /// waiting (not a setting: `idle` brings it).
+    #[serde(skip)]
+    Fallback,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtpConfig {
+    /// Digits per code.
+    pub length: usize,
+    #[serde(with = "duration::serde_str")]
+    pub ttl: Duration,
+    /// Wrong tries per code; at the limit the code is dead (ATTEMPTS_EXCEEDED).
+    pub max_attempts: u32,
+    /// Time between two codes sent to one address for one purpose (429 OTP_STILL_VALID).
+    #[serde(with = "duration::serde_str")]
+    pub resend_cooldown: Duration,
+    /// Failed codes and passwords, across codes, before the account is locked (USER_BLOCKED).
+    pub lockout_threshold: u32,
+    #[serde(with = "duration::serde_str")]
+    pub lockout_duration: Duration,
+}
+
+impl Default for OtpConfig {
+    fn default() -> Self {
+        OtpConfig {
+            length: 6,
+            ttl: Duration::from_secs(600),
+            max_attempts: 5,
+            resend_cooldown: Duration::from_secs(60),
+            lockout_threshold: 10,
+            lockout_duration: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Answer USER_DOES_NOT_EXIST / ALREADY_VERIFIED explicitly instead of the same answer
+    /// for every address.
+    pub reveal_account_existence: bool,
+}
