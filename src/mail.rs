@@ -223,7 +223,7 @@ impl Mailer {
             "Mails refused because the queue was full",
             m.dropped.clone(),
         );
-        let (tx, rx) = mpsc::channel(cfg.queue_size);
+        let (tx, rx) = mpsc::channel(cfg.queue_size.get());
         let sender = Sender {
             transport,
             from,

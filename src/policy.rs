@@ -158,11 +158,7 @@ impl RouteTable {
                     access: c.access,
                     roles: c.roles.clone(),
                 },
-                methods: c
-                    .methods
-                    .iter()
-                    .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
-                    .collect(),
+                methods: c.methods.clone(),
                 strip_prefix: c.strip_prefix,
                 preserve_host: c.preserve_host,
                 upstream_host: http::HeaderValue::from_str(authority.as_str()).ok(),

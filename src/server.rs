@@ -78,7 +78,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// [`start`] with injected dependencies.
 pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, StartError> {
     if config.server.demo_upstream && config.routes.is_empty() {
-        let addr = crate::demo::start(config.server.auth_prefix.clone())
+        let addr = crate::demo::start(config.server.auth_prefix.to_string())
             .await
             .map_err(|source| StartError::Bind {
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -129,8 +129,8 @@ pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, Start
     let limits = Limits {
         handshake_timeout: s.handshake_timeout,
         grace: s.shutdown_grace,
-        connections: Arc::new(Semaphore::new(s.max_connections)),
-        per_ip: PerIp::new(s.max_connections_per_ip),
+        connections: Arc::new(Semaphore::new(s.max_connections.get())),
+        per_ip: PerIp::new(s.max_connections_per_ip.get()),
         trusted: app.trusted.clone(),
         deadlines: Deadlines {
             first: s.header_read_timeout,
@@ -289,7 +289,7 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(s.header_read_timeout)
         .max_buf_size(hard_cap)
-        .max_headers(s.max_headers + 16)
+        .max_headers(s.max_headers.get() + 16)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())

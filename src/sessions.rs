@@ -170,7 +170,7 @@ impl Sessions {
             clock,
             session_ttl: cfg.session_ttl,
             grace: cfg.refresh_reuse_grace,
-            max_sessions: cfg.max_sessions_per_account,
+            max_sessions: cfg.max_sessions_per_account.get(),
             feed_cursor,
             ended: quick_cache::sync::Cache::new(100_000),
             touches: Arc::new(tokio::sync::Semaphore::new(MAX_TOUCHES_IN_FLIGHT)),

@@ -39,8 +39,6 @@ pub enum StartError {
     },
     #[error("{0}")]
     Routes(#[from] crate::policy::RouteError),
-    #[error("identity header name: {0}")]
-    HeaderName(#[from] http::header::InvalidHeaderName),
     #[error("cannot start a serving thread: {0}")]
     Worker(std::io::Error),
 }
@@ -170,13 +168,8 @@ pub async fn build_app(
         Arc::new(upstreams),
         IdentityNames::new(
             &config.identity_headers,
-            &config
-                .proxy
-                .keep_override_headers
-                .iter()
-                .map(|n| http::HeaderName::from_bytes(n.as_bytes()))
-                .collect::<Result<Vec<_>, _>>()?,
-        )?,
+            &config.proxy.keep_override_headers,
+        ),
         &config.proxy,
         sessions.clone(),
         limits.clone(),

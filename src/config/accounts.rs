@@ -140,3 +140,60 @@ pub struct SecurityConfig {
     /// for every address.
     pub reveal_account_existence: bool,
 }
+
+impl OtpConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.length < 4 || self.length > 10 {
+            return Err(ConfigError::key("otp.length", "must be between 4 and 10"));
+        }
+        if self.max_attempts == 0 {
+            return Err(ConfigError::key("otp.max_attempts", "must be at least 1"));
+        }
+        positive(&[("otp.ttl", self.ttl)])
+    }
+}
+
+impl PasswordsConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None).is_err() {
+            return Err(ConfigError::key(
+                "passwords.memory_kib",
+                "argon2 refuses these parameters (memory_kib >= 8 * parallelism, iterations >= 1)",
+            ));
+        }
+        if self.min_length < 8 {
+            return Err(ConfigError::key(
+                "passwords.min_length",
+                "must be at least 8",
+            ));
+        }
+        if self.max_length < self.min_length || self.max_length > 1024 {
+            return Err(ConfigError::key(
+                "passwords.max_length",
+                "must be between min_length and 1024",
+            ));
+        }
+        if self.min_strength > 4 {
+            return Err(ConfigError::key("passwords.min_strength", "must be 0 to 4"));
+        }
+        if self.max_wait.is_zero() || self.max_wait > Duration::from_secs(30) {
+            return Err(ConfigError::key(
+                "passwords.max_wait",
+                "must be more than 0 and at most 30s",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AccountsConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::key(
+                "accounts.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        Ok(())
+    }
+}

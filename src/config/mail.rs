@@ -31,7 +31,7 @@ pub struct MailConfig {
     /// Each mail is written here as an .eml file when no smtp_url is set.
     pub outbox_dir: PathBuf,
     /// Mails waiting to be sent; when full, new ones are dropped and counted.
-    pub queue_size: usize,
+    pub queue_size: NonZeroUsize,
     /// Delivery attempts per mail.
     pub attempts: u32,
     /// Also print each code in the log (development only; on by default when running
@@ -52,10 +52,33 @@ impl Default for MailConfig {
             smtp_ca: None,
             timeout: Duration::from_secs(10),
             outbox_dir: PathBuf::from("data/outbox"),
-            queue_size: 1000,
+            queue_size: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
             attempts: 3,
             log_codes: false,
             product_name: "authgate".into(),
         }
+    }
+}
+
+impl MailConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError::key(
+                "mail.from",
+                "not a mailbox such as \"App <no-reply@example.com>\"",
+            ));
+        }
+        if let Some(u) = &self.smtp_url {
+            if !matches!(u.scheme(), "smtp" | "smtps") || u.host_str().is_none() {
+                return Err(ConfigError::key(
+                    "mail.smtp_url",
+                    "must be smtp://host[:port] or smtps://host[:port]",
+                ));
+            }
+        }
+        if self.attempts == 0 {
+            return Err(ConfigError::key("mail.attempts", "must be at least 1"));
+        }
+        Ok(())
     }
 }

@@ -28,6 +28,7 @@ pub use source::{MapSource, ProcessEnv, Source};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
@@ -129,304 +130,29 @@ impl Config {
         Ok(config)
     }
 
+    /// The checks that need more than one value; each section checks its own.
     fn validate(&self) -> Result<(), ConfigError> {
-        let s = &self.server;
-        if !s.auth_prefix.starts_with('/')
-            || s.auth_prefix.len() < 2
-            || s.auth_prefix.ends_with('/')
-        {
-            return Err(ConfigError::key(
-                "server.auth_prefix",
-                "must start with '/', not end with '/', and not be '/' alone",
-            ));
-        }
-        if self.store.backend == StoreBackend::Postgres {
-            match self.store.url.as_deref() {
-                Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {}
-                _ => {
-                    return Err(ConfigError::key(
-                        "store.url",
-                        "backend = \"postgres\" needs a postgres:// URL (or store.url_file)",
-                    ));
-                }
-            }
-            if self.store.pool_size == 0 {
-                return Err(ConfigError::key("store.pool_size", "must be at least 1"));
-            }
-        }
-        // Host names only: they also go into the pages' Content-Security-Policy.
-        let not_a_host = |h: &str| {
-            let name = h.strip_prefix('.').unwrap_or(h);
-            name.is_empty()
-                || name.starts_with('.')
-                || name.ends_with('.')
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        };
-        if let Some(domain) = &s.cookie_domain {
-            let public = s.public_url.host_str().unwrap_or("").to_ascii_lowercase();
-            let domain = domain.trim_start_matches('.').to_ascii_lowercase();
-            if not_a_host(&domain) || !crate::hosts::within(&public, &domain) {
-                return Err(ConfigError::key(
-                    "server.cookie_domain",
-                    "must be a domain name that public_url's host is in (\"example.com\" for \"auth.example.com\")",
-                ));
-            }
-        }
-        if let Some(bad) = s.allowed_redirect_hosts.iter().find(|h| not_a_host(h)) {
-            return Err(ConfigError::key(
-                "server.allowed_redirect_hosts",
-                format!(
-                    "{bad:?} is not a host name (\"app.example.com\", or \".example.com\" for a domain and its subdomains)"
-                ),
-            ));
-        }
-        if s.tls_cert.is_some() != s.tls_key.is_some() {
-            let key = if s.tls_cert.is_some() {
-                "server.tls_key"
-            } else {
-                "server.tls_cert"
-            };
-            return Err(ConfigError::key(
-                key,
-                "tls_cert and tls_key must be set together",
-            ));
-        }
-        if !matches!(s.public_url.scheme(), "http" | "https") {
-            return Err(ConfigError::key(
-                "server.public_url",
-                "must be an http:// or https:// URL",
-            ));
-        }
-        for (name, d) in [
-            ("server.handshake_timeout", s.handshake_timeout),
-            ("server.header_read_timeout", s.header_read_timeout),
-            ("server.idle_timeout", s.idle_timeout),
-            ("server.send_timeout", s.send_timeout),
-            ("proxy.connect_timeout", self.proxy.connect_timeout),
-            ("proxy.response_timeout", self.proxy.response_timeout),
-            ("proxy.tunnel_idle_timeout", self.proxy.tunnel_idle_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(ConfigError::key(name, "must be greater than zero"));
-            }
-        }
-        if s.max_connections == 0 {
-            return Err(ConfigError::key(
-                "server.max_connections",
-                "must be at least 1",
-            ));
-        }
-        if s.max_connections_per_ip == 0 {
-            return Err(ConfigError::key(
-                "server.max_connections_per_ip",
-                "must be at least 1",
-            ));
-        }
-        if s.max_header_bytes < 1024 {
-            return Err(ConfigError::key(
-                "server.max_header_bytes",
-                "must be at least 1024",
-            ));
-        }
-        if self.otp.length < 4 || self.otp.length > 10 {
-            return Err(ConfigError::key("otp.length", "must be between 4 and 10"));
-        }
-        if self.otp.max_attempts == 0 {
-            return Err(ConfigError::key("otp.max_attempts", "must be at least 1"));
-        }
-        if self.otp.ttl.is_zero() {
-            return Err(ConfigError::key("otp.ttl", "must be greater than zero"));
-        }
-        let p = &self.passwords;
-        if argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None).is_err() {
-            return Err(ConfigError::key(
-                "passwords.memory_kib",
-                "argon2 refuses these parameters (memory_kib >= 8 * parallelism, iterations >= 1)",
-            ));
-        }
-        if p.min_length < 8 {
-            return Err(ConfigError::key(
-                "passwords.min_length",
-                "must be at least 8",
-            ));
-        }
-        if p.max_length < p.min_length || p.max_length > 1024 {
-            return Err(ConfigError::key(
-                "passwords.max_length",
-                "must be between min_length and 1024",
-            ));
-        }
-        if p.min_strength > 4 {
-            return Err(ConfigError::key("passwords.min_strength", "must be 0 to 4"));
-        }
-        if p.max_wait.is_zero() || p.max_wait > Duration::from_secs(30) {
-            return Err(ConfigError::key(
-                "passwords.max_wait",
-                "must be more than 0 and at most 30s",
-            ));
-        }
-        if self.rate_limit.refusal_delay > Duration::from_secs(10) {
-            return Err(ConfigError::key(
-                "rate_limit.refusal_delay",
-                "must be at most 10s (clients time out)",
-            ));
-        }
-        if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
-            return Err(ConfigError::key(
-                "mail.from",
-                "not a mailbox such as \"App <no-reply@example.com>\"",
-            ));
-        }
-        if let Some(u) = &self.mail.smtp_url {
-            if !matches!(u.scheme(), "smtp" | "smtps") || u.host_str().is_none() {
-                return Err(ConfigError::key(
-                    "mail.smtp_url",
-                    "must be smtp://host[:port] or smtps://host[:port]",
-                ));
-            }
-        }
-        if self.mail.queue_size == 0 || self.mail.attempts == 0 {
-            let k = if self.mail.queue_size == 0 {
-                "mail.queue_size"
-            } else {
-                "mail.attempts"
-            };
-            return Err(ConfigError::key(k, "must be at least 1"));
-        }
-        if self.accounts.max_body_bytes < 1024 {
-            return Err(ConfigError::key(
-                "accounts.max_body_bytes",
-                "must be at least 1024",
-            ));
-        }
-        if self.tokens.access_ttl.is_zero() || self.tokens.access_ttl > self.tokens.refresh_ttl {
-            return Err(ConfigError::key(
-                "tokens.access_ttl",
-                "must be greater than zero and not above refresh_ttl",
-            ));
-        }
-        if self.tokens.refresh_ttl > self.tokens.session_ttl {
-            return Err(ConfigError::key(
-                "tokens.refresh_ttl",
-                "must not be above session_ttl",
-            ));
-        }
-        match &self.tokens.secret_key {
-            Some(k) => {
-                if let Err(e) = crate::keyring::decode(k.expose()) {
-                    return Err(ConfigError::key("tokens.secret_key", e.to_string()));
-                }
-            }
-            None if self.store.backend == StoreBackend::Postgres => {
-                return Err(ConfigError::key(
-                    "tokens.secret_key",
-                    "instances sharing a PostgreSQL store need the same secret key: set \
-                     tokens.secret_key_file to a file holding it on every instance (`authgate \
-                     keys secret` makes one; keep it out of the database and its backups)",
-                ));
-            }
-            None => {}
-        }
-        if self.tokens.max_sessions_per_account == 0 {
-            return Err(ConfigError::key(
-                "tokens.max_sessions_per_account",
-                "must be at least 1",
-            ));
-        }
-        if self.tokens.audience.is_empty() {
-            return Err(ConfigError::key("tokens.audience", "must not be empty"));
-        }
-        if s.max_headers == 0 {
-            return Err(ConfigError::key("server.max_headers", "must be at least 1"));
-        }
-        let names = self.identity_headers.resolve();
-        let token = names.access_token.clone().unwrap_or_default();
-        for (field, name) in [
-            ("user_id", &names.user_id),
-            ("email", &names.email),
-            ("name", &names.name),
-            ("roles", &names.roles),
-            ("session_id", &names.session_id),
-            ("access_token", &token),
-        ] {
-            let optional = field == "access_token" && name.is_empty();
-            if !optional && http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(ConfigError::key(
-                    format!("identity_headers.{field}"),
-                    "not a valid header name",
-                ));
-            }
-        }
-        if self.proxy.max_connections_per_upstream == 0 || self.proxy.max_requests_per_ip == 0 {
-            let key = if self.proxy.max_requests_per_ip == 0 {
-                "proxy.max_requests_per_ip"
-            } else {
-                "proxy.max_connections_per_upstream"
-            };
-            return Err(ConfigError::key(key, "must be at least 1"));
-        }
-        for name in &self.proxy.keep_override_headers {
-            let known = http::HeaderName::from_bytes(name.as_bytes())
-                .is_ok_and(|n| crate::override_names::OVERRIDE_HEADERS.contains(&n));
-            if !known {
-                return Err(ConfigError::key(
-                    "proxy.keep_override_headers",
-                    format!(
-                        "{name:?} is not one of X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override, X-Original-URL, X-Rewrite-URL"
-                    ),
-                ));
-            }
-        }
+        self.server.check()?;
+        self.proxy.check()?;
+        self.store.check()?;
+        self.otp.check()?;
+        self.passwords.check()?;
+        self.rate_limit.check()?;
+        self.mail.check()?;
+        self.accounts.check()?;
+        self.tokens.check(self.store.backend)?;
         for (i, r) in self.routes.iter().enumerate() {
-            let key = |k: &str| format!("routes[{i}].{k}");
-            if !r.path_prefix.starts_with('/') {
-                return Err(ConfigError::key(key("path_prefix"), "must start with '/'"));
-            }
-            if crate::urlpath::normalize(&r.path_prefix).as_deref() != Ok(r.path_prefix.as_str()) {
-                return Err(ConfigError::key(
-                    key("path_prefix"),
-                    "must be a normalized path (no '.', '..', '//' or percent-encoding of unreserved characters)",
-                ));
-            }
-            if !matches!(r.upstream.scheme(), "http" | "https") || r.upstream.host().is_none() {
-                return Err(ConfigError::key(
-                    key("upstream"),
-                    "must be an http:// or https:// URL with a host",
-                ));
-            }
-            if r.upstream.query().is_some() || r.upstream.fragment().is_some() {
-                return Err(ConfigError::key(
-                    key("upstream"),
-                    "must not have a query or fragment",
-                ));
-            }
-            if r.access == Access::Public && !r.roles.is_empty() {
-                return Err(ConfigError::key(
-                    key("roles"),
-                    "roles need access = \"authenticated\"",
-                ));
-            }
-            for m in &r.methods {
-                if http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err() {
-                    return Err(ConfigError::key(
-                        key("methods"),
-                        format!("{m:?} is not an HTTP method"),
-                    ));
-                }
-            }
-            if r.path_prefix.starts_with(&s.auth_prefix)
-                && (r.path_prefix.len() == s.auth_prefix.len()
-                    || r.path_prefix.as_bytes().get(s.auth_prefix.len()) == Some(&b'/'))
-            {
-                return Err(ConfigError::key(
-                    key("path_prefix"),
-                    "is inside server.auth_prefix, which the gateway answers itself",
-                ));
-            }
+            r.check(i, &self.server.auth_prefix)?;
         }
         Ok(())
+    }
+}
+
+/// Durations that must be greater than zero, by key.
+fn positive(durations: &[(&str, Duration)]) -> Result<(), ConfigError> {
+    match durations.iter().find(|(_, d)| d.is_zero()) {
+        Some((key, _)) => Err(ConfigError::key(*key, "must be greater than zero")),
+        None => Ok(()),
     }
 }
 
@@ -560,5 +286,56 @@ mod tests {
             load("[[routes]]\nupstream = \"http://x\"\npath_prefix = \"/auth/x\"\n").unwrap_err();
         assert_eq!(e.key_name(), Some("routes[0].path_prefix"));
         assert!(load("[[routes]]\nupstream = \"http://x\"\npath_prefix = \"/authors\"\n").is_ok());
+    }
+
+    /// Values are parsed into what uses them once, at load: a bad one is named there.
+    #[test]
+    fn values_parse_into_their_types_or_name_their_key() {
+        let route = "[[routes]]\nupstream = \"http://127.0.0.1:1\"\n";
+        let c = load(&format!("{route}methods = [\"get\", \"Post\"]\n")).unwrap();
+        assert_eq!(
+            c.routes[0].methods,
+            vec![http::Method::GET, http::Method::POST]
+        );
+        for (toml, key) in [
+            (
+                format!("{route}methods = [\"GET POST\"]\n"),
+                "routes[0].methods",
+            ),
+            (
+                "[identity_headers]\nemail = \"bad name\"\n".to_string(),
+                "identity_headers.email",
+            ),
+            (
+                "[proxy]\nkeep_override_headers = [\"X-Anything\"]\n".to_string(),
+                "proxy.keep_override_headers",
+            ),
+            (
+                "[server]\nauth_prefix = \"/a/../b\"\n".to_string(),
+                "server.auth_prefix",
+            ),
+            (
+                "[server]\nauth_prefix = \"/auth/\"\n".to_string(),
+                "server.auth_prefix",
+            ),
+            (
+                "[server]\nmax_connections = 0\n".to_string(),
+                "server.max_connections",
+            ),
+            ("[store]\npool_size = 0\n".to_string(), "store.pool_size"),
+            (
+                "[tokens]\nmax_sessions_per_account = 0\n".to_string(),
+                "tokens.max_sessions_per_account",
+            ),
+        ] {
+            let e = load(&toml).unwrap_err();
+            assert_eq!(e.key_name(), Some(key), "{toml}: {e}");
+        }
+        let c = load("[identity_headers]\naccess_token = \"\"\n").unwrap();
+        assert_eq!(c.identity_headers.resolve().access_token, None);
+        assert_eq!(
+            c.identity_headers.resolve().user_id,
+            http::HeaderName::from_static("x-auth-user-id")
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! `[proxy]` and `[identity_headers]`: forwarding to upstreams, and what they are told.
 
 use super::*;
+use http::HeaderName;
+use serde::de::Error as _;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,12 +22,13 @@ pub struct ProxyConfig {
     /// `X-Method-Override`, `X-Original-URL`, `X-Rewrite-URL`) passed to upstreams. Removed by
     /// default: an application that obeys one acts on another method or path than the one a
     /// route rule was matched on.
-    pub keep_override_headers: Vec<String>,
+    #[serde(deserialize_with = "override_headers")]
+    pub keep_override_headers: Vec<HeaderName>,
     /// Connections to one upstream open at once, across serving threads; past it a request
     /// waits `connect_timeout` for one, then gets 503 SERVICE_BUSY.
-    pub max_connections_per_upstream: usize,
+    pub max_connections_per_upstream: NonZeroUsize,
     /// Proxied requests one client address may have under way at once (503 past it).
-    pub max_requests_per_ip: usize,
+    pub max_requests_per_ip: NonZeroUsize,
     /// A WebSocket tunnel across which nothing has gone either way for this long is closed.
     #[serde(with = "duration::serde_str")]
     pub tunnel_idle_timeout: Duration,
@@ -40,8 +43,8 @@ impl Default for ProxyConfig {
             pool_max_idle_per_host: 256,
             upstream_ca: None,
             keep_override_headers: Vec::new(),
-            max_connections_per_upstream: 1024,
-            max_requests_per_ip: 256,
+            max_connections_per_upstream: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            max_requests_per_ip: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
             tunnel_idle_timeout: Duration::from_secs(300),
         }
     }
@@ -65,46 +68,54 @@ pub enum HeaderPreset {
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityHeaders {
     pub preset: HeaderPreset,
-    pub user_id: Option<String>,
-    pub email: Option<String>,
-    pub name: Option<String>,
-    pub roles: Option<String>,
-    pub session_id: Option<String>,
+    #[serde(deserialize_with = "header_name")]
+    pub user_id: Option<HeaderName>,
+    #[serde(deserialize_with = "header_name")]
+    pub email: Option<HeaderName>,
+    #[serde(deserialize_with = "header_name")]
+    pub name: Option<HeaderName>,
+    #[serde(deserialize_with = "header_name")]
+    pub roles: Option<HeaderName>,
+    #[serde(deserialize_with = "header_name")]
+    pub session_id: Option<HeaderName>,
     /// When set, the access token itself is forwarded under this name.
-    pub access_token: Option<String>,
+    #[serde(deserialize_with = "header_name_or_empty")]
+    pub access_token: Option<HeaderName>,
 }
 
 /// The resolved names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityHeaderNames {
-    pub user_id: String,
-    pub email: String,
-    pub name: String,
-    pub roles: String,
-    pub session_id: String,
-    pub access_token: Option<String>,
+    pub user_id: HeaderName,
+    pub email: HeaderName,
+    pub name: HeaderName,
+    pub roles: HeaderName,
+    pub session_id: HeaderName,
+    pub access_token: Option<HeaderName>,
 }
 
 impl IdentityHeaders {
     pub fn resolve(&self) -> IdentityHeaderNames {
         let (user_id, email, name, roles, session_id) = match self.preset {
             HeaderPreset::Authgate => (
-                "X-Auth-User-Id",
-                "X-Auth-User-Email",
-                "X-Auth-User-Name",
-                "X-Auth-User-Roles",
-                "X-Auth-Session-Id",
+                "x-auth-user-id",
+                "x-auth-user-email",
+                "x-auth-user-name",
+                "x-auth-user-roles",
+                "x-auth-session-id",
             ),
             HeaderPreset::Authelia => (
-                "Remote-User-Id",
-                "Remote-Email",
-                "Remote-User",
-                "Remote-Groups",
-                "Remote-Session-Id",
+                "remote-user-id",
+                "remote-email",
+                "remote-user",
+                "remote-groups",
+                "remote-session-id",
             ),
         };
-        let pick = |set: &Option<String>, default: &str| {
-            set.clone().unwrap_or_else(|| default.to_string())
+        // Header names are lower case (HTTP/2 requires it; HTTP/1.1 ignores case).
+        let pick = |set: &Option<HeaderName>, default: &'static str| {
+            set.clone()
+                .unwrap_or_else(|| HeaderName::from_static(default))
         };
         IdentityHeaderNames {
             user_id: pick(&self.user_id, user_id),
@@ -112,7 +123,55 @@ impl IdentityHeaders {
             name: pick(&self.name, name),
             roles: pick(&self.roles, roles),
             session_id: pick(&self.session_id, session_id),
-            access_token: self.access_token.clone().filter(|n| !n.is_empty()),
+            access_token: self.access_token.clone(),
         }
+    }
+}
+
+/// A header name, refused at load when it is not one.
+fn header_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<HeaderName>, D::Error> {
+    let name = String::deserialize(d)?;
+    HeaderName::from_bytes(name.as_bytes())
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("{name:?} is not a valid header name")))
+}
+
+/// [`header_name`], where empty means none.
+fn header_name_or_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<HeaderName>, D::Error> {
+    let name = String::deserialize(d)?;
+    if name.is_empty() {
+        return Ok(None);
+    }
+    HeaderName::from_bytes(name.as_bytes())
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("{name:?} is not a valid header name")))
+}
+
+/// The override headers an operator keeps: only the ones authgate knows to strip.
+fn override_headers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<HeaderName>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .into_iter()
+        .map(|name| {
+            HeaderName::from_bytes(name.as_bytes())
+                .ok()
+                .filter(|n| crate::override_names::OVERRIDE_HEADERS.contains(n))
+                .ok_or_else(|| {
+                    D::Error::custom(format!(
+                        "{name:?} is not one of X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override, X-Original-URL, X-Rewrite-URL"
+                    ))
+                })
+        })
+        .collect()
+}
+
+impl ProxyConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        positive(&[
+            ("proxy.connect_timeout", self.connect_timeout),
+            ("proxy.response_timeout", self.response_timeout),
+            ("proxy.tunnel_idle_timeout", self.tunnel_idle_timeout),
+        ])
     }
 }

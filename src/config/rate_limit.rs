@@ -86,3 +86,15 @@ impl Default for RateLimitConfig {
         }
     }
 }
+
+impl RateLimitConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.refusal_delay > Duration::from_secs(10) {
+            return Err(ConfigError::key(
+                "rate_limit.refusal_delay",
+                "must be at most 10s (clients time out)",
+            ));
+        }
+        Ok(())
+    }
+}

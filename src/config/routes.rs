@@ -1,6 +1,8 @@
 //! `[[routes]]`: what is forwarded where, and who may pass.
 
 use super::*;
+use http::Method;
+use serde::de::Error as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -27,9 +29,9 @@ pub struct RouteConfig {
     pub access: Access,
     #[serde(default)]
     pub roles: Vec<String>,
-    /// Methods this route accepts (any when empty).
-    #[serde(default)]
-    pub methods: Vec<String>,
+    /// Methods this route accepts (any when empty), named in any case.
+    #[serde(default, deserialize_with = "methods")]
+    pub methods: Vec<Method>,
     /// Remove `path_prefix` from the path before forwarding.
     #[serde(default)]
     pub strip_prefix: bool,
@@ -44,4 +46,56 @@ fn default_prefix() -> String {
 
 fn yes() -> bool {
     true
+}
+
+fn methods<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Method>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .into_iter()
+        .map(|m| {
+            Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                .map_err(|_| D::Error::custom(format!("{m:?} is not an HTTP method")))
+        })
+        .collect()
+}
+
+impl RouteConfig {
+    /// The checks of `routes[i]`; the gateway answers `auth_prefix` itself.
+    pub(super) fn check(&self, i: usize, auth_prefix: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        if !self.path_prefix.starts_with('/') {
+            return Err(ConfigError::key(key("path_prefix"), "must start with '/'"));
+        }
+        if crate::urlpath::normalize(&self.path_prefix).as_deref() != Ok(self.path_prefix.as_str())
+        {
+            return Err(ConfigError::key(
+                key("path_prefix"),
+                "must be a normalized path (no '.', '..', '//' or percent-encoding of unreserved characters)",
+            ));
+        }
+        if !matches!(self.upstream.scheme(), "http" | "https") || self.upstream.host().is_none() {
+            return Err(ConfigError::key(
+                key("upstream"),
+                "must be an http:// or https:// URL with a host",
+            ));
+        }
+        if self.upstream.query().is_some() || self.upstream.fragment().is_some() {
+            return Err(ConfigError::key(
+                key("upstream"),
+                "must not have a query or fragment",
+            ));
+        }
+        if self.access == Access::Public && !self.roles.is_empty() {
+            return Err(ConfigError::key(
+                key("roles"),
+                "roles need access = \"authenticated\"",
+            ));
+        }
+        if crate::urlpath::under_prefix(&self.path_prefix, auth_prefix) {
+            return Err(ConfigError::key(
+                key("path_prefix"),
+                "is inside server.auth_prefix, which the gateway answers itself",
+            ));
+        }
+        Ok(())
+    }
 }

@@ -17,7 +17,7 @@ pub struct StoreConfig {
     /// webpki roots (a private CA, or a cloud provider's).
     pub tls_ca: Option<PathBuf>,
     /// PostgreSQL: connections per instance.
-    pub pool_size: usize,
+    pub pool_size: NonZeroUsize,
     /// PostgreSQL: connecting (and waiting for a pooled connection) gives up after this.
     #[serde(with = "duration::serde_str")]
     pub connect_timeout: Duration,
@@ -41,7 +41,7 @@ impl Default for StoreConfig {
             cache_mb: 64,
             url: None,
             tls_ca: None,
-            pool_size: 16,
+            pool_size: NonZeroUsize::new(16).unwrap_or(NonZeroUsize::MIN),
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
         }
@@ -54,9 +54,26 @@ impl StoreConfig {
         (self.backend == StoreBackend::Postgres).then(|| crate::store::PgOptions {
             url: self.url.clone().unwrap_or_default(),
             tls_ca: self.tls_ca.clone(),
-            pool_size: self.pool_size,
+            pool_size: self.pool_size.get(),
             connect_timeout: self.connect_timeout,
             statement_timeout: self.statement_timeout,
         })
+    }
+}
+
+impl StoreConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.backend == StoreBackend::Postgres {
+            match self.url.as_deref() {
+                Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {}
+                _ => {
+                    return Err(ConfigError::key(
+                        "store.url",
+                        "backend = \"postgres\" needs a postgres:// URL (or store.url_file)",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }

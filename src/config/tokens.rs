@@ -27,7 +27,7 @@ pub struct TokensConfig {
     pub session_ttl: Duration,
     /// Sessions (signed-in devices) one account may have at once; a sign-in past it ends the
     /// oldest.
-    pub max_sessions_per_account: usize,
+    pub max_sessions_per_account: NonZeroUsize,
     /// A rotated refresh token presented again within this window gets the same new pair
     /// (parallel refreshes); after it, reuse revokes the whole session.
     #[serde(with = "duration::serde_str")]
@@ -56,7 +56,7 @@ impl Default for TokensConfig {
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 86_400),
             session_ttl: Duration::from_secs(90 * 86_400),
-            max_sessions_per_account: 50,
+            max_sessions_per_account: NonZeroUsize::new(50).unwrap_or(NonZeroUsize::MIN),
             refresh_reuse_grace: Duration::from_secs(5),
             issuer: String::new(),
             audience: "authgate".into(),
@@ -74,5 +74,42 @@ impl TokensConfig {
         } else {
             self.issuer.clone()
         }
+    }
+}
+
+impl TokensConfig {
+    pub(super) fn check(&self, backend: StoreBackend) -> Result<(), ConfigError> {
+        if self.access_ttl.is_zero() || self.access_ttl > self.refresh_ttl {
+            return Err(ConfigError::key(
+                "tokens.access_ttl",
+                "must be greater than zero and not above refresh_ttl",
+            ));
+        }
+        if self.refresh_ttl > self.session_ttl {
+            return Err(ConfigError::key(
+                "tokens.refresh_ttl",
+                "must not be above session_ttl",
+            ));
+        }
+        match &self.secret_key {
+            Some(k) => {
+                if let Err(e) = crate::keyring::decode(k.expose()) {
+                    return Err(ConfigError::key("tokens.secret_key", e.to_string()));
+                }
+            }
+            None if backend == StoreBackend::Postgres => {
+                return Err(ConfigError::key(
+                    "tokens.secret_key",
+                    "instances sharing a PostgreSQL store need the same secret key: set \
+                     tokens.secret_key_file to a file holding it on every instance (`authgate \
+                     keys secret` makes one; keep it out of the database and its backups)",
+                ));
+            }
+            None => {}
+        }
+        if self.audience.is_empty() {
+            return Err(ConfigError::key("tokens.audience", "must not be empty"));
+        }
+        Ok(())
     }
 }

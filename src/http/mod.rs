@@ -180,7 +180,8 @@ async fn dispatch<'a>(
     start: Instant,
 ) -> (Response<Body>, &'a RouteMetrics, &'a str) {
     let s = &app.config.server;
-    if let Err(e) = security::check_header_limits(req.headers(), s.max_headers, s.max_header_bytes)
+    if let Err(e) =
+        security::check_header_limits(req.headers(), s.max_headers.get(), s.max_header_bytes)
     {
         return (e.into_response(), &app.own.unmatched, "-");
     }

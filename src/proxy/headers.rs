@@ -44,26 +44,21 @@ pub struct IdentityNames {
 }
 
 impl IdentityNames {
-    /// Config validation has already checked every name.
-    pub fn new(
-        cfg: &IdentityHeaders,
-        keep_overrides: &[HeaderName],
-    ) -> Result<Self, http::header::InvalidHeaderName> {
+    pub fn new(cfg: &IdentityHeaders, keep_overrides: &[HeaderName]) -> Self {
         let names = cfg.resolve();
-        let parse = |s: &str| HeaderName::from_bytes(s.as_bytes());
-        Ok(IdentityNames {
-            user_id: parse(&names.user_id)?,
-            email: parse(&names.email)?,
-            name: parse(&names.name)?,
-            roles: parse(&names.roles)?,
-            session_id: parse(&names.session_id)?,
-            access_token: names.access_token.as_deref().map(parse).transpose()?,
+        IdentityNames {
+            user_id: names.user_id,
+            email: names.email,
+            name: names.name,
+            roles: names.roles,
+            session_id: names.session_id,
+            access_token: names.access_token,
             strip_only: OVERRIDE_HEADERS
                 .iter()
                 .filter(|n| !keep_overrides.contains(n))
                 .cloned()
                 .collect(),
-        })
+        }
     }
 
     /// Whether the access token itself is forwarded (so the proxy only copies it when asked).

@@ -94,7 +94,7 @@ impl Proxy {
     ) -> Self {
         Proxy {
             gate,
-            per_client: crate::connections::PerIp::new(cfg.max_requests_per_ip),
+            per_client: crate::connections::PerIp::new(cfg.max_requests_per_ip.get()),
             upstreams,
             identity_names,
             response_timeout: cfg.response_timeout,

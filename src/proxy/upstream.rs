@@ -92,7 +92,7 @@ impl Upstreams {
             .iter()
             .map(|_| {
                 Arc::new(tokio::sync::Semaphore::new(
-                    cfg.max_connections_per_upstream,
+                    cfg.max_connections_per_upstream.get(),
                 ))
             })
             .collect();

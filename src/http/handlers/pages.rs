@@ -126,7 +126,7 @@ impl Page {
             None => (new_token(), true),
         };
         let mut p = Page {
-            prefix: app.config.server.auth_prefix.clone(),
+            prefix: app.config.server.auth_prefix.to_string(),
             csrf,
             new_csrf,
             rotate_csrf: false,
