@@ -1,10 +1,16 @@
 //! The hosted pages' HTTP side: GET renders a form, POST (urlencoded, with a CSRF token)
 //! runs the same service calls and rate limits as the JSON API, then redirects (303) or shows
-//! the form again with the API's error. No page needs JavaScript.
+//! the form again with the API's error. No page needs JavaScript. One file per group of
+//! flows; this one holds what every page shares.
+
+mod account;
+mod recovery;
+mod sign_in;
+mod sign_up;
 
 use super::{Result, client};
 use crate::access::Door;
-use crate::accounts::{AccountError, Registration, SignOut, SignedIn};
+use crate::accounts::{AccountError, Client, Registration, SignOut, SignedIn};
 use crate::http::body::{self, Body};
 use crate::http::error::ApiError;
 use crate::http::{App, RequestCtx, auth, json};
@@ -80,6 +86,17 @@ fn stylesheet() -> Result<Response<Body>> {
         HeaderValue::from_static("public, max-age=3600"),
     );
     Ok(r)
+}
+
+/// What every form's flow reads besides the form: the app, the request's parts, which page
+/// was posted, the caller as the account flows see it, and the form's `email` (most have one).
+#[derive(Clone, Copy)]
+struct Post<'a> {
+    app: &'a App,
+    parts: &'a Parts,
+    name: &'a str,
+    client: &'a Client<'a>,
+    email: &'a str,
 }
 
 /// The parsed form of a POST: first value of each name.
@@ -245,93 +262,10 @@ impl Page {
         })
     }
 
-    /// GET of the login page. Already signed in: straight back. A valid refresh cookie (the
-    /// access token expired during a browser navigation): refreshed here, then back, so the
-    /// user never sees the form. Otherwise the form.
-    async fn login_get(
-        &self,
-        app: &App,
-        ctx: &RequestCtx,
-        parts: &Parts,
-    ) -> Result<Response<Body>> {
-        let notice = match query_param(parts, "notice").as_deref() {
-            Some("reset") => Some("Your password has been changed. Sign in with the new one."),
-            _ => None,
-        };
-        if signed_in_caller(app, &parts.headers).await.is_some() {
-            return Ok(self.go_back(app));
-        }
-        let refresh = auth::refresh_cookie(&parts.headers, app.sessions.tokens());
-        let mut form = html(StatusCode::OK, ui::sign_in(&self.view(None, notice), ""));
-        // Only a top-level navigation refreshes (not an image or frame another site embeds);
-        // a cross-site one does, since following a link from elsewhere to a protected page
-        // is exactly when the refresh should spare the user the form.
-        let navigation = parts.method == Method::GET
-            && parts
-                .headers
-                .get("sec-fetch-dest")
-                .is_none_or(|d| d == "document");
-        if let (Some(token), true) = (refresh, navigation) {
-            match app
-                .accounts
-                .refresh(&token, &client(ctx, parts, None))
-                .await
-            {
-                Ok((pair, _)) => {
-                    let mut r = self.go_back(app);
-                    app.cookies.set_tokens(r.headers_mut(), &pair);
-                    return Ok(r);
-                }
-                // A revoked or expired session: forget its cookies, show the form.
-                Err(AccountError::Session(
-                    SessionError::Unauthenticated
-                    | SessionError::Expired
-                    | SessionError::Reused
-                    | SessionError::Blocked,
-                )) => app.cookies.clear_tokens(form.headers_mut()),
-                // Over the refresh quota: the form, and the cookies for the next try.
-                Err(AccountError::RateLimited(_)) => {}
-                // The store failed: keep the cookies for the next try.
-                Err(e) => {
-                    tracing::warn!(error = %e, "transparent refresh failed");
-                }
-            }
-        }
-        Ok(form)
-    }
-
-    async fn devices(&self, app: &App, parts: &Parts) -> Result<Response<Body>> {
-        let Some(caller) = signed_in_caller(app, &parts.headers).await else {
-            return Ok(self.sign_in_first(app, "devices"));
-        };
-        let sessions = app.sessions.list(&caller.user_uuid).await?;
-        let rows: Vec<ui::Device> = sessions
-            .iter()
-            .map(|s| ui::Device {
-                id: s.id.clone(),
-                device: s.device.clone(),
-                os: s.os.clone(),
-                ip: s.ip.clone(),
-                created_at: when(s.created_at),
-                last_seen_at: when(s.last_seen_at),
-                current: s.id == caller.identity.session_id,
-            })
-            .collect();
-        self.render(|v| ui::devices(v, &caller.identity.email, &rows))
-    }
-
     /// A signed-in page asked for without a session: the login page, then back to it.
     fn sign_in_first(&self, app: &App, page: &str) -> Response<Body> {
         let back = self.page_url(page);
         see_other(app.login_page.url(Some(&back)).as_str())
-    }
-
-    async fn email_get(&self, app: &App, parts: &Parts) -> Result<Response<Body>> {
-        let Some(caller) = signed_in_caller(app, &parts.headers).await else {
-            return Ok(self.sign_in_first(app, "email"));
-        };
-        let user = app.accounts.profile(&caller.user_uuid).await?;
-        self.render(|v| ui::email_change(v, &user.email, "", user.password.is_some()))
     }
 
     async fn submit(
@@ -365,193 +299,24 @@ impl Page {
         let device = device_cookie(parts);
         let client = client(ctx, parts, device.as_ref());
         let email = form.text("email").trim().to_string();
+        let post = Post {
+            app,
+            parts,
+            name,
+            client: &client,
+            email: &email,
+        };
         match name {
-            "login" => {
-                let login = form.text("login").trim().to_string();
-                let password = form.secret("password");
-                match app
-                    .accounts
-                    .login_password(&login, &password, &client)
-                    .await
-                {
-                    Ok(signed) => Ok(self.signed_in(app, &signed)),
-                    Err(e) => Ok(self.refused(hint(&e), e, |v| ui::sign_in(v, &login))),
-                }
-            }
-            "code" => match app.accounts.start_code_login(&email, &client).await {
-                Ok(_) => self.notice(CODE_SENT, |v| ui::code_enter(v, &email)),
-                Err(e) => Ok(self.refused(None, e, |v| ui::code_request(v, &email))),
-            },
-            "code/verify" => {
-                let code = form.secret("code");
-                let r = app
-                    .accounts
-                    .finish_code_login(&email, code.expose().trim(), &client)
-                    .await;
-                match r {
-                    Ok(signed) => Ok(self.signed_in(app, &signed)),
-                    Err(e) => Ok(self.refused(hint(&e), e, |v| ui::code_enter(v, &email))),
-                }
-            }
-            "signup" => {
-                let password = Some(form.secret("password")).filter(|p| !p.expose().is_empty());
-                let username = form.optional("username");
-                let full_name = form.optional("full_name");
-                let reg = Registration {
-                    email: email.clone(),
-                    password,
-                    username: username.clone(),
-                    full_name: full_name.clone(),
-                    phone: None,
-                    profile: None,
-                };
-                match app.accounts.register(reg, &client).await {
-                    Ok((_, _, signup)) => {
-                        let mut page = self.notice(
-                            "Account created. A verification code was sent to your email address.",
-                            |v| ui::verify(v, &email),
-                        )?;
-                        auth::set_signup_cookie(page.headers_mut(), &signup);
-                        Ok(page)
-                    }
-                    Err(e) => {
-                        let values = ui::SignUpValues {
-                            email: &email,
-                            username: username.as_deref().unwrap_or(""),
-                            full_name: full_name.as_deref().unwrap_or(""),
-                        };
-                        Ok(self.refused(hint(&e), e, |v| ui::sign_up(v, &values)))
-                    }
-                }
-            }
-            "verify" => {
-                let code = form.secret("code");
-                let signup = auth::cookie(&parts.headers, auth::SIGNUP_COOKIE).map(Secret::new);
-                // The code proved the mailbox, as a code sign-in does: signed in at once, so
-                // the newcomer lands where they were going.
-                let r = app
-                    .accounts
-                    .verify_email(
-                        &email,
-                        code.expose().trim(),
-                        signup.as_ref().map(Secret::expose),
-                        true,
-                        &client,
-                    )
-                    .await;
-                match r.map(|v| v.signed_in) {
-                    Ok(Some(signed)) => {
-                        let mut r = self.signed_in(app, &signed);
-                        auth::clear_signup_cookie(r.headers_mut());
-                        Ok(r)
-                    }
-                    Ok(None) => self.notice("Your email address is verified.", |v| {
-                        ui::sign_in(v, &email)
-                    }),
-                    Err(e) => Ok(self.refused(hint(&e), e, |v| ui::verify(v, &email))),
-                }
-            }
-            "verify/resend" => match app.accounts.resend_verification(&email, &client).await {
-                Ok(_) => self.notice(CODE_SENT, |v| ui::verify(v, &email)),
-                Err(e) => Ok(self.refused(None, e, |v| ui::verify(v, &email))),
-            },
-            "forgot" => match app.accounts.forgot_password(&email, &client).await {
-                Ok(_) => self.notice(CODE_SENT, |v| ui::reset(v, &email)),
-                Err(e) => Ok(self.refused(None, e, |v| ui::forgot(v, &email))),
-            },
-            "reset" => {
-                let code = form.secret("code");
-                let new_password = form.secret("new_password");
-                let r = app
-                    .accounts
-                    .reset_password(&email, code.expose().trim(), &new_password, &client)
-                    .await;
-                match r {
-                    Ok(_) => {
-                        let mut to = format!("{}?notice=reset", self.page_url("login"));
-                        if let Some(rd) = &self.rd {
-                            to.push_str("&rd=");
-                            to.extend(url::form_urlencoded::byte_serialize(rd.as_bytes()));
-                        }
-                        let mut r = see_other(&to);
-                        // Every session of the account was revoked, this browser's too.
-                        app.cookies.clear_tokens(r.headers_mut());
-                        Ok(r)
-                    }
-                    Err(e) => Ok(self.refused(hint(&e), e, |v| ui::reset(v, &email))),
-                }
-            }
-            "email" | "email/verify" => {
-                let Some(caller) = signed_in_caller(app, &parts.headers).await else {
-                    return Ok(self.sign_in_first(app, "email"));
-                };
-                let user_id = caller.user_uuid;
-                if name == "email" {
-                    let password = form.optional("current_password").map(Secret::new);
-                    let session = &caller.identity.session_id;
-                    let r = app
-                        .accounts
-                        .start_email_change(&user_id, session, &email, password.as_ref(), &client)
-                        .await;
-                    return match r {
-                        Ok(_) => self.notice("A code has been sent to the new address.", |v| {
-                            ui::email_confirm(v, &email)
-                        }),
-                        Err(e) => {
-                            let user = app.accounts.profile(&user_id).await?;
-                            let has_password = user.password.is_some();
-                            Ok(self.refused(None, e, |v| {
-                                ui::email_change(v, &user.email, &email, has_password)
-                            }))
-                        }
-                    };
-                }
-                let code = form.text("code").to_string();
-                let r = app
-                    .accounts
-                    .finish_email_change(&user_id, &email, &code, &client)
-                    .await;
-                match r {
-                    // Every session ended with the old address in its tokens: a new one here.
-                    Ok(signed) => {
-                        Ok(self.signed_in_to(&signed, see_other(&self.page_url("devices")), app))
-                    }
-                    Err(e) => {
-                        // The hint for a taken address is about signing up, not this page.
-                        let h = hint(&e).filter(|h| matches!(h, Hint::NewCode));
-                        Ok(self.refused(h, e, |v| ui::email_confirm(v, &email)))
-                    }
-                }
-            }
-            "devices/revoke" | "logout" => {
-                // Who is signing out: the access cookie, or (its token expired on a page left
-                // open) the refresh cookie, which still names the account and session.
-                let owner = match signed_in_caller(app, &parts.headers).await {
-                    Some(c) => Some((c.user_uuid, c.identity.session_id.clone())),
-                    None => match auth::refresh_cookie(&parts.headers, app.sessions.tokens()) {
-                        Some(t) => app.sessions.refresh_owner(&t).await?,
-                        None => None,
-                    },
-                };
-                let Some((user_id, current)) = owner else {
-                    let mut r = see_other(&self.page_url("signed-out"));
-                    app.cookies.clear_tokens(r.headers_mut());
-                    return Ok(r);
-                };
-                let which = match (name, form.text("all")) {
-                    ("logout", "1") => SignOut::Everywhere,
-                    ("logout", _) => SignOut::This,
-                    _ => SignOut::Sessions(vec![form.text("session").to_string()]),
-                };
-                let out = app.accounts.sign_out(&user_id, &current, which).await?;
-                if out.this_one {
-                    let mut r = see_other(&self.page_url("signed-out"));
-                    app.cookies.clear_tokens(r.headers_mut());
-                    Ok(r)
-                } else {
-                    Ok(see_other(&self.page_url("devices")))
-                }
-            }
+            "login" => self.login(&post, &mut form).await,
+            "code" => self.code(&post).await,
+            "code/verify" => self.code_verify(&post, &mut form).await,
+            "signup" => self.sign_up(&post, &mut form).await,
+            "verify" => self.verify(&post, &mut form).await,
+            "verify/resend" => self.verify_resend(&post).await,
+            "forgot" => self.forgot(&post).await,
+            "reset" => self.reset(&post, &mut form).await,
+            "email" | "email/verify" => self.email(&post, &mut form).await,
+            "devices/revoke" | "logout" => self.sign_out(&post, &mut form).await,
             _ => Err(ApiError::method_not_allowed()),
         }
     }
