@@ -222,4 +222,61 @@ impl Accounts {
     }
 
     // The flows.
+
+    /// The code-sending flows' one shape: the client's quota, the address, what may be said
+    /// about it (only with `security.reveal_account_existence`), the cooldown, then the code
+    /// mailed, or pretended sent.
+    pub(super) async fn mail_code(
+        &self,
+        email: &str,
+        purpose: Purpose,
+        client: &Client<'_>,
+    ) -> Result<OffsetDateTime, AccountError> {
+        self.limits.check_ip(Class::CodeSend, client.ip)?;
+        let email = self.email(email)?;
+        let user = self.store.user_by_email(&email).await?;
+        if self.reveal {
+            match &user {
+                None => return Err(AccountError::UserDoesNotExist),
+                Some(u) if purpose == Purpose::VerifyEmail && u.email_verified => {
+                    return Err(AccountError::AlreadyVerified);
+                }
+                _ => {}
+            }
+        }
+        self.take_cooldown(&email, purpose, user.as_ref(), client)
+            .await?;
+        match user {
+            Some(u) if gets_codes(&u, purpose) => self.send_code(&u, purpose).await,
+            _ => self.pretend_sent(purpose, &email).await,
+        }
+    }
+
+    /// The code-checking flows' one shape: the client's quota, the address and the code's
+    /// form, then [`Self::code_owner`].
+    pub(super) async fn take_code(
+        &self,
+        email: &str,
+        code: &str,
+        purpose: Purpose,
+        client: &Client<'_>,
+    ) -> Result<User, AccountError> {
+        self.limits.check_ip(Class::CodeVerify, client.ip)?;
+        let email = self.email(email)?;
+        self.check_code_format(code)?;
+        self.code_owner(&email, code, purpose, client).await
+    }
+
+    /// The account whose live code of `purpose` for `email` (normalized) `code` is, the code
+    /// spent; a decoy's never matches (see the module doc).
+    pub(super) async fn code_owner(
+        &self,
+        email: &str,
+        code: &str,
+        purpose: Purpose,
+        client: &Client<'_>,
+    ) -> Result<User, AccountError> {
+        let subject = self.account_for_code(email, purpose).await?;
+        self.consume_code(&subject, client, purpose, "", code).await
+    }
 }

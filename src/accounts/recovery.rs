@@ -1,6 +1,6 @@
 //! Password recovery (one step, or two with a reset token) and change.
 
-use super::codes::{gets_codes, quota_key};
+use super::codes::quota_key;
 use super::guard::{Factor, Subject};
 use super::{AccountError, Accounts, Client};
 use crate::ratelimit::Class;
@@ -15,20 +15,7 @@ impl Accounts {
         email: &str,
         client: &Client<'_>,
     ) -> Result<OffsetDateTime, AccountError> {
-        self.limits.check_ip(Class::CodeSend, client.ip)?;
-        let email = self.email(email)?;
-        let user = self.store.user_by_email(&email).await?;
-        if user.is_none() && self.reveal {
-            return Err(AccountError::UserDoesNotExist);
-        }
-        self.take_cooldown(&email, Purpose::ResetPassword, user.as_ref(), client)
-            .await?;
-        match user {
-            Some(u) if gets_codes(&u, Purpose::ResetPassword) => {
-                self.send_code(&u, Purpose::ResetPassword).await
-            }
-            _ => self.pretend_sent(Purpose::ResetPassword, &email).await,
-        }
+        self.mail_code(email, Purpose::ResetPassword, client).await
     }
 
     /// One-step reset: email, code and new password. Every session of the account ends.
@@ -46,11 +33,8 @@ impl Accounts {
         self.passwords
             .check_policy(new_password, vec![email.clone()])
             .await?;
-        let subject = self
-            .account_for_code(&email, Purpose::ResetPassword)
-            .await?;
         let user = self
-            .consume_code(&subject, client, Purpose::ResetPassword, "", code)
+            .code_owner(&email, code, Purpose::ResetPassword, client)
             .await?;
         self.set_password(&user, new_password, None).await
     }
@@ -62,14 +46,8 @@ impl Accounts {
         code: &str,
         client: &Client<'_>,
     ) -> Result<(Secret, OffsetDateTime), AccountError> {
-        self.limits.check_ip(Class::CodeVerify, client.ip)?;
-        let email = self.email(email)?;
-        self.check_code_format(code)?;
-        let subject = self
-            .account_for_code(&email, Purpose::ResetPassword)
-            .await?;
         let user = self
-            .consume_code(&subject, client, Purpose::ResetPassword, "", code)
+            .take_code(email, code, Purpose::ResetPassword, client)
             .await?;
         self.issue_reset_token(&user).await
     }

@@ -1,6 +1,6 @@
 //! Registration and email verification, and the CLI's verified account.
 
-use super::codes::{cooldown_key, gets_codes};
+use super::codes::cooldown_key;
 use super::{AccountError, Accounts, Client, Registration, Verified};
 use super::{normalize_email, normalize_full_name, normalize_phone, normalize_username};
 use crate::passwords::PasswordError;
@@ -87,29 +87,14 @@ impl Accounts {
         };
         let now = self.now();
         let user = User {
-            v: RECORD_VERSION,
-            id: uuid::Uuid::new_v4(),
-            email,
-            email_verified: false,
             username,
             full_name,
             phone,
             password,
-            roles: self.cfg.default_roles.clone(),
             profile: reg.profile.unwrap_or_default(),
-            created_at: now,
-            updated_at: now,
-            blocked: false,
-            locked_until: None,
-            failed_attempts: 0,
-            code_failed_attempts: 0,
-            code_locked_until: None,
-            security_version: 0,
+            ..self.new_user(email, false, self.cfg.default_roles.clone(), now)
         };
-        self.store.insert_user(&user).await.map_err(|e| match e {
-            StoreError::Conflict(f) => AccountError::AlreadyExists(f),
-            other => AccountError::Store(other),
-        })?;
+        self.insert_new(&user).await?;
         tracing::info!(target: "audit", event = "registered", user_id = %user.id, "account created");
         // Registration sends the first code, so it starts the resend cooldown too.
         self.store
@@ -138,19 +123,14 @@ impl Accounts {
         sign_in: bool,
         client: &Client<'_>,
     ) -> Result<Verified, AccountError> {
-        self.limits.check_ip(Class::CodeVerify, client.ip)?;
-        let email = self.email(email)?;
-        self.check_code_format(code)?;
-        let subject = self.account_for_code(&email, Purpose::VerifyEmail).await?;
         let user = self
-            .consume_code(&subject, client, Purpose::VerifyEmail, "", code)
+            .take_code(email, code, Purpose::VerifyEmail, client)
             .await?;
         let chosen_here = signup.is_some_and(|t| self.bindings.signup_ok(&user, t));
         let squatted = !user.email_verified && user.password.is_some() && !chosen_here;
         let user = if squatted {
-            let user = self.drop_unverified_password(&user).await?;
-            tracing::warn!(target: "audit", event = "password_cleared", user_id = %user.id, "address verified without the sign-up token: the password chosen before verification was dropped");
-            user
+            self.drop_unverified_password(&user, "address verified without the sign-up token")
+                .await?
         } else {
             self.mark_verified(&user).await?
         };
@@ -177,7 +157,11 @@ impl Accounts {
 
     /// Verifies the address and drops a password set before it was verified (by whoever
     /// registered it, who need not be the mailbox's owner): every session ends with it.
-    pub(super) async fn drop_unverified_password(&self, user: &User) -> Result<User, AccountError> {
+    pub(super) async fn drop_unverified_password(
+        &self,
+        user: &User,
+        why: &str,
+    ) -> Result<User, AccountError> {
         let now = self.now();
         self.store
             .update_user(&user.id, |u| {
@@ -189,6 +173,7 @@ impl Accounts {
             })
             .await?;
         self.sessions.revoke_all(&user.id, None).await?;
+        tracing::warn!(target: "audit", event = "password_cleared", user_id = %user.id, why, "the password chosen before the address was verified was dropped");
         // As it is after the sessions ended: a sign-in that follows goes on with it.
         self.profile(&user.id).await
     }
@@ -214,24 +199,7 @@ impl Accounts {
         email: &str,
         client: &Client<'_>,
     ) -> Result<OffsetDateTime, AccountError> {
-        self.limits.check_ip(Class::CodeSend, client.ip)?;
-        let email = self.email(email)?;
-        let user = self.store.user_by_email(&email).await?;
-        if self.reveal {
-            match &user {
-                None => return Err(AccountError::UserDoesNotExist),
-                Some(u) if u.email_verified => return Err(AccountError::AlreadyVerified),
-                _ => {}
-            }
-        }
-        self.take_cooldown(&email, Purpose::VerifyEmail, user.as_ref(), client)
-            .await?;
-        match user {
-            Some(u) if gets_codes(&u, Purpose::VerifyEmail) => {
-                self.send_code(&u, Purpose::VerifyEmail).await
-            }
-            _ => self.pretend_sent(Purpose::VerifyEmail, &email).await,
-        }
+        self.mail_code(email, Purpose::VerifyEmail, client).await
     }
 
     /// Creates a verified account directly (CLI: the first admin).
@@ -247,20 +215,36 @@ impl Accounts {
             None => None,
         };
         let now = self.now();
+        let roles = match roles.is_empty() {
+            true => self.cfg.default_roles.clone(),
+            false => roles,
+        };
         let user = User {
+            password,
+            ..self.new_user(email, true, roles, now)
+        };
+        self.insert_new(&user).await?;
+        Ok(user)
+    }
+
+    /// An account as a new one starts: nothing but its address, unlocked, never signed in.
+    fn new_user(
+        &self,
+        email: String,
+        verified: bool,
+        roles: Vec<String>,
+        now: OffsetDateTime,
+    ) -> User {
+        User {
             v: RECORD_VERSION,
             id: uuid::Uuid::new_v4(),
             email,
-            email_verified: true,
+            email_verified: verified,
             username: None,
             full_name: None,
             phone: None,
-            password,
-            roles: if roles.is_empty() {
-                self.cfg.default_roles.clone()
-            } else {
-                roles
-            },
+            password: None,
+            roles,
             profile: Default::default(),
             created_at: now,
             updated_at: now,
@@ -270,11 +254,14 @@ impl Accounts {
             code_failed_attempts: 0,
             code_locked_until: None,
             security_version: 0,
-        };
-        self.store.insert_user(&user).await.map_err(|e| match e {
+        }
+    }
+
+    /// Stores a new account; the store's unique indexes decide a race for the same address.
+    async fn insert_new(&self, user: &User) -> Result<(), AccountError> {
+        self.store.insert_user(user).await.map_err(|e| match e {
             StoreError::Conflict(f) => AccountError::AlreadyExists(f),
             other => AccountError::Store(other),
-        })?;
-        Ok(user)
+        })
     }
 }

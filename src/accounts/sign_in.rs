@@ -1,7 +1,7 @@
 //! Sign-in by password or by a mailed code, refresh, and sign-out: every sign-in ends in
 //! [`Accounts::start_session`], whichever door asked.
 
-use super::codes::{gets_codes, quota_key};
+use super::codes::quota_key;
 use super::guard::{Factor, Subject};
 use super::{AccountError, Accounts, Client, SignOut, SignedIn, SignedOut, normalize_email};
 use crate::ratelimit::Class;
@@ -105,18 +105,7 @@ impl Accounts {
         email: &str,
         client: &Client<'_>,
     ) -> Result<OffsetDateTime, AccountError> {
-        self.limits.check_ip(Class::CodeSend, client.ip)?;
-        let email = self.email(email)?;
-        let user = self.store.user_by_email(&email).await?;
-        if user.is_none() && self.reveal {
-            return Err(AccountError::UserDoesNotExist);
-        }
-        self.take_cooldown(&email, Purpose::Login, user.as_ref(), client)
-            .await?;
-        match user {
-            Some(u) if gets_codes(&u, Purpose::Login) => self.send_code(&u, Purpose::Login).await,
-            _ => self.pretend_sent(Purpose::Login, &email).await,
-        }
+        self.mail_code(email, Purpose::Login, client).await
     }
 
     /// Passwordless step 2: the code signs in, and verifies the email on a first sign-in.
@@ -126,22 +115,15 @@ impl Accounts {
         code: &str,
         client: &Client<'_>,
     ) -> Result<SignedIn, AccountError> {
-        self.limits.check_ip(Class::CodeVerify, client.ip)?;
-        let email = self.email(email)?;
-        self.check_code_format(code)?;
-        let subject = self.account_for_code(&email, Purpose::Login).await?;
-        let user = self
-            .consume_code(&subject, client, Purpose::Login, "", code)
-            .await?;
+        let user = self.take_code(email, code, Purpose::Login, client).await?;
         if user.blocked {
             return Err(AccountError::Blocked { retry_after: None });
         }
         let user = if !user.email_verified && user.password.is_some() {
             // Whoever registered this unverified address chose that password; the mailbox's
             // owner is the one signing in now. Keeping it would let a squatter in later.
-            let cleared = self.drop_unverified_password(&user).await?;
-            tracing::warn!(target: "audit", event = "password_cleared", user_id = %user.id, "first sign-in by code on an unverified account: its password was cleared");
-            cleared
+            self.drop_unverified_password(&user, "first sign-in by code on an unverified account")
+                .await?
         } else {
             self.mark_verified(&user).await?
         };
