@@ -141,7 +141,7 @@ impl Accounts {
         };
         let signed_in = match sign_in {
             // Blocked since the code was sent: verified, not signed in.
-            true if user.blocked => return Err(AccountError::Blocked { retry_after: None }),
+            true if user.blocked => None,
             true => {
                 tracing::info!(target: "audit", event = "login", user_id = %user.id, method = "verify", "signed in after verifying the email");
                 Some(self.start_session(user.clone(), client).await?)

@@ -164,7 +164,10 @@ impl Accounts {
             SignOut::Sessions(ids) => self.sessions.revoke_ids(user_id, &ids).await?,
         };
         let this_one = revoked.iter().any(|id| id == current);
-        tracing::info!(target: "audit", event = "signed_out", user_id = %user_id, sessions_revoked = revoked.len(), this_session = this_one, "signed out");
+        // Naming no session of this account ends nothing, and is no event.
+        if !revoked.is_empty() {
+            tracing::info!(target: "audit", event = "signed_out", user_id = %user_id, sessions_revoked = revoked.len(), this_session = this_one, "signed out");
+        }
         Ok(SignedOut { revoked, this_one })
     }
 }
