@@ -18,7 +18,7 @@ use authgate::config::{PasswordsConfig, TokensConfig};
 use authgate::passwords::Passwords;
 use authgate::secret::{KeyBytes, Secret};
 use authgate::sessions::{ClientInfo, Sessions};
-use authgate::store::{RECORD_VERSION, Store, User};
+use authgate::store::{Store, User};
 use authgate::tokens::Tokens;
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -26,26 +26,15 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 fn user(i: usize) -> User {
-    let t = OffsetDateTime::UNIX_EPOCH;
     User {
-        v: RECORD_VERSION,
-        id: uuid::Uuid::new_v4(),
-        email: format!("user{i}@example.com"),
-        email_verified: true,
         username: Some(format!("user{i}")),
         full_name: Some(format!("User Number {i}")),
-        phone: None,
-        password: None,
-        roles: vec!["customer".into()],
-        profile: Default::default(),
-        created_at: t,
-        updated_at: t,
-        blocked: false,
-        locked_until: None,
-        failed_attempts: 0,
-        code_failed_attempts: 0,
-        code_locked_until: None,
-        security_version: 0,
+        ..User::new(
+            format!("user{i}@example.com"),
+            true,
+            vec!["customer".into()],
+            OffsetDateTime::UNIX_EPOCH,
+        )
     }
 }
 

@@ -120,24 +120,8 @@ mod tests {
     fn user(id: UserId) -> User {
         let t = time::OffsetDateTime::UNIX_EPOCH;
         User {
-            v: 1,
             id,
-            email: "a@example.com".into(),
-            email_verified: false,
-            username: None,
-            full_name: None,
-            phone: None,
-            password: None,
-            roles: vec![],
-            profile: Default::default(),
-            created_at: t,
-            updated_at: t,
-            blocked: false,
-            locked_until: None,
-            failed_attempts: 0,
-            code_failed_attempts: 0,
-            code_locked_until: None,
-            security_version: 0,
+            ..User::new("a@example.com".into(), false, vec![], t)
         }
     }
 

@@ -6,7 +6,7 @@ use super::{normalize_email, normalize_full_name, normalize_phone, normalize_use
 use crate::passwords::PasswordError;
 use crate::ratelimit::Class;
 use crate::secret::Secret;
-use crate::store::{Purpose, RECORD_VERSION, StoreError, UniqueField, User};
+use crate::store::{Purpose, StoreError, UniqueField, User};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
@@ -92,7 +92,7 @@ impl Accounts {
             phone,
             password,
             profile: reg.profile.unwrap_or_default(),
-            ..self.new_user(email, false, self.cfg.default_roles.clone(), now)
+            ..User::new(email, false, self.cfg.default_roles.clone(), now)
         };
         self.insert_new(&user).await?;
         tracing::info!(target: "audit", event = "registered", user_id = %user.id, "account created");
@@ -221,40 +221,10 @@ impl Accounts {
         };
         let user = User {
             password,
-            ..self.new_user(email, true, roles, now)
+            ..User::new(email, true, roles, now)
         };
         self.insert_new(&user).await?;
         Ok(user)
-    }
-
-    /// An account as a new one starts: nothing but its address, unlocked, never signed in.
-    fn new_user(
-        &self,
-        email: String,
-        verified: bool,
-        roles: Vec<String>,
-        now: OffsetDateTime,
-    ) -> User {
-        User {
-            v: RECORD_VERSION,
-            id: uuid::Uuid::new_v4(),
-            email,
-            email_verified: verified,
-            username: None,
-            full_name: None,
-            phone: None,
-            password: None,
-            roles,
-            profile: Default::default(),
-            created_at: now,
-            updated_at: now,
-            blocked: false,
-            locked_until: None,
-            failed_attempts: 0,
-            code_failed_attempts: 0,
-            code_locked_until: None,
-            security_version: 0,
-        }
     }
 
     /// Stores a new account; the store's unique indexes decide a race for the same address.

@@ -61,6 +61,37 @@ pub struct User {
     pub security_version: u64,
 }
 
+impl User {
+    /// An account as a new one starts: its address and roles, unlocked, never signed in.
+    pub fn new(
+        email: String,
+        email_verified: bool,
+        roles: Vec<String>,
+        now: time::OffsetDateTime,
+    ) -> User {
+        User {
+            v: RECORD_VERSION,
+            id: uuid::Uuid::new_v4(),
+            email,
+            email_verified,
+            username: None,
+            full_name: None,
+            phone: None,
+            password: None,
+            roles,
+            profile: Default::default(),
+            created_at: now,
+            updated_at: now,
+            blocked: false,
+            locked_until: None,
+            failed_attempts: 0,
+            code_failed_attempts: 0,
+            code_locked_until: None,
+            security_version: 0,
+        }
+    }
+}
+
 /// What a one-time code is for. A code made for one purpose never serves another.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]

@@ -291,26 +291,14 @@ pub(crate) mod tests {
     use crate::clock::{Clock, ManualClock};
 
     fn user() -> User {
-        let t = OffsetDateTime::UNIX_EPOCH;
         User {
-            v: 1,
-            id: uuid::Uuid::new_v4(),
-            email: "a@x.test".into(),
-            email_verified: true,
             username: Some("alice".into()),
-            full_name: None,
-            phone: None,
-            password: None,
-            roles: vec!["customer".into()],
-            profile: Default::default(),
-            created_at: t,
-            updated_at: t,
-            blocked: false,
-            locked_until: None,
-            failed_attempts: 0,
-            code_failed_attempts: 0,
-            code_locked_until: None,
-            security_version: 0,
+            ..User::new(
+                "a@x.test".into(),
+                true,
+                vec!["customer".into()],
+                OffsetDateTime::UNIX_EPOCH,
+            )
         }
     }
 

@@ -7,26 +7,15 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 fn user(email: &str, username: Option<&str>, phone: Option<&str>) -> User {
-    let now = OffsetDateTime::UNIX_EPOCH;
     User {
-        v: RECORD_VERSION,
-        id: uuid::Uuid::new_v4(),
-        email: email.into(),
-        email_verified: false,
         username: username.map(Into::into),
-        full_name: None,
         phone: phone.map(Into::into),
-        password: None,
-        roles: vec!["customer".into()],
-        profile: Default::default(),
-        created_at: now,
-        updated_at: now,
-        blocked: false,
-        locked_until: None,
-        failed_attempts: 0,
-        code_failed_attempts: 0,
-        code_locked_until: None,
-        security_version: 0,
+        ..User::new(
+            email.into(),
+            false,
+            vec!["customer".into()],
+            OffsetDateTime::UNIX_EPOCH,
+        )
     }
 }
 

@@ -341,6 +341,21 @@ impl Page {
         r
     }
 
+    /// A code-sending form's answer: the form for the code with the notice that it was
+    /// sent (whether or not the address has an account), or this form again with the error.
+    fn code_sent(
+        &self,
+        r: std::result::Result<time::OffsetDateTime, AccountError>,
+        email: &str,
+        next: fn(&View, &str) -> maud::Markup,
+        again: fn(&View, &str) -> maud::Markup,
+    ) -> Result<Response<Body>> {
+        match r {
+            Ok(_) => self.notice(CODE_SENT, |v| next(v, email)),
+            Err(e) => Ok(self.refused(None, e, |v| again(v, email))),
+        }
+    }
+
     /// A flow refused: the form again, with the error and the `hint` for the next step.
     fn refused(
         &self,

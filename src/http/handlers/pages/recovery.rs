@@ -5,13 +5,12 @@ use super::*;
 impl Page {
     /// A reset code mailed.
     pub(super) async fn forgot(&mut self, post: &Post<'_>) -> Result<Response<Body>> {
-        let Post {
-            app, client, email, ..
-        } = *post;
-        match app.accounts.forgot_password(email, client).await {
-            Ok(_) => self.notice(CODE_SENT, |v| ui::reset(v, email)),
-            Err(e) => Ok(self.refused(None, e, |v| ui::forgot(v, email))),
-        }
+        let r = post
+            .app
+            .accounts
+            .forgot_password(post.email, post.client)
+            .await;
+        self.code_sent(r, post.email, ui::reset, ui::forgot)
     }
 
     /// The password reset by the mailed code.

@@ -76,13 +76,12 @@ impl Page {
 
     /// Sign-in by code, step 1: the code mailed.
     pub(super) async fn code(&mut self, post: &Post<'_>) -> Result<Response<Body>> {
-        let Post {
-            app, client, email, ..
-        } = *post;
-        match app.accounts.start_code_login(email, client).await {
-            Ok(_) => self.notice(CODE_SENT, |v| ui::code_enter(v, email)),
-            Err(e) => Ok(self.refused(None, e, |v| ui::code_request(v, email))),
-        }
+        let r = post
+            .app
+            .accounts
+            .start_code_login(post.email, post.client)
+            .await;
+        self.code_sent(r, post.email, ui::code_enter, ui::code_request)
     }
 
     /// Sign-in by code, step 2.

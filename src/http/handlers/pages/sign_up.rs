@@ -83,12 +83,11 @@ impl Page {
 
     /// A new verification code.
     pub(super) async fn verify_resend(&mut self, post: &Post<'_>) -> Result<Response<Body>> {
-        let Post {
-            app, client, email, ..
-        } = *post;
-        match app.accounts.resend_verification(email, client).await {
-            Ok(_) => self.notice(CODE_SENT, |v| ui::verify(v, email)),
-            Err(e) => Ok(self.refused(None, e, |v| ui::verify(v, email))),
-        }
+        let r = post
+            .app
+            .accounts
+            .resend_verification(post.email, post.client)
+            .await;
+        self.code_sent(r, post.email, ui::verify, ui::verify)
     }
 }
