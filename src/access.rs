@@ -8,10 +8,10 @@
 
 use crate::http::auth::{ACCESS_COOKIE, SHARED_ACCESS_COOKIE, bearer, cookie};
 use crate::policy::{Denial, Rule};
+use crate::secret::Secret;
 use crate::sessions::{SessionError, Sessions};
 use crate::tokens::Verified;
 use http::HeaderMap;
-use std::borrow::Cow;
 use std::sync::Arc;
 
 /// How a request presented its access token.
@@ -54,7 +54,13 @@ pub enum Door {
 /// Its `Debug` says how, never what.
 #[derive(Default)]
 pub struct Credentials<'r> {
-    token: Option<(Cow<'r, str>, Via)>,
+    token: Option<(Token<'r>, Via)>,
+}
+
+/// The token as presented: borrowed from the Authorization header, or the cookie's value.
+enum Token<'r> {
+    Header(&'r str),
+    Cookie(Secret),
 }
 
 impl std::fmt::Debug for Credentials<'_> {
@@ -69,16 +75,19 @@ impl<'r> Credentials<'r> {
     /// Reads them from the request's headers: the Authorization header wins over the cookie.
     pub fn of(headers: &'r HeaderMap, door: Door, cookies: AccessCookies) -> Self {
         let bearer = match door {
-            Door::Any => bearer(headers).map(|t| (Cow::Borrowed(t), Via::Bearer)),
+            Door::Any => bearer(headers).map(|t| (Token::Header(t), Via::Bearer)),
             Door::Pages => None,
         };
-        let token =
-            bearer.or_else(|| access_cookie(headers, cookies).map(|t| (t.into(), Via::Cookie)));
+        let token = bearer
+            .or_else(|| access_cookie(headers, cookies).map(|t| (Token::Cookie(t), Via::Cookie)));
         Credentials { token }
     }
 
     pub fn token(&self) -> Option<&str> {
-        self.token.as_ref().map(|(t, _)| t.as_ref())
+        self.token.as_ref().map(|(t, _)| match t {
+            Token::Header(t) => *t,
+            Token::Cookie(t) => t.expose(),
+        })
     }
 
     pub fn via(&self) -> Option<Via> {
@@ -87,7 +96,7 @@ impl<'r> Credentials<'r> {
 }
 
 /// The access cookie: host-only, or (see [`AccessCookies`]) shared with the cookie domain.
-fn access_cookie(headers: &HeaderMap, cookies: AccessCookies) -> Option<String> {
+fn access_cookie(headers: &HeaderMap, cookies: AccessCookies) -> Option<Secret> {
     cookie(headers, ACCESS_COOKIE).or_else(|| match cookies {
         AccessCookies::AlsoShared => cookie(headers, SHARED_ACCESS_COOKIE),
         AccessCookies::HostOnly => None,

@@ -89,8 +89,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// A cookie's value, from any of the request's Cookie headers.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    cookies(headers, name).next()
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<crate::secret::Secret> {
+    cookies(headers, name)
+        .next()
+        .map(crate::secret::Secret::new)
 }
 
 /// Every value of a cookie, in the order the browser sent them (the longest path first).
@@ -115,7 +117,7 @@ pub fn refresh_cookie(
 ) -> Option<crate::secret::Secret> {
     let session = cookie(headers, SESSION_COOKIE)?;
     cookies(headers, REFRESH_COOKIE)
-        .filter(|t| crate::tokens::Tokens::refresh_session(t) == Some(session.as_str()))
+        .filter(|t| crate::tokens::Tokens::refresh_session(t) == Some(session.expose()))
         .find(|t| tokens.issued(t) != crate::tokens::Issued::No)
         .map(crate::secret::Secret::new)
 }
@@ -289,7 +291,12 @@ pub(crate) mod tests {
         assert_eq!(bearer(&h(&[("authorization", "Basic abc")])), None);
         assert_eq!(bearer(&h(&[("authorization", "Bearer ")])), None);
         let m = h(&[("cookie", "a=1; __Host-authgate-access=tok; b=2")]);
-        assert_eq!(cookie(&m, ACCESS_COOKIE).as_deref(), Some("tok"));
+        assert_eq!(
+            cookie(&m, ACCESS_COOKIE)
+                .as_ref()
+                .map(crate::secret::Secret::expose),
+            Some("tok")
+        );
     }
 
     #[test]

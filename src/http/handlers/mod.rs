@@ -293,7 +293,5 @@ fn tokens_response(
 
 /// A token the client presents in the body (`field`), or else in the cookie `name`.
 fn presented(headers: &HeaderMap, field: Option<&Secret>, name: &str) -> Option<Secret> {
-    field
-        .cloned()
-        .or_else(|| auth::cookie(headers, name).map(Secret::new))
+    field.cloned().or_else(|| auth::cookie(headers, name))
 }

@@ -133,11 +133,14 @@ fn query_param(parts: &Parts, name: &str) -> Option<String> {
 
 impl Page {
     fn new(app: &App, parts: &Parts) -> Self {
-        let existing = auth::cookie(&parts.headers, CSRF_COOKIE).filter(|c| {
-            c.len() == 43
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
+        // The token goes into every form this page renders: it is the page's to show.
+        let existing = auth::cookie(&parts.headers, CSRF_COOKIE)
+            .map(|c| c.expose().to_string())
+            .filter(|c| {
+                c.len() == 43
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
         let (csrf, new_csrf) = match existing {
             Some(c) => (c, false),
             None => (new_token(), true),
@@ -369,7 +372,7 @@ impl Page {
 
 /// The device cookie a browser presents (see `accounts::bindings`).
 fn device_cookie(parts: &Parts) -> Option<Secret> {
-    auth::cookie(&parts.headers, auth::DEVICE_COOKIE).map(Secret::new)
+    auth::cookie(&parts.headers, auth::DEVICE_COOKIE)
 }
 
 const CODE_SENT: &str = "If an account exists for this address, a code has been sent to it.";

@@ -57,7 +57,7 @@ impl Page {
             ..
         } = *post;
         let code = form.secret("code");
-        let signup = auth::cookie(&parts.headers, auth::SIGNUP_COOKIE).map(Secret::new);
+        let signup = auth::cookie(&parts.headers, auth::SIGNUP_COOKIE);
         // The code proved the mailbox, as a code sign-in does: signed in at once, so
         // the newcomer lands where they were going.
         let r = app
