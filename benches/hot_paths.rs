@@ -18,12 +18,16 @@ use authgate::config::{PasswordsConfig, TokensConfig};
 use authgate::passwords::Passwords;
 use authgate::secret::{KeyBytes, Secret};
 use authgate::sessions::{ClientInfo, Sessions};
-use authgate::store::{Store, User};
+use authgate::store::{AuthFactor, Store, User};
 use authgate::tokens::Tokens;
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
 use time::OffsetDateTime;
+
+/// How the tokens here were proved: a password and an authenticator code, so every token
+/// carries `amr` (what a two-factor sign-in makes).
+const SIGN_IN: &[AuthFactor] = &[AuthFactor::Password, AuthFactor::Totp];
 
 fn user(i: usize) -> User {
     User {
@@ -108,7 +112,7 @@ fn tokens(c: &mut Criterion) {
     let u = user(1);
     // Many distinct tokens against a 16-entry cache: nearly every verification is a miss.
     let many: Vec<String> = (0..4096)
-        .map(|i| tokens.issue_access(&u, &format!("s{i}")).unwrap())
+        .map(|i| tokens.issue_access(&u, &format!("s{i}"), SIGN_IN).unwrap())
         .collect();
     let mut i = 0;
     c.bench_function("tokens/eddsa_verify_uncached", |b| {
@@ -145,10 +149,10 @@ fn tokens(c: &mut Criterion) {
         ip: "127.0.0.1".parse().unwrap(),
         user_agent: "bench".into(),
     };
-    let pair = rt.block_on(sessions.sign_in(&u, &client)).unwrap();
+    let pair = rt.block_on(sessions.sign_in(&u, &client, SIGN_IN)).unwrap();
     // Other live sessions, so the lookup is not in a map of one.
     for _ in 0..10_000 {
-        rt.block_on(sessions.sign_in(&u, &client)).unwrap();
+        rt.block_on(sessions.sign_in(&u, &client, SIGN_IN)).unwrap();
     }
     let _guard = rt.enter();
     c.bench_function(
@@ -161,6 +165,20 @@ fn tokens(c: &mut Criterion) {
             })
         },
     );
+    // The same check, then a route rule that needs two factors (`mfa = true`) and a role.
+    let vault = authgate::policy::Rule {
+        access: authgate::config::Access::Authenticated,
+        roles: vec!["customer".into()],
+        mfa: true,
+    };
+    c.bench_function("sessions/authenticate_then_mfa_route_rule", |b| {
+        b.iter(|| {
+            let v = sessions
+                .authenticate(black_box(pair.access_token.expose()))
+                .unwrap();
+            vault.authorize(Some(&v.identity)).unwrap()
+        })
+    });
 }
 
 fn paths(c: &mut Criterion) {

@@ -113,6 +113,9 @@ pub enum Denied {
     /// Signed in, and the rule does not admit this identity (403).
     #[error("not allowed")]
     Forbidden,
+    /// Signed in with one factor, and the rule needs two.
+    #[error("second factor required")]
+    MfaRequired,
 }
 
 /// Who passed the gate.
@@ -146,6 +149,7 @@ impl Access {
                 expired: self.expired,
             },
             Denial::Forbidden => Denied::Forbidden,
+            Denial::MfaRequired => Denied::MfaRequired,
         })
     }
 }
@@ -232,6 +236,7 @@ mod tests {
         let public = Rule {
             access: crate::config::Access::Public,
             roles: Vec::new(),
+            mfa: false,
         };
         let a = Access {
             verified: None,

@@ -82,6 +82,8 @@ pub enum UserCommand {
     Block { email: String },
     /// Unblock an account (also clears a lockout).
     Unblock { email: String },
+    /// Remove an account's second factors (a lost authenticator); its sessions end.
+    ResetMfa { email: String },
     /// Replace an account's roles; its sessions end so new tokens carry them.
     SetRoles {
         email: String,
@@ -365,6 +367,15 @@ pub async fn run_admin(mut config: Config, command: Command) -> Result<String, C
             let u = find(email).await?;
             accounts.set_blocked(&u.id, false).await?;
             format!("unblocked {}", u.email)
+        }
+        Command::User(UserCommand::ResetMfa { email }) => {
+            let u = find(email).await?;
+            let revoked = accounts.reset_factors(&u.id).await?;
+            tracing::info!(target: "audit", event = "admin_action", action = "reset_mfa", admin = "cli", target_user = %u.id, "admin action");
+            format!(
+                "second factors of {} removed; {revoked} sessions ended",
+                u.email
+            )
         }
         Command::User(UserCommand::SetRoles { email, roles }) => {
             let u = find(email).await?;

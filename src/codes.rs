@@ -3,7 +3,9 @@
 
 use crate::config::OtpConfig;
 use crate::secret::{KeyBytes, Secret, ct_eq};
-use crate::store::{Code, CodeChange, Purpose, RECORD_VERSION, Store, StoreError, UserId};
+use crate::store::{
+    AuthFactor, Code, CodeChange, Purpose, RECORD_VERSION, Store, StoreError, UserId,
+};
 use aws_lc_rs::hmac;
 use time::OffsetDateTime;
 
@@ -106,6 +108,7 @@ impl Codes {
             created_at: now,
             expires_at,
             attempts: 0,
+            first_factor: None,
         };
         store.put_code(&record).await?;
         Ok((code, expires_at))
@@ -196,6 +199,96 @@ impl Codes {
             })
             .await
     }
+}
+
+/// What a second step's token found (see [`Codes::second_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    /// Live, after this first factor.
+    Live(AuthFactor),
+    /// Unknown, used, expired or out of tries.
+    Dead,
+}
+
+impl Codes {
+    /// A second step for `user`, after `first`: a random token, kept as a code's keyed hash,
+    /// single use, dead after `ttl` or `max_attempts` wrong second factors. A new one
+    /// replaces the account's earlier one.
+    pub async fn issue_second_step(
+        &self,
+        store: &Store,
+        user: &UserId,
+        first: AuthFactor,
+        ttl: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Secret, StoreError> {
+        let mut raw = [0u8; 32];
+        rand::fill(&mut raw);
+        let token = Secret::new(base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            raw,
+        ));
+        let record = Code {
+            v: RECORD_VERSION,
+            user_id: *user,
+            purpose: Purpose::SecondStep,
+            hash: self.digest(user, Purpose::SecondStep, "", token.expose()),
+            created_at: now,
+            expires_at: now + ttl,
+            attempts: 0,
+            first_factor: Some(first),
+        };
+        store.put_code(&record).await?;
+        Ok(token)
+    }
+
+    /// Whether `token` is `user`'s live second step. With `end`, a live one is used up at
+    /// once (atomically: of two requests with the same token, one gets `Live`); with `miss`,
+    /// it spends a try instead (and dies at the last).
+    pub async fn second_step(
+        &self,
+        store: &Store,
+        user: &UserId,
+        token: &str,
+        now: OffsetDateTime,
+        then: StepUse,
+    ) -> Result<StepState, StoreError> {
+        let candidate = self.digest(user, Purpose::SecondStep, "", token);
+        let max = self.max_attempts;
+        store
+            .update_code(user, Purpose::SecondStep, |stored| match stored {
+                Some(c) if !ct_eq(&c.hash, &candidate) => (CodeChange::Keep, StepState::Dead),
+                Some(c) if c.expires_at <= now || c.attempts >= max => {
+                    (CodeChange::Delete, StepState::Dead)
+                }
+                Some(c) => {
+                    let Some(first) = c.first_factor else {
+                        return (CodeChange::Delete, StepState::Dead);
+                    };
+                    let change = match then {
+                        StepUse::Look => CodeChange::Keep,
+                        StepUse::End => CodeChange::Delete,
+                        StepUse::Miss if c.attempts + 1 >= max => CodeChange::Delete,
+                        StepUse::Miss => {
+                            let mut next = c.clone();
+                            next.attempts += 1;
+                            CodeChange::Put(next)
+                        }
+                    };
+                    (change, StepState::Live(first))
+                }
+                None => (CodeChange::Keep, StepState::Dead),
+            })
+            .await
+    }
+}
+
+/// What [`Codes::second_step`] does with a live step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepUse {
+    Look,
+    End,
+    Miss,
 }
 
 #[cfg(test)]

@@ -6,8 +6,50 @@ pub struct Identity {
     pub user_id: String,
     pub email: String,
     pub username: Option<String>,
+    /// The roles that count for this session: all the account's, but those that need a
+    /// second factor this session has not shown (see `withheld_roles`).
     pub roles: Vec<String>,
     pub session_id: String,
+    /// How the session was proved (RFC 8176 values).
+    pub amr: Vec<String>,
+    /// Two factors were shown (`amr` has `mfa`).
+    pub two_factor: bool,
+    /// The account's roles that count only after a second factor (`mfa.required_roles`),
+    /// while this session has shown one factor.
+    pub withheld_roles: Vec<String>,
+}
+
+impl Identity {
+    /// An identity as its token says it, the roles in `second_factor_roles` withheld from a
+    /// one-factor session.
+    pub fn new(
+        user_id: String,
+        email: String,
+        username: Option<String>,
+        roles: Vec<String>,
+        session_id: String,
+        amr: Vec<String>,
+        second_factor_roles: &[String],
+    ) -> Self {
+        let two_factor = amr.iter().any(|a| a == "mfa");
+        let (roles, withheld_roles) = if two_factor {
+            (roles, Vec::new())
+        } else {
+            roles
+                .into_iter()
+                .partition(|r| !second_factor_roles.contains(r))
+        };
+        Identity {
+            user_id,
+            email,
+            username,
+            roles,
+            session_id,
+            amr,
+            two_factor,
+            withheld_roles,
+        }
+    }
 }
 
 /// An identity as the values of its headers (user id, email, name, roles, session id), made
@@ -22,6 +64,8 @@ pub struct IdentityValues {
     pub name: Option<http::HeaderValue>,
     pub roles: Option<http::HeaderValue>,
     pub session_id: Option<http::HeaderValue>,
+    /// The `amr` values, comma-separated.
+    pub amr: Option<http::HeaderValue>,
 }
 
 impl IdentityValues {
@@ -33,6 +77,7 @@ impl IdentityValues {
             name: v(id.username.as_deref().unwrap_or(&id.email)),
             roles: v(&id.roles.join(",")),
             session_id: v(&id.session_id),
+            amr: v(&id.amr.join(",")),
         }
     }
 }

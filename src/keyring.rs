@@ -33,6 +33,10 @@ pub enum KeyPurpose {
     SigningKeyWrap,
     /// The decoy account ids of addresses that have no account.
     Decoy,
+    /// AES-256-GCM of the TOTP secrets.
+    TotpSeal,
+    /// The keyed hash of recovery codes.
+    RecoveryMac,
 }
 
 impl KeyPurpose {
@@ -45,6 +49,8 @@ impl KeyPurpose {
             KeyPurpose::SignupMac => b"authgate signup mac v1",
             KeyPurpose::SigningKeyWrap => b"authgate signing key wrap v1",
             KeyPurpose::Decoy => b"authgate decoy id v1",
+            KeyPurpose::TotpSeal => b"authgate totp seal v1",
+            KeyPurpose::RecoveryMac => b"authgate recovery code mac v1",
         }
     }
 }

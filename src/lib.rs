@@ -28,6 +28,7 @@ pub mod passwords;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod second_factor;
 pub mod secret;
 pub mod server;
 pub mod sessions;

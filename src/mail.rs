@@ -94,7 +94,8 @@ fn render(product: &str, purpose: Purpose, code: &str, ttl: Duration) -> (String
             "Verify your email address",
             "Use this code to verify your email address",
         ),
-        Purpose::Login => ("Your sign-in code", "Use this code to sign in"),
+        // A second step is never mailed; were it, it would be a sign-in code.
+        Purpose::Login | Purpose::SecondStep => ("Your sign-in code", "Use this code to sign in"),
         Purpose::ResetPassword => (
             "Reset your password",
             "Use this code to reset your password",

@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub struct Rule {
     pub access: Access,
     pub roles: Vec<String>,
+    /// Only a two-factor session passes (`routes[].mfa`).
+    pub mfa: bool,
 }
 
 impl Rule {
@@ -22,6 +24,7 @@ impl Rule {
         static SIGNED_IN: Rule = Rule {
             access: Access::Authenticated,
             roles: Vec::new(),
+            mfa: false,
         };
         &SIGNED_IN
     }
@@ -32,11 +35,21 @@ impl Rule {
             (Access::Public, _) => Ok(()),
             (Access::Authenticated, None) => Err(Denial::Unauthenticated),
             (Access::Authenticated, Some(id)) => {
-                if self.roles.is_empty() || self.roles.iter().any(|r| id.roles.contains(r)) {
-                    Ok(())
-                } else {
-                    Err(Denial::Forbidden)
+                let role_ok =
+                    self.roles.is_empty() || self.roles.iter().any(|r| id.roles.contains(r));
+                if !role_ok {
+                    // A role the account holds, withheld until a second factor is shown: the
+                    // caller can do something about it.
+                    return if self.roles.iter().any(|r| id.withheld_roles.contains(r)) {
+                        Err(Denial::MfaRequired)
+                    } else {
+                        Err(Denial::Forbidden)
+                    };
                 }
+                if self.mfa && !id.two_factor {
+                    return Err(Denial::MfaRequired);
+                }
+                Ok(())
             }
         }
     }
@@ -69,6 +82,8 @@ pub enum Denial {
     Unauthenticated,
     /// Signed in, not allowed (403).
     Forbidden,
+    /// Signed in with one factor where two are needed (403 MFA_REQUIRED, or the step-up page).
+    MfaRequired,
 }
 
 impl Route {
@@ -157,6 +172,7 @@ impl RouteTable {
                 rule: Rule {
                     access: c.access,
                     roles: c.roles.clone(),
+                    mfa: c.mfa,
                 },
                 methods: c.methods.clone(),
                 strip_prefix: c.strip_prefix,
@@ -392,13 +408,18 @@ mod tests {
     #[test]
     fn authorize_rules() {
         let t = table(ROUTES);
-        let id = |roles: &[&str]| Identity {
-            user_id: "u".into(),
-            email: "e@x".into(),
-            username: None,
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-            session_id: "s".into(),
+        let with = |roles: &[&str], amr: &[&str]| {
+            Identity::new(
+                "u".into(),
+                "e@x".into(),
+                None,
+                roles.iter().map(|r| r.to_string()).collect(),
+                "s".into(),
+                amr.iter().map(|r| r.to_string()).collect(),
+                &["admin".to_string()],
+            )
         };
+        let id = |roles: &[&str]| with(roles, &["pwd", "otp", "mfa"]);
         let root = t.find(None, "/", &Method::GET).unwrap();
         assert_eq!(root.authorize(None), Ok(()));
         let api = t.find(None, "/api", &Method::GET).unwrap();
@@ -410,6 +431,31 @@ mod tests {
             Err(Denial::Forbidden)
         );
         assert_eq!(admin.authorize(Some(&id(&["customer", "admin"]))), Ok(()));
+        // A role that needs a second factor, in a one-factor session: withheld, and the
+        // refusal says what would help.
+        let one_factor_admin = with(&["customer", "admin"], &["pwd"]);
+        assert_eq!(one_factor_admin.roles, vec!["customer".to_string()]);
+        assert_eq!(
+            admin.authorize(Some(&one_factor_admin)),
+            Err(Denial::MfaRequired)
+        );
+        assert_eq!(api.authorize(Some(&one_factor_admin)), Ok(()));
+        // A rule that needs two factors.
+        let vault = Rule {
+            access: Access::Authenticated,
+            roles: Vec::new(),
+            mfa: true,
+        };
+        assert_eq!(
+            vault.authorize(Some(&with(&["customer"], &["pwd"]))),
+            Err(Denial::MfaRequired)
+        );
+        assert_eq!(
+            vault.authorize(Some(&with(&["customer"], &["otp"]))),
+            Err(Denial::MfaRequired)
+        );
+        assert_eq!(vault.authorize(Some(&id(&["customer"]))), Ok(()));
+        assert_eq!(vault.authorize(None), Err(Denial::Unauthenticated));
     }
 
     #[test]

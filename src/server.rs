@@ -97,6 +97,7 @@ pub async fn start_with(mut config: Config, deps: Deps) -> Result<Running, Start
             // Protected, so that opening the gateway's address shows its login page first.
             access: crate::config::Access::Authenticated,
             roles: Vec::new(),
+            mfa: false,
             methods: Vec::new(),
             strip_prefix: false,
             preserve_host: true,

@@ -7,7 +7,7 @@ use crate::clock::SharedClock;
 use crate::config::TokensConfig;
 use crate::secret::Secret;
 use crate::store::{
-    RECORD_VERSION, RefreshState, Session, Store, StoreError, UpdateError, User, UserId,
+    AuthFactor, RECORD_VERSION, RefreshState, Session, Store, StoreError, UpdateError, User, UserId,
 };
 use crate::tokens::{Issued, TokenError, Tokens, Verified};
 use dashmap::DashMap;
@@ -296,11 +296,13 @@ impl Sessions {
         self.live.len()
     }
 
-    /// The one function every successful sign-in (password, code) goes through.
+    /// The one function every successful sign-in (password, code, second factor) goes
+    /// through; `factors` are how it was proved, which every token of the session then says.
     pub async fn sign_in(
         &self,
         user: &User,
         client: &ClientInfo,
+        factors: &[AuthFactor],
     ) -> Result<TokenPair, SessionError> {
         let now = self.clock.now();
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -325,6 +327,7 @@ impl Sessions {
                 rotated_at: None,
                 next_sealed: None,
             }),
+            factors: factors.to_vec(),
         };
         self.store.insert_session(&session).await?;
         self.live.insert(
@@ -378,7 +381,7 @@ impl Sessions {
     ) -> Result<TokenPair, SessionError> {
         let now = self.clock.now();
         Ok(TokenPair {
-            access_token: Secret::new(self.tokens.issue_access(user, &s.id)?),
+            access_token: Secret::new(self.tokens.issue_access(user, &s.id, &s.factors)?),
             refresh_token: refresh,
             expires_in: self.tokens.access_ttl().as_secs(),
             refresh_expires_in: u64::try_from((refresh_expires - now).whole_seconds()).unwrap_or(0),
@@ -543,6 +546,55 @@ impl Sessions {
                 Err(SessionError::Unauthenticated)
             }
             Err(UpdateError::Store(StoreError::NotFound)) => Err(SessionError::Unauthenticated),
+            Err(UpdateError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Steps session `sid` of `user` up with `factor` (a second factor shown while signed
+    /// in): the session says so from now on, and its refresh token is rotated, so the pair
+    /// handed back is the only one that carries the new assurance. The token rotated away
+    /// gets the same new pair within the reuse grace window, as after a refresh.
+    pub async fn elevate(
+        &self,
+        user: &User,
+        sid: &str,
+        factor: AuthFactor,
+    ) -> Result<TokenPair, SessionError> {
+        let now = self.clock.now();
+        let next = self.tokens.new_refresh(sid)?;
+        let next_hash = Tokens::hash_refresh(next.expose());
+        let sealed = self.tokens.seal(&next)?;
+        let result = self
+            .store
+            .update_session(sid, |s| {
+                if s.user_id != user.id || s.expires_at <= now {
+                    return Err(());
+                }
+                let Some(r) = &s.refresh else {
+                    return Err(());
+                };
+                let expires = r.current_expires_at.max(now).min(s.expires_at);
+                s.refresh = Some(RefreshState {
+                    current_hash: next_hash.clone(),
+                    current_expires_at: expires,
+                    previous_hash: Some(r.current_hash.clone()),
+                    rotated_at: Some(now),
+                    next_sealed: Some(sealed.clone()),
+                });
+                if !s.factors.contains(&factor) {
+                    s.factors.push(factor);
+                }
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(s) => {
+                let expires = s.refresh.as_ref().map_or(now, |r| r.current_expires_at);
+                self.pair(user, &s, next, expires)
+            }
+            Err(UpdateError::Rejected(())) | Err(UpdateError::Store(StoreError::NotFound)) => {
+                Err(SessionError::Unauthenticated)
+            }
             Err(UpdateError::Store(e)) => Err(e.into()),
         }
     }

@@ -32,6 +32,8 @@ pub enum StartError {
     Keyring(#[from] crate::keyring::KeyringError),
     #[error("passwords: {0}")]
     Passwords(#[from] crate::passwords::PasswordError),
+    #[error("second factors: {0}")]
+    Factors(#[from] crate::second_factor::FactorError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -109,18 +111,21 @@ pub async fn build_app(
         !store.is_shared(),
     )?);
     // Instances sharing a store share its signing keys; one instance keeps them as files.
-    let tokens = Arc::new(if store.is_shared() {
-        Tokens::with_store(
-            &config.tokens,
-            issuer,
-            keyring.clone(),
-            clock.clone(),
-            store.clone(),
-        )
-        .await?
-    } else {
-        Tokens::new(&config.tokens, issuer, keyring.clone(), clock.clone())?
-    });
+    let tokens = Arc::new(
+        if store.is_shared() {
+            Tokens::with_store(
+                &config.tokens,
+                issuer,
+                keyring.clone(),
+                clock.clone(),
+                store.clone(),
+            )
+            .await?
+        } else {
+            Tokens::new(&config.tokens, issuer, keyring.clone(), clock.clone())?
+        }
+        .with_second_factor_roles(config.mfa.required_roles.clone()),
+    );
     let sessions =
         Arc::new(Sessions::new(store.clone(), tokens, clock.clone(), &config.tokens).await?);
     let codes = Codes::new(
@@ -156,6 +161,8 @@ pub async fn build_app(
         config.security.reveal_account_existence,
         &keyring,
         limits.clone(),
+        crate::second_factor::SecondFactorKeys::new(&keyring, &config.mfa.issuer)?,
+        config.mfa.clone(),
     ));
     let routes = RouteTable::new(&config.routes, metrics)?;
     let upstreams =

@@ -157,7 +157,7 @@ schemas = {
   "AdminUser": {
     "description": "The user as an admin sees it: the profile plus account state.",
     "type": "object",
-    "required": ["id", "email", "email_verified", "username", "full_name", "phone", "roles", "profile", "created_at", "blocked", "locked_until", "has_password"],
+    "required": ["id", "email", "email_verified", "username", "full_name", "phone", "roles", "profile", "created_at", "blocked", "locked_until", "has_password", "mfa"],
     "additionalProperties": False,
     "properties": {},
   },
@@ -177,10 +177,43 @@ schemas = {
       "id": {"type": "string", "description": "User id."},
       "email": {"type": "string"},
       "username": {"type": ["string", "null"]},
-      "roles": {"type": "array", "items": {"type": "string"}},
+      "roles": {"type": "array", "items": {"type": "string"}, "description": "The roles that count for this session (those of `mfa.required_roles` only in a two-factor session)."},
       "session_id": {"type": "string"},
+      "amr": {"type": "array", "items": {"type": "string"}, "description": "How the session was proved (RFC 8176: `pwd`, `otp`, `mfa`); empty for sessions made before this was kept."},
+      "aal": {"type": "integer", "enum": [1, 2], "description": "2 for a two-factor session, else 1."},
     },
-    "dependentRequired": {"id": ["email", "username", "roles", "session_id"]},
+    "dependentRequired": {"id": ["email", "username", "roles", "session_id", "amr", "aal"]},
+  },
+  "SecondStep": {
+    "type": "object", "required": ["mfa_required", "mfa_token", "methods", "expires_in"], "additionalProperties": False,
+    "description": "A right first factor on an account with a second factor: no tokens yet; POST /auth/login/mfa with the `mfa_token` and a code.",
+    "properties": {
+      "mfa_required": {"type": "boolean", "const": True},
+      "mfa_token": {"type": "string", "description": "`mfa1.<account>.<random>`: single use, lives `mfa.token_ttl`, dies after `otp.max_attempts` wrong codes; good for /auth/login/mfa only."},
+      "methods": {"type": "array", "items": {"type": "string", "enum": ["totp", "recovery_code", "passkey"]}},
+      "expires_in": {"type": "integer", "minimum": 1, "description": "Seconds the `mfa_token` lives."},
+    },
+  },
+  "FactorsStatus": {
+    "type": "object", "required": ["totp", "recovery_codes", "passkeys"], "additionalProperties": False,
+    "properties": {
+      "totp": {"type": "object", "required": ["enabled", "pending"], "additionalProperties": False, "properties": {
+        "enabled": {"type": "boolean", "description": "An authenticator is confirmed: every sign-in asks for a code."},
+        "pending": {"type": "boolean", "description": "An enrolment was started and not confirmed."}}},
+      "recovery_codes": {"type": "object", "required": ["remaining"], "additionalProperties": False, "properties": {"remaining": {"type": "integer", "minimum": 0}}},
+      "passkeys": {"type": "array", "maxItems": 0, "items": {"type": "object"}, "description": "Passkeys are not built yet: always empty."},
+    },
+  },
+  "TotpEnrolment": {
+    "type": "object", "required": ["secret", "otpauth_uri"], "additionalProperties": False,
+    "properties": {
+      "secret": {"type": "string", "description": "The shared secret, RFC 4648 base32 without padding (SHA-1, 6 digits, 30 s). Shown once."},
+      "otpauth_uri": {"type": "string", "description": "`otpauth://totp/<issuer>:<email>?secret=...&issuer=...`, for a QR code."},
+    },
+  },
+  "RecoveryCodes": {
+    "type": "object", "required": ["recovery_codes"], "additionalProperties": False,
+    "properties": {"recovery_codes": {"type": "array", "minItems": 10, "maxItems": 10, "items": {"type": "string", "description": "`xxxxx-xxxxx` (Crockford base32); single use; shown once."}}},
   },
   "Readiness": {
     "type": "object", "required": ["routes"], "additionalProperties": False,
@@ -194,6 +227,8 @@ au["properties"].update({
   "blocked": {"type": "boolean", "description": "Blocked by an administrator until unblocked."},
   "locked_until": {"type": ["string", "null"], "format": "date-time", "description": "End of a temporary lockout after repeated password failures."},
   "has_password": {"type": "boolean"},
+  "mfa": {"type": "object", "required": ["totp", "recovery_codes"], "additionalProperties": False, "properties": {
+    "totp": {"type": "boolean"}, "recovery_codes": {"type": "integer", "minimum": 0}}},
 })
 
 def success_env(name, data_schema, msg_desc=None):
@@ -216,6 +251,10 @@ ENV = {
  "AdminUserListEnvelope": success_env("AdminUserListEnvelope", ref("AdminUserList")),
  "SessionListEnvelope": success_env("SessionListEnvelope", {"type": "array", "items": ref("Session")}),
  "TokenPairEnvelope": success_env("TokenPairEnvelope", ref("TokenPair")),
+ "SignInEnvelope": success_env("SignInEnvelope", {"oneOf": [ref("TokenPair"), ref("SecondStep")]}),
+ "FactorsEnvelope": success_env("FactorsEnvelope", ref("FactorsStatus")),
+ "TotpEnrolmentEnvelope": success_env("TotpEnrolmentEnvelope", ref("TotpEnrolment")),
+ "RecoveryCodesEnvelope": success_env("RecoveryCodesEnvelope", ref("RecoveryCodes")),
  "OtpSentEnvelope": success_env("OtpSentEnvelope", ref("OtpSent")),
  "RevokedEnvelope": success_env("RevokedEnvelope", ref("Revoked")),
  "EmptyEnvelope": success_env("EmptyEnvelope", ref("Empty")),
@@ -430,6 +469,22 @@ schemas["LogoutRequest"] = {
     "all": {"type": "boolean", "default": False, "description": "End every session of the caller (not nullable)."},
   },
 }
+schemas["SecondStepRequest"] = {
+  "type": "object", "required": ["mfa_token", "code"], "description": "SecondStepBody." + NOTE_UNKNOWN,
+  "properties": {
+    "mfa_token": sec_str("From the first factor's answer."),
+    "code": sec_str("A 6-digit code from the authenticator, or a recovery code (`xxxxx-xxxxx`; case, spaces and dashes do not matter)."),
+    "device_token": nsec_str("From an earlier sign-in (else the `__Host-authgate-device` cookie)."),
+  },
+}
+schemas["CodeRequest"] = {
+  "type": "object", "required": ["code"], "description": "CodeBody." + NOTE_UNKNOWN,
+  "properties": {"code": sec_str("A 6-digit code from the authenticator (or, where stated, a recovery code).")},
+}
+schemas["TotpStartRequest"] = {
+  "type": "object", "description": "StartBody. The body may be empty (read as `{}`)." + NOTE_UNKNOWN,
+  "properties": {"current_password": nsec_str("Required when the account has a password; an account without one needs a sign-in within `accounts.recent_sign_in` instead.", "password")},
+}
 schemas["RolesRequest"] = {
   "type": "object", "required": ["roles"], "description": "RolesBody." + NOTE_UNKNOWN,
   "properties": {"roles": {"type": "array", "items": {"type": "string"}, "description": "Replaces the roles; each is trimmed and lower-cased, 1-64 of letters, digits, `_ - . :`."}},
@@ -507,17 +562,17 @@ TOK_ERRS = lambda extra=None: dict({
 }, **(extra or {}))
 
 account_op("/login", "post", "login", "Sign in with a password",
-  "Sign-in by email or username and password. Answers the tokens in the body and as cookies, with the device token.",
+  "Sign-in by email or username and password. Answers the tokens in the body and as cookies, with the device token; for an account with a second factor, a second step (`mfa_required`, no tokens, no cookies) instead.",
   "account", body="LoginRequest", cookies=[DEVICE_COOKIE],
-  success=ok("Signed in.", "TokenPairEnvelope", {"Set-Cookie": "Set-Cookie-Tokens"}),
+  success=ok("Signed in, or a second factor is needed.", "SignInEnvelope", {"Set-Cookie": "Set-Cookie-Tokens"}),
   errors=TOK_ERRS(), extra400="field error `login` is required (blank)")
 
 code_send("/login/code", "loginCode", "Passwordless sign-in, step 1", "Mails a one-time sign-in code.")
 
 account_op("/login/code/verify", "post", "loginCodeVerify", "Passwordless sign-in, step 2",
-  "The mailed code signs in (and verifies the address on a first sign-in; a password chosen before verification is then cleared).",
+  "The mailed code signs in (and verifies the address on a first sign-in; a password chosen before verification is then cleared). For an account with a second factor, a second step instead (as /auth/login).",
   "account", body="EmailCodeRequest", cookies=[DEVICE_COOKIE],
-  success=ok("Signed in.", "TokenPairEnvelope", {"Set-Cookie": "Set-Cookie-Tokens"}),
+  success=ok("Signed in, or a second factor is needed.", "SignInEnvelope", {"Set-Cookie": "Set-Cookie-Tokens"}),
   errors={
     "401": jerr("UNAUTHENTICATED: the new session could not be made."),
     "403": jerr("USER_BLOCKED (blocked, or locked after too many wrong codes: then with `Retry-After`).", ["Retry-After"]),
@@ -609,6 +664,61 @@ account_op("/me/email/verify", "post", "finishEmailChange", "Email change, step 
     "500": E500,
   }, extra400="field errors for `email`, `code`; INVALID_OTP, OTP_EXPIRED")
 
+# second factors
+MFA_401 = jerr(AUTH_401 + ".")
+MFA_403 = jerr(CSRF_403 + "; USER_BLOCKED (locked after repeated failures, with `Retry-After`).", ["Retry-After"])
+account_op("/login/mfa", "post", "loginSecondFactor", "Sign-in, second step",
+  "The `mfa_token` a first factor earned and a code from the authenticator (or a recovery code, used up) answer the tokens. A wrong code counts on the account's sign-in lock and spends one of the token's tries.",
+  "mfa", body="SecondStepRequest", cookies=[DEVICE_COOKIE],
+  success=ok("Signed in.", "TokenPairEnvelope", {"Set-Cookie": "Set-Cookie-Tokens"}),
+  errors={
+    "401": jerr("UNAUTHENTICATED: the `mfa_token` is unknown, used, expired or out of tries (sign in again); or the new session could not be made."),
+    "403": jerr("USER_BLOCKED (blocked, or locked after repeated failures: then with `Retry-After`).", ["Retry-After"]),
+    "404": jerr("USER_DOES_NOT_EXIST: the account is gone, or " + E404),
+    "429": e429(RL + "."),
+    "500": E500,
+  }, extra400="INVALID_OTP (a wrong or already used code)")
+account_op("/mfa", "get", "getFactors", "The caller's second factors", "Signed in.", "mfa", security=SEC_REQ,
+  success=ok("Your second factors.", "FactorsEnvelope"),
+  errors={"401": MFA_401, "404": jerr("USER_DOES_NOT_EXIST (the account is gone), or " + E404), "500": E500})
+account_op("/mfa/totp", "post", "startTotp", "Start authenticator enrolment",
+  "Signed in, with the current password (or a recent sign-in for an account without one). A new secret, shown once; it asks for nothing until confirmed. Starting again replaces an unconfirmed one.",
+  "mfa", body="TotpStartRequest", body_required=False, security=SEC_REQ,
+  success=ok("The secret.", "TotpEnrolmentEnvelope"),
+  errors={"401": jerr(AUTH_401 + ", INVALID_CREDENTIALS (wrong current password)."),
+          "403": jerr(CSRF_403 + "; REAUTH_REQUIRED (no password and the sign-in is older than `accounts.recent_sign_in`); USER_BLOCKED (with `Retry-After`).", ["Retry-After"]),
+          "404": jerr("USER_DOES_NOT_EXIST (the account is gone), or " + E404),
+          "429": e429(RL + "."), "500": E500, "503": E503},
+  extra400="field errors for `current_password` (required when the account has one), `totp` (already enrolled)")
+account_op("/mfa/totp/confirm", "post", "confirmTotp", "Confirm authenticator enrolment",
+  "Signed in. A first right code turns the authenticator on (every sign-in then asks for a code) and answers ten recovery codes, shown once.",
+  "mfa", body="CodeRequest", security=SEC_REQ,
+  success=ok("On; the recovery codes.", "RecoveryCodesEnvelope"),
+  errors={"401": MFA_401, "403": MFA_403, "404": jerr("USER_DOES_NOT_EXIST (the account is gone), or " + E404),
+          "429": e429(RL + "."), "500": E500},
+  extra400="INVALID_OTP (wrong code); field error for `code` (no enrolment under way)")
+account_op("/mfa/totp", "delete", "removeTotp", "Remove the authenticator",
+  "Signed in, with one of its codes or a recovery code. The recovery codes go with it.",
+  "mfa", body="CodeRequest", security=SEC_REQ,
+  success=ok("Removed.", "EmptyEnvelope"),
+  errors={"401": MFA_401, "403": MFA_403, "404": jerr("NOT_FOUND: no authenticator; USER_DOES_NOT_EXIST: the account is gone. Or " + E404),
+          "429": e429(RL + "."), "500": E500},
+  extra400="INVALID_OTP")
+account_op("/mfa/recovery-codes", "post", "regenerateRecoveryCodes", "New recovery codes",
+  "Signed in, with a code from the authenticator: ten new recovery codes (shown once); the old ones die.",
+  "mfa", body="CodeRequest", security=SEC_REQ,
+  success=ok("The new codes.", "RecoveryCodesEnvelope"),
+  errors={"401": MFA_401, "403": MFA_403, "404": jerr("NOT_FOUND: no authenticator; USER_DOES_NOT_EXIST: the account is gone. Or " + E404),
+          "429": e429(RL + "."), "500": E500},
+  extra400="INVALID_OTP; field error for `code` (a recovery code where an app code is needed)")
+account_op("/mfa/verify", "post", "stepUp", "Step the session up",
+  "Signed in with one factor: a code from the authenticator (or a recovery code) makes the caller's session a two-factor one (routes with `mfa = true`, roles of `mfa.required_roles`). Answers a new token pair: the refresh token rotates (the old one gets the same new pair within the reuse grace window).",
+  "mfa", body="CodeRequest", security=SEC_REQ,
+  success=ok("Stepped up; new tokens (no `device_token`).", "TokenPairEnvelope", {"Set-Cookie": "Set-Cookie-Tokens"}),
+  errors={"401": jerr(AUTH_401 + "; the session ended meanwhile."), "403": MFA_403, "404": jerr("USER_DOES_NOT_EXIST (the account is gone), or " + E404),
+          "429": e429(RL + "."), "500": E500},
+  extra400="INVALID_OTP; field error for `code` (the account has no second factor: enrol one first)")
+
 # session
 account_op("/token/refresh", "post", "refreshTokens", "Refresh the tokens",
   "Rotates the refresh token (from the body, or the `__Secure-authgate-refresh` cookie that belongs to the session `__Host-authgate-session` names). A refresh token presented again after the grace window ends its session. The body may be empty. The refresh rate limit is checked first.",
@@ -696,6 +806,7 @@ admin_op("/users/{id}/unblock", "post", "adminUnblockUser", "Unblock a user", "U
 admin_op("/users/{id}/roles", "put", "adminSetRoles", "Set a user's roles", "Replaces the roles; every session of the user ends so that new tokens carry them. The body is read before the id is checked.", ok("Roles set.", "AdminUserEnvelope"), body="RolesRequest", params=[UID])
 admin_op("/users/{id}/sessions", "get", "adminListSessions", "A user's sessions", "An unknown user has none (an empty list).", ok("Sessions (`current` is always false).", "SessionListEnvelope"), n404="NOT_FOUND: the id is not a UUID.", params=[UID])
 admin_op("/users/{id}/sessions", "delete", "adminRevokeSessions", "End all of a user's sessions", "", ok("Sessions revoked.", "RevokedEnvelope"), n404="NOT_FOUND: the id is not a UUID.", params=[UID])
+admin_op("/users/{id}/mfa", "delete", "adminResetFactors", "Reset a user's second factors", "Removes the authenticator and recovery codes; every session of the user ends. No body is read.", ok("Factors removed; sessions ended.", "RevokedEnvelope"), params=[UID])
 admin_op("/users/{id}/sessions/{sid}", "delete", "adminRevokeSession", "End one of a user's sessions", "", ok("Session revoked.", "RevokedEnvelope"), n404="NOT_FOUND: the id is not a UUID, or the user has no such session.", params=[UID, {"name": "sid", "in": "path", "required": True, "description": "A session id.", "schema": {"type": "string", "pattern": "^[^/]+$"}}])
 
 # ---------- forward-auth ----------
@@ -716,8 +827,8 @@ ID_HEADERS = {h: href(h) for h in ["X-Auth-User-Id", "X-Auth-User-Email", "X-Aut
 V400 = ("INVALID_REQUEST: " + PRE_400[len("INVALID_REQUEST: "):] + "; a request header whose name with underscores stands for an identity or override header (`X_Auth_User_Id`); "
         "from a trusted proxy: a description the door cannot believe (a malformed X-Original-URL, X-Original-URL and X-Original-URI disagreeing, the two families disagreeing at /auth/validate, "
         "a per-family door without the method and URI, a method that is not an upper-case HTTP method, a URI that is not a path or does not normalize, a host that is not a host name, a scheme other than http/https/ws/wss); a malformed override (`X-HTTP-Method-Override`, `_method`, ...).")
-V401 = "UNAUTHENTICATED (no valid token naming a live session), TOKEN_EXPIRED. `Location` names the login page with the URL to return to (nginx's `error_page 401` uses it)."
-V403 = "FORBIDDEN: signed in, but the route's rule (roles), an override's or a suffix-matched route's rule does not admit the caller."
+V401 = "UNAUTHENTICATED (no valid token naming a live session), TOKEN_EXPIRED: `Location` names the login page with the URL to return to (nginx's `error_page 401` uses it). MFA_REQUIRED at the nginx door (signed in with one factor where the rule needs two): `Location` names the step-up page instead."
+V403 = "FORBIDDEN: signed in, but the route's rule (roles), an override's or a suffix-matched route's rule does not admit the caller. MFA_REQUIRED (not at the nginx door, which answers 401): signed in with one factor where the rule needs two; `Location` names the step-up page."
 NOBODY = " (No body: HEAD.)"
 VR = {}
 for head in (False, True):
@@ -737,7 +848,7 @@ for head in (False, True):
   VR["401" + k] = rc("ValidateUnauthenticated" + k, ej(V401, ["Location"]))
   VR["403" + k] = rc("ValidateForbidden" + k, ej(V403))
   VR["431" + k] = E431 if not head else rc("HeadersTooLargeHead", {"description": E431_R["description"] + NOBODY})
-VR["302"] = rc("ValidateRedirect", {"description": "Not signed in, and the request is a browser's (`Accept` contains text/html) or carries `?rd=`: to the login page with the original URL to return to. No body. Never when the nginx family described the request (never at /auth/validate/auth-request).",
+VR["302"] = rc("ValidateRedirect", {"description": "Not signed in (or signed in with one factor where the rule needs two), and the request is a browser's (`Accept` contains text/html) or carries `?rd=`: to the login page (the step-up page) with the original URL to return to. No body. Never when the nginx family described the request (never at /auth/validate/auth-request).",
                 "headers": {"Location": href("Location")}})
 
 doors = [
@@ -858,11 +969,16 @@ both(PREFIX + "/ui/forgot", "forgotPage", "Forgotten-password form", "The form t
 both(PREFIX + "/ui/signed-out", "signedOutPage", "Signed-out page", "Says the browser is signed out.")
 both(PREFIX + "/ui/devices", "devicesPage", "The signed-in devices page", "Signed in (the access cookie only; a Bearer header does not count): the caller's sessions, each with a sign-out button.",
   signed_in=True, redirect="Not signed in: to the login page, then back here.", e500=True)
+both(PREFIX + "/ui/security", "securityPage", "The security page", "Signed in (the access cookie): the authenticator (set up, renew recovery codes, remove).",
+  signed_in=True, redirect="Not signed in: to the login page, then back here.", e500=True)
+both(PREFIX + "/ui/step-up", "stepUpPage", "The step-up page", "Signed in (the access cookie) with one factor: the form for a second factor (or, for an account without one, the way to set one up).",
+  signed_in=True, redirect="Not signed in: to the login page, then back here; already two-factor: back to `rd`.", e500=True)
 both(PREFIX + "/ui/email", "emailPage", "The email change page", "Signed in (the access cookie): the form for a new address.",
   signed_in=True, redirect="Not signed in: to the login page, then back here.", e500=True)
 
 FIELD_DESC = {"login": "Email address or username.", "password": "The password.", "email": "The email address.", "code": "The mailed code.",
               "new_password": "The new password.", "current_password": "The current password (when the account has one).",
+              "mfa_token": "The second step's token (a hidden field of the second-step form).", "remove_code": "A code from the authenticator or a recovery code.",
               "username": "Optional.", "full_name": "Optional.", "session": "The id of the session to end.", "all": "`1` ends every session of the account."}
 
 GENERIC = ("An HTML page: the form again (or a page that says what went wrong) with the API's error message and field errors, with the status the JSON API would answer. "
@@ -929,6 +1045,18 @@ page_post("email", "emailSubmit", "Email change, step 1 (form)", "Signed in (acc
   ok200="The confirm form with the notice.", ok303="Not signed in: to the login page, then back to the email page.", codes="INVALID_REQUEST (400), INVALID_CREDENTIALS (401), REAUTH_REQUIRED, USER_BLOCKED (403), USER_DOES_NOT_EXIST (404), ALREADY_EXISTS (409), RATE_LIMITED, OTP_STILL_VALID (429), SERVICE_BUSY (503), INTERNAL (500),", signed_in=True, pw=("current_password",))
 page_post("email/verify", "emailVerifySubmit", "Email change, step 2 (form)", "Signed in (access cookie): the code makes the new address the account's; every session ends, this browser goes on in a new one.", ["email", "code"], ["email", "code"],
   ok303="Changed: to the devices page with new token cookies and a new CSRF cookie; or, not signed in, to the login page.", codes="INVALID_REQUEST, INVALID_OTP, OTP_EXPIRED (400), UNAUTHENTICATED (401), USER_BLOCKED (403), USER_DOES_NOT_EXIST (404), ALREADY_EXISTS (409), ATTEMPTS_EXCEEDED, RATE_LIMITED (429), INTERNAL (500),", signed_in=True)
+page_post("mfa", "secondFactorSubmit", "Sign-in, second step (form)", "The second-step form the login and code forms lead to: `mfa_token` and a code.", ["mfa_token", "code"], ["mfa_token", "code"],
+  ok200="The form again with the error; the sign-in form when the step is over; or (signed in) a page saying the return URL's host cannot receive the sign-in.", ok303=SIGNED_IN_303, codes="INVALID_OTP (400), UNAUTHENTICATED (401), USER_BLOCKED (403), RATE_LIMITED (429), INTERNAL (500),")
+page_post("step-up", "stepUpSubmit", "Step the session up (form)", "Signed in (access cookie): a code makes the session a two-factor one.", ["code"], ["code"],
+  ok303="Stepped up: back to `rd` (or `/`) with new token cookies; not signed in: to the login page.", codes="INVALID_REQUEST, INVALID_OTP (400), UNAUTHENTICATED (401), USER_BLOCKED (403), RATE_LIMITED (429), INTERNAL (500),", signed_in=True)
+page_post("security/totp", "securityTotpSubmit", "Start authenticator enrolment (form)", "Signed in: the QR code and the key (shown once, `Cache-Control: no-store`).", ["current_password"], [],
+  ok200="The enrolment page, or the security page with the error.", ok303="Not signed in: to the login page, then back to the security page.", codes="INVALID_REQUEST (400), INVALID_CREDENTIALS (401), REAUTH_REQUIRED, USER_BLOCKED (403), RATE_LIMITED (429), SERVICE_BUSY (503), INTERNAL (500),", signed_in=True, pw=("current_password",))
+page_post("security/totp/confirm", "securityTotpConfirmSubmit", "Confirm authenticator enrolment (form)", "Signed in: the first code turns it on; the recovery codes, shown once.", ["code"], ["code"],
+  ok200="The recovery codes (`Cache-Control: no-store`), or the security page with the error.", ok303="Not signed in: to the login page.", codes="INVALID_REQUEST, INVALID_OTP (400), USER_BLOCKED (403), RATE_LIMITED (429), INTERNAL (500),", signed_in=True)
+page_post("security/totp/remove", "securityTotpRemoveSubmit", "Remove the authenticator (form)", "Signed in: with one of its codes or a recovery code.", ["remove_code"], ["remove_code"],
+  ok200="The security page with a notice or the error.", ok303="Not signed in: to the login page.", codes="INVALID_OTP (400), USER_BLOCKED (403), NOT_FOUND (404), RATE_LIMITED (429), INTERNAL (500),", signed_in=True)
+page_post("security/recovery-codes", "securityRecoveryCodesSubmit", "New recovery codes (form)", "Signed in: with a code from the authenticator.", ["code"], ["code"],
+  ok200="The new recovery codes (`Cache-Control: no-store`), or the security page with the error.", ok303="Not signed in: to the login page.", codes="INVALID_REQUEST, INVALID_OTP (400), USER_BLOCKED (403), NOT_FOUND (404), RATE_LIMITED (429), INTERNAL (500),", signed_in=True)
 page_post("devices/revoke", "devicesRevokeSubmit", "End a session (form)", "Signed in by the access cookie, or by the refresh cookie when the access token expired on a page left open.", ["session"], ["session"],
   ok303="To the devices page; to the signed-out page (token cookies cleared) when the current session ended or nobody is signed in.", codes="UNAUTHENTICATED, TOKEN_EXPIRED (401), USER_BLOCKED (403), INTERNAL (500),", signed_in=True)
 page_post("logout", "logoutSubmit", "Sign out (form)", "Ends this session (`all=1`: every session), by the access cookie or the refresh cookie.", ["all"], [],
@@ -949,6 +1077,7 @@ doc = {
   "tags": [
     {"name": "account", "description": "Registration, verification, sign-in, password, profile."},
     {"name": "session", "description": "Refresh, sign-out, devices."},
+    {"name": "mfa", "description": "Second factors: authenticator apps (TOTP), recovery codes, the second step of a sign-in, step-up."},
     {"name": "admin", "description": "Administration (role `admin`)."},
     {"name": "forward-auth", "description": "Doors for nginx auth_request, Traefik ForwardAuth, Caddy forward_auth, ingress-nginx auth-url."},
     {"name": "pages", "description": "Hosted HTML pages (no JavaScript)."},

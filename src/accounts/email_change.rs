@@ -1,7 +1,6 @@
 //! Moving an account to a new email address: proof of ownership, then a code mailed there.
 
-use super::codes::{CodeSubject, quota_key};
-use super::guard::{Factor, Subject};
+use super::codes::CodeSubject;
 use super::{AccountError, Accounts, Client, SignedIn};
 use crate::mail::CodeMail;
 use crate::ratelimit::Class;
@@ -22,45 +21,15 @@ impl Accounts {
         client: &Client<'_>,
     ) -> Result<OffsetDateTime, AccountError> {
         let client = &client.without_device();
-        // A password check costs a hash, and the mail goes to an address the caller names:
-        // limited like a sign-in, and per recipient like every code mail (below).
-        self.limits.check_ip(Class::Login, client.ip)?;
         let new_email = self.email(new_email)?;
         let user = self.profile(user_id).await?;
-        let who = Subject::Account {
-            user: &user,
-            device: None,
-        };
-        self.limits
-            .check_key(Class::Login, client.ip, &quota_key(&who))?;
-        self.guard.check(who, Factor::Password).await?;
         if new_email == user.email {
             return Err(AccountError::field("email", "is already your address"));
         }
-        match (&user.password, current_password) {
-            (Some(_), None) => {
-                return Err(AccountError::field("current_password", "is required"));
-            }
-            (Some(hash), Some(given)) => {
-                if !self.passwords.verify(given, Some(hash)).await? {
-                    self.guard.failure(who, Factor::Password).await?;
-                    return Err(AccountError::InvalidCredentials);
-                }
-            }
-            // Nothing to type: a stolen access token alone must not move the account to an
-            // address its thief reads, so the sign-in itself has to be recent.
-            (None, _) => {
-                let signed_in = self
-                    .store
-                    .session(session_id)
-                    .await?
-                    .map(|s| s.created_at)
-                    .ok_or(AccountError::ReauthRequired)?;
-                if self.now() - signed_in > self.cfg.recent_sign_in {
-                    return Err(AccountError::ReauthRequired);
-                }
-            }
-        }
+        // A password check costs a hash, and the mail goes to an address the caller names:
+        // limited like a sign-in, and per recipient like every code mail (below).
+        self.prove_owner(&user, session_id, current_password, client)
+            .await?;
         // The store decides uniqueness again when the change is confirmed; this look spares
         // a mail that could never be used.
         if self.store.user_by_email(&new_email).await?.is_some() {
@@ -96,6 +65,7 @@ impl Accounts {
     pub async fn finish_email_change(
         &self,
         user_id: &UserId,
+        session_id: &str,
         new_email: &str,
         code: &str,
         client: &Client<'_>,
@@ -139,6 +109,14 @@ impl Accounts {
         for purpose in [Purpose::VerifyEmail, Purpose::Login, Purpose::ResetPassword] {
             self.codes.withdraw(&self.store, &user.id, purpose).await?;
         }
+        // The new session is proved as the caller's was (the code proves only the mailbox).
+        let factors = self
+            .store
+            .session(session_id)
+            .await?
+            .filter(|s| s.user_id == user.id)
+            .map(|s| s.factors)
+            .unwrap_or_default();
         let revoked = self.sessions.revoke_all(&user.id, None).await?;
         if user.email != updated.email {
             self.mailer.send_email_changed(&user.email);
@@ -146,6 +124,6 @@ impl Accounts {
         tracing::info!(target: "audit", event = "email_changed", user_id = %user.id, sessions_revoked = revoked.len(), "email address changed");
         // As it is after the sessions ended: the device that confirmed signs in anew with it.
         let user = self.profile(&user.id).await?;
-        self.start_session(user, client).await
+        self.start_session(user, client, &factors).await
     }
 }

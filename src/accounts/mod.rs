@@ -5,9 +5,10 @@
 
 use crate::clock::SharedClock;
 use crate::codes::Codes;
-use crate::config::{AccountsConfig, OtpConfig};
+use crate::config::{AccountsConfig, MfaConfig, OtpConfig};
 use crate::mail::Mailer;
 use crate::passwords::{PasswordError, Passwords};
+use crate::second_factor::SecondFactorKeys;
 use crate::secret::Secret;
 use crate::sessions::Sessions;
 use crate::store::{Store, StoreError, UniqueField, UpdateError, User};
@@ -18,9 +19,12 @@ mod codes;
 mod email_change;
 mod fields;
 pub mod guard;
+mod mfa;
 mod recovery;
 mod register;
 mod sign_in;
+
+pub use mfa::{FactorsStatus, SecondStep, SignIn};
 
 use bindings::Bindings;
 use guard::Guard;
@@ -59,6 +63,11 @@ pub enum AccountError {
     ResetTokenExpired,
     #[error("sign in again first")]
     ReauthRequired,
+    /// An `mfa_token` that is unknown, used, expired or out of tries.
+    #[error("the sign-in step is over")]
+    InvalidSecondStep,
+    #[error("not found")]
+    NotFound,
     #[error("busy")]
     Busy,
     #[error("rate limited")]
@@ -213,6 +222,9 @@ pub struct Accounts {
     bindings: Bindings,
     /// The quotas every flow checks itself, so that no door can forget one.
     limits: Arc<crate::ratelimit::RateLimits>,
+    /// TOTP sealing and recovery-code hashing.
+    factors: SecondFactorKeys,
+    mfa: MfaConfig,
 }
 
 /// The outcome of an email verification.
@@ -250,9 +262,13 @@ impl Accounts {
         reveal: bool,
         keyring: &crate::keyring::Keyring,
         limits: Arc<crate::ratelimit::RateLimits>,
+        factors: SecondFactorKeys,
+        mfa: MfaConfig,
     ) -> Self {
         Accounts {
             limits,
+            factors,
+            mfa,
             guard: Guard::new(
                 store.clone(),
                 clock.clone(),

@@ -6,7 +6,7 @@ use super::{normalize_email, normalize_full_name, normalize_phone, normalize_use
 use crate::passwords::PasswordError;
 use crate::ratelimit::Class;
 use crate::secret::Secret;
-use crate::store::{Purpose, StoreError, UniqueField, User};
+use crate::store::{AuthFactor, Purpose, StoreError, UniqueField, User};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
@@ -144,7 +144,12 @@ impl Accounts {
             true if user.blocked => None,
             true => {
                 tracing::info!(target: "audit", event = "login", user_id = %user.id, method = "verify", "signed in after verifying the email");
-                Some(self.start_session(user.clone(), client).await?)
+                // An unverified account has no second factor (enrolling one needs a
+                // session): the mailed code is the whole proof.
+                Some(
+                    self.start_session(user.clone(), client, &[AuthFactor::EmailCode])
+                        .await?,
+                )
             }
             false => None,
         };

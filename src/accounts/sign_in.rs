@@ -3,11 +3,13 @@
 
 use super::codes::quota_key;
 use super::guard::{Factor, Subject};
-use super::{AccountError, Accounts, Client, SignOut, SignedIn, SignedOut, normalize_email};
+use super::{
+    AccountError, Accounts, Client, SignIn, SignOut, SignedIn, SignedOut, normalize_email,
+};
 use crate::ratelimit::Class;
 use crate::secret::Secret;
 use crate::sessions::{ClientInfo, TokenPair};
-use crate::store::{Purpose, User, UserId};
+use crate::store::{AuthFactor, Purpose, User, UserId};
 use time::OffsetDateTime;
 
 impl Accounts {
@@ -31,7 +33,7 @@ impl Accounts {
         login: &str,
         password: &Secret,
         client: &Client<'_>,
-    ) -> Result<SignedIn, AccountError> {
+    ) -> Result<SignIn, AccountError> {
         self.limits.check_ip(Class::Login, client.ip)?;
         let login = login.trim();
         if login.is_empty() {
@@ -94,9 +96,16 @@ impl Accounts {
         if !user.email_verified {
             return Err(AccountError::EmailNotVerified);
         }
-        let user = self.guard.success(&user, device, Factor::Password).await?;
-        tracing::info!(target: "audit", event = "login", user_id = %user.id, method = "password", "signed in");
-        self.start_session(user, client).await
+        // With a second factor to come, the failures are cleared only once it is shown: a
+        // thief with the password cannot reset the count between wrong codes.
+        let user = if user.factors.any() {
+            user
+        } else {
+            self.guard.success(&user, device, Factor::Password).await?
+        };
+        tracing::info!(target: "audit", event = "login", user_id = %user.id, method = "password", "password right");
+        self.after_first_factor(user, client, AuthFactor::Password)
+            .await
     }
 
     /// Passwordless step 1: mails a sign-in code.
@@ -114,7 +123,7 @@ impl Accounts {
         email: &str,
         code: &str,
         client: &Client<'_>,
-    ) -> Result<SignedIn, AccountError> {
+    ) -> Result<SignIn, AccountError> {
         let user = self.take_code(email, code, Purpose::Login, client).await?;
         if user.blocked {
             return Err(AccountError::Blocked { retry_after: None });
@@ -127,22 +136,24 @@ impl Accounts {
         } else {
             self.mark_verified(&user).await?
         };
-        tracing::info!(target: "audit", event = "login", user_id = %user.id, method = "code", "signed in");
-        self.start_session(user, client).await
+        tracing::info!(target: "audit", event = "login", user_id = %user.id, method = "code", "code right");
+        self.after_first_factor(user, client, AuthFactor::EmailCode)
+            .await
     }
 
-    /// Where every sign-in ends: a session for the client, and its device token (the one it
-    /// presented when that is still one of this account's).
+    /// Where every sign-in ends: a session for the client, proved by `factors`, and its
+    /// device token (the one it presented when that is still one of this account's).
     pub(super) async fn start_session(
         &self,
         user: User,
         client: &Client<'_>,
+        factors: &[AuthFactor],
     ) -> Result<SignedIn, AccountError> {
         let info = ClientInfo {
             ip: client.ip,
             user_agent: client.user_agent.to_string(),
         };
-        let pair = self.sessions.sign_in(&user, &info).await?;
+        let pair = self.sessions.sign_in(&user, &info, factors).await?;
         let device = self.device_token(&user, client.device);
         Ok(SignedIn { user, pair, device })
     }

@@ -133,6 +133,45 @@ impl Default for OtpConfig {
     }
 }
 
+/// `[mfa]`: second factors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfaConfig {
+    /// The name authenticator apps show beside the account (the TOTP issuer).
+    pub issuer: String,
+    /// Roles that count only in a two-factor session: an account holding one must enrol a
+    /// second factor and show it before the role lets it anywhere.
+    pub required_roles: Vec<String>,
+    /// Lifetime of the `mfa_token` a first factor earns.
+    #[serde(with = "duration::serde_str")]
+    pub token_ttl: Duration,
+}
+
+impl Default for MfaConfig {
+    fn default() -> Self {
+        MfaConfig {
+            issuer: "authgate".into(),
+            required_roles: Vec::new(),
+            token_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+impl MfaConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.issuer.trim().is_empty() || self.issuer.len() > 64 {
+            return Err(ConfigError::key("mfa.issuer", "must be 1 to 64 characters"));
+        }
+        if self.token_ttl < Duration::from_secs(30) || self.token_ttl > Duration::from_secs(1800) {
+            return Err(ConfigError::key(
+                "mfa.token_ttl",
+                "must be between 30s and 30m",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {

@@ -85,6 +85,8 @@ pub struct Config {
     #[serde(default)]
     pub otp: OtpConfig,
     #[serde(default)]
+    pub mfa: MfaConfig,
+    #[serde(default)]
     pub mail: MailConfig,
     #[serde(default)]
     pub security: SecurityConfig,
@@ -136,6 +138,7 @@ impl Config {
         self.proxy.check()?;
         self.store.check()?;
         self.otp.check()?;
+        self.mfa.check()?;
         self.passwords.check()?;
         self.rate_limit.check()?;
         self.mail.check()?;

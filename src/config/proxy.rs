@@ -81,6 +81,10 @@ pub struct IdentityHeaders {
     /// When set, the access token itself is forwarded under this name.
     #[serde(deserialize_with = "header_name_or_empty")]
     pub access_token: Option<HeaderName>,
+    /// When set, how the session was proved (its `amr` values, comma-separated) is forwarded
+    /// under this name.
+    #[serde(deserialize_with = "header_name_or_empty")]
+    pub amr: Option<HeaderName>,
 }
 
 /// The resolved names.
@@ -92,6 +96,7 @@ pub struct IdentityHeaderNames {
     pub roles: HeaderName,
     pub session_id: HeaderName,
     pub access_token: Option<HeaderName>,
+    pub amr: Option<HeaderName>,
 }
 
 impl IdentityHeaders {
@@ -124,6 +129,7 @@ impl IdentityHeaders {
             roles: pick(&self.roles, roles),
             session_id: pick(&self.session_id, session_id),
             access_token: self.access_token.clone(),
+            amr: self.amr.clone(),
         }
     }
 }

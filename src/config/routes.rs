@@ -29,6 +29,9 @@ pub struct RouteConfig {
     pub access: Access,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Only a two-factor session passes.
+    #[serde(default)]
+    pub mfa: bool,
     /// Methods this route accepts (any when empty), named in any case.
     #[serde(default, deserialize_with = "methods")]
     pub methods: Vec<Method>,
@@ -82,6 +85,12 @@ impl RouteConfig {
             return Err(ConfigError::key(
                 key("upstream"),
                 "must not have a query or fragment",
+            ));
+        }
+        if self.access == Access::Public && self.mfa {
+            return Err(ConfigError::key(
+                key("mfa"),
+                "mfa needs access = \"authenticated\"",
             ));
         }
         if self.access == Access::Public && !self.roles.is_empty() {

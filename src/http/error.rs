@@ -93,6 +93,14 @@ impl ApiError {
         )
     }
 
+    pub fn mfa_required() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "MFA_REQUIRED",
+            "This needs a second factor: confirm it with POST /mfa/verify, or enrol one first.",
+        )
+    }
+
     pub fn headers_too_large() -> Self {
         Self::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -256,6 +264,12 @@ impl From<crate::accounts::AccountError> for ApiError {
                 "A code was sent recently and is still valid; check your mail.",
             )
             .with_retry_after(retry_after),
+            A::InvalidSecondStep => s(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "This sign-in step is over (used, expired or out of tries): sign in again.",
+            ),
+            A::NotFound => ApiError::not_found(),
             A::InvalidResetToken => s(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHENTICATED",
@@ -285,6 +299,7 @@ impl From<crate::access::Denied> for ApiError {
             D::Unauthenticated { expired: true } => ApiError::token_expired(),
             D::Unauthenticated { expired: false } => ApiError::unauthenticated(),
             D::Forbidden => ApiError::forbidden(),
+            D::MfaRequired => ApiError::mfa_required(),
         }
     }
 }

@@ -61,6 +61,8 @@ pub struct LoginPage {
     policy: RedirectPolicy,
     /// `{public_url}{prefix}/login`.
     login: Url,
+    /// `{public_url}{prefix}/ui/step-up`.
+    step_up: Url,
     public_host: String,
     public_scheme: String,
 }
@@ -70,7 +72,10 @@ impl LoginPage {
         let mut login = public_url.clone();
         login.set_path(&format!("{prefix}/login"));
         login.set_query(None);
+        let mut step_up = login.clone();
+        step_up.set_path(&format!("{prefix}/ui/step-up"));
         LoginPage {
+            step_up,
             policy: RedirectPolicy::new(public_url, allowed),
             login,
             public_host: public_url.host_str().unwrap_or("").to_ascii_lowercase(),
@@ -103,15 +108,33 @@ impl LoginPage {
         u
     }
 
+    /// The step-up page's URL (a second factor for a signed-in session), with `rd`.
+    pub fn step_up_url(&self, back: Option<&str>) -> Url {
+        let mut u = self.step_up.clone();
+        if let Some(b) = back {
+            u.query_pairs_mut().append_pair("rd", b);
+        }
+        u
+    }
+
     /// A 302 to the login page.
     pub fn redirect(&self, back: Option<&str>) -> Response<Body> {
-        let mut r = Response::new(crate::http::body::empty());
-        *r.status_mut() = StatusCode::FOUND;
-        if let Ok(v) = HeaderValue::from_str(self.url(back).as_str()) {
-            r.headers_mut().insert(header::LOCATION, v);
-        }
-        r
+        found(self.url(back))
     }
+
+    /// A 302 to the step-up page.
+    pub fn redirect_step_up(&self, back: Option<&str>) -> Response<Body> {
+        found(self.step_up_url(back))
+    }
+}
+
+fn found(to: Url) -> Response<Body> {
+    let mut r = Response::new(crate::http::body::empty());
+    *r.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(to.as_str()) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
 }
 
 /// A top-level browser navigation (not an API call, not a sub-resource): the requests that

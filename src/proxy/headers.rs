@@ -39,6 +39,7 @@ pub struct IdentityNames {
     roles: HeaderName,
     session_id: HeaderName,
     access_token: Option<HeaderName>,
+    amr: Option<HeaderName>,
     /// Removed, never added: the override headers not kept by configuration.
     strip_only: Vec<HeaderName>,
 }
@@ -53,6 +54,7 @@ impl IdentityNames {
             roles: names.roles,
             session_id: names.session_id,
             access_token: names.access_token,
+            amr: names.amr,
             strip_only: OVERRIDE_HEADERS
                 .iter()
                 .filter(|n| !keep_overrides.contains(n))
@@ -113,6 +115,7 @@ impl IdentityNames {
         ]
         .into_iter()
         .chain(self.access_token.as_ref())
+        .chain(self.amr.as_ref())
     }
 
     /// The override headers that are kept for the upstream (see `proxy.keep_override_headers`).
@@ -132,6 +135,7 @@ impl IdentityNames {
         ]
         .into_iter()
         .chain(self.access_token.as_ref())
+        .chain(self.amr.as_ref())
         .chain(self.strip_only.iter())
     }
 
@@ -147,6 +151,9 @@ impl IdentityNames {
             if let Some(v) = v {
                 h.insert(n.clone(), v.clone());
             }
+        }
+        if let (Some(n), Some(v)) = (&self.amr, &id.amr) {
+            h.insert(n.clone(), v.clone());
         }
         if let (Some(n), Some(t)) = (&self.access_token, access_token) {
             if let Ok(v) = HeaderValue::from_str(t) {

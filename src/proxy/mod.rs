@@ -167,6 +167,14 @@ impl Proxy {
                 let back = self.login_page.back_url(None, ctx.host(), pq);
                 return self.login_page.redirect(back.as_deref());
             }
+            // Signed in with one factor where two are needed: the step-up page.
+            Err(Denied::MfaRequired)
+                if crate::http::redirect::is_navigation(req.method(), req.headers()) =>
+            {
+                let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                let back = self.login_page.back_url(None, ctx.host(), pq);
+                return self.login_page.redirect_step_up(back.as_deref());
+            }
             Err(denied) => return ApiError::from(denied).into_response(),
         };
         let identity = verified.as_deref().map(|v| (v, token));

@@ -59,6 +59,105 @@ pub struct User {
     /// sign-in that verified an older version is undone (the reset-while-signing-in race).
     #[serde(default)]
     pub security_version: u64,
+    /// Second factors: TOTP, recovery codes (and, later, passkeys).
+    #[serde(default, skip_serializing_if = "SecondFactors::is_empty")]
+    pub factors: SecondFactors,
+}
+
+/// An account's second factors. Nothing here is usable from a copy of the store alone: the
+/// TOTP secret is sealed with a key outside it and the recovery codes are kept as keyed
+/// hashes (see `crate::second_factor`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct SecondFactors {
+    /// A confirmed authenticator app: asked for at every sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<TotpFactor>,
+    /// An enrolment started and not yet confirmed by a first code: asks for nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_pending: Option<TotpFactor>,
+    /// The keyed hash of each unused recovery code.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery_codes: Vec<Vec<u8>>,
+}
+
+impl SecondFactors {
+    pub fn is_empty(&self) -> bool {
+        self.totp.is_none() && self.totp_pending.is_none() && self.recovery_codes.is_empty()
+    }
+
+    /// Whether a sign-in must show a second factor.
+    pub fn any(&self) -> bool {
+        self.totp.is_some()
+    }
+}
+
+/// A TOTP authenticator (RFC 6238: SHA-1, 6 digits, 30 s).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct TotpFactor {
+    /// The shared secret, sealed (AES-256-GCM with a key outside the store, bound to the
+    /// account id).
+    pub sealed: Vec<u8>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The last time step a code was accepted for: a code is good once (RFC 6238, 5.2).
+    #[serde(default)]
+    pub last_step: u64,
+}
+
+impl std::fmt::Debug for TotpFactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpFactor")
+            .field("created_at", &self.created_at)
+            .field("last_step", &self.last_step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a session's holder proved who they are. A session keeps its factors, so that every
+/// access token it is refreshed into says the same (`amr`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthFactor {
+    Password,
+    /// A code mailed to the account's address.
+    EmailCode,
+    Totp,
+    RecoveryCode,
+}
+
+impl AuthFactor {
+    /// The RFC 8176 authentication method reference.
+    pub fn amr(self) -> &'static str {
+        match self {
+            AuthFactor::Password => "pwd",
+            // A one-time password, whichever way it came.
+            AuthFactor::EmailCode | AuthFactor::Totp | AuthFactor::RecoveryCode => "otp",
+        }
+    }
+
+    /// Something known or received (a first factor) rather than something held.
+    fn is_first(self) -> bool {
+        matches!(self, AuthFactor::Password | AuthFactor::EmailCode)
+    }
+
+    /// Two independent factors: a first one and something held.
+    pub fn two_factor(factors: &[AuthFactor]) -> bool {
+        factors.iter().any(|f| f.is_first()) && factors.iter().any(|f| !f.is_first())
+    }
+
+    /// The `amr` claim for these factors: each method once, and `mfa` for two factors.
+    pub fn amr_of(factors: &[AuthFactor]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::with_capacity(factors.len() + 1);
+        for f in factors {
+            if !out.iter().any(|a| a == f.amr()) {
+                out.push(f.amr().to_string());
+            }
+        }
+        if AuthFactor::two_factor(factors) {
+            out.push("mfa".into());
+        }
+        out
+    }
 }
 
 impl User {
@@ -88,6 +187,7 @@ impl User {
             code_failed_attempts: 0,
             code_locked_until: None,
             security_version: 0,
+            factors: SecondFactors::default(),
         }
     }
 }
@@ -101,6 +201,9 @@ pub enum Purpose {
     ResetPassword,
     /// Confirms a new address for a signed-in account; the code is bound to that address.
     ChangeEmail,
+    /// The second step of a sign-in (the `mfa_token`): never mailed, it holds the first
+    /// factor until the second one is shown.
+    SecondStep,
 }
 
 impl Purpose {
@@ -110,6 +213,7 @@ impl Purpose {
             Purpose::Login => "login",
             Purpose::ResetPassword => "reset_password",
             Purpose::ChangeEmail => "change_email",
+            Purpose::SecondStep => "second_step",
         }
     }
 
@@ -119,6 +223,7 @@ impl Purpose {
             Purpose::Login => 2,
             Purpose::ResetPassword => 3,
             Purpose::ChangeEmail => 4,
+            Purpose::SecondStep => 5,
         }
     }
 }
@@ -137,6 +242,9 @@ pub struct Code {
     pub expires_at: OffsetDateTime,
     /// Wrong tries so far; at the limit the code is dead.
     pub attempts: u32,
+    /// A second step's first factor (the one already shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_factor: Option<AuthFactor>,
 }
 
 /// A signed-in device.
@@ -159,6 +267,9 @@ pub struct Session {
     /// The refresh token's state (rotation and the reuse grace window).
     #[serde(default)]
     pub refresh: Option<RefreshState>,
+    /// How the sign-in was proved (empty in sessions made before this was kept: one factor).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub factors: Vec<AuthFactor>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -8,7 +8,7 @@ use crate::identity::Identity;
 use crate::keyring::{KeyPurpose, Keyring};
 use crate::secret::Secret;
 use crate::store::Store;
-use crate::store::User;
+use crate::store::{AuthFactor, User};
 use aws_lc_rs::{aead, digest, hmac, rand as lc_rand, signature};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -55,6 +55,10 @@ pub struct Claims {
     pub iss: String,
     pub aud: String,
     pub jti: String,
+    /// How the session was proved (RFC 8176); absent in tokens of sessions made before
+    /// this was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 /// A verified access token, as the hot path remembers it.
@@ -98,6 +102,8 @@ pub struct Tokens {
     /// The key outside the store, for keys this instance makes in a shared store.
     keyring: Arc<Keyring>,
     clock: SharedClock,
+    /// Roles that count only in a two-factor session (`mfa.required_roles`).
+    second_factor_roles: Vec<String>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -183,7 +189,15 @@ impl Tokens {
             wrap: wrap_key(&keyring)?,
             keyring,
             clock,
+            second_factor_roles: Vec::new(),
         })
+    }
+
+    /// Roles that a one-factor session holds only in name (`mfa.required_roles`): rules do not
+    /// count them, and the upstream is not told of them, until a second factor is shown.
+    pub fn with_second_factor_roles(mut self, roles: Vec<String>) -> Self {
+        self.second_factor_roles = roles;
+        self
     }
 
     fn keyset(&self) -> Arc<KeySet> {
@@ -201,8 +215,13 @@ impl Tokens {
         self.refresh_ttl
     }
 
-    /// Signs an access token for `user` in session `sid`.
-    pub fn issue_access(&self, user: &User, sid: &str) -> Result<String, TokenError> {
+    /// Signs an access token for `user` in session `sid`, proved by `factors`.
+    pub fn issue_access(
+        &self,
+        user: &User,
+        sid: &str,
+        factors: &[AuthFactor],
+    ) -> Result<String, TokenError> {
         let keys = self.keyset();
         let key = keys
             .keys
@@ -221,6 +240,7 @@ impl Tokens {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: uuid::Uuid::new_v4().simple().to_string(),
+            amr: AuthFactor::amr_of(factors),
         };
         let mut header = Header::new(jwt_alg(self.alg));
         header.kid = Some(key.kid.clone());
@@ -256,13 +276,15 @@ impl Tokens {
         let c = data.claims;
         let user_uuid = uuid::Uuid::parse_str(&c.sub).map_err(|_| TokenError::Invalid)?;
         let user_id = user_uuid.to_string();
-        let identity = Identity {
+        let identity = Identity::new(
             user_id,
-            email: c.email,
-            username: c.username,
-            roles: c.roles,
-            session_id: c.sid,
-        };
+            c.email,
+            c.username,
+            c.roles,
+            c.sid,
+            c.amr,
+            &self.second_factor_roles,
+        );
         let verified = Arc::new(Verified {
             user_uuid,
             values: crate::identity::IdentityValues::new(&identity),
@@ -328,7 +350,7 @@ pub(crate) mod tests {
             let clock = ManualClock::starting_now();
             let t = tokens(alg, dir.path(), &clock);
             let u = user();
-            let jwt = t.issue_access(&u, "sid1").unwrap();
+            let jwt = t.issue_access(&u, "sid1", &[]).unwrap();
             let v = t.verify_access(&jwt).unwrap();
             assert_eq!(v.identity.user_id, u.id.to_string());
             assert_eq!(v.identity.session_id, "sid1");
@@ -350,7 +372,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::starting_now();
         let t = tokens(TokenAlgorithm::EdDSA, dir.path(), &clock);
-        let old = t.issue_access(&user(), "s").unwrap();
+        let old = t.issue_access(&user(), "s", &[]).unwrap();
         let old_kid = t.current_kid().unwrap();
         #[cfg(unix)]
         for e in std::fs::read_dir(dir.path()).unwrap() {
@@ -383,7 +405,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::starting_now();
         let t = tokens(TokenAlgorithm::EdDSA, dir.path(), &clock);
-        let old = t.issue_access(&user(), "s").unwrap();
+        let old = t.issue_access(&user(), "s", &[]).unwrap();
         let old_kid = t.current_kid().unwrap();
         assert!(t.verify_access(&old).is_ok(), "verified, and cached");
         clock.advance(Duration::from_secs(1));
@@ -402,7 +424,7 @@ pub(crate) mod tests {
             t.verify_access(&old).is_err(),
             "the cached verdict went with the key"
         );
-        let new = t.issue_access(&user(), "s").unwrap();
+        let new = t.issue_access(&user(), "s", &[]).unwrap();
         assert!(t.verify_access(&new).is_ok());
     }
 
@@ -411,7 +433,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::starting_now();
         let t = tokens(TokenAlgorithm::EdDSA, dir.path(), &clock);
-        let jwt = t.issue_access(&user(), "s").unwrap();
+        let jwt = t.issue_access(&user(), "s", &[]).unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         // alg none, no signature
         let none_header = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);
@@ -448,7 +470,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         assert!(
-            t.verify_access(&other.issue_access(&user(), "s").unwrap())
+            t.verify_access(&other.issue_access(&user(), "s", &[]).unwrap())
                 .is_err()
         );
     }

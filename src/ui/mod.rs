@@ -2,6 +2,10 @@
 //! compile time by maud (every interpolation is escaped). Rendering only: the form handling
 //! lives in `http::handlers::pages`, which calls the same services as the JSON API.
 
+mod factors;
+
+pub use factors::{Security, recovery_codes, second_factor, security, step_up, totp_enrol};
+
 use maud::{DOCTYPE, Markup, html};
 use std::collections::BTreeMap;
 
@@ -127,7 +131,9 @@ fn field_label(name: &str) -> &str {
         "login" => "Email or username",
         "password" => "Password",
         "new_password" => "New password",
-        "code" => "One-time code",
+        "code" | "remove_code" => "Code",
+        "current_password" => "Current password",
+        "mfa_token" => "Sign-in step",
         "username" => "Username",
         "full_name" => "Full name",
         "phone" => "Phone",
@@ -375,7 +381,10 @@ pub fn devices(v: &View, email: &str, devices: &[Device]) -> Markup {
                 input type="hidden" name="all" value="1";
                 button.danger type="submit" { "Sign out everywhere" }
             }
-            nav { p { a href=(link(v, "email")) { "Change your email address" } } }
+            nav {
+                p { a href=(link(v, "email")) { "Change your email address" } }
+                p { a href=(link(v, "security")) { "Two-step verification" } }
+            }
         },
     )
 }

@@ -385,6 +385,78 @@ async fn flows(site: &Site, driver: &Driver, js: bool) {
         Some("localhost"),
         "not sent to evil.test: {u}"
     );
+
+    // Two-step verification from the security page: the key read off the page, a code from
+    // it (RFC 6238, computed here), then the recovery codes.
+    c.goto(&format!("{base}/auth/ui/devices")).await.unwrap();
+    c.find(Locator::LinkText("Two-step verification"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    expect_heading(&c, "Security").await;
+    shot(&c, &format!("{tag}-10-security")).await;
+    fill(&c, "current_password", &new_pw).await;
+    submit(&c, "/security/totp").await;
+    expect_heading(&c, "Set up your authenticator").await;
+    assert!(
+        c.find(Locator::Css(".qr svg")).await.is_ok(),
+        "the QR code is drawn on the page"
+    );
+    shot(&c, &format!("{tag}-11-totp-enrol")).await;
+    let secret = c
+        .find(Locator::Css("#totp-secret"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let now = || authgate::clock::Clock::unix_now(&authgate::clock::SystemClock);
+    fill(&c, "code", &crate::second_factors::totp(&secret, now())).await;
+    submit(&c, "/security/totp/confirm").await;
+    expect_heading(&c, "Your recovery codes").await;
+    shot(&c, &format!("{tag}-12-recovery-codes")).await;
+    let codes = c
+        .find_all(Locator::Css("#recovery-codes li"))
+        .await
+        .unwrap();
+    assert_eq!(codes.len(), 10);
+    let recovery = codes[0].text().await.unwrap();
+    // This session signed in with the password alone: a route that needs two factors sends
+    // it to the step-up page, and a code brings it back.
+    c.goto(&format!("{base}/vault/report")).await.unwrap();
+    expect_heading(&c, "Confirm it is you").await;
+    shot(&c, &format!("{tag}-13-step-up")).await;
+    fill(
+        &c,
+        "code",
+        &crate::second_factors::totp(&secret, now() + 30),
+    )
+    .await;
+    submit(&c, "/step-up").await;
+    expect_path(&c, "/vault/report").await;
+    // A new sign-in asks for the second factor; a recovery code does it.
+    forget_cookies(&c, &base).await;
+    c.goto(&format!("{base}/vault/again")).await.unwrap();
+    expect_heading(&c, "Sign in").await;
+    fill(&c, "login", &moved).await;
+    fill(&c, "password", &new_pw).await;
+    submit(&c, "/login").await;
+    expect_heading(&c, "Two-step verification").await;
+    let code_input = c.find(Locator::Css("input[name='code']")).await.unwrap();
+    assert_eq!(
+        code_input.attr("autocomplete").await.unwrap().as_deref(),
+        Some("one-time-code")
+    );
+    shot(&c, &format!("{tag}-14-second-factor")).await;
+    fill(&c, "code", "00000-00000").await;
+    submit(&c, "/mfa").await;
+    expect_heading(&c, "Two-step verification").await;
+    assert!(c.find(Locator::Css("[role='alert']")).await.is_ok());
+    fill(&c, "code", &recovery).await;
+    submit(&c, "/mfa").await;
+    expect_path(&c, "/vault/again").await;
     c.close().await.unwrap();
 }
 

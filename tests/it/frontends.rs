@@ -34,6 +34,10 @@ async fn gateway(up: &Upstream, smtp: &Smtp) -> Gateway {
         methods = ["DELETE"]
         upstream = "{u}"
         roles = ["admin"]
+        [[routes]]
+        path_prefix = "/vault"
+        upstream = "{u}"
+        mfa = true
         "#,
         u = up.url()
     );
@@ -337,6 +341,87 @@ async fn nginx_auth_request_in_front() {
     let front = Front::nginx(&nginx, &gw, &up).await;
     let port = front.port;
     with_log(&front, async move { check_front(port, &smtp, true).await }).await;
+    front.stop().await;
+    gw.stop().await;
+}
+
+/// A route with `mfa = true` behind nginx: a one-factor session is refused with nginx's 401,
+/// and a browser is sent to the step-up page the 401's `Location` names; stepped up through
+/// the front, the same session passes.
+#[tokio::test]
+async fn nginx_sends_a_one_factor_session_to_the_step_up_page() {
+    let Some(nginx) = require(
+        "nginx",
+        "nginx_sends_a_one_factor_session_to_the_step_up_page",
+    ) else {
+        return;
+    };
+    let smtp = Smtp::start();
+    let up = Upstream::start().await;
+    let gw = gateway(&up, &smtp).await;
+    let front = Front::nginx(&nginx, &gw, &up).await;
+    let port = front.port;
+    with_log(&front, async move {
+        let base = format!("http://127.0.0.1:{port}");
+        let token = customer_through(port, &smtp, "vault@example.com").await;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let get = |path: &str, token: &str, html: bool| {
+            let mut r = client.get(format!("{base}{path}")).bearer_auth(token);
+            if html {
+                r = r.header("accept", "text/html");
+            }
+            r.send()
+        };
+        assert_eq!(get("/app/page", &token, false).await.unwrap().status(), 200);
+        assert_eq!(get("/vault/x", &token, false).await.unwrap().status(), 401);
+        let r = get("/vault/x", &token, true).await.unwrap();
+        assert_eq!(r.status(), 302);
+        let to = r.headers()["location"].to_str().unwrap().to_string();
+        assert!(to.contains("/auth/ui/step-up?rd="), "{to}");
+        // An authenticator, set up and shown through the front.
+        let now = || authgate::clock::Clock::unix_now(&authgate::clock::SystemClock);
+        let r = client
+            .post(format!("{base}/auth/mfa/totp"))
+            .bearer_auth(&token)
+            .json(&json!({"current_password": PW}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        let secret = v["data"]["secret"].as_str().unwrap().to_string();
+        let code = crate::second_factors::totp(&secret, now());
+        let r = client
+            .post(format!("{base}/auth/mfa/totp/confirm"))
+            .bearer_auth(&token)
+            .json(&json!({"code": code}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // A code of the next step (the confirming one is spent).
+        let r = client
+            .post(format!("{base}/auth/mfa/verify"))
+            .bearer_auth(&token)
+            .json(&json!({"code": crate::second_factors::totp(&secret, now() + 30)}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        let stepped = v["data"]["access_token"].as_str().unwrap().to_string();
+        let r = get("/vault/x", &stepped, false).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let echo: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            echo["headers"]["x-auth-user-email"],
+            json!(["vault@example.com"])
+        );
+    })
+    .await;
     front.stop().await;
     gw.stop().await;
 }

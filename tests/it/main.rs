@@ -31,6 +31,7 @@ mod postgres;
 mod proxy;
 mod proxy_attacks;
 mod refresh_tokens;
+mod second_factors;
 mod seeds;
 mod server;
 mod session_limits;

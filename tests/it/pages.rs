@@ -29,8 +29,9 @@ pub async fn site(clock: Option<&ManualClock>, extra: &str) -> Site {
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://localhost:{port}\"\n\
              allowed_redirect_hosts = [\"app.test\", \".localhost\"]\n{extra}\n\
-             [[routes]]\npath_prefix = \"/app\"\nupstream = \"{}\"\naccess = \"authenticated\"\n",
-            upstream.url()
+             [[routes]]\npath_prefix = \"/app\"\nupstream = \"{u}\"\naccess = \"authenticated\"\n\
+             [[routes]]\npath_prefix = \"/vault\"\nupstream = \"{u}\"\nmfa = true\n",
+            u = upstream.url()
         );
         match Gateway::try_start_in(dir, &toml, Some(&smtp), clock).await {
             Ok(gw) => {

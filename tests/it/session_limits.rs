@@ -82,7 +82,7 @@ async fn a_sign_in_racing_sign_out_everywhere_leaves_no_session() {
         ip: "127.0.0.1".parse().unwrap(),
         user_agent: "racer".into(),
     };
-    assert!(app.sessions.sign_in(&seen, &client).await.is_err());
+    assert!(app.sessions.sign_in(&seen, &client, &[]).await.is_err());
     assert!(
         app.sessions.list(&seen.id).await.unwrap().is_empty(),
         "no session survived"

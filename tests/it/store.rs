@@ -146,6 +146,7 @@ async fn codes_change_atomically(s: &Store) {
         expires_at: OffsetDateTime::UNIX_EPOCH,
         attempts: 0,
         created_at: OffsetDateTime::UNIX_EPOCH,
+        first_factor: None,
     };
     s.put_code(&code).await.unwrap();
     // Twenty guesses at once: each sees the count the one before it left.
@@ -257,6 +258,7 @@ async fn sessions_by_user(s: &Store) {
             device: "d".into(),
             os: "o".into(),
             refresh: None,
+            factors: Vec::new(),
         };
         s.insert_session(&sess).await.unwrap();
     }
@@ -410,6 +412,7 @@ async fn postgres_session_events_are_complete_and_gaps_are_seen() {
             device: "d".into(),
             os: "o".into(),
             refresh: None,
+            factors: Vec::new(),
         })
         .await
         .unwrap();
@@ -468,6 +471,7 @@ async fn postgres_session_events_are_complete_and_gaps_are_seen() {
         device: "d".into(),
         os: "o".into(),
         refresh: None,
+        factors: Vec::new(),
     };
     s.insert_session(&session("e3")).await.unwrap();
     let (_, _, gap) = s

@@ -2,8 +2,8 @@
 //! change, profile.
 
 use super::{
-    Result, body_json, caller, client, presented, signed_in_response, signed_in_response_with,
-    user_json,
+    Result, body_json, caller, client, presented, sign_in_response, signed_in_response,
+    signed_in_response_with, user_json,
 };
 use crate::accounts::{ProfilePatch, Registration};
 use crate::clock::rfc3339;
@@ -169,11 +169,11 @@ pub async fn login(
 ) -> Result<Response<Body>> {
     let b: LoginBody = body_json(app, parts, body, false).await?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let signed = app
+    let outcome = app
         .accounts
         .login_password(&b.login, &b.password, &client(ctx, parts, device.as_ref()))
         .await?;
-    Ok(signed_in_response(app, "Signed in.", &signed))
+    Ok(sign_in_response(app, &outcome))
 }
 
 pub async fn login_code(
@@ -198,7 +198,7 @@ pub async fn login_code_verify(
 ) -> Result<Response<Body>> {
     let b: EmailCode = body_json(app, parts, body, false).await?;
     let device = presented(&parts.headers, b.device_token.as_ref(), auth::DEVICE_COOKIE);
-    let signed = app
+    let outcome = app
         .accounts
         .finish_code_login(
             &b.email,
@@ -206,7 +206,7 @@ pub async fn login_code_verify(
             &client(ctx, parts, device.as_ref()),
         )
         .await?;
-    Ok(signed_in_response(app, "Signed in.", &signed))
+    Ok(sign_in_response(app, &outcome))
 }
 
 pub async fn forgot(
@@ -380,6 +380,7 @@ pub async fn finish_email_change(
         .accounts
         .finish_email_change(
             &c.user_id,
+            &c.identity.session_id,
             &b.email,
             b.code.expose(),
             &client(ctx, parts, device.as_ref()),

@@ -35,6 +35,7 @@ pub async fn handle(
     static ADMINS: std::sync::LazyLock<Rule> = std::sync::LazyLock::new(|| Rule {
         access: crate::config::Access::Authenticated,
         roles: vec![ADMIN_ROLE.to_string()],
+        mfa: false,
     });
     let c = caller_under(app, parts, &ADMINS).await?;
     // The target as the store names it (the path may write the id in any of UUID's spellings).
@@ -125,10 +126,23 @@ pub async fn handle(
                 &json!({ "revoked": 1 }),
             ))
         }
+        (["users", id, "mfa"], &Method::DELETE) => {
+            let revoked = app.accounts.reset_factors(&user_id(id)?).await?;
+            audit("reset_mfa", &user_id(id)?);
+            Ok(success(
+                StatusCode::OK,
+                "Second factors removed; the user's sessions ended.",
+                &json!({ "revoked": revoked }),
+            ))
+        }
         (
             ["users"]
             | ["users", _]
-            | ["users", _, "block" | "unblock" | "roles" | "sessions"]
+            | [
+                "users",
+                _,
+                "block" | "unblock" | "roles" | "sessions" | "mfa",
+            ]
             | ["users", _, "sessions", _],
             _,
         ) => Err(ApiError::method_not_allowed()),
@@ -146,6 +160,13 @@ fn admin_user_json(u: &crate::store::User) -> serde_json::Value {
             json!(u.locked_until.map(crate::clock::rfc3339)),
         );
         o.insert("has_password".into(), json!(u.password.is_some()));
+        o.insert(
+            "mfa".into(),
+            json!({
+                "totp": u.factors.totp.is_some(),
+                "recovery_codes": u.factors.recovery_codes.len(),
+            }),
+        );
     }
     v
 }

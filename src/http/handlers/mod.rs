@@ -3,6 +3,7 @@
 
 mod account;
 mod admin;
+mod mfa;
 pub mod pages;
 mod session;
 mod validate;
@@ -14,7 +15,7 @@ use super::error::ApiError;
 use super::operations::{self, Found};
 use super::{App, json};
 use crate::access::{Door, Via};
-use crate::accounts::{Client, SignedIn};
+use crate::accounts::{Client, SignIn, SignedIn};
 use crate::clock::rfc3339;
 use crate::identity::Identity;
 use crate::policy::Rule;
@@ -112,6 +113,17 @@ async fn flows(
         (["me", "email", "verify"], &Method::POST) => {
             account::finish_email_change(app, ctx, &parts, body).await
         }
+        (["login", "mfa"], &Method::POST) => mfa::login_second_factor(app, ctx, &parts, body).await,
+        (["mfa"], &Method::GET) => mfa::status(app, &parts).await,
+        (["mfa", "totp"], &Method::POST) => mfa::start_totp(app, ctx, &parts, body).await,
+        (["mfa", "totp"], &Method::DELETE) => mfa::remove_totp(app, ctx, &parts, body).await,
+        (["mfa", "totp", "confirm"], &Method::POST) => {
+            mfa::confirm_totp(app, ctx, &parts, body).await
+        }
+        (["mfa", "recovery-codes"], &Method::POST) => {
+            mfa::regenerate_recovery_codes(app, ctx, &parts, body).await
+        }
+        (["mfa", "verify"], &Method::POST) => mfa::step_up(app, ctx, &parts, body).await,
         (["token", "refresh"], &Method::POST) => session::refresh(app, ctx, &parts, body).await,
         (["logout"], &Method::POST) => session::logout(app, &parts, body).await,
         (["sessions"], &Method::GET) => session::list(app, &parts).await,
@@ -242,6 +254,23 @@ fn session_json(s: &Session, current: &str) -> Value {
         "os": s.os,
         "current": s.id == current,
     })
+}
+
+/// The answer to a first factor: the tokens, or the second step it earned (no tokens).
+fn sign_in_response(app: &App, outcome: &SignIn) -> Response<Body> {
+    match outcome {
+        SignIn::Done(signed) => signed_in_response(app, "Signed in.", signed),
+        SignIn::SecondFactor(step) => super::error::success(
+            StatusCode::OK,
+            "A second factor is needed: POST /login/mfa with the mfa_token.",
+            &json!({
+                "mfa_required": true,
+                "mfa_token": step.mfa_token.expose(),
+                "methods": step.methods,
+                "expires_in": step.expires_in,
+            }),
+        ),
+    }
 }
 
 /// The answer to a sign-in: the pair and the device token (see `accounts::bindings`), in the

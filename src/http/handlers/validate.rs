@@ -291,6 +291,9 @@ struct Allowed<'a> {
     username: Option<&'a str>,
     roles: &'a [String],
     session_id: &'a str,
+    amr: &'a [String],
+    /// Authentication assurance: 2 for a two-factor session, else 1 (NIST SP 800-63B's AAL).
+    aal: u8,
 }
 
 impl<'a> Allowed<'a> {
@@ -301,6 +304,8 @@ impl<'a> Allowed<'a> {
             username: id.username.as_deref(),
             roles: &id.roles,
             session_id: &id.session_id,
+            amr: &id.amr,
+            aal: if id.two_factor { 2 } else { 1 },
         }
     }
 }
@@ -399,17 +404,44 @@ pub async fn validate(
             }
             Ok(resp)
         }
-        Err(denied @ Denied::Unauthenticated { .. }) => {
-            Ok(unauthenticated(app, parts, &orig, denied.into()))
+        Err(denied @ Denied::Unauthenticated { .. }) => Ok(unauthenticated(
+            app,
+            parts,
+            &orig,
+            denied.into(),
+            Next::SignIn,
+        )),
+        // Signed in with one factor: to the step-up page, the way a stranger goes to the
+        // login page. nginx acts on a 401 alone (`error_page 401`), so it gets one, still
+        // saying MFA_REQUIRED; the other proxies pass the 403 (or the redirect) on.
+        Err(denied @ Denied::MfaRequired) => {
+            let mut e = ApiError::from(denied);
+            if orig.nginx {
+                e.status = StatusCode::UNAUTHORIZED;
+            }
+            Ok(unauthenticated(app, parts, &orig, e, Next::StepUp))
         }
         Err(denied) => Err(denied.into()),
     }
 }
 
+/// Where a refused caller goes next.
+#[derive(Debug, Clone, Copy)]
+enum Next {
+    SignIn,
+    StepUp,
+}
+
 /// 401 with a `Location` to the login page (nginx's `error_page 401` uses it), or a 302 to it
 /// for a browser navigation or when `?rd=` asks for one (Traefik and Caddy pass redirects on;
 /// nginx never gets one).
-fn unauthenticated(app: &App, parts: &Parts, orig: &Original, e: ApiError) -> Response<Body> {
+fn unauthenticated(
+    app: &App,
+    parts: &Parts,
+    orig: &Original,
+    e: ApiError,
+    next: Next,
+) -> Response<Body> {
     let rd_param = crate::http::query_param(&parts.uri, "rd");
     let back = match &rd_param {
         Some(rd) => app.login_page.policy().allowed(rd).then(|| rd.clone()),
@@ -418,7 +450,10 @@ fn unauthenticated(app: &App, parts: &Parts, orig: &Original, e: ApiError) -> Re
                 .back_url(Some(&orig.proto), Some(host.as_ref()), &orig.uri)
         }),
     };
-    let login = app.login_page.url(back.as_deref());
+    let login = match next {
+        Next::SignIn => app.login_page.url(back.as_deref()),
+        Next::StepUp => app.login_page.step_up_url(back.as_deref()),
+    };
     let wants_html = parts
         .headers
         .get(header::ACCEPT)

@@ -72,7 +72,7 @@ impl Page {
         let code = form.text("code").to_string();
         let r = app
             .accounts
-            .finish_email_change(&user_id, email, &code, client)
+            .finish_email_change(&user_id, &caller.identity.session_id, email, &code, client)
             .await;
         match r {
             // Every session ended with the old address in its tokens: a new one here.

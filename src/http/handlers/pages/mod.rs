@@ -5,6 +5,7 @@
 
 mod account;
 mod recovery;
+mod security;
 mod sign_in;
 mod sign_up;
 
@@ -44,6 +45,13 @@ const PAGES: &[&str] = &[
     "email/verify",
     "logout",
     "signed-out",
+    "mfa",
+    "step-up",
+    "security",
+    "security/totp",
+    "security/totp/confirm",
+    "security/totp/remove",
+    "security/recovery-codes",
 ];
 
 /// Routes `{prefix}/ui/...` (and `GET {prefix}/login`); `None` for paths that are not pages.
@@ -71,7 +79,9 @@ pub async fn handle(
         "devices" if get => p.devices(app, parts).await,
         "email" if get => p.email_get(app, parts).await,
         "signed-out" if get => p.render(ui::signed_out),
-        "style.css" | "devices" | "signed-out" => Err(ApiError::method_not_allowed()),
+        "step-up" if get => p.step_up_get(app, parts).await,
+        "security" if get => p.security_get(app, parts).await,
+        "style.css" | "devices" | "signed-out" | "security" => Err(ApiError::method_not_allowed()),
         _ if post => p.submit(app, ctx, name, parts, body).await,
         _ => Err(ApiError::method_not_allowed()),
     };
@@ -320,6 +330,12 @@ impl Page {
             "reset" => self.reset(&post, &mut form).await,
             "email" | "email/verify" => self.email(&post, &mut form).await,
             "devices/revoke" | "logout" => self.sign_out(&post, &mut form).await,
+            "mfa" => self.second_factor(&post, &mut form).await,
+            "step-up" => self.step_up(&post, &mut form).await,
+            "security/totp"
+            | "security/totp/confirm"
+            | "security/totp/remove"
+            | "security/recovery-codes" => self.security(&post, &mut form).await,
             _ => Err(ApiError::method_not_allowed()),
         }
     }

@@ -69,7 +69,7 @@ impl Page {
         let login = form.text("login").trim().to_string();
         let password = form.secret("password");
         match app.accounts.login_password(&login, &password, client).await {
-            Ok(signed) => Ok(self.signed_in(app, &signed)),
+            Ok(outcome) => Ok(self.after_first_factor(app, &outcome)),
             Err(e) => Ok(self.refused(hint(&e), e, |v| ui::sign_in(v, &login))),
         }
     }
@@ -99,7 +99,7 @@ impl Page {
             .finish_code_login(email, code.expose().trim(), client)
             .await;
         match r {
-            Ok(signed) => Ok(self.signed_in(app, &signed)),
+            Ok(outcome) => Ok(self.after_first_factor(app, &outcome)),
             Err(e) => Ok(self.refused(hint(&e), e, |v| ui::code_enter(v, email))),
         }
     }
