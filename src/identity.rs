@@ -50,6 +50,18 @@ impl Identity {
             withheld_roles,
         }
     }
+
+    /// Adds roles the token names as withheld (a one-factor session only).
+    pub fn withholding(mut self, roles: Vec<String>) -> Self {
+        if !self.two_factor {
+            for r in roles {
+                if !self.withheld_roles.contains(&r) {
+                    self.withheld_roles.push(r);
+                }
+            }
+        }
+        self
+    }
 }
 
 /// An identity as the values of its headers (user id, email, name, roles, session id), made

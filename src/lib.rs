@@ -24,6 +24,7 @@ pub mod keyring;
 pub mod mail;
 pub mod metrics;
 pub mod override_names;
+pub mod passkeys;
 pub mod passwords;
 pub mod policy;
 pub mod proxy;

@@ -142,6 +142,11 @@ impl SecondFactorKeys {
             })
     }
 
+    /// Whether this key opens `factor`'s secret (it was sealed with the same key).
+    pub fn opens(&self, user: &UserId, factor: &TotpFactor) -> bool {
+        self.unseal(user, &factor.sealed).is_some()
+    }
+
     fn seal(&self, user: &UserId, raw: &[u8]) -> Result<Vec<u8>, FactorError> {
         let mut nonce = [0u8; 12];
         rand::fill(&mut nonce);

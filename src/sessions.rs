@@ -552,8 +552,9 @@ impl Sessions {
 
     /// Steps session `sid` of `user` up with `factor` (a second factor shown while signed
     /// in): the session says so from now on, and its refresh token is rotated, so the pair
-    /// handed back is the only one that carries the new assurance. The token rotated away
-    /// gets the same new pair within the reuse grace window, as after a refresh.
+    /// handed back is the only one that carries the new assurance. Unlike a refresh, no
+    /// token rotated away gets the new pair back: whoever holds an older one (a thief who
+    /// refreshed a stolen copy, say) ends the session by presenting it.
     pub async fn elevate(
         &self,
         user: &User,
@@ -563,7 +564,6 @@ impl Sessions {
         let now = self.clock.now();
         let next = self.tokens.new_refresh(sid)?;
         let next_hash = Tokens::hash_refresh(next.expose());
-        let sealed = self.tokens.seal(&next)?;
         let result = self
             .store
             .update_session(sid, |s| {
@@ -573,14 +573,22 @@ impl Sessions {
                 let Some(r) = &s.refresh else {
                     return Err(());
                 };
-                let expires = r.current_expires_at.max(now).min(s.expires_at);
+                // An idle session whose refresh token has lapsed is not revived.
+                if r.current_expires_at <= now {
+                    return Err(());
+                }
+                let expires = r.current_expires_at.min(s.expires_at);
                 s.refresh = Some(RefreshState {
                     current_hash: next_hash.clone(),
                     current_expires_at: expires,
                     previous_hash: Some(r.current_hash.clone()),
                     rotated_at: Some(now),
-                    next_sealed: Some(sealed.clone()),
+                    next_sealed: None,
                 });
+                // A session made before factors were kept was proved by one: a password.
+                if s.factors.is_empty() {
+                    s.factors.push(AuthFactor::Password);
+                }
                 if !s.factors.contains(&factor) {
                     s.factors.push(factor);
                 }

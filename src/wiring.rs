@@ -69,6 +69,18 @@ impl Default for Deps {
     }
 }
 
+/// The WebAuthn relying party, or none (with a warning) when the public host cannot be one.
+fn relying_party(config: &Config) -> Option<webauthn_rs::Webauthn> {
+    let (rp_id, origins) = config.webauthn.resolve(&config.server.public_url);
+    match crate::passkeys::webauthn(&rp_id, &config.webauthn.rp_name, &origins) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(rp_id, error = %e, "passkeys are off: set webauthn.rp_id to a domain of server.public_url");
+            None
+        }
+    }
+}
+
 /// Opens the configured store: the sled directory (made if missing), or the PostgreSQL
 /// database (whose schema must be this build's).
 pub async fn open_store(config: &Config) -> Result<Store, crate::store::StoreError> {
@@ -163,6 +175,7 @@ pub async fn build_app(
         limits.clone(),
         crate::second_factor::SecondFactorKeys::new(&keyring, &config.mfa.issuer)?,
         config.mfa.clone(),
+        relying_party(&config),
     ));
     let routes = RouteTable::new(&config.routes, metrics)?;
     let upstreams =

@@ -201,7 +201,7 @@ schemas = {
         "enabled": {"type": "boolean", "description": "An authenticator is confirmed: every sign-in asks for a code."},
         "pending": {"type": "boolean", "description": "An enrolment was started and not confirmed."}}},
       "recovery_codes": {"type": "object", "required": ["remaining"], "additionalProperties": False, "properties": {"remaining": {"type": "integer", "minimum": 0}}},
-      "passkeys": {"type": "array", "maxItems": 0, "items": {"type": "object"}, "description": "Passkeys are not built yet: always empty."},
+      "passkeys": {"type": "array", "items": ref("Passkey")},
     },
   },
   "TotpEnrolment": {
@@ -214,6 +214,23 @@ schemas = {
   "RecoveryCodes": {
     "type": "object", "required": ["recovery_codes"], "additionalProperties": False,
     "properties": {"recovery_codes": {"type": "array", "minItems": 10, "maxItems": 10, "items": {"type": "string", "description": "`xxxxx-xxxxx` (Crockford base32); single use; shown once."}}},
+  },
+  "Passkey": {
+    "type": "object", "required": ["id", "name", "created_at", "last_used_at"], "additionalProperties": False,
+    "properties": {
+      "id": {"type": "string", "description": "The credential id, base64url."},
+      "name": {"type": "string"},
+      "created_at": DT,
+      "last_used_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+  },
+  "Ceremony": {
+    "type": "object", "required": ["challenge_id", "publicKey"], "additionalProperties": False,
+    "description": "A WebAuthn ceremony: options for navigator.credentials (`PublicKeyCredential.parseCreationOptionsFromJSON` / `parseRequestOptionsFromJSON` take `publicKey` as is), and the id to send back with the answer. Single use; five minutes.",
+    "properties": {
+      "challenge_id": {"type": "string"},
+      "publicKey": {"type": "object", "description": "`PublicKeyCredentialCreationOptionsJSON` or `PublicKeyCredentialRequestOptionsJSON` (WebAuthn Level 3)."},
+    },
   },
   "Readiness": {
     "type": "object", "required": ["routes"], "additionalProperties": False,
@@ -255,6 +272,9 @@ ENV = {
  "FactorsEnvelope": success_env("FactorsEnvelope", ref("FactorsStatus")),
  "TotpEnrolmentEnvelope": success_env("TotpEnrolmentEnvelope", ref("TotpEnrolment")),
  "RecoveryCodesEnvelope": success_env("RecoveryCodesEnvelope", ref("RecoveryCodes")),
+ "PasskeyEnvelope": success_env("PasskeyEnvelope", ref("Passkey")),
+ "PasskeyListEnvelope": success_env("PasskeyListEnvelope", {"type": "array", "items": ref("Passkey")}),
+ "CeremonyEnvelope": success_env("CeremonyEnvelope", ref("Ceremony")),
  "OtpSentEnvelope": success_env("OtpSentEnvelope", ref("OtpSent")),
  "RevokedEnvelope": success_env("RevokedEnvelope", ref("Revoked")),
  "EmptyEnvelope": success_env("EmptyEnvelope", ref("Empty")),
@@ -476,6 +496,39 @@ schemas["SecondStepRequest"] = {
     "code": sec_str("A 6-digit code from the authenticator, or a recovery code (`xxxxx-xxxxx`; case, spaces and dashes do not matter)."),
     "device_token": nsec_str("From an earlier sign-in (else the `__Host-authgate-device` cookie)."),
   },
+}
+CRED = {"type": "object", "description": "The browser's `credential.toJSON()` (`RegistrationResponseJSON` / `AuthenticationResponseJSON`)."}
+schemas["PasskeyNameRequest"] = {
+  "type": "object", "description": "The body may be empty (read as `{}`)." + NOTE_UNKNOWN,
+  "properties": {"name": {"type": ["string", "null"], "description": "What to call the passkey (1-64 characters; default `Passkey`)."}},
+}
+schemas["PasskeyRenameRequest"] = {
+  "type": "object", "required": ["name"], "description": NOTE_UNKNOWN.strip(),
+  "properties": {"name": {"type": "string", "description": "1-64 characters, no control characters."}},
+}
+schemas["PasskeyRegisterRequest"] = {
+  "type": "object", "required": ["challenge_id", "credential"], "description": NOTE_UNKNOWN.strip(),
+  "properties": {"challenge_id": {"type": "string"}, "credential": CRED, "name": {"type": ["string", "null"], "description": "Replaces the name given with the options."}},
+}
+schemas["LoginPasskeyOptionsRequest"] = {
+  "type": "object", "description": "The body may be empty. `login` is accepted and changes nothing: the options name no credential for anyone (which accounts have passkeys is not told)." + NOTE_UNKNOWN,
+  "properties": {"login": {"type": ["string", "null"]}},
+}
+schemas["AssertionRequest"] = {
+  "type": "object", "required": ["challenge_id", "credential"], "description": NOTE_UNKNOWN.strip(),
+  "properties": {"challenge_id": {"type": "string"}, "credential": CRED, "device_token": nsec_str("From an earlier sign-in (else the `__Host-authgate-device` cookie).")},
+}
+schemas["MfaTokenRequest"] = {
+  "type": "object", "required": ["mfa_token"], "description": NOTE_UNKNOWN.strip(),
+  "properties": {"mfa_token": sec_str("From the first factor's answer.")},
+}
+schemas["SecondStepPasskeyRequest"] = {
+  "type": "object", "required": ["mfa_token", "challenge_id", "credential"], "description": NOTE_UNKNOWN.strip(),
+  "properties": {"mfa_token": sec_str("From the first factor's answer."), "challenge_id": {"type": "string"}, "credential": CRED, "device_token": nsec_str("From an earlier sign-in.")},
+}
+schemas["StepUpRequest"] = {
+  "type": "object", "description": "Either `code`, or `challenge_id` (from POST /auth/login/passkey/options) and `credential`." + NOTE_UNKNOWN,
+  "properties": {"code": nsec_str("A 6-digit code from the authenticator, or a recovery code."), "challenge_id": {"type": ["string", "null"]}, "credential": {"type": ["object", "null"], "description": CRED["description"]}},
 }
 schemas["CodeRequest"] = {
   "type": "object", "required": ["code"], "description": "CodeBody." + NOTE_UNKNOWN,
@@ -712,12 +765,55 @@ account_op("/mfa/recovery-codes", "post", "regenerateRecoveryCodes", "New recove
           "429": e429(RL + "."), "500": E500},
   extra400="INVALID_OTP; field error for `code` (a recovery code where an app code is needed)")
 account_op("/mfa/verify", "post", "stepUp", "Step the session up",
-  "Signed in with one factor: a code from the authenticator (or a recovery code) makes the caller's session a two-factor one (routes with `mfa = true`, roles of `mfa.required_roles`). Answers a new token pair: the refresh token rotates (the old one gets the same new pair within the reuse grace window).",
-  "mfa", body="CodeRequest", security=SEC_REQ,
+  "Signed in with one factor: a code from the authenticator (or a recovery code), or a passkey's answer to the options of POST /auth/login/passkey/options, makes the caller's session a two-factor one (routes with `mfa = true`, roles of `mfa.required_roles`). Answers a new token pair: the refresh token rotates (the old one gets the same new pair within the reuse grace window).",
+  "mfa", body="StepUpRequest", security=SEC_REQ,
   success=ok("Stepped up; new tokens (no `device_token`).", "TokenPairEnvelope", {"Set-Cookie": "Set-Cookie-Tokens"}),
   errors={"401": jerr(AUTH_401 + "; the session ended meanwhile."), "403": MFA_403, "404": jerr("USER_DOES_NOT_EXIST (the account is gone), or " + E404),
           "429": e429(RL + "."), "500": E500},
-  extra400="INVALID_OTP; field error for `code` (the account has no second factor: enrol one first)")
+  extra400="INVALID_OTP; field error for `code` (the account has no second factor: enrol one first, or neither a code nor a passkey answer)")
+
+PK_ERRS = lambda extra=None: dict({"401": jerr(AUTH_401 + "; INVALID_CREDENTIALS: the passkey's answer does not verify (another origin or RP id, a used or expired challenge, a cloned authenticator whose counter went back)."),
+  "403": jerr(CSRF_403 + "; REAUTH_REQUIRED (the sign-in is older than `accounts.recent_sign_in`); MFA_REQUIRED (the account has a second factor and this session did not show it)."),
+  "404": jerr("NOT_FOUND: no such passkey of the caller's, or passkeys are off (the public host is no domain); USER_DOES_NOT_EXIST: the account is gone. Or " + E404),
+  "429": e429(RL + "."), "500": E500}, **(extra or {}))
+account_op("/passkeys/register/options", "post", "passkeyRegisterOptions", "Add a passkey, step 1",
+  "Signed in within `accounts.recent_sign_in` (in a two-factor session when the account has a second factor): options for navigator.credentials.create (a discoverable credential, user verification required, attestation none).",
+  "mfa", body="PasskeyNameRequest", body_required=False, security=SEC_REQ,
+  success=ok("The options.", "CeremonyEnvelope"), errors=PK_ERRS(), extra400="field error for `name`")
+account_op("/passkeys/register", "post", "passkeyRegister", "Add a passkey, step 2",
+  "The authenticator's answer (`credential.toJSON()`). The first second factor of an account ends its other sessions.",
+  "mfa", body="PasskeyRegisterRequest", security=SEC_REQ,
+  success=ok("Passkey added.", "PasskeyEnvelope", None, "201"), errors=PK_ERRS(), extra400="field errors for `name`, `credential` (already registered, or not a WebAuthn answer)")
+account_op("/passkeys", "get", "passkeyList", "The caller's passkeys", "Signed in.", "mfa", security=SEC_REQ,
+  success=ok("Your passkeys.", "PasskeyListEnvelope"), errors={"401": jerr(AUTH_401 + "."), "404": jerr("USER_DOES_NOT_EXIST (the account is gone), or " + E404), "500": E500})
+PKID = {"name": "id", "in": "path", "required": True, "description": "A passkey id (its credential id, base64url).", "schema": {"type": "string", "pattern": "^[^/]+$"}}
+account_op("/passkeys/{id}", "patch", "passkeyRename", "Rename a passkey", "Signed in; only the caller's own.", "mfa", body="PasskeyRenameRequest", security=SEC_REQ, params=[PKID],
+  success=ok("Renamed.", "PasskeyEnvelope"), errors=PK_ERRS(), extra400="field error for `name`")
+account_op("/passkeys/{id}", "delete", "passkeyRemove", "Remove a passkey", "Signed in within `accounts.recent_sign_in`, in a two-factor session; only the caller's own. No body is read.", "mfa", security=SEC_REQ, params=[PKID],
+  success=ok("Removed.", "EmptyEnvelope"), errors=PK_ERRS())
+account_op("/login/passkey/options", "post", "passkeyLoginOptions", "Sign in with a passkey, step 1",
+  "Options for navigator.credentials.get with no `allowCredentials` (discoverable credentials; the login page asks with `mediation: \"conditional\"` for autofill). Also the options of a passkey step-up (POST /auth/mfa/verify).",
+  "account", body="LoginPasskeyOptionsRequest", body_required=False,
+  success=ok("The options.", "CeremonyEnvelope"),
+  errors={"404": jerr("NOT_FOUND: passkeys are off, or " + E404), "429": e429(RL + "."), "500": E500})
+account_op("/login/passkey", "post", "passkeyLogin", "Sign in with a passkey, step 2",
+  "The authenticator's answer names the account (its user handle); a verified passkey is two factors (`amr`: `hwk`, `mfa`). Answers the tokens as /auth/login does.",
+  "account", body="AssertionRequest", cookies=[DEVICE_COOKIE],
+  success=ok("Signed in.", "TokenPairEnvelope", {"Set-Cookie": "Set-Cookie-Tokens"}),
+  errors={"401": jerr("INVALID_CREDENTIALS: the answer does not verify, names no passkey of any account, or its challenge is used or expired; UNAUTHENTICATED: the new session could not be made."),
+          "403": jerr("USER_BLOCKED, EMAIL_NOT_VERIFIED."), "404": jerr("NOT_FOUND: passkeys are off, or " + E404), "429": e429(RL + "."), "500": E500})
+account_op("/login/mfa/passkey/options", "post", "passkeySecondFactorOptions", "Second step with a passkey, step 1",
+  "Options naming the account's passkeys, for the `mfa_token` of a first factor.",
+  "mfa", body="MfaTokenRequest",
+  success=ok("The options.", "CeremonyEnvelope"),
+  errors={"401": jerr("UNAUTHENTICATED: the `mfa_token` is over (used, expired or out of tries)."), "404": jerr("NOT_FOUND: passkeys are off; USER_DOES_NOT_EXIST: the account is gone. Or " + E404), "429": e429(RL + "."), "500": E500},
+  extra400="field error for `mfa_token` (the account has no passkey)")
+account_op("/login/mfa/passkey", "post", "passkeySecondFactor", "Second step with a passkey, step 2",
+  "The authenticator's answer to those options; answers the tokens (`amr`: the first factor's, `hwk`, `mfa`).",
+  "mfa", body="SecondStepPasskeyRequest", cookies=[DEVICE_COOKIE],
+  success=ok("Signed in.", "TokenPairEnvelope", {"Set-Cookie": "Set-Cookie-Tokens"}),
+  errors={"401": jerr("UNAUTHENTICATED: the `mfa_token` is over; INVALID_CREDENTIALS: the answer does not verify or its challenge is used or expired."),
+          "403": jerr("USER_BLOCKED."), "404": jerr("NOT_FOUND: passkeys are off; USER_DOES_NOT_EXIST. Or " + E404), "429": e429(RL + "."), "500": E500})
 
 # session
 account_op("/token/refresh", "post", "refreshTokens", "Refresh the tokens",

@@ -106,7 +106,12 @@ impl Accounts {
             .await?;
         // Whoever reads the old mailbox keeps nothing: the codes sent there die (a reset
         // token earned there checks the address itself).
-        for purpose in [Purpose::VerifyEmail, Purpose::Login, Purpose::ResetPassword] {
+        for purpose in [
+            Purpose::VerifyEmail,
+            Purpose::Login,
+            Purpose::ResetPassword,
+            Purpose::SecondStep,
+        ] {
             self.codes.withdraw(&self.store, &user.id, purpose).await?;
         }
         // The new session is proved as the caller's was (the code proves only the mailbox).

@@ -52,6 +52,7 @@ pub struct FactorsStatus {
     pub totp: bool,
     pub totp_pending: bool,
     pub recovery_codes: usize,
+    pub passkeys: Vec<crate::store::PasskeyRecord>,
 }
 
 const TOKEN_PREFIX: &str = "mfa1";
@@ -153,6 +154,14 @@ impl Accounts {
         let found = if is_recovery_code(code.expose()) {
             self.use_recovery_code(&user.id, code).await?
         } else {
+            // A secret this key cannot open (the key outside the store was replaced) is the
+            // gateway's fault, not a wrong code: no failure is counted against the owner.
+            if let Some(t) = &user.factors.totp {
+                if !self.factors.opens(&user.id, t) {
+                    tracing::error!(user_id = %user.id, "the TOTP secret cannot be opened: was tokens.secret_key (or keys_dir/secrets.key) replaced?");
+                    return Err(AccountError::Internal("TOTP secret unreadable".into()));
+                }
+            }
             self.use_totp_code(&user.id, code).await?
         };
         match found {
@@ -226,6 +235,7 @@ impl Accounts {
             totp: u.factors.totp.is_some(),
             totp_pending: u.factors.totp_pending.is_some(),
             recovery_codes: u.factors.recovery_codes.len(),
+            passkeys: u.factors.passkeys,
         })
     }
 
@@ -255,9 +265,16 @@ impl Accounts {
         let pending = enrolment.factor.clone();
         self.store
             .update_user(&user.id, |u| {
+                // Looked at again where it is written: one enrolment never replaces another.
+                if u.factors.totp.is_some() {
+                    return Err(AccountError::field(
+                        "totp",
+                        "is already enrolled: remove it first",
+                    ));
+                }
                 u.factors.totp_pending = Some(pending.clone());
                 u.updated_at = now;
-                Ok::<(), std::convert::Infallible>(())
+                Ok(())
             })
             .await?;
         tracing::info!(target: "audit", event = "totp_enrolment_started", user_id = %user.id, "authenticator enrolment started");
@@ -269,11 +286,13 @@ impl Accounts {
     pub async fn confirm_totp(
         &self,
         user_id: &UserId,
+        session_id: &str,
         code: &Secret,
         client: &Client<'_>,
     ) -> Result<Vec<Secret>, AccountError> {
         let client = &client.without_device();
         let user = self.profile(user_id).await?;
+        let first = !user.factors.any();
         let who = Subject::Account {
             user: &user,
             device: None,
@@ -286,6 +305,9 @@ impl Accounts {
         let result = self
             .store
             .update_user(&user.id, |u| {
+                if u.factors.totp.is_some() {
+                    return Err(false);
+                }
                 let mut pending = u.factors.totp_pending.clone().ok_or(false)?;
                 let step = self
                     .factors
@@ -301,12 +323,17 @@ impl Accounts {
             .await;
         match result {
             Ok(_) => {
-                tracing::info!(target: "audit", event = "totp_enabled", user_id = %user.id, "authenticator enrolled; second factor required from now on");
+                let revoked = if first {
+                    self.second_factor_added(&user.id, session_id).await?
+                } else {
+                    0
+                };
+                tracing::info!(target: "audit", event = "totp_enabled", user_id = %user.id, sessions_revoked = revoked, "authenticator enrolled; second factor required from now on");
                 Ok(codes)
             }
             Err(crate::store::UpdateError::Rejected(false)) => Err(AccountError::field(
                 "code",
-                "no enrolment is under way: start one with POST /mfa/totp",
+                "no enrolment is under way (or one was confirmed already): start one with POST /mfa/totp",
             )),
             Err(crate::store::UpdateError::Rejected(true)) => {
                 self.guard.failure(who, Factor::Password).await?;
@@ -413,12 +440,16 @@ impl Accounts {
             })
             .await?;
         let revoked = self.sessions.revoke_all(user_id, None).await?;
+        self.codes
+            .withdraw(&self.store, user_id, crate::store::Purpose::SecondStep)
+            .await?;
         Ok(revoked.len())
     }
 
     /// The owner, freshly proved: the current password, or for an account without one a
     /// sign-in within `accounts.recent_sign_in` (a stolen access token alone must not
-    /// change how the account is proved).
+    /// change how the account is proved); and on an account with a second factor, a session
+    /// that showed it (a password thief's session from before must not move the account).
     pub(super) async fn prove_owner(
         &self,
         user: &User,
@@ -427,6 +458,7 @@ impl Accounts {
         client: &Client<'_>,
     ) -> Result<(), AccountError> {
         self.limits.check_ip(Class::Login, client.ip)?;
+        self.require_second_factor_session(user, session_id).await?;
         let who = Subject::Account { user, device: None };
         self.limits
             .check_key(Class::Login, client.ip, &quota_key(&who))?;
@@ -441,19 +473,55 @@ impl Accounts {
                     Err(AccountError::InvalidCredentials)
                 }
             }
-            (None, _) => {
-                let signed_in = self
-                    .store
-                    .session(session_id)
-                    .await?
-                    .map(|s| s.created_at)
-                    .ok_or(AccountError::ReauthRequired)?;
-                if self.now() - signed_in > self.cfg.recent_sign_in {
-                    return Err(AccountError::ReauthRequired);
-                }
-                Ok(())
-            }
+            (None, _) => self.require_recent_sign_in(session_id).await,
         }
+    }
+}
+
+impl Accounts {
+    /// On an account with a second factor, only a session that showed two factors may
+    /// change how the account is proved (its password, address or factors).
+    pub(super) async fn require_second_factor_session(
+        &self,
+        user: &User,
+        session_id: &str,
+    ) -> Result<(), AccountError> {
+        if !user.factors.any() {
+            return Ok(());
+        }
+        let two = self
+            .store
+            .session(session_id)
+            .await?
+            .filter(|s| s.user_id == user.id)
+            .is_some_and(|s| AuthFactor::two_factor(&s.factors));
+        if two {
+            Ok(())
+        } else {
+            Err(AccountError::SecondFactorNeeded)
+        }
+    }
+
+    /// A first second factor is on: every other session was proved by one factor (a thief
+    /// with the password may hold one), so they end; sign-ins under way are undone.
+    pub(super) async fn second_factor_added(
+        &self,
+        user_id: &UserId,
+        keep_session: &str,
+    ) -> Result<usize, AccountError> {
+        let now = self.now();
+        self.store
+            .update_user(user_id, |u| {
+                u.security_version += 1;
+                u.updated_at = now;
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await?;
+        Ok(self
+            .sessions
+            .revoke_all(user_id, Some(keep_session))
+            .await?
+            .len())
     }
 }
 
@@ -463,13 +531,16 @@ fn methods(user: &User) -> Vec<&'static str> {
     if user.factors.totp.is_some() {
         m.push("totp");
     }
+    if !user.factors.passkeys.is_empty() {
+        m.push("passkey");
+    }
     if !user.factors.recovery_codes.is_empty() {
         m.push("recovery_code");
     }
     m
 }
 
-fn parse_token(token: &Secret) -> Option<(UserId, &str)> {
+pub(super) fn parse_token(token: &Secret) -> Option<(UserId, &str)> {
     let mut parts = token.expose().splitn(3, '.');
     if parts.next()? != TOKEN_PREFIX {
         return None;

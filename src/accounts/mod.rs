@@ -20,11 +20,13 @@ mod email_change;
 mod fields;
 pub mod guard;
 mod mfa;
+mod passkeys;
 mod recovery;
 mod register;
 mod sign_in;
 
 pub use mfa::{FactorsStatus, SecondStep, SignIn};
+pub use passkeys::Ceremony;
 
 use bindings::Bindings;
 use guard::Guard;
@@ -68,6 +70,15 @@ pub enum AccountError {
     InvalidSecondStep,
     #[error("not found")]
     NotFound,
+    /// Passkeys are off: the public host is no domain a passkey can be bound to.
+    #[error("passkeys are not available")]
+    PasskeysOff,
+    /// A passkey answer that does not verify, or names no ceremony under way.
+    #[error("passkey refused")]
+    InvalidPasskey,
+    /// Only a session that showed two factors may do this (remove the last second factor).
+    #[error("second factor needed")]
+    SecondFactorNeeded,
     #[error("busy")]
     Busy,
     #[error("rate limited")]
@@ -225,6 +236,8 @@ pub struct Accounts {
     /// TOTP sealing and recovery-code hashing.
     factors: SecondFactorKeys,
     mfa: MfaConfig,
+    /// The relying party, when passkeys are on.
+    webauthn: Option<webauthn_rs::Webauthn>,
 }
 
 /// The outcome of an email verification.
@@ -264,11 +277,13 @@ impl Accounts {
         limits: Arc<crate::ratelimit::RateLimits>,
         factors: SecondFactorKeys,
         mfa: MfaConfig,
+        webauthn: Option<webauthn_rs::Webauthn>,
     ) -> Self {
         Accounts {
             limits,
             factors,
             mfa,
+            webauthn,
             guard: Guard::new(
                 store.clone(),
                 clock.clone(),

@@ -124,6 +124,9 @@ impl Accounts {
     ) -> Result<User, AccountError> {
         self.limits.check_ip(Class::Login, client.ip)?;
         let user = self.profile(user_id).await?;
+        // The password alone does not replace itself on an account it does not open alone.
+        self.require_second_factor_session(&user, keep_session)
+            .await?;
         let who = Subject::Account {
             user: &user,
             device: None,
@@ -171,6 +174,10 @@ impl Accounts {
             })
             .await?;
         let revoked = self.sessions.revoke_all(&user.id, keep).await?;
+        // A second step earned with the old password is over.
+        self.codes
+            .withdraw(&self.store, &user.id, Purpose::SecondStep)
+            .await?;
         tracing::info!(target: "audit", event = "password_changed", user_id = %user.id, sessions_revoked = revoked.len(), "password set");
         Ok(updated)
     }

@@ -172,6 +172,68 @@ impl MfaConfig {
     }
 }
 
+/// `[webauthn]`: passkeys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebauthnConfig {
+    /// The relying party id: `server.public_url`'s host when absent. Passkeys are bound to it
+    /// (a domain, never an IP address).
+    pub rp_id: Option<String>,
+    /// The name authenticators show.
+    pub rp_name: String,
+    /// Origins whose pages may use the passkeys (`https://host[:port]`): `public_url`'s when
+    /// empty.
+    pub origins: Vec<Url>,
+}
+
+impl Default for WebauthnConfig {
+    fn default() -> Self {
+        WebauthnConfig {
+            rp_id: None,
+            rp_name: "authgate".into(),
+            origins: Vec::new(),
+        }
+    }
+}
+
+impl WebauthnConfig {
+    /// The relying party id and origins in effect for `public_url`.
+    pub fn resolve(&self, public_url: &Url) -> (String, Vec<Url>) {
+        let rp_id = self
+            .rp_id
+            .clone()
+            .unwrap_or_else(|| public_url.host_str().unwrap_or("").to_string());
+        let origins = if self.origins.is_empty() {
+            vec![public_url.clone()]
+        } else {
+            self.origins.clone()
+        };
+        (rp_id, origins)
+    }
+
+    pub(super) fn check(&self, public_url: &Url) -> Result<(), ConfigError> {
+        if self.rp_name.trim().is_empty() {
+            return Err(ConfigError::key("webauthn.rp_name", "must not be empty"));
+        }
+        for (i, o) in self.origins.iter().enumerate() {
+            if !matches!(o.scheme(), "https" | "http") || o.host().is_none() {
+                return Err(ConfigError::key(
+                    format!("webauthn.origins[{i}]"),
+                    "must be an https:// origin",
+                ));
+            }
+        }
+        // An explicit RP id must work; the default is checked at start (an IP address as the
+        // public host turns passkeys off, with a warning).
+        if self.rp_id.is_some() {
+            let (rp_id, origins) = self.resolve(public_url);
+            crate::passkeys::webauthn(&rp_id, &self.rp_name, &origins)
+                .map_err(|e| ConfigError::key("webauthn.rp_id", e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {

@@ -87,6 +87,8 @@ pub struct Config {
     #[serde(default)]
     pub mfa: MfaConfig,
     #[serde(default)]
+    pub webauthn: WebauthnConfig,
+    #[serde(default)]
     pub mail: MailConfig,
     #[serde(default)]
     pub security: SecurityConfig,
@@ -139,6 +141,7 @@ impl Config {
         self.store.check()?;
         self.otp.check()?;
         self.mfa.check()?;
+        self.webauthn.check(&self.server.public_url)?;
         self.passwords.check()?;
         self.rate_limit.check()?;
         self.mail.check()?;

@@ -270,6 +270,17 @@ impl From<crate::accounts::AccountError> for ApiError {
                 "This sign-in step is over (used, expired or out of tries): sign in again.",
             ),
             A::NotFound => ApiError::not_found(),
+            A::PasskeysOff => s(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "Passkeys are not available here (webauthn.rp_id must be a domain).",
+            ),
+            A::InvalidPasskey => s(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_CREDENTIALS",
+                "The passkey was not accepted (or the request for it is over): try again.",
+            ),
+            A::SecondFactorNeeded => ApiError::mfa_required(),
             A::InvalidResetToken => s(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHENTICATED",

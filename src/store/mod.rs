@@ -408,6 +408,17 @@ impl Store {
         each!(self, b => b.take_reset_token(hash).await)
     }
 
+    // WebAuthn ceremonies under way: put once, taken once (atomically), pruned when expired.
+
+    pub async fn put_challenge(&self, id: &str, c: &Challenge) -> Result<(), StoreError> {
+        each!(self, b => b.put_challenge(id, c).await)
+    }
+
+    /// Removes and returns the challenge `id`: of two requests with one id, one gets it.
+    pub async fn take_challenge(&self, id: &str) -> Result<Option<Challenge>, StoreError> {
+        each!(self, b => b.take_challenge(id).await)
+    }
+
     pub fn is_open(&self) -> bool {
         each!(self, b => b.is_open())
     }

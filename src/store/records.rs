@@ -78,16 +78,70 @@ pub struct SecondFactors {
     /// The keyed hash of each unused recovery code.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recovery_codes: Vec<Vec<u8>>,
+    /// WebAuthn credentials (public keys only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passkeys: Vec<PasskeyRecord>,
+}
+
+/// A registered passkey: its public key, signature counter and backup flags (kept by
+/// `webauthn-rs`'s `Passkey`), and what its owner calls it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PasskeyRecord {
+    /// The credential id, base64url: how the API names it.
+    pub id: String,
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    pub key: webauthn_rs::prelude::Passkey,
+}
+
+impl PartialEq for PasskeyRecord {
+    fn eq(&self, other: &Self) -> bool {
+        // The key has no equality of its own: compared as it is stored.
+        self.id == other.id
+            && self.name == other.name
+            && self.created_at == other.created_at
+            && self.last_used_at == other.last_used_at
+            && serde_json::to_value(&self.key).ok() == serde_json::to_value(&other.key).ok()
+    }
+}
+
+/// A WebAuthn ceremony under way: the options sent, kept server-side until the answer comes
+/// back once (single use), for a few minutes. Keyed by its id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Challenge {
+    pub v: u32,
+    pub kind: ChallengeKind,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// `webauthn-rs`'s ceremony state, as it serializes it.
+    pub state: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ChallengeKind {
+    /// Adding a passkey to `user`.
+    Register { user: UserId, name: String },
+    /// A sign-in (or a step-up) with any discoverable passkey.
+    Discoverable,
+    /// The second step of `user`'s sign-in.
+    SecondFactor { user: UserId },
 }
 
 impl SecondFactors {
     pub fn is_empty(&self) -> bool {
-        self.totp.is_none() && self.totp_pending.is_none() && self.recovery_codes.is_empty()
+        self.totp.is_none()
+            && self.totp_pending.is_none()
+            && self.recovery_codes.is_empty()
+            && self.passkeys.is_empty()
     }
 
     /// Whether a sign-in must show a second factor.
     pub fn any(&self) -> bool {
-        self.totp.is_some()
+        self.totp.is_some() || !self.passkeys.is_empty()
     }
 }
 
@@ -123,6 +177,8 @@ pub enum AuthFactor {
     EmailCode,
     Totp,
     RecoveryCode,
+    /// A passkey, with user verification (a PIN or biometric on the device): two factors.
+    Passkey,
 }
 
 impl AuthFactor {
@@ -132,6 +188,7 @@ impl AuthFactor {
             AuthFactor::Password => "pwd",
             // A one-time password, whichever way it came.
             AuthFactor::EmailCode | AuthFactor::Totp | AuthFactor::RecoveryCode => "otp",
+            AuthFactor::Passkey => "hwk",
         }
     }
 
@@ -140,9 +197,11 @@ impl AuthFactor {
         matches!(self, AuthFactor::Password | AuthFactor::EmailCode)
     }
 
-    /// Two independent factors: a first one and something held.
+    /// Two independent factors: a first one and something held, or a passkey (held, and
+    /// unlocked by user verification: webauthn-rs requires it of every passkey ceremony).
     pub fn two_factor(factors: &[AuthFactor]) -> bool {
-        factors.iter().any(|f| f.is_first()) && factors.iter().any(|f| !f.is_first())
+        factors.contains(&AuthFactor::Passkey)
+            || (factors.iter().any(|f| f.is_first()) && factors.iter().any(|f| !f.is_first()))
     }
 
     /// The `amr` claim for these factors: each method once, and `mfa` for two factors.

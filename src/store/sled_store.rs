@@ -26,6 +26,7 @@ pub(super) struct SledStore {
     sessions: sled::Tree,
     user_sessions: sled::Tree,
     reset_tokens: sled::Tree,
+    challenges: sled::Tree,
     cooldowns: sled::Tree,
     locks: sled::Tree,
 }
@@ -154,6 +155,7 @@ impl SledStore {
             sessions: tree("sessions")?,
             user_sessions: tree("idx_user_sessions")?,
             reset_tokens: tree("reset_tokens")?,
+            challenges: tree("challenges")?,
             cooldowns: tree("cooldowns")?,
             locks: tree("locks")?,
             meta,
@@ -500,6 +502,14 @@ impl SledStore {
                 gone += 1;
             }
         }
+        for item in self.challenges.iter() {
+            let (k, v) = item.map_err(engine)?;
+            let c: Challenge = decode(&v)?;
+            if c.expires_at < now {
+                self.challenges.remove(k).map_err(engine)?;
+                gone += 1;
+            }
+        }
         for item in self.locks.iter() {
             let (k, v) = item.map_err(engine)?;
             let lock: LockRecord = decode(&v)?;
@@ -648,6 +658,22 @@ impl SledStore {
     ) -> Result<Option<ResetToken>, StoreError> {
         let taken = self.reset_tokens.remove(hash).map_err(engine)?;
         if taken.is_some() {
+            self.flush().await?;
+        }
+        taken.map(|v| decode(&v)).transpose()
+    }
+
+    pub(super) async fn put_challenge(&self, id: &str, c: &Challenge) -> Result<(), StoreError> {
+        self.challenges
+            .insert(id.as_bytes(), encode(c)?)
+            .map_err(engine)?;
+        self.flush().await
+    }
+
+    pub(super) async fn take_challenge(&self, id: &str) -> Result<Option<Challenge>, StoreError> {
+        let taken = self.challenges.remove(id.as_bytes()).map_err(engine)?;
+        if taken.is_some() {
+            // Flushed: after a crash, a used challenge does not come back.
             self.flush().await?;
         }
         taken.map(|v| decode(&v)).transpose()

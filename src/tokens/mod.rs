@@ -59,6 +59,10 @@ pub struct Claims {
     /// this was kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
+    /// Roles of the account that count only after a second factor (`mfa.required_roles`),
+    /// in a one-factor token: not in `roles`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withheld_roles: Vec<String>,
 }
 
 /// A verified access token, as the hot path remembers it.
@@ -228,12 +232,25 @@ impl Tokens {
             .get(keys.signing)
             .ok_or_else(|| TokenError::Key("no signing key".into()))?;
         let now = self.clock.unix_now();
+        // A role that counts only after a second factor is not among a one-factor token's
+        // roles at all (an application that reads the token itself must not see it), only
+        // named apart, so that the gate can say a second factor would help.
+        let (roles, withheld_roles): (Vec<String>, Vec<String>) = if AuthFactor::two_factor(factors)
+        {
+            (user.roles.clone(), Vec::new())
+        } else {
+            user.roles
+                .iter()
+                .cloned()
+                .partition(|r| !self.second_factor_roles.contains(r))
+        };
         let claims = Claims {
             sub: user.id.to_string(),
             sid: sid.to_string(),
             email: user.email.clone(),
             username: user.username.clone(),
-            roles: user.roles.clone(),
+            roles,
+            withheld_roles,
             iat: now,
             nbf: now,
             exp: now + i64::try_from(self.access_ttl.as_secs()).unwrap_or(900),
@@ -284,7 +301,8 @@ impl Tokens {
             c.sid,
             c.amr,
             &self.second_factor_roles,
-        );
+        )
+        .withholding(c.withheld_roles);
         let verified = Arc::new(Verified {
             user_uuid,
             values: crate::identity::IdentityValues::new(&identity),

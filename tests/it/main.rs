@@ -27,6 +27,7 @@ mod lockout;
 mod mail;
 mod openapi;
 mod pages;
+mod passkeys;
 mod postgres;
 mod proxy;
 mod proxy_attacks;

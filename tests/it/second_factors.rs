@@ -726,6 +726,16 @@ async fn required_roles_count_only_after_a_second_factor() {
         .await
         .unwrap();
     let token = one_factor_token(&gw, "boss@example.com").await;
+    // Not even in the token itself, for an application that reads it.
+    use base64::Engine;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["roles"], json!([]), "{claims}");
+    assert_eq!(claims["withheld_roles"], json!(["admin"]), "{claims}");
     // One factor: the admin role is withheld, with a reason the caller can act on.
     let (status, v) = gw
         .call(Method::GET, "/auth/admin/users", &token, None)
@@ -829,6 +839,11 @@ async fn a_password_reset_keeps_the_second_factor() {
     sign_up(&gw, &smtp, "reset@example.com").await;
     let t = one_factor_token(&gw, "reset@example.com").await;
     enrol(&gw, &clock, &t).await;
+    // A second step earned with the old password dies with it.
+    let before = password_login(&gw, "reset@example.com").await["mfa_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (status, _) = gw
         .post(
             "/auth/password/forgot",
@@ -854,6 +869,75 @@ async fn a_password_reset_keeps_the_second_factor() {
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"]["mfa_required"], true, "{v}");
+    let (status, v) = second_step(&gw, &before, "00000-00000").await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (401, Some("UNAUTHENTICATED")),
+        "{v}"
+    );
+    gw.stop().await;
+}
+
+/// Turning a second factor on ends the account's other sessions (a password thief's among
+/// them), and from then on only a two-factor session changes the password or the address.
+#[tokio::test]
+async fn enrolling_ends_other_sessions_and_account_changes_need_two_factors() {
+    let smtp = Smtp::start();
+    let clock = ManualClock::starting_now();
+    let gw = gateway(&smtp, &clock, "").await;
+    sign_up(&gw, &smtp, "own@example.com").await;
+    let thief = one_factor_token(&gw, "own@example.com").await;
+    let owner = one_factor_token(&gw, "own@example.com").await;
+    let (secret, _) = enrol(&gw, &clock, &owner).await;
+    assert_eq!(gw.call(Method::GET, "/auth/me", &thief, None).await.0, 401);
+    // The enrolling session goes on, with one factor: it cannot move the account.
+    let (status, v) = gw
+        .call(
+            Method::POST,
+            "/auth/password/change",
+            &owner,
+            Some(json!({"current_password": PW, "new_password": "yet another long passphrase"})),
+        )
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (403, Some("MFA_REQUIRED")),
+        "{v}"
+    );
+    let (status, v) = gw
+        .call(
+            Method::POST,
+            "/auth/me/email",
+            &owner,
+            Some(json!({"email": "thief@example.com", "current_password": PW})),
+        )
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (403, Some("MFA_REQUIRED")),
+        "{v}"
+    );
+    // Stepped up, it can.
+    next_step(&clock);
+    let (status, v) = gw
+        .call(
+            Method::POST,
+            "/auth/mfa/verify",
+            &owner,
+            Some(json!({"code": totp(&secret, clock.unix_now())})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let stepped = v["data"]["access_token"].as_str().unwrap().to_string();
+    let (status, v) = gw
+        .call(
+            Method::POST,
+            "/auth/password/change",
+            &stepped,
+            Some(json!({"current_password": PW, "new_password": "yet another long passphrase"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
     gw.stop().await;
 }
 

@@ -355,7 +355,7 @@ async fn postgres_schema_is_migrated_and_checked() {
     assert!(matches!(e, StoreError::Migrate { found: 0, .. }), "{e}");
     assert!(e.to_string().contains("authgate migrate"));
     // Migrated once; a second run has nothing to do.
-    assert_eq!(Store::migrate(&opts).await.unwrap(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(Store::migrate(&opts).await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
     assert!(Store::migrate(&opts).await.unwrap().is_empty());
     Store::connect(&opts).await.unwrap();
     // A schema from a newer build: refused by connect and by migrate.
@@ -499,7 +499,7 @@ async fn postgres_over_tls_trusts_the_configured_ca_only() {
         connect_timeout: Duration::from_secs(10),
         statement_timeout: Duration::from_secs(10),
     };
-    assert_eq!(Store::migrate(&opts).await.unwrap(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(Store::migrate(&opts).await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
     let s = Store::connect(&opts).await.unwrap();
     s.insert_user(&user("tls@x.test", None, None))
         .await

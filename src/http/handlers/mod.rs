@@ -124,6 +124,23 @@ async fn flows(
             mfa::regenerate_recovery_codes(app, ctx, &parts, body).await
         }
         (["mfa", "verify"], &Method::POST) => mfa::step_up(app, ctx, &parts, body).await,
+        (["passkeys", "register", "options"], &Method::POST) => {
+            mfa::passkey_register_options(app, ctx, &parts, body).await
+        }
+        (["passkeys", "register"], &Method::POST) => mfa::passkey_register(app, &parts, body).await,
+        (["passkeys"], &Method::GET) => mfa::passkey_list(app, &parts).await,
+        (["passkeys", id], &Method::PATCH) => mfa::passkey_rename(app, &parts, body, id).await,
+        (["passkeys", id], &Method::DELETE) => mfa::passkey_remove(app, &parts, id).await,
+        (["login", "passkey", "options"], &Method::POST) => {
+            mfa::passkey_login_options(app, ctx, &parts, body).await
+        }
+        (["login", "passkey"], &Method::POST) => mfa::passkey_login(app, ctx, &parts, body).await,
+        (["login", "mfa", "passkey", "options"], &Method::POST) => {
+            mfa::passkey_second_factor_options(app, ctx, &parts, body).await
+        }
+        (["login", "mfa", "passkey"], &Method::POST) => {
+            mfa::passkey_second_factor(app, ctx, &parts, body).await
+        }
         (["token", "refresh"], &Method::POST) => session::refresh(app, ctx, &parts, body).await,
         (["logout"], &Method::POST) => session::logout(app, &parts, body).await,
         (["sessions"], &Method::GET) => session::list(app, &parts).await,

@@ -83,6 +83,15 @@ pub(in crate::store) const MIGRATIONS: &[(u32, &str)] = &[
         );
         ALTER TABLE authgate_codes ADD COLUMN expires_ms BIGINT NOT NULL DEFAULT 0;",
     ),
+    (
+        6,
+        // WebAuthn ceremonies under way, so that any instance can finish one, once.
+        "CREATE TABLE authgate_challenges (
+            id TEXT PRIMARY KEY,
+            record BYTEA NOT NULL,
+            expires_ms BIGINT NOT NULL
+        );",
+    ),
 ];
 
 impl PgStore {

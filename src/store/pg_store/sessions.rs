@@ -138,7 +138,14 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
-        Ok(events + cooldowns + codes + locks)
+        let challenges = c
+            .execute(
+                "DELETE FROM authgate_challenges WHERE expires_ms < $1",
+                &[&unix_ms(now)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(events + cooldowns + codes + locks + challenges)
     }
 
     pub(in crate::store) async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
@@ -302,6 +309,36 @@ impl PgStore {
             .query_opt(
                 "DELETE FROM authgate_reset_tokens WHERE hash = $1 RETURNING record",
                 &[&hash],
+            )
+            .await
+            .map_err(db)?;
+        row.map(|r| decode(r.get::<_, &[u8]>(0))).transpose()
+    }
+
+    pub(in crate::store) async fn put_challenge(
+        &self,
+        id: &str,
+        ch: &Challenge,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO authgate_challenges (id, record, expires_ms) VALUES ($1, $2, $3)",
+            &[&id, &encode(ch)?, &unix_ms(ch.expires_at)],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    pub(in crate::store) async fn take_challenge(
+        &self,
+        id: &str,
+    ) -> Result<Option<Challenge>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "DELETE FROM authgate_challenges WHERE id = $1 RETURNING record",
+                &[&id],
             )
             .await
             .map_err(db)?;

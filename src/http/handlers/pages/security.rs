@@ -140,7 +140,12 @@ impl Page {
             }
             "security/totp/confirm" => {
                 let code = form.secret("code");
-                match app.accounts.confirm_totp(&user_id, &code, client).await {
+                let session = &caller.identity.session_id;
+                match app
+                    .accounts
+                    .confirm_totp(&user_id, session, &code, client)
+                    .await
+                {
                     Ok(codes) => self.show_recovery_codes(&codes),
                     // The enrolment stays under way: start it again to see the key.
                     Err(e) => Ok(again(self, e)),
