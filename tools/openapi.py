@@ -1025,11 +1025,12 @@ REDIR = {"Location": href("Location"), "Set-Cookie": href("Set-Cookie-Page")}
 PAGE_OK = rc("Page", html_resp("The page."))
 PAGE_OK_HEAD = rc("PageHead", {"description": "The page's headers; no body.", "headers": PAGE_HEADERS})
 
-def page_get(path, opid, summary, desc, signed_in=False, redirect=None, e500=False, head=False, css=False):
+def page_get(path, opid, summary, desc, signed_in=False, redirect=None, e500=False, head=False, css=False, js=False):
   r = {}
   if css:
-    r["200"] = {"description": "The stylesheet (`Cache-Control: public, max-age=3600`)." + (" No body." if head else ""),
-                **({} if head else {"content": {"text/css; charset=utf-8": {"schema": {"type": "string"}}}})}
+    kind, mime = ("script", "text/javascript; charset=utf-8") if js else ("stylesheet", "text/css; charset=utf-8")
+    r["200"] = {"description": f"The {kind} (`Cache-Control: public, max-age=3600`)." + (" No body." if head else ""),
+                **({} if head else {"content": {mime: {"schema": {"type": "string"}}}})}
   else:
     r["200"] = PAGE_OK_HEAD if head else PAGE_OK
   if redirect:
@@ -1054,6 +1055,7 @@ def both(path, opid, summary, desc, **kw):
   page_get(path, opid, summary, desc, head=True, **kw)
 
 both(PREFIX + "/ui/style.css", "pageStylesheet", "The pages' stylesheet", "The hosted pages' stylesheet.", css=True)
+both(PREFIX + "/ui/passkeys.js", "pageScript", "The pages' one script", "The passkey script (`text/javascript`, `Cache-Control: public, max-age=3600`): it shows the passkey controls and runs their ceremonies; every other form works without it.", css=True, js=True)
 LOGIN_DESC = ("Already signed in (access cookie): 303 back to `rd` (or `/`). A valid refresh cookie on a top-level navigation (GET, `Sec-Fetch-Dest` absent or `document`): refreshed here (new token cookies), then 303 back. "
               "Otherwise the sign-in form; the token cookies of a revoked or expired session are cleared. `?notice=reset` shows the password-changed notice. When the return URL's host does not receive this gateway's cookies, a 200 page says so instead of redirecting.")
 LOGIN_303 = "Signed in already, or refreshed by the refresh cookie: back to `rd` (or `/`). With a refresh, the new token cookies are set."
@@ -1074,6 +1076,7 @@ both(PREFIX + "/ui/email", "emailPage", "The email change page", "Signed in (the
 
 FIELD_DESC = {"login": "Email address or username.", "password": "The password.", "email": "The email address.", "code": "The mailed code.",
               "new_password": "The new password.", "current_password": "The current password (when the account has one).",
+              "id": "The passkey's id.", "name": "The passkey's new name.", "passkey": "`1` when the page offers a passkey (display only).",
               "mfa_token": "The second step's token (a hidden field of the second-step form).", "remove_code": "A code from the authenticator or a recovery code.",
               "username": "Optional.", "full_name": "Optional.", "session": "The id of the session to end.", "all": "`1` ends every session of the account."}
 
@@ -1153,6 +1156,10 @@ page_post("security/totp/remove", "securityTotpRemoveSubmit", "Remove the authen
   ok200="The security page with a notice or the error.", ok303="Not signed in: to the login page.", codes="INVALID_OTP (400), USER_BLOCKED (403), NOT_FOUND (404), RATE_LIMITED (429), INTERNAL (500),", signed_in=True)
 page_post("security/recovery-codes", "securityRecoveryCodesSubmit", "New recovery codes (form)", "Signed in: with a code from the authenticator.", ["code"], ["code"],
   ok200="The new recovery codes (`Cache-Control: no-store`), or the security page with the error.", ok303="Not signed in: to the login page.", codes="INVALID_REQUEST, INVALID_OTP (400), USER_BLOCKED (403), NOT_FOUND (404), RATE_LIMITED (429), INTERNAL (500),", signed_in=True)
+page_post("security/passkeys/rename", "securityPasskeyRenameSubmit", "Rename a passkey (form)", "Signed in: `id` and the new `name`.", ["id", "name"], ["id", "name"],
+  ok200="The security page with a notice or the error.", ok303="Not signed in: to the login page.", codes="INVALID_REQUEST (400), NOT_FOUND (404), INTERNAL (500),", signed_in=True)
+page_post("security/passkeys/remove", "securityPasskeyRemoveSubmit", "Remove a passkey (form)", "Signed in within `accounts.recent_sign_in`, in a two-factor session: `id`.", ["id"], ["id"],
+  ok200="The security page with a notice or the error.", ok303="Not signed in: to the login page.", codes="REAUTH_REQUIRED, MFA_REQUIRED (403), NOT_FOUND (404), INTERNAL (500),", signed_in=True)
 page_post("devices/revoke", "devicesRevokeSubmit", "End a session (form)", "Signed in by the access cookie, or by the refresh cookie when the access token expired on a page left open.", ["session"], ["session"],
   ok303="To the devices page; to the signed-out page (token cookies cleared) when the current session ended or nobody is signed in.", codes="UNAUTHENTICATED, TOKEN_EXPIRED (401), USER_BLOCKED (403), INTERNAL (500),", signed_in=True)
 page_post("logout", "logoutSubmit", "Sign out (form)", "Ends this session (`all=1`: every session), by the access cookie or the refresh cookie.", ["all"], [],
@@ -1176,7 +1183,7 @@ doc = {
     {"name": "mfa", "description": "Second factors: authenticator apps (TOTP), recovery codes, the second step of a sign-in, step-up."},
     {"name": "admin", "description": "Administration (role `admin`)."},
     {"name": "forward-auth", "description": "Doors for nginx auth_request, Traefik ForwardAuth, Caddy forward_auth, ingress-nginx auth-url."},
-    {"name": "pages", "description": "Hosted HTML pages (no JavaScript)."},
+    {"name": "pages", "description": "Hosted HTML pages (no JavaScript needed; one first-party script for passkeys)."},
     {"name": "ops", "description": "Liveness, readiness, metrics."},
     {"name": "keys", "description": "Public keys and this document."},
   ],

@@ -227,8 +227,12 @@ impl WebauthnConfig {
         // public host turns passkeys off, with a warning).
         if self.rp_id.is_some() {
             let (rp_id, origins) = self.resolve(public_url);
-            crate::passkeys::webauthn(&rp_id, &self.rp_name, &origins)
-                .map_err(|e| ConfigError::key("webauthn.rp_id", e.to_string()))?;
+            crate::passkeys::webauthn(&rp_id, &self.rp_name, &origins).map_err(|_| {
+                ConfigError::key(
+                    "webauthn.rp_id",
+                    "must be a domain (not an IP address): the host of server.public_url (or of each of webauthn.origins) or a parent domain of it",
+                )
+            })?;
         }
         Ok(())
     }

@@ -68,6 +68,8 @@ pub const UNDER_PREFIX: &[(&str, &str)] = &[
     ("HEAD", "/login"),
     ("GET", "/ui/style.css"),
     ("HEAD", "/ui/style.css"),
+    ("GET", "/ui/passkeys.js"),
+    ("HEAD", "/ui/passkeys.js"),
     ("GET", "/ui/login"),
     ("HEAD", "/ui/login"),
     ("POST", "/ui/login"),
@@ -102,6 +104,8 @@ pub const UNDER_PREFIX: &[(&str, &str)] = &[
     ("POST", "/ui/security/totp/confirm"),
     ("POST", "/ui/security/totp/remove"),
     ("POST", "/ui/security/recovery-codes"),
+    ("POST", "/ui/security/passkeys/rename"),
+    ("POST", "/ui/security/passkeys/remove"),
     ("GET", "/ui/signed-out"),
     ("HEAD", "/ui/signed-out"),
 ];

@@ -11,6 +11,16 @@ pub struct Security<'a> {
     pub totp: bool,
     pub recovery_codes: usize,
     pub has_password: bool,
+    pub passkeys: Vec<PasskeyRow>,
+}
+
+/// One passkey on the security page.
+#[derive(Debug)]
+pub struct PasskeyRow {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
 }
 
 fn code_field<'a>() -> Field<'a> {
@@ -20,14 +30,19 @@ fn code_field<'a>() -> Field<'a> {
 }
 
 /// The second step of a sign-in: a code from the authenticator, or a recovery code.
-pub fn second_factor(v: &View, mfa_token: &str) -> Markup {
+pub fn second_factor(v: &View, mfa_token: &str, passkey: bool) -> Markup {
     layout(
         v,
         "Two-step verification",
         html! {
             p { "Your password or code was right. Now show your second factor." }
+            @if passkey {
+                button.passkey type="button" data-passkey="second-factor" hidden { "Use a passkey" }
+            }
             (form(v, "mfa", "Continue", html! {
                 input type="hidden" name="mfa_token" value=(mfa_token);
+                // Only what this page shows again after a wrong code; trusted for nothing.
+                @if passkey { input type="hidden" name="passkey" value="1"; }
                 (code_field().render(v))
             }))
             nav { p { a href=(link(v, "login")) { "Start again" } } }
@@ -37,14 +52,19 @@ pub fn second_factor(v: &View, mfa_token: &str) -> Markup {
 
 /// Stepping a signed-in session up for a place that needs two factors; or, for an account
 /// without a second factor, the way to enrol one.
-pub fn step_up(v: &View, has_factor: bool) -> Markup {
+pub fn step_up(v: &View, totp: bool, passkey: bool) -> Markup {
     layout(
         v,
         "Confirm it is you",
         html! {
-            @if has_factor {
+            @if totp || passkey {
                 p { "This page needs a second factor." }
-                (form(v, "step-up", "Continue", html! { (code_field().render(v)) }))
+                @if passkey {
+                    button.passkey type="button" data-passkey="step-up" hidden { "Use a passkey" }
+                }
+                @if totp {
+                    (form(v, "step-up", "Continue", html! { (code_field().render(v)) }))
+                }
             } @else {
                 p { "This page needs a second factor, and your account has none yet." }
                 nav { p { a href=(link(v, "security")) { "Set up an authenticator app" } } }
@@ -80,6 +100,43 @@ pub fn security(v: &View, s: &Security) -> Markup {
                         (Field::new("current_password", "Current password", "password", "current-password").render(v))
                     }
                 }))
+            }
+            h2 { "Passkeys" }
+            p { "A passkey signs you in with your device's screen lock instead of a password, and counts as two factors." }
+            @if s.passkeys.is_empty() {
+                p { "None yet." }
+            }
+            ul.devices #passkeys {
+                @for p in &s.passkeys {
+                    li {
+                        p.device { strong { (p.name) } }
+                        p.meta {
+                            "Added " (p.created_at)
+                            @if let Some(u) = &p.last_used_at { ", last used " (u) }
+                        }
+                        form method="post" action=(url(v, "security/passkeys/rename")) {
+                            (hidden(v))
+                            input type="hidden" name="id" value=(p.id);
+                            div.field {
+                                label for={"rename-" (p.id)} { "New name" }
+                                input id={"rename-" (p.id)} name="name" type="text" value=(p.name) required;
+                            }
+                            button.secondary type="submit" aria-label={"Rename: " (p.name)} { "Rename" }
+                        }
+                        form method="post" action=(url(v, "security/passkeys/remove")) {
+                            (hidden(v))
+                            input type="hidden" name="id" value=(p.id);
+                            button.secondary type="submit" aria-label={"Remove: " (p.name)} { "Remove" }
+                        }
+                    }
+                }
+            }
+            div data-passkey="panel" hidden {
+                div.field {
+                    label for="passkey-name" { "Name for a new passkey" }
+                    input #passkey-name type="text" value="Passkey" maxlength="64";
+                }
+                button type="button" data-passkey="add" { "Add a passkey" }
             }
             nav {
                 p { a href=(link(v, "devices")) { "Your devices" } }

@@ -4,13 +4,18 @@
 
 mod factors;
 
-pub use factors::{Security, recovery_codes, second_factor, security, step_up, totp_enrol};
+pub use factors::{
+    PasskeyRow, Security, recovery_codes, second_factor, security, step_up, totp_enrol,
+};
 
 use maud::{DOCTYPE, Markup, html};
 use std::collections::BTreeMap;
 
 /// The one stylesheet, served at `{prefix}/ui/style.css`.
 pub const STYLESHEET: &str = include_str!("style.css");
+
+/// The one script (passkeys), served at `{prefix}/ui/passkeys.js`.
+pub const SCRIPT: &str = include_str!("passkeys.js");
 
 /// What every page needs besides its own content.
 #[derive(Debug)]
@@ -81,7 +86,7 @@ fn link(v: &View, path: &str) -> String {
 fn layout(v: &View, title: &str, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
-        html lang="en" {
+        html lang="en" data-prefix=(v.prefix) {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
@@ -89,6 +94,8 @@ fn layout(v: &View, title: &str, content: Markup) -> Markup {
                 // An error in the title is what a screen reader says first on the new page.
                 title { @if v.error.is_some() { "Error: " } (title) " · authgate" }
                 link rel="stylesheet" href=(url(v, "style.css"));
+                // Passkeys only; every other form works without it.
+                script src=(url(v, "passkeys.js")) defer {}
             }
             body {
                 main {
@@ -236,7 +243,9 @@ fn form(v: &View, action: &str, button: &str, fields: Markup) -> Markup {
 
 pub fn sign_in(v: &View, login: &str) -> Markup {
     let focus_password = !login.is_empty();
-    let login_field = Field::new("login", "Email or username", "text", "username").value(login);
+    // "webauthn": the browser may offer passkeys in this field's autofill.
+    let login_field =
+        Field::new("login", "Email or username", "text", "username webauthn").value(login);
     let password = Field::new("password", "Password", "password", "current-password");
     layout(
         v,
@@ -246,6 +255,7 @@ pub fn sign_in(v: &View, login: &str) -> Markup {
                 (if focus_password { login_field } else { login_field.focus() }.render(v))
                 (if focus_password { password.focus() } else { password }.render(v))
             }))
+            button.secondary.passkey type="button" data-passkey="login" hidden { "Sign in with a passkey" }
             nav {
                 p { a href=(link(v, "code")) { "Sign in with a code sent to your email" } }
                 p { a href=(link(v, "forgot")) { "Forgot your password?" } }
@@ -460,8 +470,8 @@ pub fn content_security_policy(redirect_hosts: &[String]) -> String {
         }
     }
     format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
-         frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+         img-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
     )
 }
 
@@ -524,6 +534,8 @@ mod tests {
             "{csp}"
         );
         assert!(csp.contains("default-src 'none'"));
-        assert!(!csp.contains("script-src"), "no script is ever allowed");
+        // One script, our own: nothing inline, nothing from elsewhere.
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
     }
 }

@@ -47,6 +47,15 @@ async fn chromedriver(path: PathBuf) -> Driver {
 
 /// A new headless Chromium session with its own profile (its own cookies).
 async fn browser(driver: &Driver, js: bool, profile: &std::path::Path) -> Client {
+    browser_with(driver, js, profile, &[]).await
+}
+
+async fn browser_with(
+    driver: &Driver,
+    js: bool,
+    profile: &std::path::Path,
+    extra: &[&str],
+) -> Client {
     let mut args = vec![
         "--headless".to_string(),
         "--no-sandbox".into(),
@@ -60,6 +69,7 @@ async fn browser(driver: &Driver, js: bool, profile: &std::path::Path) -> Client
     if !js {
         args.push("--blink-settings=scriptEnabled=false".into());
     }
+    args.extend(extra.iter().map(|a| a.to_string()));
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -474,4 +484,169 @@ async fn hosted_pages_in_headless_chromium() {
     flows(&site, &driver, true).await;
     flows(&site, &driver, false).await;
     site.gw.stop().await;
+}
+
+/// WebDriver's virtual authenticator (WebAuthn Level 3, 11.3): CTAP2, internal, resident
+/// keys, user verification that succeeds.
+#[derive(Debug)]
+struct AddVirtualAuthenticator;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/webauthn/authenticator",
+            session.unwrap_or_default()
+        ))
+    }
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(
+                serde_json::json!({
+                    "protocol": "ctap2",
+                    "transport": "internal",
+                    "hasResidentKey": true,
+                    "hasUserVerification": true,
+                    "isUserConsenting": true,
+                    "isUserVerified": true,
+                })
+                .to_string(),
+            ),
+        )
+    }
+}
+
+/// Clicks the first element matching `css`, once it is shown (the script shows the passkey
+/// controls once it has run).
+async fn click_shown(c: &Client, css: &str) {
+    for _ in 0..100 {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if e.is_displayed().await.unwrap_or(false) {
+                e.click().await.unwrap();
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{css} is not shown at {:?}", c.current_url().await);
+}
+
+/// Passkeys in a real browser with WebDriver's virtual authenticator: added on the security
+/// page, then a passwordless sign-in from the login page, then a password sign-in with the
+/// passkey as its second factor. With scripts off, no passkey control is shown.
+#[tokio::test]
+async fn passkeys_in_headless_chromium() {
+    let Some(driver_path) = require("chromedriver", "passkeys_in_headless_chromium") else {
+        return;
+    };
+    if crate::external::find("chromium").is_none() {
+        require("chromium", "passkeys_in_headless_chromium");
+        return;
+    }
+    let site = site(None, "").await;
+    let driver = chromedriver(driver_path).await;
+    let base = format!("https://localhost:{}", site.port);
+    let email = "passkey-browser@example.com";
+    let pw = "correct horse battery staple";
+    crate::seeds::register_verified(
+        &site.gw,
+        &site.smtp,
+        serde_json::json!({"email": email, "password": pw}),
+    )
+    .await;
+    let profiles = tempfile::tempdir().unwrap();
+    // WebAuthn is refused on a page with a certificate error: the development certificate
+    // is trusted for this browser instead of merely accepted.
+    let c = browser_with(
+        &driver,
+        true,
+        &profiles.path().join("pk"),
+        &["--ignore-certificate-errors"],
+    )
+    .await;
+    c.issue_cmd(AddVirtualAuthenticator).await.unwrap();
+
+    // Signed in by password, a passkey is added from the security page.
+    c.goto(&format!("{base}/auth/ui/security")).await.unwrap();
+    expect_heading(&c, "Sign in").await;
+    fill(&c, "login", email).await;
+    fill(&c, "password", pw).await;
+    submit(&c, "/login").await;
+    expect_heading(&c, "Security").await;
+    fill_id(&c, "passkey-name", "Chromium").await;
+    click_shown(&c, "button[data-passkey='add']").await;
+    for _ in 0..100 {
+        if c.source().await.unwrap().contains("Chromium</strong>") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        c.source().await.unwrap().contains("Chromium</strong>"),
+        "the passkey is listed"
+    );
+    shot(&c, "passkey-01-security").await;
+
+    // Signed out, the login page signs in with the passkey alone: its autofill request
+    // (`mediation: "conditional"`) is answered by the virtual authenticator, which consents
+    // at once, as a person picking the passkey from the username field's suggestions does.
+    forget_cookies(&c, &base).await;
+    c.goto(&format!("{base}/app/with-passkey")).await.unwrap();
+    expect_path(&c, "/app/with-passkey").await;
+    // Two factors by itself: the route that needs them lets it in.
+    c.goto(&format!("{base}/vault/x")).await.unwrap();
+    expect_path(&c, "/vault/x").await;
+
+    forget_cookies(&c, &base).await;
+    // A first factor (a mailed code: the code page offers no autofill to race with) asks
+    // for the second; the passkey gives it.
+    c.goto(&format!("{base}/auth/ui/code?rd=%2Fapp%2Fsecond"))
+        .await
+        .unwrap();
+    fill(&c, "email", email).await;
+    submit(&c, "/code").await;
+    expect_heading(&c, "Enter your code").await;
+    let code = site.smtp.nth_to(email, 2).await.code();
+    fill(&c, "code", &code).await;
+    submit(&c, "/code/verify").await;
+    expect_heading(&c, "Two-step verification").await;
+    shot(&c, "passkey-03-second-factor").await;
+    click_shown(&c, "button[data-passkey='second-factor']").await;
+    expect_path(&c, "/app/second").await;
+    c.close().await.unwrap();
+
+    // Without scripts the passkey controls stay hidden, and the rest works.
+    let off = browser(&driver, false, &profiles.path().join("nojs")).await;
+    off.goto(&format!("{base}/auth/login")).await.unwrap();
+    expect_heading(&off, "Sign in").await;
+    shot(&off, "passkey-02-login-nojs").await;
+    let button = off
+        .find(Locator::Css("button[data-passkey='login']"))
+        .await
+        .unwrap();
+    assert!(
+        !button.is_displayed().await.unwrap(),
+        "hidden without scripts"
+    );
+    fill(&off, "login", email).await;
+    fill(&off, "password", pw).await;
+    submit(&off, "/login").await;
+    expect_heading(&off, "Two-step verification").await;
+    let second = off
+        .find(Locator::Css("button[data-passkey='second-factor']"))
+        .await
+        .unwrap();
+    assert!(!second.is_displayed().await.unwrap());
+    off.close().await.unwrap();
+    site.gw.stop().await;
+}
+
+async fn fill_id(c: &Client, id: &str, value: &str) {
+    let e = c.find(Locator::Id(id)).await.unwrap();
+    e.clear().await.unwrap();
+    e.send_keys(value).await.unwrap();
 }

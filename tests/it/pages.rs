@@ -257,12 +257,20 @@ async fn sign_up_verify_and_land_on_the_page_asked_for() {
     let mut web = Web::new(&site);
     sign_up(&site, &mut web, "ada@example.com").await;
 
-    // Every page carries the strict policy and no script.
+    // Every page carries the strict policy and no script but our own passkey script (no
+    // inline code).
     let p = web.get("/auth/ui/devices").await;
     assert_eq!(p.status, 200);
     let csp = p.headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
-    assert!(!p.html.contains("<script"));
+    assert!(csp.contains("script-src 'self';") && !csp.contains("unsafe-inline"));
+    assert_eq!(
+        p.html.matches("<script").count(),
+        p.html
+            .matches(r#"<script src="/auth/ui/passkeys.js" defer></script>"#)
+            .count()
+    );
+    assert_eq!(p.html.matches("<script").count(), 1, "{}", p.html);
     assert!(p.html.contains("this device"), "{}", p.html);
 
     // The login page, when already signed in, sends the browser straight back.

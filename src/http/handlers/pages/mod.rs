@@ -31,6 +31,7 @@ use auth::CSRF_COOKIE;
 /// Every page path (for 405 on a wrong method).
 const PAGES: &[&str] = &[
     "style.css",
+    "passkeys.js",
     "login",
     "code",
     "code/verify",
@@ -52,6 +53,8 @@ const PAGES: &[&str] = &[
     "security/totp/confirm",
     "security/totp/remove",
     "security/recovery-codes",
+    "security/passkeys/rename",
+    "security/passkeys/remove",
 ];
 
 /// Routes `{prefix}/ui/...` (and `GET {prefix}/login`); `None` for paths that are not pages.
@@ -72,6 +75,7 @@ pub async fn handle(
     let mut p = Page::new(app, parts);
     let resp = match name {
         "style.css" if get => stylesheet(),
+        "passkeys.js" if get => script(),
         "login" if get => p.login_get(app, ctx, parts).await,
         "code" if get => p.render(|v| ui::code_request(v, "")),
         "signup" if get => p.render(|v| ui::sign_up(v, &Default::default())),
@@ -87,6 +91,15 @@ pub async fn handle(
     };
     let resp = resp.unwrap_or_else(|e| p.failure(&e));
     Some(p.finish(app, resp))
+}
+
+fn script() -> Result<Response<Body>> {
+    let mut r = body::text_response(StatusCode::OK, "text/javascript; charset=utf-8", ui::SCRIPT);
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    Ok(r)
 }
 
 fn stylesheet() -> Result<Response<Body>> {
@@ -335,7 +348,9 @@ impl Page {
             "security/totp"
             | "security/totp/confirm"
             | "security/totp/remove"
-            | "security/recovery-codes" => self.security(&post, &mut form).await,
+            | "security/recovery-codes"
+            | "security/passkeys/rename"
+            | "security/passkeys/remove" => self.security(&post, &mut form).await,
             _ => Err(ApiError::method_not_allowed()),
         }
     }

@@ -12,7 +12,11 @@ impl Page {
             SignIn::Done(signed) => self.signed_in(app, signed),
             SignIn::SecondFactor(step) => html(
                 StatusCode::OK,
-                ui::second_factor(&self.view(None, None), step.mfa_token.expose()),
+                ui::second_factor(
+                    &self.view(None, None),
+                    step.mfa_token.expose(),
+                    step.methods.contains(&"passkey"),
+                ),
             ),
         }
     }
@@ -26,6 +30,7 @@ impl Page {
         let Post { app, client, .. } = *post;
         let token = form.secret("mfa_token");
         let code = form.secret("code");
+        let passkey = form.text("passkey") == "1";
         match app
             .accounts
             .login_second_factor(&token, &code, client)
@@ -36,7 +41,7 @@ impl Page {
             Err(e @ AccountError::InvalidSecondStep) => {
                 Ok(self.refused(None, e, |v| ui::sign_in(v, "")))
             }
-            Err(e) => Ok(self.refused(None, e, |v| ui::second_factor(v, token.expose()))),
+            Err(e) => Ok(self.refused(None, e, |v| ui::second_factor(v, token.expose(), passkey))),
         }
     }
 
@@ -49,7 +54,7 @@ impl Page {
             return Ok(self.go_back(app));
         }
         let s = app.accounts.factors_status(&caller.user_uuid).await?;
-        self.render(|v| ui::step_up(v, s.totp))
+        self.render(|v| ui::step_up(v, s.totp, !s.passkeys.is_empty()))
     }
 
     pub(super) async fn step_up(
@@ -81,7 +86,10 @@ impl Page {
                 self.rotate_csrf = true;
                 Ok(resp)
             }
-            Err(e) => Ok(self.refused(None, e, |v| ui::step_up(v, true))),
+            Err(e) => {
+                let s = app.accounts.factors_status(&caller.user_uuid).await?;
+                Ok(self.refused(None, e, |v| ui::step_up(v, s.totp, !s.passkeys.is_empty())))
+            }
         }
     }
 
@@ -174,6 +182,28 @@ impl Page {
                     Err(e) => Ok(again(self, e)),
                 }
             }
+            "security/passkeys/rename" => {
+                let id = form.text("id").to_string();
+                let name = form.text("name").to_string();
+                match app.accounts.rename_passkey(&user_id, &id, &name).await {
+                    Ok(_) => {
+                        let user = app.accounts.profile(&user_id).await?;
+                        self.notice("Passkey renamed.", |v| ui::security(v, &security_of(&user)))
+                    }
+                    Err(e) => Ok(again(self, e)),
+                }
+            }
+            "security/passkeys/remove" => {
+                let id = form.text("id").to_string();
+                let session = &caller.identity.session_id;
+                match app.accounts.remove_passkey(&user_id, session, &id).await {
+                    Ok(()) => {
+                        let user = app.accounts.profile(&user_id).await?;
+                        self.notice("Passkey removed.", |v| ui::security(v, &security_of(&user)))
+                    }
+                    Err(e) => Ok(again(self, e)),
+                }
+            }
             _ => Err(ApiError::method_not_allowed()),
         }
     }
@@ -197,5 +227,16 @@ fn security_of(user: &crate::store::User) -> ui::Security<'_> {
         totp: user.factors.totp.is_some(),
         recovery_codes: user.factors.recovery_codes.len(),
         has_password: user.password.is_some(),
+        passkeys: user
+            .factors
+            .passkeys
+            .iter()
+            .map(|p| ui::PasskeyRow {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                created_at: when(p.created_at),
+                last_used_at: p.last_used_at.map(when),
+            })
+            .collect(),
     }
 }
