@@ -389,6 +389,9 @@ async fn flows(site: &Site, driver: &Driver, js: bool) {
     fill(&c, "login", &moved).await;
     fill(&c, "password", &new_pw).await;
     submit(&c, "/login").await;
+    // Signed in, and sent to "/" of this site instead (waited for: the next step needs the
+    // sign-in's cookies).
+    expect_path(&c, "/").await;
     let u = c.current_url().await.unwrap();
     assert_eq!(
         u.host_str(),

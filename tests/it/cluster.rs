@@ -413,6 +413,27 @@ async fn store_copy_moves_a_sled_deployment_to_postgres() {
     assert_eq!(s, 200);
     let token = v["data"]["access_token"].as_str().unwrap().to_string();
     let refresh = v["data"]["refresh_token"].as_str().unwrap().to_string();
+    // And an authenticator, confirmed in that session (which goes on).
+    let now = || Clock::unix_now(&authgate::clock::SystemClock);
+    let (s, v) = sled
+        .call(
+            reqwest::Method::POST,
+            "/auth/mfa/totp",
+            &token,
+            Some(json!({"current_password": PW})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let secret = v["data"]["secret"].as_str().unwrap().to_string();
+    let (s, v) = sled
+        .call(
+            reqwest::Method::POST,
+            "/auth/mfa/totp/confirm",
+            &token,
+            Some(json!({"code": crate::second_factors::totp(&secret, now())})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
     let dir = sled.stop_keep_dir().await;
 
     let url = pg.url(&pg.database().await);
@@ -457,13 +478,22 @@ async fn store_copy_moves_a_sled_deployment_to_postgres() {
         key_file.display()
     );
     let gw = Gateway::start_with(&toml, Some(&smtp), None).await;
-    let (s, _) = gw
+    let (s, v) = gw
         .post(
             "/auth/login",
             json!({"login": "moved@example.com", "password": PW}),
         )
         .await;
     assert_eq!(s, 200);
+    // The authenticator moved too, and the key outside the store still opens it.
+    assert_eq!(v["data"]["mfa_required"], true, "{v}");
+    let (s, v) = gw
+        .post(
+            "/auth/login/mfa",
+            json!({"mfa_token": v["data"]["mfa_token"], "code": crate::second_factors::totp(&secret, now() + 30)}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
     assert_eq!(me(&gw, &token).await, 200, "a token issued before the move");
     let (s, _) = gw
         .post("/auth/token/refresh", json!({ "refresh_token": refresh }))
@@ -483,4 +513,112 @@ async fn store_copy_moves_a_sled_deployment_to_postgres() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+}
+
+/// Second factors on a shared store: enrolled on one instance, the second step begun on
+/// another and finished on a third; a passkey ceremony begun on one instance and finished on
+/// another (its state is in PostgreSQL), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_factors_and_passkey_ceremonies_span_instances() {
+    let Some(t) = trio("second_factors_and_passkey_ceremonies_span_instances").await else {
+        return;
+    };
+    let [a, b, c] = [&t.gws[0], &t.gws[1], &t.gws[2]];
+    crate::seeds::register_verified(
+        a,
+        &t.smtp,
+        json!({"email": "mf@example.com", "password": PW}),
+    )
+    .await;
+    let (_, v) = b
+        .post(
+            "/auth/login",
+            json!({"login": "mf@example.com", "password": PW}),
+        )
+        .await;
+    let token = v["data"]["access_token"].as_str().unwrap().to_string();
+    let (s, v) = a
+        .call(
+            reqwest::Method::POST,
+            "/auth/mfa/totp",
+            &token,
+            Some(json!({"current_password": PW})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let secret = v["data"]["secret"].as_str().unwrap().to_string();
+    let (s, v) = c
+        .call(
+            reqwest::Method::POST,
+            "/auth/mfa/totp/confirm",
+            &token,
+            Some(json!({"code": crate::second_factors::totp(&secret, t.clock.unix_now())})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    t.clock.advance(Duration::from_secs(30));
+    let (_, v) = b
+        .post(
+            "/auth/login",
+            json!({"login": "mf@example.com", "password": PW}),
+        )
+        .await;
+    assert_eq!(v["data"]["mfa_required"], true, "{v}");
+    let step = v["data"]["mfa_token"].clone();
+    let code = crate::second_factors::totp(&secret, t.clock.unix_now());
+    let (s, v) = c
+        .post("/auth/login/mfa", json!({"mfa_token": step, "code": code}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let two = v["data"]["access_token"].as_str().unwrap().to_string();
+    // The same token on the first instance: used up everywhere.
+    let (s, _) = a
+        .post("/auth/login/mfa", json!({"mfa_token": step, "code": code}))
+        .await;
+    assert_eq!(s, 401);
+    // A passkey: options from one instance, the answer to another, and the answer again to
+    // the third.
+    let (s, v) = a
+        .call(
+            reqwest::Method::POST,
+            "/auth/passkeys/register/options",
+            &two,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut key = crate::passkeys::SoftKey::new();
+    let credential = key
+        .create("https://localhost:8443", &v["data"]["publicKey"])
+        .await;
+    let body = json!({"challenge_id": v["data"]["challenge_id"], "credential": credential});
+    let (s, v) = b
+        .call(
+            reqwest::Method::POST,
+            "/auth/passkeys/register",
+            &two,
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = c
+        .call(
+            reqwest::Method::POST,
+            "/auth/passkeys/register",
+            &two,
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, 401, "a ceremony is finished once");
+    let (_, v) = c.post("/auth/login/passkey/options", json!({})).await;
+    let assertion = key
+        .get("https://localhost:8443", &v["data"]["publicKey"])
+        .await;
+    let (s, v) = a
+        .post(
+            "/auth/login/passkey",
+            json!({"challenge_id": v["data"]["challenge_id"], "credential": assertion}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
 }

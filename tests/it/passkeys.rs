@@ -114,12 +114,12 @@ impl CredentialStore for Store {
 }
 
 /// A software authenticator that keeps resident credentials, with a signature counter.
-struct SoftKey {
+pub struct SoftKey {
     client: Client<Store, Verified, RustCryptoBackend, public_suffix::PublicSuffixList, ()>,
 }
 
 impl SoftKey {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self::with_store(Store::default())
     }
 
@@ -136,7 +136,7 @@ impl SoftKey {
         self.client.authenticator().store().clone()
     }
 
-    async fn create(&mut self, origin: &str, public_key: &Value) -> Value {
+    pub async fn create(&mut self, origin: &str, public_key: &Value) -> Value {
         let options: CredentialCreationOptions =
             serde_json::from_value(json!({ "publicKey": public_key })).unwrap();
         let origin = url::Url::parse(origin).unwrap();
@@ -148,7 +148,7 @@ impl SoftKey {
         serde_json::to_value(cred).unwrap()
     }
 
-    async fn get(&mut self, origin: &str, public_key: &Value) -> Value {
+    pub async fn get(&mut self, origin: &str, public_key: &Value) -> Value {
         let options: CredentialRequestOptions =
             serde_json::from_value(json!({ "publicKey": public_key })).unwrap();
         let origin = url::Url::parse(origin).unwrap();
