@@ -14,6 +14,13 @@ pub fn webauthn(rp_id: &str, rp_name: &str, origins: &[Url]) -> Result<Webauthn,
         // WebAuthn binds credentials to a domain; browsers refuse IP addresses.
         return Err(WebauthnError::Configuration);
     }
+    // Each origin must be the RP id's domain or under it (the builder checks the first).
+    for o in origins {
+        let host = o.host_str().unwrap_or("");
+        if host != rp_id && !host.ends_with(&format!(".{rp_id}")) {
+            return Err(WebauthnError::Configuration);
+        }
+    }
     let mut b = WebauthnBuilder::new(rp_id, first)?.rp_name(rp_name);
     for o in origins.iter().skip(1) {
         b = b.append_allowed_origin(o);
@@ -88,5 +95,14 @@ mod tests {
         assert!(webauthn("127.0.0.1", "x", &[o("https://127.0.0.1:8443")]).is_err());
         assert!(webauthn("other.org", "x", &[o("https://example.com")]).is_err());
         assert!(webauthn("example.com", "x", &[]).is_err());
+        // Every origin, not only the first, is under the RP id.
+        assert!(
+            webauthn(
+                "example.com",
+                "x",
+                &[o("https://login.example.com"), o("https://example.org")]
+            )
+            .is_err()
+        );
     }
 }

@@ -500,7 +500,8 @@ schemas["SecondStepRequest"] = {
 CRED = {"type": "object", "description": "The browser's `credential.toJSON()` (`RegistrationResponseJSON` / `AuthenticationResponseJSON`)."}
 schemas["PasskeyNameRequest"] = {
   "type": "object", "description": "The body may be empty (read as `{}`)." + NOTE_UNKNOWN,
-  "properties": {"name": {"type": ["string", "null"], "description": "What to call the passkey (1-64 characters; default `Passkey`)."}},
+  "properties": {"name": {"type": ["string", "null"], "description": "What to call the passkey (1-64 characters; default `Passkey`)."},
+                 "current_password": nsec_str("Required when the account has a password; an account without one needs a sign-in within `accounts.recent_sign_in` instead.", "password")},
 }
 schemas["PasskeyRenameRequest"] = {
   "type": "object", "required": ["name"], "description": NOTE_UNKNOWN.strip(),
@@ -777,9 +778,9 @@ PK_ERRS = lambda extra=None: dict({"401": jerr(AUTH_401 + "; INVALID_CREDENTIALS
   "404": jerr("NOT_FOUND: no such passkey of the caller's, or passkeys are off (the public host is no domain); USER_DOES_NOT_EXIST: the account is gone. Or " + E404),
   "429": e429(RL + "."), "500": E500}, **(extra or {}))
 account_op("/passkeys/register/options", "post", "passkeyRegisterOptions", "Add a passkey, step 1",
-  "Signed in within `accounts.recent_sign_in` (in a two-factor session when the account has a second factor): options for navigator.credentials.create (a discoverable credential, user verification required, attestation none).",
+  "Signed in, with the current password (an account without one: a sign-in within `accounts.recent_sign_in`), in a two-factor session when the account has a second factor: options for navigator.credentials.create (a discoverable credential, user verification required, attestation none).",
   "mfa", body="PasskeyNameRequest", body_required=False, security=SEC_REQ,
-  success=ok("The options.", "CeremonyEnvelope"), errors=PK_ERRS(), extra400="field error for `name`")
+  success=ok("The options.", "CeremonyEnvelope"), errors=PK_ERRS({"401": jerr(AUTH_401 + "; INVALID_CREDENTIALS: wrong current password."), "503": E503}), extra400="field errors for `name`, `current_password` (required when the account has one)")
 account_op("/passkeys/register", "post", "passkeyRegister", "Add a passkey, step 2",
   "The authenticator's answer (`credential.toJSON()`). The first second factor of an account ends its other sessions.",
   "mfa", body="PasskeyRegisterRequest", security=SEC_REQ,

@@ -70,20 +70,26 @@ impl Accounts {
         }
     }
 
-    /// Adding a passkey, step 1 (a recent sign-in, as for the other factors).
+    /// Adding a passkey, step 1: a fresh proof of the owner, as for the other factors (the
+    /// current password, or for an account without one a recent sign-in; and a two-factor
+    /// session once the account has a second factor).
     pub async fn passkey_register_options(
         &self,
         user_id: &UserId,
         session_id: &str,
         name: Option<&str>,
+        current_password: Option<&crate::secret::Secret>,
         client: &Client<'_>,
     ) -> Result<Ceremony, AccountError> {
         let w = self.webauthn()?;
-        self.limits.check_ip(Class::Login, client.ip)?;
         let user = self.profile(user_id).await?;
-        self.require_recent_sign_in(session_id).await?;
-        self.require_second_factor_session(&user, session_id)
-            .await?;
+        self.prove_owner(
+            &user,
+            session_id,
+            current_password,
+            &client.without_device(),
+        )
+        .await?;
         if user.factors.passkeys.len() >= MAX_PASSKEYS {
             return Err(AccountError::field(
                 "name",
@@ -120,6 +126,10 @@ impl Accounts {
         // The name given at step 1, unless this step names another.
         let user = self.profile(user_id).await?;
         let state = self.take_registration(challenge_id, &user.id).await?;
+        // Looked at again: the session may have been ended, or a factor added, since step 1.
+        self.require_recent_sign_in(session_id).await?;
+        self.require_second_factor_session(&user, session_id)
+            .await?;
         let (state, named): (PasskeyRegistration, String) = state;
         let key = w
             .finish_passkey_registration(credential, &state)
@@ -250,7 +260,10 @@ impl Accounts {
         client: &Client<'_>,
     ) -> Result<Ceremony, AccountError> {
         let w = self.webauthn()?;
-        self.limits.check_ip(Class::Login, client.ip)?;
+        // Asked by every login page view (for autofill), so counted as page views are (the
+        // refresh quota), not as sign-ins: a busy address behind one NAT keeps its password
+        // sign-ins. The answer's verification is a sign-in, counted as one.
+        self.limits.check_ip(Class::Refresh, client.ip)?;
         let (rcr, state) = w
             .start_discoverable_authentication()
             .map_err(webauthn_err)?;

@@ -216,16 +216,19 @@ impl WebauthnConfig {
             return Err(ConfigError::key("webauthn.rp_name", "must not be empty"));
         }
         for (i, o) in self.origins.iter().enumerate() {
-            if !matches!(o.scheme(), "https" | "http") || o.host().is_none() {
+            // Browsers use WebAuthn on https, and on http only for localhost.
+            let local = o.host_str() == Some("localhost");
+            let ok = o.scheme() == "https" || (o.scheme() == "http" && local);
+            if !ok || o.host().is_none() || o.path() != "/" || o.query().is_some() {
                 return Err(ConfigError::key(
                     format!("webauthn.origins[{i}]"),
-                    "must be an https:// origin",
+                    "must be an https:// origin (scheme, host and port; http:// only for localhost)",
                 ));
             }
         }
-        // An explicit RP id must work; the default is checked at start (an IP address as the
-        // public host turns passkeys off, with a warning).
-        if self.rp_id.is_some() {
+        // An explicit RP id or origins must work; the defaults are checked at start (an IP
+        // address as the public host turns passkeys off, with a warning).
+        if self.rp_id.is_some() || !self.origins.is_empty() {
             let (rp_id, origins) = self.resolve(public_url);
             crate::passkeys::webauthn(&rp_id, &self.rp_name, &origins).map_err(|_| {
                 ConfigError::key(

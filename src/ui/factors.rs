@@ -136,6 +136,12 @@ pub fn security(v: &View, s: &Security) -> Markup {
                     label for="passkey-name" { "Name for a new passkey" }
                     input #passkey-name type="text" value="Passkey" maxlength="64";
                 }
+                @if s.has_password {
+                    div.field {
+                        label for="passkey-password" { "Current password" }
+                        input #passkey-password type="password" autocomplete="current-password";
+                    }
+                }
                 button type="button" data-passkey="add" { "Add a passkey" }
             }
             nav {

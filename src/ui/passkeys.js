@@ -126,7 +126,10 @@
     addButton.addEventListener("click", async () => {
       const input = document.getElementById("passkey-name");
       const name = input ? input.value : "";
-      const o = await post("/passkeys/register/options", { name });
+      const password = document.getElementById("passkey-password");
+      const body = { name };
+      if (password) body.current_password = password.value;
+      const o = await post("/passkeys/register/options", body);
       if (!o.ok) return failed(o);
       try {
         const publicKey = PKC.parseCreationOptionsFromJSON(o.body.data.publicKey);

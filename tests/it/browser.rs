@@ -581,6 +581,7 @@ async fn passkeys_in_headless_chromium() {
     submit(&c, "/login").await;
     expect_heading(&c, "Security").await;
     fill_id(&c, "passkey-name", "Chromium").await;
+    fill_id(&c, "passkey-password", pw).await;
     click_shown(&c, "button[data-passkey='add']").await;
     for _ in 0..100 {
         if c.source().await.unwrap().contains("Chromium</strong>") {

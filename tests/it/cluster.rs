@@ -583,7 +583,7 @@ async fn second_factors_and_passkey_ceremonies_span_instances() {
             reqwest::Method::POST,
             "/auth/passkeys/register/options",
             &two,
-            Some(json!({})),
+            Some(json!({"current_password": PW})),
         )
         .await;
     assert_eq!(s, 200, "{v}");

@@ -177,7 +177,7 @@ async fn add_passkey(gw: &Gateway, token: &str, key: &mut SoftKey, name: &str) -
             Method::POST,
             "/auth/passkeys/register/options",
             token,
-            Some(json!({"name": name})),
+            Some(json!({"name": name, "current_password": PW})),
         )
         .await;
     assert_eq!(status, 200, "{v}");
@@ -412,7 +412,7 @@ async fn wrong_origin_wrong_rp_and_a_cloned_authenticator_are_refused() {
             Method::POST,
             "/auth/passkeys/register/options",
             &token,
-            Some(json!({})),
+            Some(json!({"current_password": PW})),
         )
         .await;
     let mut key = SoftKey::new();

@@ -219,6 +219,7 @@ fn ceremony_response(c: &crate::accounts::Ceremony) -> Response<Body> {
 #[derive(Deserialize, Default)]
 struct NameBody {
     name: Option<String>,
+    current_password: Option<Secret>,
 }
 
 /// `POST /passkeys/register/options`: options for navigator.credentials.create.
@@ -236,6 +237,7 @@ pub async fn passkey_register_options(
             &c.user_id,
             &c.identity.session_id,
             b.name.as_deref(),
+            b.current_password.as_ref(),
             &client(ctx, parts, None),
         )
         .await?;
