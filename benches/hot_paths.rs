@@ -125,6 +125,12 @@ fn tokens(c: &mut Criterion) {
     c.bench_function("tokens/verify_cached", |b| {
         b.iter(|| tokens.verify_access(black_box(&one)).unwrap())
     });
+    // The same check for a token of a session made before factors were kept (no `amr`):
+    // what the claim's bytes cost, apart from the code.
+    let legacy = tokens.issue_access(&u, "s-legacy", &[]).unwrap();
+    c.bench_function("tokens/verify_cached_without_amr", |b| {
+        b.iter(|| tokens.verify_access(black_box(&legacy)).unwrap())
+    });
 
     // The whole hot-path check: cached verification plus the live-session lookup.
     let store = Store::open(&dir.path().join("db"), 64 << 20).unwrap();
@@ -150,9 +156,12 @@ fn tokens(c: &mut Criterion) {
         user_agent: "bench".into(),
     };
     let pair = rt.block_on(sessions.sign_in(&u, &client, SIGN_IN)).unwrap();
-    // Other live sessions, so the lookup is not in a map of one.
-    for _ in 0..10_000 {
-        rt.block_on(sessions.sign_in(&u, &client, SIGN_IN)).unwrap();
+    // Other live sessions, so the lookup is not in a map of one (other accounts': one
+    // account's sessions are capped, and the oldest would end).
+    let others: Vec<User> = (2..10_002).map(user).collect();
+    rt.block_on(store.import_users(&others)).unwrap();
+    for o in &others {
+        rt.block_on(sessions.sign_in(o, &client, SIGN_IN)).unwrap();
     }
     let _guard = rt.enter();
     c.bench_function(
@@ -181,6 +190,21 @@ fn tokens(c: &mut Criterion) {
     });
 }
 
+/// A sign-in's second step beside its first: checking a TOTP code (unseal the secret, HMAC
+/// three steps) against the argon2 verification above.
+fn second_factor(c: &mut Criterion) {
+    let keyring = authgate::keyring::Keyring::new(&KeyBytes(vec![1; 32]));
+    let keys = authgate::second_factor::SecondFactorKeys::new(&keyring, "bench").unwrap();
+    let user = uuid::Uuid::new_v4();
+    let e = keys
+        .enrol(&user, "bench@example.com", OffsetDateTime::UNIX_EPOCH)
+        .unwrap();
+    let now = 1_800_000_000_i64;
+    c.bench_function("second_factor/totp_check_wrong_code", |b| {
+        b.iter(|| keys.check_totp(&user, &e.factor, black_box("000000"), now))
+    });
+}
+
 fn paths(c: &mut Criterion) {
     c.bench_function("path/normalize_plain", |b| {
         b.iter(|| authgate::urlpath::normalize(black_box("/api/v1/items/42")).unwrap())
@@ -190,5 +214,12 @@ fn paths(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, passwords, store_lookup, tokens, paths);
+criterion_group!(
+    benches,
+    passwords,
+    store_lookup,
+    tokens,
+    second_factor,
+    paths
+);
 criterion_main!(benches);
