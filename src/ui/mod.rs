@@ -1,5 +1,5 @@
-//! The hosted pages: server-rendered HTML with no script and no external asset, checked at
-//! compile time by maud (every interpolation is escaped). Rendering only: the form handling
+//! The hosted pages: server-rendered HTML with no external asset and one first-party script
+//! (passkeys only), checked at compile time by maud (every interpolation is escaped). Rendering only: the form handling
 //! lives in `http::handlers::pages`, which calls the same services as the JSON API.
 
 mod factors;

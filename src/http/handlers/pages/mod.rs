@@ -1,6 +1,6 @@
 //! The hosted pages' HTTP side: GET renders a form, POST (urlencoded, with a CSRF token)
 //! runs the same service calls and rate limits as the JSON API, then redirects (303) or shows
-//! the form again with the API's error. No page needs JavaScript. One file per group of
+//! the form again with the API's error. No page needs JavaScript but for passkeys. One file per group of
 //! flows; this one holds what every page shares.
 
 mod account;
