@@ -489,36 +489,72 @@ async fn hosted_pages_in_headless_chromium() {
     site.gw.stop().await;
 }
 
-/// WebDriver's virtual authenticator (WebAuthn Level 3, 11.3): CTAP2, internal, resident
-/// keys, user verification that succeeds.
+/// A command of WebDriver's WebAuthn extension (WebAuthn Level 3, 11.3), at
+/// `session/{id}/webauthn/{path}`.
 #[derive(Debug)]
-struct AddVirtualAuthenticator;
+struct WebAuthnCmd {
+    method: http::Method,
+    path: String,
+    body: Option<serde_json::Value>,
+}
 
-impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
+impl WebAuthnCmd {
+    /// A virtual authenticator: CTAP2, internal, resident keys, user verification that
+    /// succeeds. Answers its id.
+    fn add_authenticator() -> Self {
+        WebAuthnCmd {
+            method: http::Method::POST,
+            path: "authenticator".into(),
+            body: Some(serde_json::json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserConsenting": true,
+                "isUserVerified": true,
+            })),
+        }
+    }
+    fn remove_authenticator(id: &str) -> Self {
+        WebAuthnCmd {
+            method: http::Method::DELETE,
+            path: format!("authenticator/{id}"),
+            body: None,
+        }
+    }
+    /// The credentials an authenticator holds, private keys included.
+    fn credentials(id: &str) -> Self {
+        WebAuthnCmd {
+            method: http::Method::GET,
+            path: format!("authenticator/{id}/credentials"),
+            body: None,
+        }
+    }
+    fn add_credential(id: &str, credential: serde_json::Value) -> Self {
+        WebAuthnCmd {
+            method: http::Method::POST,
+            path: format!("authenticator/{id}/credential"),
+            body: Some(credential),
+        }
+    }
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for WebAuthnCmd {
     fn endpoint(
         &self,
         base: &url::Url,
         session: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
         base.join(&format!(
-            "session/{}/webauthn/authenticator",
-            session.unwrap_or_default()
+            "session/{}/webauthn/{}",
+            session.unwrap_or_default(),
+            self.path
         ))
     }
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
         (
-            http::Method::POST,
-            Some(
-                serde_json::json!({
-                    "protocol": "ctap2",
-                    "transport": "internal",
-                    "hasResidentKey": true,
-                    "hasUserVerification": true,
-                    "isUserConsenting": true,
-                    "isUserVerified": true,
-                })
-                .to_string(),
-            ),
+            self.method.clone(),
+            self.body.as_ref().map(|b| b.to_string()),
         )
     }
 }
@@ -539,8 +575,9 @@ async fn click_shown(c: &Client, css: &str) {
 }
 
 /// Passkeys in a real browser with WebDriver's virtual authenticator: added on the security
-/// page, then a passwordless sign-in from the login page, then a password sign-in with the
-/// passkey as its second factor. With scripts off, no passkey control is shown.
+/// page, signed out, then a passwordless sign-in from the login page, then a password and a
+/// mailed-code sign-in, each with the passkey as its second factor. With scripts off, no
+/// passkey control is shown.
 #[tokio::test]
 async fn passkeys_in_headless_chromium() {
     let Some(driver_path) = require("chromedriver", "passkeys_in_headless_chromium") else {
@@ -571,7 +608,11 @@ async fn passkeys_in_headless_chromium() {
         &["--ignore-certificate-errors"],
     )
     .await;
-    c.issue_cmd(AddVirtualAuthenticator).await.unwrap();
+    let authenticator = c
+        .issue_cmd(WebAuthnCmd::add_authenticator())
+        .await
+        .unwrap();
+    let authenticator = authenticator.as_str().expect("an authenticator id").to_string();
 
     // Signed in by password, a passkey is added from the security page.
     c.goto(&format!("{base}/auth/ui/security")).await.unwrap();
@@ -598,12 +639,56 @@ async fn passkeys_in_headless_chromium() {
     // Signed out, the login page signs in with the passkey alone: its autofill request
     // (`mediation: "conditional"`) is answered by the virtual authenticator, which consents
     // at once, as a person picking the passkey from the username field's suggestions does.
-    forget_cookies(&c, &base).await;
+    c.goto(&format!("{base}/auth/ui/devices")).await.unwrap();
+    expect_heading(&c, "Your devices").await;
+    c.find(Locator::Css("button[aria-label^='Sign out this device']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    expect_heading(&c, "Signed out").await;
     c.goto(&format!("{base}/app/with-passkey")).await.unwrap();
     expect_path(&c, "/app/with-passkey").await;
     // Two factors by itself: the route that needs them lets it in.
     c.goto(&format!("{base}/vault/x")).await.unwrap();
     expect_path(&c, "/vault/x").await;
+
+    // A password, then the passkey as the second factor. The login page's autofill request
+    // would be answered at once by an authenticator holding the passkey, so the passkey
+    // leaves the browser for the password step (as a phone kept in a pocket) and comes back
+    // on the second-step page: the same credential, moved to a new virtual authenticator.
+    let held = c
+        .issue_cmd(WebAuthnCmd::credentials(&authenticator))
+        .await
+        .unwrap();
+    let held = held.as_array().expect("credentials").clone();
+    assert_eq!(held.len(), 1, "one resident credential: {held:?}");
+    c.issue_cmd(WebAuthnCmd::remove_authenticator(&authenticator))
+        .await
+        .unwrap();
+    forget_cookies(&c, &base).await;
+    c.goto(&format!("{base}/app/password-then-passkey"))
+        .await
+        .unwrap();
+    expect_heading(&c, "Sign in").await;
+    fill(&c, "login", email).await;
+    fill(&c, "password", pw).await;
+    submit(&c, "/login").await;
+    expect_heading(&c, "Two-step verification").await;
+    let pocket = c
+        .issue_cmd(WebAuthnCmd::add_authenticator())
+        .await
+        .unwrap();
+    let pocket = pocket.as_str().expect("an authenticator id").to_string();
+    c.issue_cmd(WebAuthnCmd::add_credential(&pocket, held[0].clone()))
+        .await
+        .unwrap();
+    click_shown(&c, "button[data-passkey='second-factor']").await;
+    expect_path(&c, "/app/password-then-passkey").await;
+    // Two factors: the route that needs them lets it in without a step-up.
+    c.goto(&format!("{base}/vault/after-password")).await.unwrap();
+    expect_path(&c, "/vault/after-password").await;
 
     forget_cookies(&c, &base).await;
     // A first factor (a mailed code: the code page offers no autofill to race with) asks
