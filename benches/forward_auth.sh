@@ -18,6 +18,9 @@
 # Environment (defaults in brackets):
 #   WRK_THREADS [2]  WRK_CONNECTIONS [64]  WRK_DURATION [15s]  WRK_WARMUP [3s]
 #   BENCH_ROUNDS [3]  rounds of all four targets in turn; the table gives medians
+#   BENCH_LOGS [off]  on: the front nginx and both authgates log every request to a file, as
+#                    deployed (nginx's default access_log, authgate's default [log] level
+#                    "info" and access log); off: none of them logs requests
 #   AUTHGATE_BIN     use this binary instead of `cargo build --release`
 #   BENCH_QUIET_WAIT seconds to wait for other rustc/cargo processes to finish before
 #                    measuring [0]; whether the machine was quiet is recorded either way
@@ -30,6 +33,8 @@ DURATION=${WRK_DURATION:-15s}
 WARMUP=${WRK_WARMUP:-3s}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
 ROUNDS=${BENCH_ROUNDS:-3}
+LOGS=${BENCH_LOGS:-off}
+[[ $LOGS == on || $LOGS == off ]] || { echo "forward_auth.sh: BENCH_LOGS is on or off, not '$LOGS'" >&2; exit 1; }
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/common.sh
@@ -167,6 +172,7 @@ front_server() { # port auth-upstream auth-path
     cat <<EOF
     server {
         listen 127.0.0.1:$1;
+        $front_log
         location = /_auth {
             internal;
             proxy_pass http://$2$3;
@@ -200,6 +206,10 @@ front_server() { # port auth-upstream auth-path
 EOF
 }
 
+# The front's own request log (a server-level access_log overrides the http-level "off").
+front_log=
+[[ $LOGS == on ]] && front_log="access_log $tmp/nginx-access.log;"
+
 pool() { # name port
     printf '    upstream %s { server 127.0.0.1:%s; keepalive 64; keepalive_requests 1000000; }\n' "$1" "$2"
 }
@@ -217,6 +227,7 @@ $(pool stub "$P_STUB")
     # nginx proxy_pass, no authentication: the reference for authgate's authenticated route
     server {
         listen 127.0.0.1:$P_NGX;
+        $front_log
         location / {
             $fwd_headers
             add_header X-Request-Id \$request_id;
@@ -244,7 +255,13 @@ public_url = "http://127.0.0.1:$port"
 $([[ $name == ag-validate ]] && echo 'trusted_proxies = ["127.0.0.1/32"]')
 
 [log]
-level = "warn"
+$(if [[ $LOGS == on ]]; then
+    echo 'level = "info"'
+    echo "file = \"$tmp/$name-access.log\""
+else
+    echo 'level = "warn"'
+    echo 'access = false'
+fi)
 
 [store]
 path = "$tmp/$name/data/authgate.db"
@@ -407,6 +424,7 @@ row() { # label target reference goal
     echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "- $(nginx -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), authgate $bin"
     echo "- $ROUNDS rounds of the four targets in turn; req/s and p99 are medians over the rounds (each round's figures: forward_auth-<target>-<round>.txt); conns are the last round's, errors the sum"
+    echo "- request logs: $LOGS$([[ $LOGS == on ]] && echo ' (nginx fronts: access_log to a file, combined format; authgate: [log] level "info", access log to a file)')"
     echo "- wrk -t$THREADS -c$CONNS -d$DURATION --latency (warm-up $WARMUP), GET / of a 6-byte body, plain HTTP, a valid \`Authorization: Bearer\` access token (EdDSA) on every request; everything shares the same cores"
     echo "- nginx-proxy: nginx proxy_pass to the upstream, no authentication; authgate-route: authgate's proxy on an \`access = \"authenticated\"\` route"
     echo "- fwd-*: nginx auth_request (README snippet, keep-alive to both upstreams) then proxy_pass; the auth subrequest goes to a stub nginx answering 200 (fwd-stub) or to authgate /auth/validate (fwd-authgate)"
@@ -424,4 +442,4 @@ row() { # label target reference goal
     echo "|---|---:|---:|---:|---:|---:|"
     row "authgate-route / nginx-proxy" authgate-route nginx-proxy "≥ 1.00"
     row "fwd-authgate / fwd-stub" fwd-authgate fwd-stub "≥ 0.95"
-} | tee "$results/forward_auth.md"
+} | tee "$results/forward_auth-logs-$LOGS.md"

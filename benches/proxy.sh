@@ -10,6 +10,9 @@
 # Environment (defaults in brackets):
 #   WRK_THREADS [2]  WRK_CONNECTIONS [64]  WRK_DURATION [15s]  WRK_WARMUP [3s]
 #   BENCH_ROUNDS [3]  rounds of all targets in turn; the table gives medians
+#   BENCH_LOGS [off]  on: both proxies log every request to a file, as deployed (nginx's
+#                    default access_log, authgate's default [log] level "info" and access
+#                    log); off: neither logs requests
 #   AUTHGATE_BIN     use this binary instead of `cargo build --release`
 #   BENCH_QUIET_WAIT seconds to wait for other rustc/cargo processes to finish before
 #                    measuring [0]; whether the machine was quiet is recorded either way
@@ -22,6 +25,8 @@ DURATION=${WRK_DURATION:-15s}
 WARMUP=${WRK_WARMUP:-3s}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
 ROUNDS=${BENCH_ROUNDS:-3}
+LOGS=${BENCH_LOGS:-off}
+[[ $LOGS == on || $LOGS == off ]] || { echo "proxy.sh: BENCH_LOGS is on or off, not '$LOGS'" >&2; exit 1; }
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/common.sh
@@ -78,9 +83,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
     -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
 
-# Shared by both nginx instances: no logging, and no request caps on keep-alive connections
-# (nginx's default keepalive_requests 1000 would make wrk and the proxy reconnect, which
-# authgate never does).
+# Shared by both nginx instances: no logging (the proxy's own is set below), and no request
+# caps on keep-alive connections (nginx's default keepalive_requests 1000 would make wrk and
+# the proxy reconnect, which authgate never does).
 nginx_common="
     worker_processes auto;
     daemon off;
@@ -115,6 +120,10 @@ http {
 }
 EOF
 
+# The proxy's own request log (a server-level access_log overrides the http-level "off").
+proxy_log=
+[[ $LOGS == on ]] && proxy_log="access_log $tmp/nginx-access.log;"
+
 # The forwarding headers match what authgate sets, so both proxies do the same work.
 cat >"$tmp/proxy.conf" <<EOF
 $nginx_common
@@ -137,6 +146,7 @@ http {
     add_header X-Request-Id \$request_id;
     server {
         listen 127.0.0.1:$P_NGX;
+        $proxy_log
         location / { proxy_pass http://app; }
     }
     server {
@@ -144,6 +154,7 @@ http {
         ssl_certificate $tmp/cert.pem;
         ssl_certificate_key $tmp/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;
+        $proxy_log
         location / { proxy_pass http://app; }
     }
 }
@@ -161,7 +172,13 @@ for tls in false true; do
         echo "public_url = \"$scheme://127.0.0.1:$port\""
         echo
         echo "[log]"
-        echo 'level = "warn"'
+        if [[ $LOGS == on ]]; then
+            echo 'level = "info"'
+            echo "file = \"$tmp/$name-access.log\""
+        else
+            echo 'level = "warn"'
+            echo 'access = false'
+        fi
         echo
         echo "[[routes]]"
         echo 'path_prefix = "/"'
@@ -248,6 +265,7 @@ for name in authgate-plain authgate-tls; do cp "$tmp/$name.log" "$results/proxy-
     echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "- $(nginx -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), authgate $bin"
     echo "- $ROUNDS rounds of all targets in turn; req/s and p99 are medians over the rounds (each round's figures: proxy-<target>-<round>.txt); conns are the last round's, errors the sum"
+    echo "- request logs: $LOGS$([[ $LOGS == on ]] && echo ' (nginx: access_log to a file, combined format; authgate: [log] level "info", access log to a file)')"
     echo "- wrk -t$THREADS -c$CONNS -d$DURATION --latency (warm-up $WARMUP), GET / of a 6-byte body; everything shares the same cores"
     echo "- upstream conns = connections the upstream accepted during the measured run (keep-alive reuse check)"
     echo "- quiet machine = no rustc/cargo process seen during the measured run"
@@ -267,4 +285,4 @@ for name in authgate-plain authgate-tls; do cp "$tmp/$name.log" "$results/proxy-
             "$(ratio "${p99[authgate-$mode]}" "${p99[nginx-$mode]}") (${p99[authgate-$mode]} / ${p99[nginx-$mode]}) |" \
             "$(ratio "${cpu[nginx-$mode]}" "${cpu[authgate-$mode]}") (${cpu[nginx-$mode]} / ${cpu[authgate-$mode]}) |"
     done
-} | tee "$results/proxy.md"
+} | tee "$results/proxy-logs-$LOGS.md"

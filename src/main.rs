@@ -75,8 +75,27 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    authgate::telemetry::init(&config.log);
-    runtime()?.block_on(authgate::run_until(config, shutdown_signal()))?;
+    // Declared first, dropped last: what the runtime logs while it stops is written out.
+    let logging = authgate::telemetry::init(&config.log).with_context(|| {
+        format!(
+            "opening the log file {}",
+            config
+                .log
+                .file
+                .as_deref()
+                .unwrap_or("stderr".as_ref())
+                .display()
+        )
+    })?;
+    let sink = logging.sink();
+    runtime()?.block_on(async move {
+        #[cfg(unix)]
+        tokio::spawn(authgate::telemetry::reopen_on_hangup(sink));
+        #[cfg(not(unix))]
+        drop(sink);
+        authgate::run_until(config, shutdown_signal()).await
+    })?;
+    drop(logging);
     Ok(())
 }
 

@@ -160,6 +160,11 @@ impl Metrics {
             "Security events on the audit trail, by event",
             crate::audit::EVENTS.clone(),
         );
+        registry.register(
+            "log_dropped",
+            "Access-log lines dropped because the log writer fell behind",
+            crate::telemetry::Dropped,
+        );
         Metrics(Arc::new(Inner {
             registry: Mutex::new(registry),
             requests,
@@ -281,5 +286,6 @@ mod tests {
             text.contains("authgate_http_request_duration_seconds_count{route=\"api\"} 2"),
             "{text}"
         );
+        assert!(text.contains("authgate_log_dropped_total 0"), "{text}");
     }
 }

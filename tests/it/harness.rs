@@ -546,6 +546,12 @@ impl Binary {
     /// Writes `extra` (TOML) after a `[server]` section that sets listen and tls = false, with
     /// the store, keys and outbox inside `dir`, and waits until the port accepts connections.
     pub async fn start(dir: &std::path::Path, extra: &str) -> Binary {
+        Self::start_env(dir, extra, &[]).await
+    }
+
+    /// As [`Binary::start`], with environment variables set after the defaults (so they
+    /// win over them): warnings only, no access log, hashing at normal priority.
+    pub async fn start_env(dir: &std::path::Path, extra: &str, env: &[(&str, &str)]) -> Binary {
         let port = dead_addr().await.port();
         let file = Self::write_config(dir, port, extra);
         let child = tokio::process::Command::new(bin_path())
@@ -553,9 +559,11 @@ impl Binary {
             .arg(&file)
             .current_dir(dir)
             .env("RUST_LOG", "warn")
+            .env("AUTHGATE_LOG__ACCESS", "false")
             // As for in-process gateways: no SCHED_IDLE starvation behind the other tests.
             .env("AUTHGATE_PASSWORDS__PRIORITY", "normal")
             .env("AUTHGATE_PASSWORDS__MAX_WAIT", "10s")
+            .envs(env.iter().copied())
             .kill_on_drop(true)
             .spawn()
             .unwrap();

@@ -24,6 +24,7 @@ mod frontends;
 mod harness;
 mod limits;
 mod lockout;
+mod logs;
 mod mail;
 mod openapi;
 mod pages;
