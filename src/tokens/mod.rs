@@ -65,6 +65,25 @@ pub struct Claims {
     pub withheld_roles: Vec<String>,
 }
 
+/// The key of the verify cache: the whole token, compared byte for byte on a hit (the
+/// cache's own keyed hash only picks the slot). Hashing a token with SHA-256 on every
+/// request cost more than the rest of the check, and grew with every claim; equality
+/// needs no assumption about a digest. Its `Debug` hides it.
+#[derive(PartialEq, Eq, Hash)]
+struct CachedToken(Box<str>);
+
+impl std::borrow::Borrow<str> for CachedToken {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CachedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CachedToken(..)")
+    }
+}
+
 /// A verified access token, as the hot path remembers it.
 #[derive(Debug)]
 pub struct Verified {
@@ -97,7 +116,7 @@ pub struct Tokens {
     access_ttl: Duration,
     refresh_ttl: Duration,
     leeway: i64,
-    cache: quick_cache::sync::Cache<[u8; 32], Arc<Verified>>,
+    cache: quick_cache::sync::Cache<CachedToken, Arc<Verified>>,
     seal: aead::LessSafeKey,
     /// Keys a refresh token's MAC: only a token made here verifies (see [`Tokens::issued`]).
     refresh_mac: hmac::Key,
@@ -265,13 +284,10 @@ impl Tokens {
     }
 
     /// Verifies an access token: signature with a known kid, the configured algorithm only,
-    /// issuer, audience, and exp/nbf against the clock. Verified tokens are cached by hash.
+    /// issuer, audience, and exp/nbf against the clock. Verified tokens are cached by the whole token.
     pub fn verify_access(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
-        let digest = digest::digest(&digest::SHA256, token.as_bytes());
-        let mut key = [0u8; 32];
-        key.copy_from_slice(digest.as_ref());
         let now = self.clock.unix_now();
-        if let Some(v) = self.cache.get(&key) {
+        if let Some(v) = self.cache.get(token) {
             return self.check_times(v, now);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
@@ -310,7 +326,8 @@ impl Tokens {
             nbf: c.nbf,
             exp: c.exp,
         });
-        self.cache.insert(key, verified.clone());
+        self.cache
+            .insert(CachedToken(token.into()), verified.clone());
         self.check_times(verified, now)
     }
 
@@ -382,6 +399,37 @@ pub(crate) mod tests {
                 t.jwks()["keys"].as_array().unwrap().len(),
                 usize::from(alg != TokenAlgorithm::HS256)
             );
+        }
+    }
+
+    #[test]
+    fn a_cached_token_answers_only_for_itself_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::starting_now();
+        let t = tokens(TokenAlgorithm::EdDSA, dir.path(), &clock);
+        let jwt = t.issue_access(&user(), "sid1", &[]).unwrap();
+        t.verify_access(&jwt).unwrap();
+        assert!(t.verify_access(&jwt).is_ok(), "cached");
+        for v in [
+            format!("{jwt}x"),
+            jwt[..jwt.len() - 1].to_string(),
+            format!(" {jwt}"),
+            jwt.to_uppercase(),
+        ] {
+            assert!(t.verify_access(&v).is_err(), "{v}");
+        }
+        // Every character changed once: header, payload and signature. Only the last one
+        // may pass, where it touches nothing but the signature's unused bits (then it is
+        // the same signature and verifies on its own, with a cache that never saw it).
+        for i in 0..jwt.len() {
+            let mut b = jwt.clone().into_bytes();
+            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            let v = String::from_utf8(b).unwrap();
+            if t.verify_access(&v).is_ok() {
+                assert_eq!(i, jwt.len() - 1, "character {i} changed and accepted: {v}");
+                let fresh = tokens(TokenAlgorithm::EdDSA, dir.path(), &clock);
+                assert!(fresh.verify_access(&v).is_ok());
+            }
         }
     }
 

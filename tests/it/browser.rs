@@ -608,11 +608,11 @@ async fn passkeys_in_headless_chromium() {
         &["--ignore-certificate-errors"],
     )
     .await;
-    let authenticator = c
-        .issue_cmd(WebAuthnCmd::add_authenticator())
-        .await
-        .unwrap();
-    let authenticator = authenticator.as_str().expect("an authenticator id").to_string();
+    let authenticator = c.issue_cmd(WebAuthnCmd::add_authenticator()).await.unwrap();
+    let authenticator = authenticator
+        .as_str()
+        .expect("an authenticator id")
+        .to_string();
 
     // Signed in by password, a passkey is added from the security page.
     c.goto(&format!("{base}/auth/ui/security")).await.unwrap();
@@ -676,10 +676,7 @@ async fn passkeys_in_headless_chromium() {
     fill(&c, "password", pw).await;
     submit(&c, "/login").await;
     expect_heading(&c, "Two-step verification").await;
-    let pocket = c
-        .issue_cmd(WebAuthnCmd::add_authenticator())
-        .await
-        .unwrap();
+    let pocket = c.issue_cmd(WebAuthnCmd::add_authenticator()).await.unwrap();
     let pocket = pocket.as_str().expect("an authenticator id").to_string();
     c.issue_cmd(WebAuthnCmd::add_credential(&pocket, held[0].clone()))
         .await
@@ -687,7 +684,9 @@ async fn passkeys_in_headless_chromium() {
     click_shown(&c, "button[data-passkey='second-factor']").await;
     expect_path(&c, "/app/password-then-passkey").await;
     // Two factors: the route that needs them lets it in without a step-up.
-    c.goto(&format!("{base}/vault/after-password")).await.unwrap();
+    c.goto(&format!("{base}/vault/after-password"))
+        .await
+        .unwrap();
     expect_path(&c, "/vault/after-password").await;
 
     forget_cookies(&c, &base).await;
