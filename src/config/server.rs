@@ -52,6 +52,10 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_headers: NonZeroUsize,
     pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 without TLS ("prior knowledge") on a plain listener, beside HTTP/1.1: the
+    /// connection's first bytes are read to tell them apart. Off, a plain listener speaks
+    /// HTTP/1.1 only. TLS listeners choose by ALPN either way.
+    pub h2c: bool,
     #[serde(with = "duration::serde_str")]
     pub shutdown_grace: Duration,
 }
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             max_header_bytes: 32 * 1024,
             max_headers: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
             h2_max_concurrent_streams: 128,
+            h2c: false,
             shutdown_grace: Duration::from_secs(30),
         }
     }

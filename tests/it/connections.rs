@@ -47,15 +47,55 @@ async fn a_connection_silent_after_the_handshake_is_closed() {
     }
     gw.stop().await;
 
-    let plain = Gateway::start(&format!("[server]\ntls = false\n{TIMEOUTS}{route}")).await;
-    let mut tcp = tokio::net::TcpStream::connect(plain.addr).await.unwrap();
-    closed_within(&mut tcp, Duration::from_secs(15)).await;
-    // A prefix of the HTTP/2 preface, then silence: the sniffing that waits for the rest is
-    // bounded too.
-    let mut tcp = tokio::net::TcpStream::connect(plain.addr).await.unwrap();
-    tcp.write_all(b"PRI * HT").await.unwrap();
-    closed_within(&mut tcp, Duration::from_secs(15)).await;
-    plain.stop().await;
+    // Plain HTTP/1.1 only, and with h2c beside it (the listener that sniffs).
+    for h2c in [false, true] {
+        let plain = Gateway::start(&format!(
+            "[server]\ntls = false\nh2c = {h2c}\n{TIMEOUTS}{route}"
+        ))
+        .await;
+        let mut tcp = tokio::net::TcpStream::connect(plain.addr).await.unwrap();
+        closed_within(&mut tcp, Duration::from_secs(15)).await;
+        // A prefix of the HTTP/2 preface, then silence: the sniffing that waits for the rest
+        // is bounded too.
+        let mut tcp = tokio::net::TcpStream::connect(plain.addr).await.unwrap();
+        tcp.write_all(b"PRI * HT").await.unwrap();
+        closed_within(&mut tcp, Duration::from_secs(15)).await;
+        plain.stop().await;
+    }
+}
+
+/// A plain listener speaks HTTP/2 with prior knowledge (h2c) only when `server.h2c` says so;
+/// otherwise it is an HTTP/1.1 server, which refuses the preface as a bad request line.
+#[tokio::test]
+async fn h2c_on_a_plain_listener_only_when_switched_on() {
+    let up = Upstream::start().await;
+    let route = format!(
+        "[[routes]]\nupstream = \"{}\"\naccess = \"public\"\n",
+        up.url()
+    );
+    for h2c in [false, true] {
+        let gw = Gateway::start(&format!("[server]\ntls = false\nh2c = {h2c}\n{route}")).await;
+        let h2 = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let answered = h2.get(gw.url("/over-h2c")).send().await;
+        if h2c {
+            let r = answered.expect("served over h2c");
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+            assert_eq!(r.status(), 200);
+        } else {
+            assert!(
+                answered.is_err(),
+                "HTTP/2 on a plain HTTP/1.1 listener: {answered:?}"
+            );
+        }
+        // HTTP/1.1 works on both.
+        let r = reqwest::get(gw.url("/over-h1")).await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_11);
+        assert_eq!(r.status(), 200);
+        gw.stop().await;
+    }
 }
 
 /// An HTTP/2 connection with no open stream is closed after `idle_timeout`, though its
