@@ -10,7 +10,6 @@ use argon2::password_hash::phc::{self, Output, ParamsString, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{OnceCell, Semaphore};
@@ -33,7 +32,7 @@ type Job = Box<dyn FnOnce() + Send>;
 struct Inner {
     params: Params,
     /// Feeds the hashing threads; they end when it is dropped with the last clone of us.
-    jobs: mpsc::Sender<Job>,
+    jobs: crossbeam_channel::Sender<Job>,
     /// Jobs sent to the hashing threads and not yet taken by one (see [`Passwords::run`]).
     waiting: Arc<std::sync::atomic::AtomicUsize>,
     /// The hashing threads (for `waiting`'s bound).
@@ -41,7 +40,7 @@ struct Inner {
     /// When the hashing threads last showed that they get CPU.
     progress: Arc<Progress>,
     /// The starved-job thread (with `passwords.priority = "idle"`): see [`Passwords::run`].
-    fallback: Option<mpsc::Sender<Job>>,
+    fallback: Option<crossbeam_channel::Sender<Job>>,
     workers: Arc<Semaphore>,
     queue: Arc<Semaphore>,
     max_wait: Duration,
@@ -214,7 +213,12 @@ impl Passwords {
                 .unwrap_or(2),
             n => n,
         };
-        let jobs = spawn_threads("authgate-hash", workers, cfg.priority)?;
+        let jobs = spawn_threads(
+            "authgate-hash",
+            workers,
+            cfg.priority,
+            cfg.release_memory_after,
+        )?;
         // SCHED_IDLE threads get no CPU while anything else wants it; one thread at a small
         // but fair share takes over a job they have left waiting (see `run`).
         let fallback = match cfg.priority {
@@ -222,6 +226,7 @@ impl Passwords {
                 "authgate-hash-starved",
                 1,
                 HashPriority::Fallback,
+                cfg.release_memory_after,
             )?),
             _ => None,
         };
@@ -513,13 +518,18 @@ fn stopped() -> PasswordError {
 /// Starts the hashing threads. Each lowers its own scheduling priority to `priority`: when the
 /// cores are contended the kernel runs the serving threads first, so hashes slow down instead
 /// of proxied requests (with idle cores, hashing runs at full speed all the same).
+///
+/// A thread gives its argon2 memory back once no job has come for `release_after`: an idle
+/// gateway does not hold ~19 MiB per thread, and under a flood (jobs keep coming) nothing is
+/// mapped or unmapped per hash.
 fn spawn_threads(
     name: &str,
     n: usize,
     priority: HashPriority,
-) -> Result<mpsc::Sender<Job>, PasswordError> {
-    let (tx, rx) = mpsc::channel::<Job>();
-    let rx = Arc::new(Mutex::new(rx));
+    release_after: Duration,
+) -> Result<crossbeam_channel::Sender<Job>, PasswordError> {
+    use crossbeam_channel::RecvTimeoutError;
+    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
     for i in 0..n {
         let rx = rx.clone();
         std::thread::Builder::new()
@@ -527,17 +537,35 @@ fn spawn_threads(
             .spawn(move || {
                 lower_priority(priority);
                 loop {
-                    // The lock is held only while waiting for the next job, never while hashing.
-                    let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                    let Ok(job) = next else { break };
-                    // A panicking job drops its answer channel (its caller gets an error); the
-                    // thread stays, so the pool keeps its size.
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                    // Holding memory, wait at most the quiet period; without, sleep until a
+                    // job comes (no wake-ups on an idle gateway).
+                    let next = if holds_memory() {
+                        rx.recv_timeout(release_after)
+                    } else {
+                        rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                    };
+                    match next {
+                        // A panicking job drops its answer channel (its caller gets an
+                        // error); the thread stays, so the pool keeps its size.
+                        Ok(job) => drop(std::panic::catch_unwind(AssertUnwindSafe(job))),
+                        Err(RecvTimeoutError::Timeout) => release_memory(),
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
                 }
             })
             .map_err(|e| PasswordError::Internal(format!("cannot start a hashing thread: {e}")))?;
     }
     Ok(tx)
+}
+
+/// Whether this thread keeps argon2 memory between hashes now.
+fn holds_memory() -> bool {
+    MEMORY.with_borrow(|m| m.capacity() > 0)
+}
+
+/// Gives this thread's argon2 memory back (it was wiped after its last hash).
+fn release_memory() {
+    MEMORY.with_borrow_mut(|m| *m = Vec::new());
 }
 
 #[cfg(target_os = "linux")]
@@ -787,7 +815,7 @@ mod tests {
             (HashPriority::Idle, (0, S::Normal(N::Idle))),
         ] {
             // Straight to the threads (the pool's starved-job thread could answer instead).
-            let jobs = spawn_threads("test", 1, priority).unwrap();
+            let jobs = spawn_threads("test", 1, priority, Duration::from_secs(30)).unwrap();
             let (tx, rx) = std::sync::mpsc::channel();
             jobs.send(Box::new(move || {
                 let _ = tx.send(own());
@@ -802,6 +830,38 @@ mod tests {
         }
         // The calling thread is left alone.
         assert_eq!(own(), (nice, policy));
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a test thread's sleep, no runtime here
+    fn a_hashing_thread_keeps_its_memory_while_jobs_come_and_gives_it_back_after_a_quiet_spell() {
+        let params = Params::new(256, 1, 1, None).unwrap();
+        let jobs = spawn_threads(
+            "test-release",
+            1,
+            HashPriority::Normal,
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        // Each job says whether the thread held memory when it started, then hashes.
+        let ask = |params: Params| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            jobs.send(Box::new(move || {
+                let held = holds_memory();
+                hash_phc(&params, b"pw").unwrap();
+                let _ = tx.send(held);
+            }))
+            .unwrap();
+            rx.recv().unwrap()
+        };
+        assert!(!ask(params.clone()), "no memory before the first hash");
+        // Back to back (a flood): the memory stays.
+        for _ in 0..3 {
+            assert!(ask(params.clone()), "kept between hashes");
+        }
+        std::thread::sleep(Duration::from_millis(900));
+        assert!(!ask(params.clone()), "given back after the quiet period");
+        assert!(ask(params), "and kept again");
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct PasswordsConfig {
     /// CPU priority of the hashing threads (Linux), so a login storm cannot slow proxied
     /// traffic.
     pub priority: HashPriority,
+    /// A hashing thread gives its argon2 memory (`memory_kib`) back after this long without
+    /// a hash, and takes it again with the next one.
+    #[serde(with = "duration::serde_str")]
+    pub release_memory_after: Duration,
     pub min_length: usize,
     pub max_length: usize,
     /// Minimum zxcvbn score (0-4) a new password needs; 2 refuses common and guessable ones.
@@ -77,6 +81,7 @@ impl Default for PasswordsConfig {
             max_queue: 0,
             max_wait: Duration::from_millis(500),
             priority: HashPriority::Idle,
+            release_memory_after: Duration::from_secs(30),
             min_length: 8,
             max_length: 128,
             min_strength: 2,

@@ -26,6 +26,7 @@ mod limits;
 mod lockout;
 mod logs;
 mod mail;
+mod memory;
 mod openapi;
 mod pages;
 mod passkeys;
