@@ -35,6 +35,16 @@ impl Clock for SystemClock {
     }
 }
 
+impl SystemClock {
+    /// Time since the Unix epoch to the microsecond, for log lines.
+    #[allow(clippy::disallowed_methods)] // the sanctioned wall-clock read
+    pub fn since_epoch(&self) -> std::time::Duration {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    }
+}
+
 /// The monotonic clock, for durations and deadlines that no test moves (connection
 /// deadlines, queue waits, request timing): read here, so that every other read of a clock
 /// is the [`Clock`]'s.

@@ -2,10 +2,10 @@
 //! request id, client IP and user agent; security events go to the `audit` target (and are
 //! counted, see `audit`); access lines to the `access` target.
 //!
-//! No line is written from a serving thread. Each line is formatted there (into the
-//! formatter's per-thread buffer) and handed to one of two writer threads
-//! (`tracing-appender`), which write in batches through one buffered [`Sink`]:
-//! - access lines go through a bounded queue that drops what does not fit, counted in
+//! No line is written from a serving thread. Each line is formatted there (into a per-thread
+//! buffer) and handed to one of two writer threads (`tracing-appender`), which write in
+//! batches through one buffered [`Sink`]:
+//! - access lines ([`crate::access_log`]) go through a bounded queue that drops what does not fit, counted in
 //!   `authgate_log_dropped_total`: under a flood, the log gives way, never the requests;
 //! - every other line (audit events, warnings) through a queue that waits when full: an
 //!   audit event is never dropped.
@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -186,53 +186,11 @@ impl Write for SinkWriter {
     }
 }
 
-/// What the access writer takes: access lines, and the request span they carry (its id,
-/// client address and user agent). Decided per callsite, once.
-#[derive(Debug, Clone, Copy)]
-struct AccessLines {
-    on: bool,
-}
-
-impl AccessLines {
-    fn wants(&self, m: &tracing::Metadata<'_>) -> bool {
-        self.on
-            && (m.target() == "access"
-                || (m.is_span() && m.name() == "request" && m.target() == "authgate::http"))
-    }
-}
-
-impl<S> tracing_subscriber::layer::Filter<S> for AccessLines {
-    fn enabled(
-        &self,
-        m: &tracing::Metadata<'_>,
-        _: &tracing_subscriber::layer::Context<'_, S>,
-    ) -> bool {
-        self.wants(m)
-    }
-    fn callsite_enabled(
-        &self,
-        m: &'static tracing::Metadata<'static>,
-    ) -> tracing::subscriber::Interest {
-        if self.wants(m) {
-            tracing::subscriber::Interest::always()
-        } else {
-            tracing::subscriber::Interest::never()
-        }
-    }
-    fn max_level_hint(&self) -> Option<LevelFilter> {
-        Some(if self.on {
-            LevelFilter::INFO
-        } else {
-            LevelFilter::OFF
-        })
-    }
-}
-
 /// Lines an access queue holds before it drops (about 25 MB at its fullest).
 const ACCESS_QUEUE_LINES: usize = 128_000;
 
-/// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`; the access
-/// log follows `log.access` alone.
+/// Installs the global subscriber and the access log. `RUST_LOG`, when set, wins over
+/// `log.level`; the access log follows `log.access` alone.
 pub fn init(cfg: &LogConfig) -> io::Result<Logging> {
     let sink = Arc::new(Sink::open(cfg.file.as_deref())?);
     let (events, events_guard) = NonBlockingBuilder::default()
@@ -245,19 +203,18 @@ pub fn init(cfg: &LogConfig) -> io::Result<Logging> {
         .thread_name("authgate-access-log")
         .finish(SinkWriter(sink.clone()));
     let _ = DROPPED.set(access.error_counter());
+    if cfg.access {
+        crate::access_log::install(crate::access_log::AccessLog::new(
+            access,
+            cfg.format == LogFormat::Json,
+        ));
+    }
 
     // rustls warns once per handshake about clients that send an IP address as SNI (wrk,
     // health checkers): anyone could flood the log with it, so it is kept to errors.
     let level = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(format!("{},rustls=error", cfg.level)))
         .unwrap_or_else(|_| EnvFilter::new("info,rustls=error"));
-    // A static per-target filter, so the access callsite's interest is decided once.
-    let not_access = level.and(
-        Targets::new()
-            .with_default(LevelFilter::TRACE)
-            .with_target("access", LevelFilter::OFF),
-    );
-    let access_only = AccessLines { on: cfg.access };
     // Colours only for a person at a terminal, never in files or pipes.
     let ansi = cfg.file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     // The audit counter sees the audit target only. Unfiltered, it made every callsite
@@ -275,15 +232,7 @@ pub fn init(cfg: &LogConfig) -> io::Result<Logging> {
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_writer(events)
-                    .with_filter(not_access),
-            )
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_writer(access)
-                    .with_filter(access_only),
+                    .with_filter(level),
             )
             .try_init(),
         LogFormat::Text => registry
@@ -292,14 +241,7 @@ pub fn init(cfg: &LogConfig) -> io::Result<Logging> {
                     .with_target(true)
                     .with_ansi(ansi)
                     .with_writer(events)
-                    .with_filter(not_access),
-            )
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_target(true)
-                    .with_ansi(ansi)
-                    .with_writer(access)
-                    .with_filter(access_only),
+                    .with_filter(level),
             )
             .try_init(),
     };

@@ -143,9 +143,11 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
         .map(|v| v.get(..v.len().min(128)).unwrap_or(""));
     let span = tracing::info_span!("request", id = ?ctx.request_id, client = %ctx.client_ip, ua);
     async move {
-        // The access log's fields, kept only when it is on (it is off at "warn").
-        let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
-            .then(|| (req.method().clone(), req.uri().clone()));
+        // The access log's fields, kept only when it is on.
+        let logged = crate::access_log::get().map(|log| {
+            let ua = req.headers().get(header::USER_AGENT).cloned();
+            (log, req.method().clone(), req.uri().clone(), ua)
+        });
         let (mut resp, metrics, route) = dispatch(&app, &ctx, req, start).await;
         resp.headers_mut().insert(
             crate::proxy::headers::X_REQUEST_ID.clone(),
@@ -154,18 +156,20 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
         let elapsed = start.elapsed();
         let status = resp.status().as_u16();
         metrics.observe(status, elapsed);
-        // The access log: never headers (Authorization, Cookie), never the query string,
-        // which may carry a token or a code.
-        if let Some((method, uri)) = logged {
-            tracing::info!(
-                target: "access",
-                method = %method,
-                path = uri.path(),
+        if let Some((log, method, uri, ua)) = logged {
+            log.write(&crate::access_log::Line {
+                id: &ctx.request_id,
+                client: ctx.client_ip,
+                ua: ua
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.get(..v.len().min(128)).unwrap_or("")),
+                method: &method,
+                path: uri.path(),
                 status,
                 route,
-                micros = elapsed.as_micros() as u64,
-                "request"
-            );
+                micros: elapsed.as_micros() as u64,
+            });
         }
         resp
     }

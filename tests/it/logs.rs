@@ -146,3 +146,36 @@ async fn with_the_access_log_off_warnings_are_still_written() {
     let text = until_logged(&live, "upstream exchange failed").await;
     assert!(access_lines(&text).is_empty(), "{text}");
 }
+
+#[tokio::test]
+async fn json_access_lines_are_json_with_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("authgate.log");
+    let extra = format!("[log]\nformat = \"json\"\nfile = \"{}\"\n", live.display());
+    let _gw = Binary::start_env(dir.path(), &extra, &[("AUTHGATE_LOG__ACCESS", "true")]).await;
+    let base = format!("http://{}", _gw.addr);
+    let r = reqwest::Client::new()
+        .get(format!("{base}/auth/me?code=654321"))
+        .header("user-agent", "quote\" and \\ backslash")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let text = until_logged(&live, "\"target\":\"access\"").await;
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"target\":\"access\""))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object a line");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/auth/me");
+    assert_eq!(v["status"], 401);
+    assert_eq!(v["route"], "_auth");
+    assert!(v["micros"].is_u64());
+    assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(v["span"]["id"], id.as_str());
+    assert_eq!(v["span"]["client"], "127.0.0.1");
+    assert_eq!(v["span"]["ua"], "quote\" and \\ backslash");
+    assert!(!text.contains("654321"));
+}
