@@ -41,6 +41,9 @@ pub struct Line<'a> {
     pub micros: u64,
 }
 
+/// The most of a path a line keeps, in bytes (cut at the character boundary at or below).
+const MAX_PATH: usize = 1024;
+
 #[derive(Debug)]
 pub struct AccessLog {
     writer: NonBlocking,
@@ -67,6 +70,9 @@ impl AccessLog {
 
     /// Formats and hands over one line; a full queue drops it (and counts it).
     pub fn write(&self, l: &Line<'_>) {
+        // A path may be as long as the header limit allows; the line keeps its start, so
+        // a flood of long paths cannot make the queue hold megabytes per line.
+        let path = cut(l.path);
         BUFFERS.with_borrow_mut(|b| {
             let now = SystemClock.since_epoch();
             if b.second != now.as_secs() || b.stamp.is_empty() {
@@ -98,7 +104,7 @@ impl AccessLog {
                     line,
                     "{{\"timestamp\":\"{stamp}.{micros:06}Z\",\"level\":\"INFO\",\"message\":\"request\",\"method\":{},\"path\":{},\"status\":{},\"route\":{},\"micros\":{},\"target\":\"access\",\"span\":{{\"id\":{},\"client\":\"{}\"",
                     s(l.method.as_str()),
-                    s(l.path),
+                    s(path),
                     l.status,
                     s(l.route),
                     l.micros,
@@ -121,11 +127,37 @@ impl AccessLog {
                 let _ = writeln!(
                     line,
                     "}}: access: request method={} path={:?} status={} route={:?} micros={}",
-                    l.method, l.path, l.status, l.route, l.micros
+                    l.method, path, l.status, l.route, l.micros
                 );
             }
             // One write, one queued line: the writer counts what it drops by line.
             let _ = self.writer.clone().write_all(line.as_bytes());
         });
+    }
+}
+
+/// The first [`MAX_PATH`] bytes of `path` at most, ending on a character boundary.
+fn cut(path: &str) -> &str {
+    let end = (0..=MAX_PATH.min(path.len()))
+        .rev()
+        .find(|&i| path.is_char_boundary(i))
+        .unwrap_or(0);
+    path.get(..end).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_paths_are_cut_on_a_character_boundary() {
+        assert_eq!(cut("/short"), "/short");
+        let ascii = "a".repeat(MAX_PATH + 10);
+        assert_eq!(cut(&ascii).len(), MAX_PATH);
+        // 'é' is two bytes: MAX_PATH falls inside one when the path starts with '/'.
+        let wide = format!("/{}", "é".repeat(MAX_PATH));
+        let c = cut(&wide);
+        assert_eq!(c.len(), MAX_PATH - 1);
+        assert!(wide.starts_with(c));
     }
 }

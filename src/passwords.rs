@@ -563,9 +563,13 @@ fn holds_memory() -> bool {
     MEMORY.with_borrow(|m| m.capacity() > 0)
 }
 
-/// Gives this thread's argon2 memory back (it was wiped after its last hash).
+/// Gives this thread's argon2 memory back, wiped again first: a hash that panicked midway
+/// skipped its own wipe.
 fn release_memory() {
-    MEMORY.with_borrow_mut(|m| *m = Vec::new());
+    MEMORY.with_borrow_mut(|m| {
+        m.fill(Block::new());
+        *m = Vec::new();
+    });
 }
 
 #[cfg(target_os = "linux")]

@@ -186,8 +186,9 @@ impl Write for SinkWriter {
     }
 }
 
-/// Lines an access queue holds before it drops (about 25 MB at its fullest).
-const ACCESS_QUEUE_LINES: usize = 128_000;
+/// Lines the access queue holds before it drops: a line is at most ~1.5 KB (its path is cut
+/// at 1 KiB), so ~50 MB at the very worst, ~8 MB of ordinary lines.
+const ACCESS_QUEUE_LINES: usize = 32_768;
 
 /// Installs the global subscriber and the access log. `RUST_LOG`, when set, wins over
 /// `log.level`; the access log follows `log.access` alone.

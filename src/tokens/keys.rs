@@ -432,6 +432,8 @@ impl Tokens {
             *w = set;
         }
         if gone {
+            self.key_epoch
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.cache.clear();
         }
     }

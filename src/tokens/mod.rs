@@ -117,6 +117,9 @@ pub struct Tokens {
     refresh_ttl: Duration,
     leeway: i64,
     cache: quick_cache::sync::Cache<CachedToken, Arc<Verified>>,
+    /// Moves each time a key goes (see `keys::install`): a verdict reached with the old keys
+    /// is not left in the cache the removal cleared.
+    key_epoch: std::sync::atomic::AtomicU64,
     seal: aead::LessSafeKey,
     /// Keys a refresh token's MAC: only a token made here verifies (see [`Tokens::issued`]).
     refresh_mac: hmac::Key,
@@ -207,6 +210,7 @@ impl Tokens {
             refresh_ttl: cfg.refresh_ttl,
             leeway: i64::try_from(cfg.leeway.as_secs()).unwrap_or(30),
             cache: quick_cache::sync::Cache::new(cfg.cache_entries.max(16)),
+            key_epoch: std::sync::atomic::AtomicU64::new(0),
             seal: aead::LessSafeKey::new(unbound),
             refresh_mac: hmac::Key::new(hmac::HMAC_SHA256, &keyring.key(KeyPurpose::RefreshMac).0),
             wrap: wrap_key(&keyring)?,
@@ -290,6 +294,7 @@ impl Tokens {
         if let Some(v) = self.cache.get(token) {
             return self.check_times(v, now);
         }
+        let epoch = self.key_epoch.load(std::sync::atomic::Ordering::SeqCst);
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         let keys = self.keyset();
         let kid = header.kid.as_deref().ok_or(TokenError::Invalid)?;
@@ -328,6 +333,12 @@ impl Tokens {
         });
         self.cache
             .insert(CachedToken(token.into()), verified.clone());
+        // A key removed meanwhile: its clearing of the cache may have come before this
+        // insert, so the verdict goes again (the removal moves the epoch before it clears).
+        if self.key_epoch.load(std::sync::atomic::Ordering::SeqCst) != epoch {
+            self.cache.remove(token);
+            return Err(TokenError::Invalid);
+        }
         self.check_times(verified, now)
     }
 

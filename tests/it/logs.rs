@@ -178,4 +178,14 @@ async fn json_access_lines_are_json_with_every_field() {
     assert_eq!(v["span"]["client"], "127.0.0.1");
     assert_eq!(v["span"]["ua"], "quote\" and \\ backslash");
     assert!(!text.contains("654321"));
+
+    // A long path is cut in the line (the queue's lines stay small).
+    let long = format!("/auth/{}", "x".repeat(5000));
+    reqwest::get(format!("{base}{long}")).await.unwrap();
+    let text = until_logged(&live, "/auth/xx").await;
+    let line = text.lines().find(|l| l.contains("/auth/xx")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let path = v["path"].as_str().unwrap();
+    assert_eq!(path.len(), 1024);
+    assert!(long.starts_with(path));
 }
