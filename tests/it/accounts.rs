@@ -1110,7 +1110,8 @@ async fn a_verified_account_holds_no_code_it_was_not_mailed() {
             .unwrap()
             .to_string();
     let dir = gw.stop_keep_dir().await;
-    let store = authgate::store::Store::open(&dir.path().join("db"), 8 << 20).unwrap();
+    let store =
+        until_unlocked(|| authgate::store::Store::open(&dir.path().join("db"), 8 << 20)).await;
     let codes = store.export().await.unwrap().codes;
     assert!(
         codes.iter().all(|c| c.user_id.to_string() != user_id),

@@ -641,3 +641,20 @@ pub fn outbox_code(dir: &std::path::Path, to: &str) -> Option<String> {
         .find(|l| l.len() == 6 && l.bytes().all(|b| b.is_ascii_digit()))
         .map(str::to_string)
 }
+
+/// `open()`, again while the store's file lock is still held by a handle being dropped (at
+/// most 10 s).
+pub async fn until_unlocked<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -> T {
+    let deadline = authgate::clock::monotonic() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(v) => return v,
+            Err(e)
+                if authgate::clock::monotonic() < deadline && format!("{e:?}").contains("lock") =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot open the store: {e:?}"),
+        }
+    }
+}

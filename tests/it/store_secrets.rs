@@ -154,8 +154,11 @@ async fn an_upgrade_takes_the_old_secrets_out_of_the_store() {
         meta.insert(b"secret:refresh-seal", &[8u8; 32]).unwrap();
         db.flush().unwrap();
     }
-    drop(authgate::store::Store::open(&path, 8 << 20).unwrap());
-    let db = sled::open(&path).unwrap();
+    // sled's flusher thread lets go of the file lock a moment after the last handle drops:
+    // each open waits for it, as a restarted process would find it free.
+    let store = until_unlocked(|| authgate::store::Store::open(&path, 8 << 20)).await;
+    drop(store);
+    let db = until_unlocked(|| sled::open(&path)).await;
     let meta = db.open_tree("meta").unwrap();
     assert_eq!(meta.scan_prefix(b"secret:").count(), 0);
     assert!(meta.get(b"schema_version").unwrap().is_some());
