@@ -7,6 +7,8 @@
 #   2. forward-auth: nginx `auth_request` to authgate's /auth/validate (the README snippet),
 #      against the same nginx configuration whose auth_request goes to a stub nginx that
 #      always answers 200, so the difference is what authgate's validation costs.
+#   3. validate: /auth/validate asked directly (no front), against that stub nginx answering
+#      `return 200` with the same number of workers as authgate has serving threads.
 #
 # Loads each with wrk and writes the raw outputs and a summary table to bench-results/
 # (gitignored).
@@ -309,11 +311,11 @@ unset RUST_LOG
 declare -A proc
 start upstream "$P_UP" nginx -p "$tmp" -e "$tmp/upstream.err" -c "$tmp/upstream.conf"
 start stub "$P_STUB" nginx -p "$tmp" -e "$tmp/stub.err" -c "$tmp/stub.conf"
-proc[fwd-stub]=${pids[-1]}
+proc[fwd-stub]=${pids[-1]} proc[nginx-200]=${pids[-1]}
 start ag-route "$P_AG" "$bin" serve --config "$tmp/ag-route.toml"
 proc[authgate-route]=${pids[-1]}
 start ag-validate "$P_AGV" "$bin" serve --config "$tmp/ag-validate.toml"
-proc[fwd-authgate]=${pids[-1]}
+proc[fwd-authgate]=${pids[-1]} proc[validate]=${pids[-1]}
 start front "$P_NGX" nginx -p "$tmp" -e "$tmp/front.err" -c "$tmp/front.conf"
 proc[nginx-proxy]=${pids[-1]}
 
@@ -321,8 +323,12 @@ declare -A token
 token[ag-route]=$(login "$P_AG") || { echo "forward_auth.sh: sign-in to ag-route failed" >&2; exit 1; }
 token[ag-validate]=$(login "$P_AGV") || { echo "forward_auth.sh: sign-in to ag-validate failed" >&2; exit 1; }
 
-targets=(nginx-proxy authgate-route fwd-stub fwd-authgate)
+# validate and nginx-200: /auth/validate asked directly (no front), against the stub nginx
+# answering `return 200` with the same worker count (one per core, as authgate's threads).
+targets=(nginx-proxy authgate-route fwd-stub fwd-authgate validate nginx-200)
 declare -A url=(
+    [validate]=http://127.0.0.1:$P_AGV/auth/validate
+    [nginx-200]=http://127.0.0.1:$P_STUB/
     [nginx-proxy]=http://127.0.0.1:$P_NGX/
     [authgate-route]=http://127.0.0.1:$P_AG/
     [fwd-stub]=http://127.0.0.1:$P_FS/
@@ -335,11 +341,18 @@ declare -A auth=(
     [authgate-route]="Authorization: Bearer ${token[ag-route]}"
     [fwd-stub]="Authorization: Bearer ${token[ag-validate]}"
     [fwd-authgate]="Authorization: Bearer ${token[ag-validate]}"
+    [validate]="Authorization: Bearer ${token[ag-validate]}"
+    [nginx-200]="Authorization: Bearer ${token[ag-validate]}"
+)
+# What nginx's auth_request sends besides the token: the path it asks about.
+declare -A extra=(
+    [nginx-proxy]="X-Bench: 1" [authgate-route]="X-Bench: 1" [fwd-stub]="X-Bench: 1"
+    [fwd-authgate]="X-Bench: 1" [validate]="X-Original-URI: /" [nginx-200]="X-Original-URI: /"
 )
 
 # A proxy that answers with an error page would look fast: check every path end to end, that
 # the identity arrives, and that the authenticating paths really refuse an anonymous request.
-for t in "${targets[@]}"; do
+for t in nginx-proxy authgate-route fwd-stub fwd-authgate; do
     body=$(curl -sS --max-time 5 -H "${auth[$t]}" "${url[$t]}")
     [[ $body == hello ]] || { echo "forward_auth.sh: $t answered '$body', not 'hello'" >&2; exit 1; }
 done
@@ -347,6 +360,12 @@ for t in authgate-route fwd-stub fwd-authgate; do
     who=$(curl -sS --max-time 5 -H "${auth[$t]}" "${url[$t]}whoami")
     [[ $who == "$EMAIL" ]] || { echo "forward_auth.sh: $t passed identity '$who', not '$EMAIL'" >&2; exit 1; }
 done
+for t in validate nginx-200; do
+    code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -H "${auth[$t]}" -H "${extra[$t]}" "${url[$t]}")
+    [[ $code == 200 ]] || { echo "forward_auth.sh: $t answered $code, not 200" >&2; exit 1; }
+done
+code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -H "${extra[validate]}" "${url[validate]}")
+[[ $code == 401 ]] || { echo "forward_auth.sh: validate answered $code without a token, not 401" >&2; exit 1; }
 for t in authgate-route fwd-authgate; do
     code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "${url[$t]}")
     [[ $code == 401 ]] || { echo "forward_auth.sh: $t answered $code without a token, not 401" >&2; exit 1; }
@@ -382,7 +401,7 @@ mkdir -p "$results"
 declare -A rps p99 cpu errs conns aconns quiet_at runs_rps runs_p99 runs_cpu
 for t in "${targets[@]}"; do
     echo "== $t (${url[$t]}): warm-up" >&2
-    wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "${auth[$t]}" "${url[$t]}" >/dev/null
+    wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "${auth[$t]}" -H "${extra[$t]}" "${url[$t]}" >/dev/null
     quiet_at[$t]=yes
     errs[$t]=0
 done
@@ -392,7 +411,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     before=$(upstream_accepts)
     abefore=$(auth_accepts "$t")
     ticks=$(cpu_ticks "${proc[$t]}")
-    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "${auth[$t]}" "${url[$t]}" \
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "${auth[$t]}" -H "${extra[$t]}" "${url[$t]}" \
         >"$results/forward_auth-$t-$round.txt" &
     wrk_pid=$!
     await_wrk "$wrk_pid" "$t"
@@ -423,10 +442,11 @@ row() { # label target reference goal
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), repo at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$([[ -n ${AUTHGATE_BIN:-} ]] && echo ' (authgate prebuilt, not necessarily from it)')"
     echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "- $(nginx -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), authgate $bin"
-    echo "- $ROUNDS rounds of the four targets in turn; req/s and p99 are medians over the rounds (each round's figures: forward_auth-<target>-<round>.txt); conns are the last round's, errors the sum"
+    echo "- $ROUNDS rounds of the six targets in turn; req/s and p99 are medians over the rounds (each round's figures: forward_auth-<target>-<round>.txt); conns are the last round's, errors the sum"
     echo "- request logs: $LOGS$([[ $LOGS == on ]] && echo ' (nginx fronts: access_log to a file, combined format; authgate: [log] level "info", access log to a file)')"
     echo "- wrk -t$THREADS -c$CONNS -d$DURATION --latency (warm-up $WARMUP), GET / of a 6-byte body, plain HTTP, a valid \`Authorization: Bearer\` access token (EdDSA) on every request; everything shares the same cores"
     echo "- nginx-proxy: nginx proxy_pass to the upstream, no authentication; authgate-route: authgate's proxy on an \`access = \"authenticated\"\` route"
+    echo "- validate: authgate /auth/validate asked directly with the token and X-Original-URI; nginx-200: the stub nginx (worker_processes auto: one per core) answering return 200 to the same request"
     echo "- fwd-*: nginx auth_request (README snippet, keep-alive to both upstreams) then proxy_pass; the auth subrequest goes to a stub nginx answering 200 (fwd-stub) or to authgate /auth/validate (fwd-authgate)"
     echo "- upstream conns = connections the upstream accepted during the measured run; auth conns = connections the stub / authgate accepted (keep-alive reuse checks)"
     echo "- quiet machine = no rustc/cargo process seen during the measured run"
@@ -442,4 +462,5 @@ row() { # label target reference goal
     echo "|---|---:|---:|---:|---:|---:|"
     row "authgate-route / nginx-proxy" authgate-route nginx-proxy "≥ 1.00"
     row "fwd-authgate / fwd-stub" fwd-authgate fwd-stub "≥ 0.95"
+    row "validate / nginx-200" validate nginx-200 "≥ 0.80"
 } | tee "$results/forward_auth-logs-$LOGS.md"
